@@ -1,0 +1,5 @@
+import sys
+
+from lenslib.cli import main
+
+sys.exit(main())

@@ -1,0 +1,30 @@
+"""Where the companion finds its shipped data and keeps generated data.
+
+``data/`` at the repository root holds small data the project ships (paper tables, prompt suites);
+everything generated or downloaded goes under a git-ignored cache folder. Used by every chapter.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path:
+    """The shipped ``data/`` folder (override with ``LENS_DATA``)."""
+    path = Path(os.environ.get("LENS_DATA", REPO_ROOT / "data"))
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"lenslib data folder not found at {path}. Install lenslib from a clone of the repository "
+            "(`pip install -e .`) or point LENS_DATA at the repository's data/ folder."
+        )
+    return path
+
+
+def cache_dir() -> Path:
+    """The cache for generated data and runs (override with ``LENS_CACHE``); created on demand."""
+    path = Path(os.environ.get("LENS_CACHE", REPO_ROOT / ".cache" / "lens"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
