@@ -1,0 +1,1 @@
+"""Eval: see the modules in this package."""

