@@ -1,0 +1,531 @@
+"""One typed run config: dataclasses, loaded from YAML, overridden by dotted ``key=value`` arguments.
+
+A training run is fully described by a :class:`TrainConfig` (as in Sana's pyrallis configs): the shipped
+YAML files in ``lenslib/train/configs/`` name the paper's runs, and the command line changes single
+values::
+
+    lens train --config cpu-tiny optim.lr=3e-4 run.steps=200
+
+Everything is checked before any model is built: an unknown key (with the closest valid names), a value
+of the wrong type, and impossible combinations (a global batch that the world size and micro-batch do
+not divide, buckets together with a fixed global batch, ...) raise :class:`ConfigError`, whose message
+names the key and the fix. The resolved config is stored in every checkpoint and in the run folder.
+
+Used in chapter 4 and by ``lens train``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "RunConfig",
+    "ModelConfig",
+    "BucketConfig",
+    "DataConfig",
+    "FlowConfig",
+    "OptimConfig",
+    "EMAConfig",
+    "DistConfig",
+    "EvalConfig",
+    "TrainConfig",
+    "CONFIG_DIR",
+    "available_configs",
+    "load_config",
+    "apply_overrides",
+    "from_dict",
+    "to_dict",
+    "to_yaml",
+    "validate",
+    "bucket_table",
+    "bucket_batch",
+]
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A run config that cannot work; the message names the key and how to fix it."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The schema. Defaults are those of the laptop config (cpu-tiny); the paper's values live in the YAMLs.
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunConfig:
+    """Bookkeeping: where the run lives, how long it is, how often it logs and saves."""
+
+    name: str = "run"
+    out_dir: str | None = None  # default: <cache>/runs/<name>
+    seed: int = 0
+    steps: int = 200  # optimizer steps ("iterations" in the paper)
+    log_every: int = 10
+    save_every: int = 100  # 0 = only at the end (and on preemption)
+    keep_last: int = 3  # checkpoints kept by rotation (0 = keep all)
+    resume: str = "auto"  # auto (latest if any) | never | <checkpoint folder>
+    tensorboard: bool = False
+    progress: str = "auto"  # auto (bar only on a terminal) | bar | log
+    deterministic: bool = True  # torch.use_deterministic_algorithms on CPU; exact resume needs it
+
+
+@dataclass
+class ModelConfig:
+    """Which transformer to build: a preset of ``lenslib.model.presets`` plus keyword overrides."""
+
+    preset: str = "cpu-tiny"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    activation_checkpointing: bool = False
+    init_from: str | None = None  # a ``transformer/`` folder (e.g. stage 1's export) to start from
+
+
+@dataclass
+class BucketConfig:
+    """Stage-2 mixed resolution: base areas × aspect ratios (table from ``lenslib.data.buckets``).
+
+    Every rank draws one bucket per step and uses that bucket's per-rank batch (by base area).
+    """
+
+    bases: list[int]  # sides of the square base areas, e.g. [512, 768, 1024]
+    batches: list[int]  # per-rank batch for each base, e.g. [24, 10, 6]
+    ratios: list[str] = field(default_factory=lambda: ["1:2", "9:16", "2:3", "3:4", "1:1", "4:3", "3:2", "16:9", "2:1"])
+    multiple: int = 32  # sides are multiples of this
+
+
+@dataclass
+class DataConfig:
+    """Where images and captions come from and how they become tokens and text features."""
+
+    source: str = "world"  # world | hf | webdataset | features
+    path: str | None = None  # dataset folder / shard pattern / feature cache (not for world)
+    image_key: str = "image"
+    caption_key: str = "caption"
+    image_size: int = 32  # square training resolution (stage 1); ignored when buckets are set
+    buckets: BucketConfig | None = None  # stage 2: each rank draws one bucket per step
+    codec: str = "pixel"  # pixel (patchified pixels, CPU chapters) | latent (FLUX.2 VAE)
+    patch: int = 4  # pixel codec patch size (pixels per token side)
+    vae: str | None = None  # VAE folder for the latent codec
+    text_encoder: str = "minilm"  # name understood by lenslib.model.text_encoders
+    text_encoder_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {path: <lens>/text_encoder}
+    max_text_tokens: int = 64
+    caption_kind: str = "short"  # world captions: which kind lenslib.world.captions writes
+    vocab: str = "default"  # world vocabulary
+    num_workers: int = 0
+
+
+@dataclass
+class FlowConfig:
+    """The flow-matching objective (paper §2.1)."""
+
+    mu_schedule: str = "constant"  # constant (stage 1) | tokens (stage 2, mu linear in token count)
+    mu: float = 1.06  # location for the constant schedule
+    logit_normal_scale: float = 1.0  # not in the paper; SD3/minRF value
+    caption_dropout: float = 0.1  # not in the paper; probability of the empty (unconditional) caption
+
+
+@dataclass
+class OptimConfig:
+    """AdamW, gradient clipping, warmup-then-constant LR, batch arithmetic."""
+
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    eps: float = 1e-8
+    warmup_steps: int = 0
+    grad_clip: float = 1.0  # 0 disables clipping
+    global_batch: int | None = 16  # samples per optimizer step over all ranks (None with buckets)
+    micro_batch: int = 16  # samples per forward pass per rank
+
+
+@dataclass
+class EMAConfig:
+    """Exponential moving average of the weights; the EMA is what gets exported."""
+
+    enabled: bool = True
+    decay: float = 0.999
+    warmup: bool = True  # decay_t = min(decay, (1 + t) / (10 + t)), so early EMA tracks the model
+    every: int = 1
+
+
+@dataclass
+class DistConfig:
+    """How the same loop runs on many processes."""
+
+    strategy: str = "auto"  # auto (none for 1 process, ddp otherwise) | none | ddp | fsdp
+    backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | gloo | nccl
+    timeout_s: int = 1800  # collective timeout; tests use a few seconds
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    reshard_after_forward: bool = True  # FSDP2
+
+
+@dataclass
+class EvalConfig:
+    """Preview samples and judge scores during training."""
+
+    every: int = 0  # steps between evaluations (0 = never)
+    prompts: list[str] = field(default_factory=list)  # empty: captions of held-out world scenes
+    num_images: int = 8
+    num_steps: int = 20
+    guidance: float = 4.0
+    seed: int = 1234
+    judge: bool = True  # score world samples with lenslib.eval's exact judge when available
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def grad_accum(self, world_size: int) -> int:
+        """Micro-batches per optimizer step on each rank (1 with buckets)."""
+        if self.optim.global_batch is None:
+            return 1
+        return self.optim.global_batch // (world_size * self.optim.micro_batch)
+
+
+# --------------------------------------------------------------------------------------------------
+# Typed conversion
+# --------------------------------------------------------------------------------------------------
+
+_CHOICES = {
+    "run.resume": None,  # free-form (auto | never | path)
+    "run.progress": ("auto", "bar", "log"),
+    "data.source": ("world", "hf", "webdataset", "features"),
+    "data.codec": ("pixel", "latent"),
+    "flow.mu_schedule": ("constant", "tokens"),
+    "dist.strategy": ("auto", "none", "ddp", "fsdp"),
+    "dist.backend": ("auto", "gloo", "nccl"),
+    "dist.precision": ("auto", "fp32", "bf16"),
+}
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert ``value`` to the annotated type ``tp`` or raise a ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {_type_name(tp)}")
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return from_dict(tp, value, prefix=key + ".")
+    if origin in (list, tuple):
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}. Write it as [a, b, ...].")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)} ({value!r}).")
+            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        inner = args[0] if args else Any
+        out = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}.")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}.")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str, float)):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}.")
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        try:
+            return int(str(value).replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{key}: expected an integer, got {value!r}.") from None
+    if tp is float:
+        # YAML 1.1 reads "3e-4" as a string; accept it here.
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}.")
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected a number, got {value!r}.") from None
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a string, got {value!r}.")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
+
+
+def from_dict(cls, data: dict, prefix: str = ""):
+    """Build dataclass ``cls`` from a plain mapping, rejecting unknown keys and wrong types."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=3)
+            hint = f" Did you mean {', '.join(prefix + c for c in close)}?" if close else ""
+            raise ConfigError(
+                f"unknown config key {prefix}{key}.{hint} Valid keys here: {', '.join(prefix + n for n in names)}."
+            )
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            kwargs[f.name] = _coerce(data[f.name], hints[f.name], prefix + f.name)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing required config key {prefix}{f.name}.")
+    return cls(**kwargs)
+
+
+def to_dict(obj) -> dict:
+    """Plain nested dict (tuples become lists), suitable for YAML and JSON."""
+
+    def plain(v):
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(obj)
+
+
+def to_yaml(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Files and overrides
+# --------------------------------------------------------------------------------------------------
+
+
+def available_configs() -> list[str]:
+    """Names of the shipped configs (``lens train --config NAME``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def _resolve_path(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path
+    shipped = CONFIG_DIR / f"{Path(str(name_or_path)).stem}.yaml"
+    if path.suffix in ("", ".yaml", ".yml") and shipped.exists() and not path.exists():
+        return shipped
+    if path.exists() and path.is_file():
+        return path
+    raise ConfigError(
+        f"config {str(name_or_path)!r} not found: give a YAML file or one of the shipped names "
+        f"({', '.join(available_configs())})."
+    )
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple = ()) -> dict:
+    """Read a YAML config; a top-level ``base: NAME`` inherits from another config first."""
+    if path in seen:
+        raise ConfigError(f"config {path} inherits from itself through 'base'.")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping of sections (run:, model:, ...), got {type(data).__name__}.")
+    base = data.pop("base", None)
+    if base is not None:
+        data = _merge(_read_yaml(_resolve_path(base), seen + (path,)), data)
+    return data
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value (e.g. optim.lr=3e-4).")
+    key, raw = item.split("=", 1)
+    key = key.strip().lstrip("-")
+    if not key:
+        raise ConfigError(f"override {item!r} has an empty key.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``section.key=value`` strings (values parsed as YAML) to a nested dict."""
+    data = _merge({}, data)
+    for item in overrides:
+        path, value = _parse_override(item)
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section.")
+        node[path[-1]] = value
+    return data
+
+
+def load_config(name_or_path: str | Path | None = None, overrides: list[str] | None = None, world_size: int | None = None) -> TrainConfig:
+    """Load a shipped config by name (``"cpu-tiny"``) or a YAML path, apply overrides, validate.
+
+    ``world_size`` (if given) also checks the batch arithmetic for that many ranks.
+    """
+    data = _read_yaml(_resolve_path(name_or_path)) if name_or_path is not None else {}
+    data = apply_overrides(data, list(overrides or []))
+    cfg = from_dict(TrainConfig, data)
+    validate(cfg, world_size)
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------------
+# Cross-field checks
+# --------------------------------------------------------------------------------------------------
+
+
+def bucket_table(cfg: TrainConfig) -> list:
+    """The training resolutions: ``lenslib.data.buckets.Bucket`` objects (one square bucket in stage 1)."""
+    from lenslib.data.buckets import Bucket, make_buckets
+
+    if cfg.data.buckets is None:
+        s = cfg.data.image_size
+        return [Bucket(s, s, s, (1, 1))]
+    bk = cfg.data.buckets
+    ratios = [tuple(int(x) for x in str(r).split(":")) for r in bk.ratios]
+    return make_buckets(bases=tuple(bk.bases), ratios=ratios, multiple=bk.multiple)
+
+
+def bucket_batch(cfg: TrainConfig, bucket) -> int:
+    """Per-rank batch for ``bucket`` (micro-batch in stage 1, the base area's batch in stage 2)."""
+    if cfg.data.buckets is None:
+        return cfg.optim.micro_batch
+    return cfg.data.buckets.batches[cfg.data.buckets.bases.index(bucket.base)]
+
+
+def validate(cfg: TrainConfig, world_size: int | None = None) -> TrainConfig:
+    """Reject impossible combinations, naming the key(s) and the fix. Returns ``cfg``."""
+    d = to_dict(cfg)
+    for key, choices in _CHOICES.items():
+        if choices is None:
+            continue
+        section, name = key.split(".")
+        value = d[section][name]
+        if value not in choices:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}.")
+
+    def positive(key, value, allow_zero=False):
+        if value < 0 or (value == 0 and not allow_zero):
+            raise ConfigError(f"{key} must be {'>= 0' if allow_zero else '> 0'}, got {value}.")
+
+    positive("run.steps", cfg.run.steps)
+    positive("run.log_every", cfg.run.log_every)
+    positive("run.save_every", cfg.run.save_every, allow_zero=True)
+    positive("run.keep_last", cfg.run.keep_last, allow_zero=True)
+    positive("optim.lr", cfg.optim.lr)
+    positive("optim.micro_batch", cfg.optim.micro_batch)
+    positive("optim.warmup_steps", cfg.optim.warmup_steps, allow_zero=True)
+    positive("optim.grad_clip", cfg.optim.grad_clip, allow_zero=True)
+    positive("optim.weight_decay", cfg.optim.weight_decay, allow_zero=True)
+    positive("flow.logit_normal_scale", cfg.flow.logit_normal_scale)
+    positive("eval.every", cfg.eval.every, allow_zero=True)
+    positive("dist.timeout_s", cfg.dist.timeout_s)
+    for i, b in enumerate(cfg.optim.betas):
+        if not 0.0 <= b < 1.0:
+            raise ConfigError(f"optim.betas[{i}]={b} must be in [0, 1).")
+    if not 0.0 <= cfg.flow.caption_dropout < 1.0:
+        raise ConfigError(f"flow.caption_dropout={cfg.flow.caption_dropout} must be in [0, 1).")
+    if not 0.0 < cfg.ema.decay < 1.0:
+        raise ConfigError(f"ema.decay={cfg.ema.decay} must be in (0, 1).")
+    if cfg.ema.every < 1:
+        raise ConfigError(f"ema.every={cfg.ema.every} must be >= 1.")
+
+    if cfg.data.buckets is not None:
+        if cfg.optim.global_batch is not None:
+            raise ConfigError(
+                "data.buckets and optim.global_batch are both set: with buckets every rank uses its "
+                "bucket's batch, so the global batch varies per step. Set optim.global_batch=null."
+            )
+        bk = cfg.data.buckets
+        if not bk.bases or len(bk.bases) != len(bk.batches):
+            raise ConfigError(
+                f"data.buckets.bases ({bk.bases}) and data.buckets.batches ({bk.batches}) must be non-empty and "
+                "of equal length: one per-rank batch per base area."
+            )
+        if min(bk.bases) < 1 or min(bk.batches) < 1 or bk.multiple < 1:
+            raise ConfigError("data.buckets.bases, .batches and .multiple must be positive.")
+        for r in bk.ratios:
+            parts = str(r).split(":")
+            if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+                raise ConfigError(f"data.buckets.ratios entry {r!r} must look like 'W:H', e.g. '16:9'.")
+    else:
+        if cfg.optim.global_batch is None:
+            raise ConfigError("optim.global_batch is null but data.buckets is not set: give a global batch.")
+        positive("optim.global_batch", cfg.optim.global_batch)
+        positive("data.image_size", cfg.data.image_size)
+        if cfg.optim.global_batch % cfg.optim.micro_batch:
+            raise ConfigError(
+                f"optim.global_batch={cfg.optim.global_batch} is not divisible by optim.micro_batch="
+                f"{cfg.optim.micro_batch}. Choose a micro-batch that divides the global batch."
+            )
+        if world_size is not None and cfg.optim.global_batch % (world_size * cfg.optim.micro_batch):
+            raise ConfigError(
+                f"optim.global_batch={cfg.optim.global_batch} is not divisible by world size {world_size} × "
+                f"optim.micro_batch={cfg.optim.micro_batch} = {world_size * cfg.optim.micro_batch}. Change "
+                f"optim.global_batch to a multiple of {world_size * cfg.optim.micro_batch}, or optim.micro_batch "
+                f"so that world size × micro-batch divides it."
+            )
+    sizes = [(b.height, b.width) for b in bucket_table(cfg)]
+    if cfg.data.codec == "pixel":
+        for h, w in sizes:
+            if h % cfg.data.patch or w % cfg.data.patch:
+                raise ConfigError(
+                    f"image size {h}x{w} is not divisible by data.patch={cfg.data.patch}: pick sizes that are "
+                    "multiples of the patch."
+                )
+    else:
+        for h, w in sizes:
+            if h % 16 or w % 16:
+                raise ConfigError(f"image size {h}x{w}: the latent codec needs multiples of 16 (VAE ×8, then 2×2 packing).")
+    if cfg.data.source != "world" and not cfg.data.path:
+        raise ConfigError(f"data.source={cfg.data.source!r} needs data.path (a dataset folder, shard pattern or cache).")
+    if cfg.dist.strategy == "none" and world_size is not None and world_size > 1:
+        raise ConfigError(
+            f"dist.strategy='none' but the job has {world_size} processes: use dist.strategy=ddp or fsdp "
+            "(or launch one process)."
+        )
+    return cfg
