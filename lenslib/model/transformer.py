@@ -1,0 +1,317 @@
+"""``LensTransformer2DModel``: the Lens DiT, loadable from the official ``transformer/`` folder.
+
+A dual-stream MMDiT in the style of SD3/FLUX/Qwen-Image:
+
+- image tokens (already patchified VAE latents, [B, S_img, in_channels]) go through ``img_in``;
+- the text encoder's tapped hidden layers (four GPT-OSS layers at the official config) are each
+  RMS-normalised with their own gain, concatenated on the channel axis and projected by ``txt_in``;
+- σ is embedded by a sinusoid + MLP (``time_text_embed``) into ``temb``, the only modulation signal;
+- ``num_layers`` blocks each keep separate weights for the two streams (adaLN modulation, norms, QKV,
+  output projection, MLP) and mix them only in a joint attention with 3-axis RoPE;
+- a final adaLN (``norm_out``: scale first, then shift) and ``proj_out`` give the velocity per token.
+
+Constructor arguments are exactly the official ``config.json`` keys (reference §2.1) and the
+state-dict names and shapes are exactly the official ones (§2.2), so
+``LensTransformer2DModel.from_pretrained("<Lens>/transformer")`` loads the released weights with no
+conversion. The forward pass follows §2.4 operation by operation and matches the official golden
+outputs in float32.
+
+Used in chapters 2 and later (sampling, training) and by :mod:`lenslib.model.presets`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.attention import FeedForward
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.normalization import AdaLayerNormContinuous, RMSNorm
+from diffusers.utils import apply_lora_scale
+from diffusers.utils.torch_utils import maybe_allow_in_graph
+from torch import nn
+
+from .attention import LensJointAttention, joint_attention_mask
+from .embeddings import LensTimestepEmbedding
+from .rope import LensEmbedRope
+
+try:  # optional mixins; present in diffusers 0.42
+    from diffusers.loaders import FromOriginalModelMixin, PeftAdapterMixin
+except ImportError:  # pragma: no cover
+    FromOriginalModelMixin = PeftAdapterMixin = object  # type: ignore[misc,assignment]
+try:
+    from diffusers.models.cache_utils import CacheMixin
+except ImportError:  # pragma: no cover
+    CacheMixin = object  # type: ignore[misc,assignment]
+
+_OPTIONAL_MIXINS = tuple(m for m in (PeftAdapterMixin, FromOriginalModelMixin, CacheMixin) if m is not object)
+
+
+def swiglu_hidden_dim(dim: int) -> int:
+    """Hidden width of the SwiGLU MLP: int(dim / 3 · 8), i.e. 4096 for dim 1536 and 170 for dim 64."""
+    return int(dim / 3 * 8)
+
+
+class LensSwiGLU(nn.Module):
+    """MLP(u) = w2(SiLU(w1·u) ⊙ w3·u), no biases: w1 is the gate, w3 the up and w2 the down projection.
+
+    SwiGLU with a hidden width of 8/3·dim costs the same as a 4·dim GELU MLP (three matrices instead
+    of two) and trains better (Shazeer, 2020)."""
+
+    def __init__(self, dim: int, hidden_dim: int | None = None):
+        super().__init__()
+        hidden_dim = hidden_dim or swiglu_hidden_dim(dim)
+        self.w1 = nn.Linear(dim, hidden_dim, bias=False)
+        self.w2 = nn.Linear(hidden_dim, dim, bias=False)
+        self.w3 = nn.Linear(dim, hidden_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(nn.functional.silu(self.w1(x)) * self.w3(x))
+
+
+def _block_norm(dim: int, rms_norm: bool, eps: float) -> nn.Module:
+    # rms_norm=False: LayerNorm without affine parameters (no state-dict entries).
+    return RMSNorm(dim, eps=eps) if rms_norm else nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
+
+
+@maybe_allow_in_graph
+class LensTransformerBlock(nn.Module):
+    """One dual-stream block. Returns ``(text, image)``, text first, as the official block does.
+
+    Per stream: adaLN modulation from temb (shift, scale, gate for attention, then for the MLP),
+    x ← x + gate₁·Attn(norm1(x)·(1+scale₁)+shift₁) and x ← x + gate₂·MLP(norm2(x)·(1+scale₂)+shift₂).
+    Gates are raw (no tanh/sigmoid). The streams meet only inside the joint attention.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_attention_heads: int,
+        attention_head_dim: int,
+        gate_mlp: bool = True,
+        rms_norm: bool = True,
+        eps: float = 1e-6,
+    ):
+        super().__init__()
+        self.dim = dim
+        # Module creation order = official state-dict order.
+        self.attn = LensJointAttention(dim, num_attention_heads, attention_head_dim, eps=eps)
+        self.img_mod = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        self.img_norm1 = _block_norm(dim, rms_norm, eps)
+        self.img_norm2 = _block_norm(dim, rms_norm, eps)
+        self.img_mlp = LensSwiGLU(dim) if gate_mlp else FeedForward(dim, dim_out=dim, activation_fn="gelu-approximate")
+        self.txt_mod = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        self.txt_norm1 = _block_norm(dim, rms_norm, eps)
+        self.txt_norm2 = _block_norm(dim, rms_norm, eps)
+        self.txt_mlp = LensSwiGLU(dim) if gate_mlp else FeedForward(dim, dim_out=dim, activation_fn="gelu-approximate")
+
+    @staticmethod
+    def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return x * (1 + scale[:, None]) + shift[:, None]
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        temb: torch.Tensor,
+        image_rotary_emb: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        img_shift1, img_scale1, img_gate1, img_shift2, img_scale2, img_gate2 = self.img_mod(temb).chunk(6, dim=-1)
+        txt_shift1, txt_scale1, txt_gate1, txt_shift2, txt_scale2, txt_gate2 = self.txt_mod(temb).chunk(6, dim=-1)
+
+        x_mod = self._modulate(self.img_norm1(hidden_states), img_shift1, img_scale1)
+        c_mod = self._modulate(self.txt_norm1(encoder_hidden_states), txt_shift1, txt_scale1)
+        img_attn, txt_attn = self.attn(x_mod, c_mod, image_rotary_emb, attention_mask)
+        hidden_states = hidden_states + img_gate1[:, None] * img_attn
+        encoder_hidden_states = encoder_hidden_states + txt_gate1[:, None] * txt_attn
+
+        x_mod = self._modulate(self.img_norm2(hidden_states), img_shift2, img_scale2)
+        hidden_states = hidden_states + img_gate2[:, None] * self.img_mlp(x_mod)
+        c_mod = self._modulate(self.txt_norm2(encoder_hidden_states), txt_shift2, txt_scale2)
+        encoder_hidden_states = encoder_hidden_states + txt_gate2[:, None] * self.txt_mlp(c_mod)
+        return encoder_hidden_states, hidden_states
+
+
+class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
+    """The Lens DiT (4,104,225,152 parameters at the defaults; the paper's "3.8B" is 3.82·2^30).
+
+    Args (the official ``config.json`` keys, official defaults):
+        patch_size: only sizes ``proj_out`` (width patch_size²·out_channels); the model does not patchify.
+        in_channels: width of an input token (32 VAE channels × 2×2 = 128).
+        out_channels: channels per output pixel of a patch; None/0 means ``in_channels``.
+        num_layers: number of dual-stream blocks.
+        attention_head_dim: D. num_attention_heads: H. The model width is H·D.
+        inner_dim: stored for compatibility and ignored (the width is always H·D).
+        enc_hidden_dim: width of each text-encoder layer fed in.
+        axes_dims_rope: RoPE dims for the frame, row and column axes; even, summing to D.
+        gate_mlp: SwiGLU MLPs (True) or diffusers FeedForward with tanh-GELU (False).
+        rms_norm: block norms are RMSNorm (True) or LayerNorm without affine (False).
+        multi_layer_encoder_feature: the text input is a list of per-layer tensors (True) or one tensor.
+        selected_layer_index: text-encoder layers the pipeline taps; the model uses only its length.
+
+    Forward: see :meth:`forward`. Used in chapter 2 and by the pipeline and the trainer.
+    """
+
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ["LensTransformerBlock"]
+    _repeated_blocks = ["LensTransformerBlock"]
+    _skip_layerwise_casting_patterns = ["pos_embed", "norm"]
+
+    @register_to_config
+    def __init__(
+        self,
+        patch_size: int = 2,
+        in_channels: int = 128,
+        out_channels: int | None = 32,
+        num_layers: int = 48,
+        attention_head_dim: int = 64,
+        num_attention_heads: int = 24,
+        inner_dim: int = 1536,
+        enc_hidden_dim: int = 2880,
+        axes_dims_rope: Sequence[int] = (8, 28, 28),
+        gate_mlp: bool = True,
+        rms_norm: bool = True,
+        multi_layer_encoder_feature: bool = True,
+        selected_layer_index: Sequence[int] = (5, 11, 17, 23),
+    ):
+        super().__init__()
+        axes = [int(a) for a in axes_dims_rope]
+        if len(axes) != 3 or any(a % 2 for a in axes) or sum(axes) != attention_head_dim:
+            raise ValueError(
+                f"axes_dims_rope={tuple(axes)} must be three even numbers summing to attention_head_dim="
+                f"{attention_head_dim} (the official model uses (8, 28, 28) with 64)"
+            )
+        if multi_layer_encoder_feature and len(selected_layer_index) == 0:
+            raise ValueError("selected_layer_index must name at least one text-encoder layer")
+        self.out_channels = out_channels or in_channels
+        dim = num_attention_heads * attention_head_dim  # config["inner_dim"] is ignored, as officially
+        self.inner_dim = dim
+        self.num_text_layers = len(selected_layer_index) if multi_layer_encoder_feature else 1
+
+        self.pos_embed = LensEmbedRope(theta=10000, axes_dim=axes, scale_rope=True)
+        self.time_text_embed = LensTimestepEmbedding(dim)
+        if multi_layer_encoder_feature:
+            self.txt_norm = nn.ModuleList([RMSNorm(enc_hidden_dim, eps=1e-5) for _ in selected_layer_index])
+        else:
+            self.txt_norm = RMSNorm(enc_hidden_dim, eps=1e-5)
+        self.txt_in = nn.Linear(enc_hidden_dim * self.num_text_layers, dim)
+        self.img_in = nn.Linear(in_channels, dim)
+        self.transformer_blocks = nn.ModuleList(
+            [
+                LensTransformerBlock(dim, num_attention_heads, attention_head_dim, gate_mlp=gate_mlp,
+                                     rms_norm=rms_norm, eps=1e-6)
+                for _ in range(num_layers)
+            ]
+        )
+        self.norm_out = AdaLayerNormContinuous(dim, dim, elementwise_affine=False, eps=1e-6)
+        self.proj_out = nn.Linear(dim, patch_size * patch_size * self.out_channels, bias=True)
+        self.gradient_checkpointing = False
+
+    # -- inputs -----------------------------------------------------------------------------------
+    def _check_text(self, encoder_hidden_states, batch: int) -> tuple[int, list[torch.Tensor] | torch.Tensor]:
+        """The official input checks 1-2 (§2.3), in order; returns S_txt."""
+        if self.config.multi_layer_encoder_feature:
+            n = len(self.config.selected_layer_index)
+            if not isinstance(encoder_hidden_states, (list, tuple)):
+                raise ValueError(
+                    f"encoder_hidden_states must be a list of {n} tensors [B, S_txt, {self.config.enc_hidden_dim}] "
+                    f"(one per selected text-encoder layer), got {type(encoder_hidden_states).__name__}"
+                )
+            if len(encoder_hidden_states) != n:
+                raise ValueError(
+                    f"encoder_hidden_states has {len(encoder_hidden_states)} layers but the model was built for "
+                    f"{n} (selected_layer_index={list(self.config.selected_layer_index)})"
+                )
+            for i, layer in enumerate(encoder_hidden_states):
+                if layer.shape[0] != batch:
+                    raise ValueError(
+                        f"encoder_hidden_states[{i}] has batch size {layer.shape[0]} but hidden_states has {batch}"
+                    )
+            s_txt = encoder_hidden_states[0].shape[1]
+            for i, layer in enumerate(encoder_hidden_states):
+                if layer.shape[1] != s_txt:
+                    raise ValueError(
+                        f"encoder_hidden_states[{i}] has {layer.shape[1]} tokens but layer 0 has {s_txt}; "
+                        "all text layers must share one sequence length"
+                    )
+            return s_txt
+        if not isinstance(encoder_hidden_states, torch.Tensor):
+            raise ValueError(
+                "encoder_hidden_states must be one tensor [B, S_txt, enc_hidden_dim] when "
+                f"multi_layer_encoder_feature=False, got {type(encoder_hidden_states).__name__}"
+            )
+        if encoder_hidden_states.shape[0] != batch:
+            raise ValueError(
+                f"encoder_hidden_states has batch size {encoder_hidden_states.shape[0]} but hidden_states has {batch}"
+            )
+        return encoder_hidden_states.shape[1]
+
+    def embed_text(self, encoder_hidden_states) -> torch.Tensor:
+        """Text adapter: per-layer RMSNorm, concatenation on channels (layer 0 first), ``txt_in``."""
+        if self.config.multi_layer_encoder_feature:
+            normed = [norm(layer) for norm, layer in zip(self.txt_norm, encoder_hidden_states)]
+            return self.txt_in(torch.cat(normed, dim=-1))
+        return self.txt_in(self.txt_norm(encoder_hidden_states))
+
+    # -- forward ----------------------------------------------------------------------------------
+    @apply_lora_scale("attention_kwargs")
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: Sequence[torch.Tensor] | torch.Tensor,
+        encoder_hidden_states_mask: torch.Tensor | None = None,
+        timestep: torch.Tensor | float | None = None,
+        img_shapes: Sequence[Sequence[int]] | None = None,
+        attention_kwargs: dict[str, Any] | None = None,
+    ) -> torch.Tensor:
+        """Predict the flow velocity for every image token.
+
+        Args:
+            hidden_states: [B, S_img, in_channels] packed latent tokens.
+            encoder_hidden_states: list of len(selected_layer_index) tensors [B, S_txt, enc_hidden_dim]
+                (one tensor in single-layer mode). S_txt may be 0.
+            encoder_hidden_states_mask: [B, S_txt], True/nonzero = valid. None means all valid.
+            timestep: σ ∈ [0, 1], shape [B] (a scalar is broadcast to the batch).
+            img_shapes: list whose first element is the (frames, h_tokens, w_tokens) grid of the whole batch.
+            attention_kwargs: accepted for API compatibility; only a LoRA ``scale`` is read (with PEFT).
+
+        Returns:
+            [B, S_img, patch_size²·out_channels], a bare tensor.
+        """
+        batch, s_img = hidden_states.shape[:2]
+        s_txt = self._check_text(encoder_hidden_states, batch)
+        if encoder_hidden_states_mask is None:
+            encoder_hidden_states_mask = torch.ones(batch, s_txt, dtype=torch.bool, device=hidden_states.device)
+        if tuple(encoder_hidden_states_mask.shape) != (batch, s_txt):
+            raise ValueError(
+                f"encoder_hidden_states_mask has shape {tuple(encoder_hidden_states_mask.shape)}, expected "
+                f"(B, S_txt) = {(batch, s_txt)}"
+            )
+        if img_shapes is None:
+            raise ValueError("img_shapes is required: pass [(1, h_tokens, w_tokens)] for the batch's token grid")
+
+        attention_mask = joint_attention_mask(encoder_hidden_states_mask, s_img)
+        hidden_states = self.img_in(hidden_states)
+        if not isinstance(timestep, torch.Tensor):
+            timestep = torch.tensor(float(timestep), device=hidden_states.device)
+        if timestep.ndim == 0:
+            timestep = timestep.expand(batch)
+        timestep = timestep.to(hidden_states.dtype)
+        encoder_hidden_states = self.embed_text(encoder_hidden_states)
+        temb = self.time_text_embed(timestep, hidden_states)
+        image_rotary_emb = self.pos_embed(img_shapes, s_txt, device=hidden_states.device)
+
+        for block in self.transformer_blocks:
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                encoder_hidden_states, hidden_states = self._gradient_checkpointing_func(
+                    block, hidden_states, encoder_hidden_states, temb, image_rotary_emb, attention_mask
+                )
+            else:
+                encoder_hidden_states, hidden_states = block(
+                    hidden_states, encoder_hidden_states, temb, image_rotary_emb, attention_mask
+                )
+
+        hidden_states = self.norm_out(hidden_states, temb)
+        return self.proj_out(hidden_states)
