@@ -94,7 +94,8 @@ def _name(color: str, cls: str) -> str:
 
 def _where(obj, rng: random.Random) -> str:
     """Where an object sits in the frame, in words that contain no relation phrase."""
-    cx, cy = obj.center
+    x0, y0, x1, y1 = obj.box
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     h = "left" if cx < 1 / 3 else "right" if cx > 2 / 3 else "center"
     v = "top" if cy < 1 / 3 else "bottom" if cy > 2 / 3 else "middle"
     phrases = {
