@@ -1,0 +1,6 @@
+"""Data: the cleaning funnel, shards, buckets, the bucket sampler, the feature cache, the pipeline.
+
+Modules (import them directly; nothing heavy is imported here):
+``filters``, ``funnel``, ``dedup``, ``shards``, ``buckets``, ``sampler``, ``feature_cache``, ``pipeline``, ``cli``.
+Used in chapter 1 and by the trainer.
+"""

@@ -1,0 +1,218 @@
+"""Captions from any OpenAI-compatible chat-completions endpoint (paper §3.3: GPT-4.1).
+
+The same client talks to the OpenAI API, Azure-style gateways, or a local vLLM / SGLang server: the image
+goes in the user message as a base64 data URL, the captioning instruction as the system message. The API
+key is read from an environment variable and never logged or put in an error message. Requests run
+with a concurrency limit; 429 and 5xx answers (and timeouts, dropped connections) are retried with
+exponential backoff and jitter, honouring ``Retry-After``; other 4xx answers fail at once. Token usage
+and cost are accounted per caption and in total. Used in chapter 1 and by ``lens recaption``.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import os
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from .base import Caption, CaptionError, Captioner
+from .instruction import instruction
+
+log = logging.getLogger(__name__)
+RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+@dataclass
+class Usage:
+    """Running totals; ``cost_usd`` uses the prices given to the captioner (USD per million tokens)."""
+    requests: int = 0
+    retries: int = 0
+    failures: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    price_in_per_m: float = 0.0
+    price_out_per_m: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **kw):
+        with self._lock:
+            for k, v in kw.items():
+                setattr(self, k, getattr(self, k) + v)
+
+    @property
+    def cost_usd(self) -> float:
+        return (self.input_tokens * self.price_in_per_m + self.output_tokens * self.price_out_per_m) / 1e6
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("requests", "retries", "failures", "input_tokens",
+                                              "output_tokens", "price_in_per_m", "price_out_per_m")} | {
+            "cost_usd": self.cost_usd}
+
+
+def image_data_url(image, max_side: int = 1024, quality: int = 90) -> str:
+    """JPEG data URL of a PIL image, downscaled so its longer side is at most ``max_side``."""
+    im = image.convert("RGB")
+    if max(im.size) > max_side:
+        im = im.copy()
+        im.thumbnail((max_side, max_side))
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+class OpenAICaptioner(Captioner):
+    """Captioner over ``POST {base_url}/chat/completions``.
+
+    Args:
+        model: model name sent to the server (e.g. ``"gpt-4.1"``).
+        base_url: default ``$OPENAI_BASE_URL`` or ``https://api.openai.com/v1``.
+        api_key_env: environment variable holding the key (a keyless local server still needs it set,
+            to any value, e.g. ``EMPTY`` as vLLM documents). Checked before any request.
+        kind: ``"detailed"`` or ``"brief"`` (selects the instruction unless ``instruction_text`` is given).
+        timeout_s, max_retries, backoff_s, max_backoff_s: per request; retries only on 429/5xx/timeouts.
+        max_concurrency: requests in flight at once.
+        price_in_per_m, price_out_per_m: USD per million input/output tokens, for cost accounting.
+        alt_text_hint: if a sample's meta has ``alt_text``, include it as a hint (PixArt-style prompt).
+    """
+
+    def __init__(self, model: str = "gpt-4.1", base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
+                 kind: str = "detailed", instruction_text: str | None = None, prompt_version: str | None = None,
+                 max_tokens: int = 1024, temperature: float = 0.2, timeout_s: float = 60.0, max_retries: int = 5,
+                 backoff_s: float = 1.0, max_backoff_s: float = 60.0, max_concurrency: int = 8,
+                 max_side: int = 1024, price_in_per_m: float = 0.0, price_out_per_m: float = 0.0,
+                 alt_text_hint: bool = False, seed: int = 0):
+        import httpx
+
+        self.api_key_env = api_key_env
+        key = os.environ.get(api_key_env, "")
+        if not key:
+            raise CaptionError(f"no API key: the environment variable {api_key_env} is not set. Export it "
+                               f"(for a keyless local server set it to any value, e.g. EMPTY).")
+        self._key = key  # kept private; never logged, never in repr or errors
+        self.model = model
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
+        text, version = instruction(kind) if instruction_text is None else (instruction_text, "custom")
+        self.kind, self.instruction_text = kind, text
+        self.prompt_version = prompt_version or version
+        self.max_tokens, self.temperature, self.max_side = max_tokens, temperature, max_side
+        self.timeout_s, self.max_retries = timeout_s, max_retries
+        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+        self.max_concurrency, self.alt_text_hint = max(1, int(max_concurrency)), alt_text_hint
+        self.usage = Usage(price_in_per_m=price_in_per_m, price_out_per_m=price_out_per_m)
+        self.name = f"openai:{model}"
+        self._rng = random.Random(seed)
+        self._client = httpx.Client(timeout=httpx.Timeout(timeout_s),
+                                    limits=httpx.Limits(max_connections=self.max_concurrency))
+        self._httpx = httpx
+
+    def __repr__(self):
+        return f"OpenAICaptioner(model={self.model!r}, base_url={self.base_url!r}, key=${self.api_key_env})"
+
+    def identity(self):
+        return super().identity() | {"model": self.model, "base_url": self.base_url}
+
+    def close(self):
+        self._client.close()
+
+    # one request -----------------------------------------------------------------------------------
+    def request_body(self, image, meta: dict | None = None) -> dict:
+        user_text = "Caption this image."
+        if self.alt_text_hint and meta and meta.get("alt_text"):
+            user_text = (f'The image was published with the text "{meta["alt_text"]}". Use it only where the '
+                         "image confirms it. Caption this image.")
+        return {"model": self.model, "max_tokens": self.max_tokens, "temperature": self.temperature,
+                "messages": [
+                    {"role": "system", "content": self.instruction_text},
+                    {"role": "user", "content": [
+                        {"type": "text", "text": user_text},
+                        {"type": "image_url", "image_url": {"url": image_data_url(image, self.max_side)}}]}]}
+
+    def _sleep_for(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after:
+            try:
+                return min(self.max_backoff_s, max(0.0, float(retry_after)))
+            except ValueError:
+                pass
+        base = min(self.max_backoff_s, self.backoff_s * 2 ** attempt)
+        return base * (0.5 + 0.5 * self._rng.random())
+
+    def _post(self, body: dict) -> dict:
+        url = f"{self.base_url}/chat/completions"
+        headers = {"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"}
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self.usage.add(retries=1)
+            self.usage.add(requests=1)
+            retry_after = None
+            try:
+                r = self._client.post(url, headers=headers, content=json.dumps(body))
+            except (self._httpx.TimeoutException, self._httpx.TransportError) as e:
+                last = f"{type(e).__name__} talking to {self.base_url}"
+            else:
+                if r.status_code == 200:
+                    try:
+                        return r.json()
+                    except ValueError:
+                        raise CaptionError(f"malformed response from {url}: body is not JSON "
+                                           f"({r.text[:200]!r})") from None
+                detail = r.text[:300]
+                if r.status_code not in RETRY_STATUS:
+                    hint = " (check the API key)" if r.status_code in (401, 403) else ""
+                    raise CaptionError(f"{url} answered HTTP {r.status_code}{hint}: {detail}")
+                last, retry_after = f"HTTP {r.status_code}: {detail}", r.headers.get("retry-after")
+            if attempt < self.max_retries:
+                wait = self._sleep_for(attempt, retry_after)
+                log.info("retrying %s after %s (attempt %d/%d, waiting %.2fs)", self.model, last.split(":")[0],
+                         attempt + 1, self.max_retries, wait)
+                time.sleep(wait)
+        raise CaptionError(f"gave up on {url} after {self.max_retries + 1} attempts "
+                           f"({self.max_retries} retries); last error: {last}")
+
+    @staticmethod
+    def parse(resp: dict) -> tuple[str, dict, str | None]:
+        """(text, usage, finish_reason) from a chat-completions response; CaptionError if malformed."""
+        try:
+            choice = resp["choices"][0]
+            text = choice["message"]["content"]
+        except (KeyError, IndexError, TypeError) as e:
+            raise CaptionError(f"malformed chat-completions response: missing {e} in "
+                               f"{json.dumps(resp)[:200]}") from None
+        if isinstance(text, list):  # some servers return content parts
+            text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
+        if not isinstance(text, str) or not text.strip():
+            raise CaptionError("malformed chat-completions response: empty caption text")
+        usage = resp.get("usage") or {}
+        return text.strip(), usage, choice.get("finish_reason")
+
+    def _one(self, image, meta) -> Caption:
+        t0 = time.perf_counter()
+        try:
+            text, usage, finish = self.parse(self._post(self.request_body(image, meta)))
+        except CaptionError:
+            self.usage.add(failures=1)
+            raise
+        tin, tout = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        self.usage.add(input_tokens=int(tin or 0), output_tokens=int(tout or 0))
+        return Caption(text, self.kind, self.name, self.prompt_version, tin, tout, time.perf_counter() - t0,
+                       {"finish_reason": finish, "truncated": finish == "length"})
+
+    def _caption_batch(self, images, metas):
+        return [self._one(im, m) for im, m in zip(images, metas)]
+
+    def caption_each(self, images, metas=None):
+        metas = list(metas) if metas is not None else [{} for _ in images]
+
+        def safe(args):
+            try:
+                return self._one(*args)
+            except CaptionError as e:
+                return e
+
+        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+            return list(pool.map(safe, zip(images, metas)))
