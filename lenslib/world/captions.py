@@ -23,6 +23,7 @@ generated, so it can score any caption, a model's or a person's. Used in chapter
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from dataclasses import dataclass
@@ -344,27 +345,37 @@ class _Mention:
     end: int
 
 
-def _class_forms(vocab: str) -> list[tuple[list[str], str, bool]]:
-    """(tokens, class, is_plural) for every class name and its plural, longest first."""
-    forms = []
+@functools.lru_cache(maxsize=None)
+def _class_forms(vocab: str) -> dict[str, list[tuple[tuple[str, ...], str, bool]]]:
+    """First word -> [(tokens, class, is_plural)] for every class name and its plural, longest first."""
+    forms: dict[str, list] = {}
     for cls in vocab_classes(vocab):
-        forms.append((cls.split(), cls, False))
-        if plural(cls) != cls:
-            forms.append((plural(cls).split(), cls, True))
-    return sorted(forms, key=lambda f: -len(f[0]))
+        for text, is_plural in ((cls, False), (plural(cls), True)):
+            if is_plural and text == cls:
+                continue
+            toks = tuple(text.split())
+            forms.setdefault(toks[0], []).append((toks, cls, is_plural))
+    for options in forms.values():
+        options.sort(key=lambda f: -len(f[0]))
+    return forms
+
+
+_DETERMINERS = {"the", "this", "that", "each", "every", "another", *(_c for _c in COLORS)}
 
 
 def parse_mentions(sentence: str, vocab: str) -> list[_Mention]:
     """Noun phrases naming a class of ``vocab`` in a sentence: [count] [size] [colour] class.
 
-    "orange" is read as a colour when a class follows it (emoji has an "orange" class)."""
+    A word that is both a colour and a class (emoji's "orange") is the colour when a class follows
+    it, and the class only when plural or introduced by an article, number or determiner
+    ("an orange", "the orange"); "orange letters" and "in orange" name no object."""
     toks = [(m.group(), m.start(), m.end()) for m in _TOKEN.finditer(sentence.lower())]
     words = [t for t, _, _ in toks]
     forms = _class_forms(vocab)
 
     def class_at(j):
-        for form, cls, is_plural in forms:
-            if words[j:j + len(form)] == form:
+        for form, cls, is_plural in forms.get(words[j], ()) if j < len(words) else ():
+            if tuple(words[j:j + len(form)]) == form:
                 return cls, is_plural, j + len(form)
         return None
 
@@ -384,13 +395,20 @@ def parse_mentions(sentence: str, vocab: str) -> list[_Mention]:
             k = j + 1
             while k < len(words) and words[k] in _SIZE_WORDS:
                 k += 1
-            if k < len(words) and class_at(k):
+            if class_at(k):
                 color, j = words[j], k
-        hit = class_at(j) if j < len(words) else None
+        hit = class_at(j)
         if hit is None:
             i += 1
             continue
         cls, is_plural, end = hit
+        if color is None and cls in COLORS and not is_plural:
+            k = j - 1
+            while k >= 0 and words[k] in _SIZE_WORDS:
+                k -= 1
+            if k < 0 or not (words[k] in _COUNT_WORDS or words[k] in _DETERMINERS or words[k].isdigit()):
+                i = max(i + 1, j)  # a bare colour word, not the class
+                continue
         if count is not None and (count == 1) == is_plural:
             count = None  # "a ... circles" / "two ... circle": not a count statement
         out.append(_Mention(cls, color, count, is_plural, toks[i][1], toks[end - 1][2]))
