@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.lens-installed
 
-.PHONY: install book book-build test clean
+.PHONY: install book book-build test course clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,5 +36,8 @@ book-build:
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+course: install
+	$(PY) -m lenslib.course --out _course
+
 clean:
-	rm -rf _build .pytest_cache
+	rm -rf _build _course .pytest_cache
