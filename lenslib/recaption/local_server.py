@@ -4,7 +4,7 @@ It implements ``POST /v1/chat/completions`` (and ``GET /v1/models``) with the re
 401 for a wrong key, 400 for a request without an image, 429/5xx when scripted. Its captions are
 computed from the image it receives (size, dominant colour, brightness), so a client that sends the
 wrong image gets a visibly wrong caption. ``script`` queues responses for the next requests — an HTTP
-status (``429``, ``500`` …), ``"malformed"`` (valid JSON without ``choices``), ``"not_json"`` or
+status (``429``, ``500`` …), ``None`` (answer normally), ``"malformed"`` (valid JSON without ``choices``), ``"not_json"`` or
 ``"empty"`` — which is how the retry and error paths of :class:`~lenslib.recaption.openai_api.
 OpenAICaptioner` are tested against real HTTP. Standard library only (``http.server`` in a thread).
 Used in chapter 1 and in ``tests/test_recaption_openai.py``.

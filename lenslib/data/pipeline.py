@@ -1,0 +1,375 @@
+"""The recaptioning pipeline: filter → global near-dup → caption → shards + manifest, in one process or
+on Ray Data.
+
+Three stages, each resumable:
+
+1. **filter** (per shard, parallel): decode, steps 2–8 of the funnel, image embeddings of the survivors
+   → ``work/filter/<shard>.json`` (+ ``.npy`` embeddings).
+2. **dedup** (global, one process): faiss over all embeddings in shard order → ``work/dedup.json``.
+   Near-duplicates are found across shards, which is why this stage cannot run per shard. Cheap; it is
+   recomputed on every run (deterministic).
+3. **caption** (per shard, parallel): every captioner on the survivors; all captions kept side by side
+   (input alt-text, brief, detailed … each with its source) → ``shards/<shard>.tar|.parquet`` and
+   ``reports/<shard>.json``.
+
+Captioning is last because it is the expensive step (GPT-4.1 at 800M images): nothing is captioned that
+the filters or dedup would drop. Every file is written atomically; a shard counts as finished only when
+its report exists and its output file matches the recorded size, so an interrupted run picks up where
+it stopped, and a finished run re-run is a no-op. ``run.json`` pins the configuration: resuming with a
+different one is refused (use a new output folder or ``overwrite=True``).
+
+With ``ray_address`` set, stages 1 and 3 run as Ray Data actor pools (one model load per actor, one shard
+per task) on a local or remote cluster; the records are the same as in the single-process run (only the
+measured latencies differ).
+Used by ``lens recaption`` and in chapter 1.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .funnel import Funnel, FunnelReport, Sample, StepReport
+from .shards import ShardRef, list_shards, read_shard, sha256, write_parquet, write_tar
+
+log = logging.getLogger(__name__)
+FORMAT = "lens-recaption"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class PipelineConfig:
+    """Everything that determines the output (paths excepted). Stored in ``run.json`` and the manifest.
+
+    ``funnel``: ``thresholds`` (see :func:`~lenslib.data.filters.default_filters`), ``nsfw`` /
+    ``aesthetic`` / ``watermark`` (local model folders; ``<kind>_label`` for classifiers), ``embedder``
+    (``"pixels-16"`` or a local CLIP/SigLIP folder), ``dedup_threshold``, ``dedup`` (bool).
+    ``captioner_options``: keyword arguments for the captioners (``base_url``, ``api_key_env``,
+    ``max_concurrency``, prices, ``device``, ``batch_size``, ``max_new_tokens`` …).
+    """
+    captioners: list = field(default_factory=list)
+    output_format: str = "tar"
+    funnel: dict = field(default_factory=dict)
+    captioner_options: dict = field(default_factory=dict)
+    batch_size: int = 16
+    images_per_shard: int = 256
+    max_caption_failure_rate: float = 0.5
+
+    def __post_init__(self):
+        if self.output_format not in ("tar", "parquet"):
+            raise ValueError(f"output_format must be 'tar' or 'parquet', got {self.output_format!r}")
+        from lenslib.recaption.registry import parse_spec
+
+        for spec in self.captioners:
+            parse_spec(spec)  # bad specs fail here, before any work
+
+    def fingerprint(self) -> str:
+        d = asdict(self)
+        # options that change speed, not results, are left out
+        d["captioner_options"] = {k: v for k, v in d["captioner_options"].items()
+                                  if k not in ("max_concurrency", "timeout_s", "max_retries", "device", "batch_size",
+                                               "backoff_s", "price_in_per_m", "price_out_per_m")}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------- building
+def build_funnel(cfg: dict) -> Funnel:
+    from .dedup import HFImageEmbedder, PixelEmbedder
+    from .filters import HFImageClassifierScorer, default_filters
+
+    scorers = {}
+    for name, default_label in (("nsfw", "nsfw"), ("aesthetic", None), ("watermark", "watermark")):
+        if cfg.get(name):
+            scorers[name] = HFImageClassifierScorer(cfg[name], label=cfg.get(f"{name}_label", default_label))
+    emb = cfg.get("embedder")
+    embedder = None
+    if emb:
+        embedder = PixelEmbedder(int(emb.split("-")[1])) if emb.startswith("pixels-") else HFImageEmbedder(emb)
+    return Funnel(default_filters(**scorers, **cfg.get("thresholds", {})), embedder=embedder,
+                  dedup_threshold=cfg.get("dedup_threshold", 0.985), thumbnails=cfg.get("thumbnails", True),
+                  dedup=cfg.get("dedup", True))
+
+
+def build_captioners(cfg: PipelineConfig):
+    from lenslib.recaption.registry import make_captioner
+
+    return [make_captioner(s, **cfg.captioner_options) for s in cfg.captioners]
+
+
+def _atomic_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _gid(shard: str, key: str) -> str:
+    return f"{shard}/{key}"
+
+
+# ------------------------------------------------------------------------------------- stage 1
+def filter_shard(ref: ShardRef, out: Path, funnel: Funnel) -> dict:
+    """Decode + filters + embeddings for one shard; writes work/filter/<name>.json (+ .npy)."""
+    t0 = time.perf_counter()
+    samples = list(read_shard(ref))
+    issues = {s.key: s.meta["issues"] for s in samples if s.meta.get("issues")}
+    kept, report = funnel.filter(samples)
+    emb = funnel.embed(kept) if funnel.dedup else None
+    d = out / "work" / "filter"
+    if emb is not None:
+        tmp = d / f"{ref.name}.npy.tmp"
+        with open(tmp, "wb") as f:
+            np.save(f, emb.astype(np.float32))
+        os.replace(tmp, d / f"{ref.name}.npy")
+    decoded = {s.key: {k: s.meta.get(k) for k in ("width", "height", "mode", "format")} for s in kept}
+    rec = {"shard": ref.name, "kept": [s.key for s in kept], "scores": {s.key: s.scores for s in kept},
+           "decoded": decoded,
+           "input_issues": issues, "report": report.to_dict(), "embeddings": emb is not None,
+           "seconds": time.perf_counter() - t0}
+    _atomic_json(d / f"{ref.name}.json", rec)
+    return {"shard": ref.name, "n_in": report.n_in, "kept": len(kept)}
+
+
+# ------------------------------------------------------------------------------------- stage 2
+def dedup_all(refs: list[ShardRef], out: Path, funnel: Funnel) -> dict:
+    from .dedup import dedup_keep_mask
+
+    keys, embs = [], []
+    for r in refs:
+        rec = json.loads((out / "work" / "filter" / f"{r.name}.json").read_text())
+        keys += [_gid(r.name, k) for k in rec["kept"]]
+        if rec["embeddings"]:
+            embs.append(np.load(out / "work" / "filter" / f"{r.name}.npy"))
+    rep = StepReport("near_dup", f"cosine <= {funnel.dedup_threshold}", n_in=len(keys),
+                     config={"threshold": funnel.dedup_threshold, "embedder": getattr(funnel.embedder, "name", None)})
+    dropped = {}
+    if not funnel.dedup or funnel.embedder is None:
+        rep.skipped = True
+        rep.skip_reason = ("near-duplicate removal disabled" if not funnel.dedup else
+                           "no image embedder configured (funnel.embedder: 'pixels-16' or a local CLIP folder); "
+                           "step skipped")
+        if funnel.dedup:
+            log.warning("funnel step 'near_dup' skipped: %s", rep.skip_reason)
+        rep.kept = len(keys)
+    else:
+        emb = np.concatenate(embs) if embs else np.zeros((0, 1), np.float32)
+        keep, dup_of = dedup_keep_mask(emb, funnel.dedup_threshold)
+        dropped = {keys[j]: keys[i] for j, i in sorted(dup_of.items())}
+        rep.dropped, rep.kept = len(dropped), int(keep.sum())
+        for j, i in sorted(dup_of.items())[:funnel.max_examples]:
+            rep.examples.append({"key": keys[j], "score": float(emb[i] @ emb[j]), "duplicate_of": keys[i],
+                                 "reason": f"near-duplicate of {keys[i]}"})
+    rec = {"dropped": dropped, "report": asdict(rep)}
+    _atomic_json(out / "work" / "dedup.json", rec)
+    return rec
+
+
+# ------------------------------------------------------------------------------------- stage 3
+def caption_shard(ref: ShardRef, out: Path, cfg: PipelineConfig, captioners, dropped: set) -> dict:
+    """Captions the survivors of one shard and writes its output shard and report."""
+    from lenslib.recaption.base import Caption
+
+    from .filters import DecodeError, decode_image
+
+    t0 = time.perf_counter()
+    frec = json.loads((out / "work" / "filter" / f"{ref.name}.json").read_text())
+    wanted = [k for k in frec["kept"] if _gid(ref.name, k) not in dropped]
+    want = set(wanted)
+    by_key: dict[str, Sample] = {}
+    for s in read_shard(ref):
+        if s.key in want and s.key not in by_key:
+            s.image = decode_image(s.data).image  # decoded fine in stage 1
+            s.scores = frec["scores"].get(s.key, {})
+            s.meta.update(frec["decoded"].get(s.key, {}))
+            caps = dict(s.meta.pop("captions_in", {}))
+            s.meta["captions"] = caps
+            by_key[s.key] = s
+    missing = want - set(by_key)
+    if missing:
+        raise RuntimeError(f"shard {ref.name} changed since it was filtered ({len(missing)} samples missing); "
+                           "rerun with a new output folder")
+    samples = [by_key[k] for k in wanted]
+    rep = StepReport("caption", "every captioner succeeded", n_in=len(samples),
+                     config={"captioners": [c.identity() for c in captioners]})
+    failed: dict[str, str] = {}
+    usage = {"input_tokens": 0, "output_tokens": 0, "captions": 0, "latency_s": 0.0}
+    bs = max(1, cfg.batch_size)
+    for cap in captioners:
+        todo = [s for s in samples if s.key not in failed]
+        for i in range(0, len(todo), bs):
+            batch = todo[i:i + bs]
+            res = cap.caption_each([s.image for s in batch], [s.meta for s in batch])
+            for s, r in zip(batch, res):
+                if isinstance(r, Exception):
+                    failed[s.key] = f"{cap.name}: {r}"
+                    continue
+                assert isinstance(r, Caption)
+                s.meta["captions"][r.kind] = r.to_dict()
+                usage["input_tokens"] += r.input_tokens or 0
+                usage["output_tokens"] += r.output_tokens or 0
+                usage["captions"] += 1
+                usage["latency_s"] += r.latency_s or 0.0
+    kept = [s for s in samples if s.key not in failed]
+    rep.dropped, rep.kept = len(failed), len(kept)
+    rep.examples = [{"key": k, "score": None, "reason": v} for k, v in list(failed.items())[:6]]
+    if samples and len(failed) / len(samples) > cfg.max_caption_failure_rate:
+        first = next(iter(failed.values()))
+        raise RuntimeError(f"shard {ref.name}: {len(failed)} of {len(samples)} captions failed (more than "
+                           f"max_caption_failure_rate={cfg.max_caption_failure_rate}); first error: {first}. "
+                           "Fix the captioner and rerun: finished shards are kept.")
+    for s in kept:
+        s.image = None
+    ext = "tar" if cfg.output_format == "tar" else "parquet"
+    path = out / "shards" / f"{ref.name}.{ext}"
+    (write_tar if ext == "tar" else write_parquet)(path, kept)
+    report = {"shard": ref.name, "input": ref.path, "output": str(path.relative_to(out)), "n": len(kept),
+              "bytes": path.stat().st_size, "sha256": sha256(path), "caption_step": asdict(rep),
+              "usage": usage, "caption_kinds": sorted({k for s in kept for k in s.meta["captions"]}),
+              "seconds": time.perf_counter() - t0}
+    _atomic_json(out / "reports" / f"{ref.name}.json", report)
+    return {"shard": ref.name, "n": len(kept)}
+
+
+def shard_done(out: Path, name: str) -> bool:
+    p = out / "reports" / f"{name}.json"
+    if not p.is_file():
+        return False
+    rep = json.loads(p.read_text())
+    q = out / rep["output"]
+    return q.is_file() and q.stat().st_size == rep["bytes"]
+
+
+# ------------------------------------------------------------------------------------- Ray workers
+class _RayStage:
+    """Ray Data actor: builds the funnel or the captioners once, then processes one shard per row."""
+
+    def __init__(self, stage: str, out: str, cfg: dict, dropped: list | None = None):
+        import torch
+
+        torch.set_num_threads(1)
+        logging.basicConfig(level=logging.WARNING)
+        self.stage, self.out, self.cfg = stage, Path(out), PipelineConfig(**cfg)
+        self.funnel = build_funnel(self.cfg.funnel) if stage == "filter" else None
+        self.captioners = build_captioners(self.cfg) if stage == "caption" else None
+        self.dropped = set(dropped or ())
+
+    def __call__(self, row: dict) -> dict:
+        ref = ShardRef(row["name"], row["path"], row["format"], tuple(json.loads(row["files"])))
+        if self.stage == "filter":
+            r = filter_shard(ref, self.out, self.funnel)
+        else:
+            r = caption_shard(ref, self.out, self.cfg, self.captioners, self.dropped)
+        return {"shard": r["shard"], "result": json.dumps(r)}
+
+
+def _ray_run(stage: str, refs: list[ShardRef], out: Path, cfg: PipelineConfig, dropped=None, concurrency=None):
+    import ray
+
+    items = [{"name": r.name, "path": r.path, "format": r.format, "files": json.dumps(list(r.files))} for r in refs]
+    n = concurrency or max(1, min(len(items), int(ray.available_resources().get("CPU", 1))))
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ds.map(_RayStage, fn_constructor_kwargs={"stage": stage, "out": str(out), "cfg": asdict(cfg),
+                                                  "dropped": sorted(dropped or ())},
+                concurrency=n, num_cpus=1)
+    return [json.loads(r["result"]) for r in ds.take_all()]
+
+
+def _ensure_ray(address: str):
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address in ("local", ""):
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(include_dashboard=False, object_store_memory=512 << 20, log_to_driver=False)
+    else:
+        ray.init(address=address, log_to_driver=False)
+
+
+# ------------------------------------------------------------------------------------- driver
+def run_pipeline(input: str, output: str, cfg: PipelineConfig, ray_address: str | None = None,
+                 overwrite: bool = False, progress: bool = True, ray_concurrency: int | None = None) -> dict:
+    """Run (or resume) the pipeline; returns the manifest. ``ray_address``: None = one process;
+    ``"auto"`` or ``"ray://…"`` = an existing cluster; ``"local"`` = start Ray here (or reuse one
+    already initialised in this process)."""
+    from tqdm.auto import tqdm
+
+    refs = list_shards(input, cfg.images_per_shard)
+    out = Path(output)
+    run_file = out / "run.json"
+    run = {"format": FORMAT, "format_version": FORMAT_VERSION, "input": str(input),
+           "fingerprint": cfg.fingerprint(), "config": asdict(cfg)}
+    if out.exists() and any(out.iterdir()):
+        if overwrite:
+            shutil.rmtree(out)
+        elif not run_file.is_file():
+            raise FileExistsError(f"{out} exists and is not a recaption output; choose another --output")
+        else:
+            prev = json.loads(run_file.read_text())
+            if prev["fingerprint"] != run["fingerprint"] or prev["input"] != run["input"]:
+                raise ValueError(f"{out} was made with a different input or configuration "
+                                 f"({prev['fingerprint']} != {run['fingerprint']}); use a new --output or "
+                                 "--overwrite to start again")
+    for d in ("work/filter", "shards", "reports"):
+        (out / d).mkdir(parents=True, exist_ok=True)
+    _atomic_json(run_file, run)
+
+    captioners = None
+    funnel = build_funnel(cfg.funnel)
+    if ray_address is not None:
+        _ensure_ray(ray_address)
+
+    # stage 1
+    todo = [r for r in refs if not (out / "work" / "filter" / f"{r.name}.json").is_file()]
+    log.info("filter: %d of %d shards to do", len(todo), len(refs))
+    if todo:
+        if ray_address is not None:
+            _ray_run("filter", todo, out, cfg, concurrency=ray_concurrency)
+        else:
+            for r in tqdm(todo, desc="filter", disable=not progress, unit="shard"):
+                filter_shard(r, out, funnel)
+    # stage 2
+    dd = dedup_all(refs, out, funnel)
+    dropped = set(dd["dropped"])
+    # stage 3
+    todo = [r for r in refs if not shard_done(out, r.name)]
+    log.info("caption: %d of %d shards to do", len(todo), len(refs))
+    if todo:
+        if ray_address is not None:
+            _ray_run("caption", todo, out, cfg, dropped=dropped, concurrency=ray_concurrency)
+        else:
+            captioners = build_captioners(cfg)
+            for r in tqdm(todo, desc="caption", disable=not progress, unit="shard"):
+                caption_shard(r, out, cfg, captioners, dropped)
+    return finalize(out, refs, cfg)
+
+
+def finalize(out: Path, refs: list[ShardRef], cfg: PipelineConfig) -> dict:
+    """Merges the per-shard reports into ``funnel.json`` and writes ``manifest.json``."""
+    frecs = [json.loads((out / "work" / "filter" / f"{r.name}.json").read_text()) for r in refs]
+    reps = [json.loads((out / "reports" / f"{r.name}.json").read_text()) for r in refs]
+    report = FunnelReport.merge([FunnelReport.from_dict(f["report"]) for f in frecs])
+    report.steps.append(StepReport(**json.loads((out / "work" / "dedup.json").read_text())["report"]))
+    cap = FunnelReport.merge([FunnelReport([StepReport(**r["caption_step"])]) for r in reps]).steps
+    report.steps += cap
+    report.check()
+    report.save(out / "funnel.json")
+    usage = {k: sum(r["usage"][k] for r in reps) for k in ("input_tokens", "output_tokens", "captions")}
+    issues = {f"{f['shard']}/{k}": v for f in frecs for k, v in f["input_issues"].items()}
+    kinds = sorted({k for r in reps for k in r["caption_kinds"]})
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "fingerprint": cfg.fingerprint(),
+        "config": asdict(cfg), "caption_kinds": kinds, "n_in": report.n_in, "n_out": report.n_kept,
+        "funnel": [{k: s[k] for k in ("name", "n_in", "dropped", "kept", "skipped")} for s in report.to_dict()["steps"]],
+        "usage": usage, "input_issues": issues,
+        "shards": [{k: r[k] for k in ("shard", "input", "output", "n", "bytes", "sha256")} for r in reps],
+    }
+    _atomic_json(out / "manifest.json", manifest)
+    return manifest

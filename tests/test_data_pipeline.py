@@ -1,0 +1,115 @@
+"""The recaptioning pipeline in one process: funnel counts, bad input per sample, captions with
+provenance, idempotent re-runs, resume after an interruption, config pinning, parquet output."""
+import json
+
+import pytest
+
+from data_inputs import EXPECTED, make_inputs
+from lenslib.data.pipeline import PipelineConfig, run_pipeline
+from lenslib.data.shards import read_output
+from lenslib.recaption.local_server import LocalChatServer
+
+KEY = "k-pipeline"
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("in")
+    make_inputs(d)
+    return d
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.setenv("LENS_TEST_KEY", KEY)
+    with LocalChatServer(api_key=KEY) as srv:
+        yield srv
+
+
+def config(server, **kw):
+    return PipelineConfig(captioners=["openai:gpt-4.1"], funnel={"embedder": "pixels-16"}, batch_size=4,
+                          captioner_options={"base_url": server.base_url, "api_key_env": "LENS_TEST_KEY",
+                                             "max_retries": 0, "backoff_s": 0.01, "max_concurrency": 2}, **kw)
+
+
+def records(out):
+    m = json.loads((out / "manifest.json").read_text())
+    return {r["key"]: r for s in m["shards"] for r in read_output(out / s["output"])}
+
+
+def test_pipeline_counts_bad_input_and_captions(inputs, server, tmp_path):
+    out = tmp_path / "out"
+    m = run_pipeline(str(inputs), str(out), config(server), progress=False)
+    steps = {s["name"]: s for s in m["funnel"]}
+    assert m["n_in"] == EXPECTED["n_in"] and m["n_out"] == EXPECTED["n_out"]
+    for name in ("corrupt", "size", "blur", "entropy", "exposure", "near_dup"):
+        assert steps[name]["dropped"] == EXPECTED[name], name
+    assert steps["nsfw"]["skipped"] and steps["caption"]["dropped"] == 0
+    assert sum(s["n"] for s in m["shards"]) == m["n_out"] == server.n_requests
+    report = json.loads((out / "funnel.json").read_text())
+    assert {e["key"] for e in report["steps"][0]["examples"]} == {"zero", "garbage"}
+    assert report["steps"][-2]["examples"][0]["duplicate_of"].endswith("/p1")
+    recs = records(out)
+    assert set(recs) == {f"p{i}" for i in range(10)} | {"cmyk", "rgba", "i16", "nonutf8"}
+    r = recs["p3"]
+    assert r["captions"]["alt_text"] == {"text": "photo number 3", "kind": "alt_text", "source": "input"}
+    d = r["captions"]["detailed"]
+    assert d["source"] == "openai:gpt-4.1" and d["prompt_version"] == "lens-detailed-v1"
+    assert "400 by 400" in d["text"] and d["input_tokens"] > 0
+    assert set(r["scores"]) == {"size", "blur", "entropy", "exposure"}
+    assert recs["cmyk"]["meta"]["mode"] == "CMYK" and recs["i16"]["meta"]["mode"].startswith("I")
+    assert "\ufffd" in recs["nonutf8"]["captions"]["alt_text"]["text"]
+    assert any("UTF-8" in v[0] for k, v in m["input_issues"].items() if k.endswith("/nonutf8"))
+    assert m["caption_kinds"] == ["alt_text", "detailed"]
+    assert m["usage"]["captions"] == 14 and m["usage"]["input_tokens"] > 0
+
+
+def test_rerun_is_a_noop_and_config_is_pinned(inputs, server, tmp_path):
+    out = tmp_path / "out"
+    run_pipeline(str(inputs), str(out), config(server), progress=False)
+    n = server.n_requests
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir()}
+    m2 = run_pipeline(str(inputs), str(out), config(server), progress=False)
+    assert server.n_requests == n
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir()} == stamps
+    assert m2["n_out"] == EXPECTED["n_out"]
+    other = config(server)
+    other.captioners = ["brief=openai:gpt-4.1"]
+    with pytest.raises(ValueError, match="different input or configuration"):
+        run_pipeline(str(inputs), str(out), other, progress=False)
+
+
+def test_interrupted_run_resumes_without_redoing_finished_shards(inputs, server, tmp_path):
+    out = tmp_path / "out"
+    first_shard = 5  # input-000000 keeps p0..p3 and cmyk
+    server.script.extend([None] * first_shard + [500] * 50)
+    with pytest.raises(RuntimeError, match="captions failed"):
+        run_pipeline(str(inputs), str(out), config(server), progress=False)
+    done = sorted(p.name for p in (out / "reports").glob("*.json"))
+    assert done == ["input-000000.json"]
+    stamp = (out / "shards" / "input-000000.tar").stat().st_mtime_ns
+    server.script.clear()
+    server.received.clear()
+    m = run_pipeline(str(inputs), str(out), config(server), progress=False)
+    assert (out / "shards" / "input-000000.tar").stat().st_mtime_ns == stamp
+    assert len(server.received) == EXPECTED["n_out"] - first_shard  # only the unfinished shards
+    assert m["n_out"] == EXPECTED["n_out"]
+
+
+def test_parquet_output_loads_with_datasets(inputs, server, tmp_path):
+    import datasets
+
+    out = tmp_path / "pq"
+    m = run_pipeline(str(inputs), str(out), config(server, output_format="parquet"), progress=False)
+    files = [str(out / s["output"]) for s in m["shards"]]
+    ds = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=str(tmp_path / "hf"))
+    assert len(ds) == EXPECTED["n_out"]
+    row = ds[0]
+    assert row["image"].size == (400, 400) and row["detailed"] and "detailed" in json.loads(row["json"])["captions"]
+
+
+def test_bad_config_fails_before_work(inputs, tmp_path):
+    with pytest.raises(ValueError, match="bad captioner spec"):
+        PipelineConfig(captioners=["gpt4:whatever"])
+    with pytest.raises(FileNotFoundError):
+        run_pipeline(str(tmp_path / "nothing*.tar"), str(tmp_path / "o"), PipelineConfig(), progress=False)
