@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -193,7 +194,14 @@ def detailed(scene: Scene, seed: int = 0) -> str:
             return with_article(f"{size_name(objs[0])} {color} {cls}")
         return f"{number_word(len(objs))} {color} {plural(cls)}"
 
-    items = [listed(k, objs) for k, objs in groups]
+    items = []  # one item per class; a class in several colours gets its total first
+    for cls in dict.fromkeys(o.cls for o in scene.objects):
+        parts = [listed(k, objs) for k, objs in groups if k[1] == cls]
+        if len(parts) == 1:
+            items.append(parts[0])
+        else:
+            total = sum(len(objs) for k, objs in groups if k[1] == cls)
+            items.append(f"{number_word(total)} {plural(cls)} ({', '.join(parts[:-1])} and {parts[-1]})")
     if not items:
         sentences.append(rng.choice((f"The image shows an empty {bg} background with no objects on it.",
                                      f"This picture is an empty, plain {bg} background.")))
@@ -224,7 +232,8 @@ def detailed(scene: Scene, seed: int = 0) -> str:
             ordinal = ("the second", "the third", "the fourth", "the fifth", "the sixth")
             parts = [f"one of them is {places[0]}"] + [f"{ordinal[i]} {p}" for i, p in enumerate(places[1:])]
             sizes = sorted({size_name(o) for o in objs})
-            size_text = (f"all {sizes[0]}" if len(sizes) == 1 else "in different sizes")
+            size_text = (f"{'both' if len(objs) == 2 else 'all'} {sizes[0]}" if len(sizes) == 1
+                         else "in different sizes")
             sentences.append(f"The {number_word(len(objs))} {color} {plural(cls)} are {size_text}: "
                              + ", ".join(parts[:-1]) + " and " + parts[-1] + ".")
 
@@ -251,7 +260,7 @@ def detailed(scene: Scene, seed: int = 0) -> str:
         target = f"the {_name(*b)}" if nb == 1 else f"the {number_word(nb)} {b[0]} {plural(b[1])}"
         verb = "is" if na == 1 else "are"
         if na > 1 and rng.random() < 0.5:
-            verb = "are all"
+            verb = "are both" if na == 2 else "are all"
         sentences.append(f"{subject[0].upper()}{subject[1:]} {verb} {phrase} {target}.")
 
     # 4. visible text, quoted exactly
@@ -292,7 +301,8 @@ class Coverage:
     """Which facts of a scene a caption states.
 
     ``facts``: every fact of the spec (``class:circle``, ``color:red circle``,
-    ``count:red circle=2``, ``relation:blue square|red circle``, ``background:gray``,
+    ``count:red circle=2``, ``count:circle=3`` for a class seen in several colours,
+    ``relation:blue square|red circle``, ``background:gray``,
     ``texture:stripes``, ``text:LENS``); ``stated``: those the caption states correctly;
     ``wrong``: statements that contradict the spec (a class or colour that is not there, a wrong
     count or relation, a wrong background); ``recall`` = len(stated) / len(facts).
@@ -310,6 +320,8 @@ def scene_facts(scene: Scene) -> list[str]:
     facts = [f"class:{c}" for c in dict.fromkeys(o.cls for o in scene.objects)]
     facts += [f"color:{_name(*k)}" for k, _ in groups]
     facts += [f"count:{_name(*k)}={len(v)}" for k, v in groups]
+    totals = Counter(o.cls for o in scene.objects)
+    facts += [f"count:{c}={totals[c]}" for c in totals if sum(k[1] == c for k, _ in groups) > 1]
     for i, (ka, a) in enumerate(groups):
         for kb, b in groups[i + 1:]:
             if _group_relations(a, b):
@@ -346,12 +358,14 @@ class _Mention:
 
 
 @functools.lru_cache(maxsize=None)
-def _class_forms(vocab: str) -> dict[str, list[tuple[tuple[str, ...], str, bool]]]:
-    """First word -> [(tokens, class, is_plural)] for every class name and its plural, longest first."""
+def _class_forms(vocab: str) -> dict[str, list[tuple[tuple[str, ...], str, bool | None]]]:
+    """First word -> [(tokens, class, is_plural)] for every class name and its plural, longest first
+    (``is_plural`` None for names whose plural is the same word)."""
     forms: dict[str, list] = {}
     for cls in vocab_classes(vocab):
-        for text, is_plural in ((cls, False), (plural(cls), True)):
-            if is_plural and text == cls:
+        same = plural(cls) == cls  # "sheep", "skis": number shows only in the count word
+        for text, is_plural in ((cls, None if same else False), (plural(cls), True)):
+            if same and is_plural:
                 continue
             toks = tuple(text.split())
             forms.setdefault(toks[0], []).append((toks, cls, is_plural))
@@ -402,14 +416,14 @@ def parse_mentions(sentence: str, vocab: str) -> list[_Mention]:
             i += 1
             continue
         cls, is_plural, end = hit
-        if color is None and cls in COLORS and not is_plural:
+        if color is None and cls in COLORS and is_plural is False:
             k = j - 1
             while k >= 0 and words[k] in _SIZE_WORDS:
                 k -= 1
             if k < 0 or not (words[k] in _COUNT_WORDS or words[k] in _DETERMINERS or words[k].isdigit()):
                 i = max(i + 1, j)  # a bare colour word, not the class
                 continue
-        if count is not None and (count == 1) == is_plural:
+        if count is not None and is_plural is not None and (count == 1) == is_plural:
             count = None  # "a ... circles" / "two ... circle": not a count statement
         out.append(_Mention(cls, color, count, is_plural, toks[i][1], toks[end - 1][2]))
         i = end
@@ -451,6 +465,9 @@ def coverage(scene: Scene, caption_text: str) -> Coverage:
                 fact = f"count:{_name(*key)}={len(groups[key])}"
                 (stated if m.count == len(groups[key]) else wrong).add(
                     fact if m.count == len(groups[key]) else f"count:{_name(*key)}={m.count}")
+            elif m.count is not None and m.color is None and len(by_class.get(m.cls, [])) > 1:
+                total = sum(len(groups[k]) for k in by_class[m.cls])  # "two rings" of two colours
+                (stated if m.count == total else wrong).add(f"count:{m.cls}={m.count}")
         if not mentions:
             continue
         low = sentence.lower()
