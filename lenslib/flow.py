@@ -181,13 +181,11 @@ def cfg_rescale(v_cond: torch.Tensor, v_uncond: torch.Tensor, scale: float, resc
     Lens keeps the guided *direction* but gives each token (last axis) the norm of the conditional
     prediction (reference §4.3); this stops large guidance from inflating the velocity.
     """
-    g = v_uncond + scale * (v_cond - v_uncond)
-    if not rescale:
-        return g
-    n_c = v_cond.norm(dim=-1, keepdim=True)
-    n_g = g.norm(dim=-1, keepdim=True)
-    factor = torch.where(n_g > 0, n_c / n_g.clamp_min(1e-12), torch.ones_like(n_g))
-    return g * factor
+    if rescale:
+        from lenslib.model.cfg import norm_rescaled_cfg
+
+        return norm_rescaled_cfg(v_cond, v_uncond, scale)
+    return v_uncond + scale * (v_cond - v_uncond)
 
 
 @torch.no_grad()

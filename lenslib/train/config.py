@@ -118,8 +118,9 @@ class DataConfig:
     text_encoder: str = "minilm"  # name understood by lenslib.model.text_encoders
     text_encoder_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {path: <lens>/text_encoder}
     max_text_tokens: int = 64
-    caption_kind: str = "short"  # world captions: which kind lenslib.world.captions writes
-    vocab: str = "default"  # world vocabulary
+    caption_kind: str = "detailed"  # world captions: alt_text | brief | detailed | mixed (lenslib.world.captions)
+    vocab: str = "shapes"  # world vocabulary (lenslib.world.vocab)
+    world_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {max_objects: 2, text_prob: 0.0}
     num_workers: int = 0
 
 

@@ -1,0 +1,419 @@
+"""The training loop: ``train(config) -> summary``, the same on a laptop, under torchrun DDP, and FSDP2.
+
+Read top to bottom (nanoGPT style):
+
+1. join the job (``torchrun`` env or one process), pick device, strategy and precision;
+2. build data (a :class:`~lenslib.train.data.BatchSource`), the model from its preset (sized to the
+   codec's token width and the text encoder's layers), wrap it (AC, DDP/FSDP2), EMA, AdamW;
+3. resume from the run's ``latest`` checkpoint if there is one;
+4. each step: per micro-batch, draw t (logit-normal), noise and caption dropout from a generator seeded
+   by (seed, step, rank, micro), take the flow-matching loss, backprop (gradient sync on the last
+   micro-batch only); clip; AdamW; EMA; log; maybe evaluate; maybe save;
+5. on SIGTERM/SIGUSR1/SIGINT: every rank saves at the step boundary and the run returns
+   ``preempted=True`` (the CLI exits with the requeue code).
+
+All randomness of a step is a function of (seed, step, rank), so a resumed run repeats the
+uninterrupted one bit for bit on the same hardware and world size; the checkpoint also carries every
+global RNG state (python, numpy, torch, CUDA).
+
+Used in chapter 4, by ``lens train`` and ``torchrun -m lenslib.train``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lenslib.flow import drop_captions, euler_sample, flow_matching_loss, sample_timesteps, training_mu
+
+from . import checkpoint as ckpt
+from .config import ConfigError, TrainConfig, bucket_batch, bucket_table, load_config, to_dict, to_yaml, validate
+from .data import Batch, build_source, mix_seed
+from .distributed import all_reduce_mean, autocast, barrier, init_distributed, shutdown, unwrap, wrap_model
+from .ema import EMA
+from .signals import REQUEUE_EXIT_CODE, PreemptionHandler, die_with_parent
+
+__all__ = ["train", "run_dir_of", "build_model", "lr_at", "PREEMPTED_FILE"]
+
+PREEMPTED_FILE = "PREEMPTED"
+METRICS_FILE = "metrics.jsonl"
+
+
+def run_dir_of(cfg: TrainConfig) -> Path:
+    """The run folder: ``run.out_dir`` or ``<cache>/runs/<run.name>``."""
+    if cfg.run.out_dir:
+        return Path(cfg.run.out_dir)
+    from lenslib.paths import cache_dir
+
+    return cache_dir() / "runs" / cfg.run.name
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warmup over ``optim.warmup_steps``, then constant (paper: constant LR)."""
+    w = cfg.optim.warmup_steps
+    return cfg.optim.lr * min(1.0, (step + 1) / w) if w > 0 else cfg.optim.lr
+
+
+def build_model(cfg: TrainConfig, codec, text_encoder):
+    """The transformer of ``model.preset``, its input/output sized for the codec and text encoder."""
+    from lenslib.model.presets import get_config
+    from lenslib.model.transformer import LensTransformer2DModel
+
+    if cfg.model.init_from:
+        model = LensTransformer2DModel.from_pretrained(cfg.model.init_from)
+    else:
+        kw = {}
+        base = get_config(cfg.model.preset)
+        patch = cfg.data.patch if cfg.data.codec == "pixel" else 2
+        if base["in_channels"] != codec.token_channels or base["patch_size"] != patch:
+            kw.update(in_channels=codec.token_channels, patch_size=patch)
+        if base["enc_hidden_dim"] != text_encoder.hidden_size:
+            kw["enc_hidden_dim"] = text_encoder.hidden_size
+        if len(base["selected_layer_index"]) != text_encoder.num_layers:
+            kw["num_text_layers"] = text_encoder.num_layers
+        kw.update(cfg.model.kwargs)
+        torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank and every run
+        model = LensTransformer2DModel(**get_config(cfg.model.preset, **kw))
+    if model.config.in_channels != codec.token_channels:
+        raise ConfigError(
+            f"model in_channels={model.config.in_channels} but the {cfg.data.codec} codec makes "
+            f"{codec.token_channels}-channel tokens: fix model.kwargs or data.patch/data.codec."
+        )
+    return model
+
+
+# ------------------------------------------------------------------------------------------------
+# Logging
+# ------------------------------------------------------------------------------------------------
+
+
+class _Logger:
+    """JSONL metrics (+ optional tensorboard) on rank 0; a tqdm bar only on a terminal, else log lines."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, start: int, is_main: bool):
+        self.is_main, self.every = is_main, cfg.run.log_every
+        self.bar = self.tb = self.file = None
+        if not is_main:
+            return
+        path = run_dir / METRICS_FILE
+        if path.exists():  # keep only the steps the checkpoint covers: the curve continues seamlessly
+            kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= start]
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(ln + "\n" for ln in kept))
+            os.replace(tmp, path)
+        self.file = open(path, "a")
+        interactive = cfg.run.progress == "bar" or (cfg.run.progress == "auto" and sys.stderr.isatty())
+        if interactive:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=cfg.run.steps, initial=start, desc=cfg.run.name, dynamic_ncols=True)
+        if cfg.run.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def log(self, rec: dict) -> None:
+        if not self.is_main:
+            return
+        self.file.write(json.dumps(rec) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in rec.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, rec["step"])
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{rec['lr']:.2e}")
+        elif rec["step"] % self.every == 0:
+            print(f"step {rec['step']:>7d}  loss {rec['loss']:.4f}  grad {rec['grad_norm']:.3f}  lr {rec['lr']:.2e}  "
+                  f"{rec['samples_per_s']:.1f} samples/s", flush=True)
+
+    def event(self, text: str) -> None:
+        if not self.is_main:
+            return
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        for x in (self.bar, self.tb, self.file):
+            if x is not None:
+                x.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# Evaluation: preview samples (and judge scores when lenslib.eval provides a judge)
+# ------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def sample_previews(model, source, cfg: TrainConfig, info, size: tuple[int, int]):
+    """EMA-free sampling helper: Euler + CFG from held-out captions. Returns (images [-1,1], captions, batch)."""
+    n = cfg.eval.num_images
+    indices = [-(i + 1) for i in range(n)]  # negative indices: never used for training
+    batch: Batch = source.batch(indices, size).to(info.device)
+    if cfg.eval.prompts:
+        prompts = list(cfg.eval.prompts)[:n]
+        text, mask = source.encode_text(prompts)
+        batch = Batch(batch.tokens[: len(prompts)], batch.grid, [t.to(info.device) for t in text], mask.to(info.device), prompts, batch.indices[: len(prompts)])
+    h, w = batch.grid
+    empty_text = [torch.zeros_like(t) for t in batch.text]
+    empty_mask = torch.zeros_like(batch.text_mask)
+
+    def velocity(x, sigma, conditional):
+        text, mask = (batch.text, batch.text_mask) if conditional else (empty_text, empty_mask)
+        with autocast(info):
+            return model(x, encoder_hidden_states=text, encoder_hidden_states_mask=mask, timestep=sigma, img_shapes=[(1, h, w)]).float()
+
+    g = torch.Generator(device=info.device).manual_seed(cfg.eval.seed)
+    noise = torch.randn(batch.tokens.shape, generator=g, device=info.device)
+    tokens = euler_sample(velocity, noise, cfg.eval.num_steps, cfg.eval.guidance)
+    images = source.codec.decode(tokens.float().cpu(), h, w).clamp(-1, 1)
+    return images, batch.captions, batch
+
+
+def _save_grid(images: torch.Tensor, path: Path) -> None:
+    from PIL import Image
+
+    x = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    n, h, w, _ = x.shape
+    cols = min(n, 8)
+    rows = math.ceil(n / cols)
+    grid = np.zeros((rows * h, cols * w, 3), np.uint8)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = x[i]
+    tmp = path.with_suffix(".tmp.png")
+    Image.fromarray(grid).save(tmp)
+    os.replace(tmp, path)
+
+
+def _judge(images: torch.Tensor, batch: Batch, source) -> dict | None:
+    """Exact-judge scores of world samples when ``lenslib.eval`` has a judge for scenes; else None."""
+    try:
+        from lenslib.eval.judge import score_scene_images  # provided by lenslib.eval
+    except ImportError:
+        return None
+    world = getattr(getattr(source, "source", None), "scene", None)
+    if world is None:
+        return None
+    scenes = [world(i) for i in batch.indices]
+    return score_scene_images(images, scenes)
+
+
+# ------------------------------------------------------------------------------------------------
+# The loop
+# ------------------------------------------------------------------------------------------------
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _sample_indices(cfg: TrainConfig, step: int, rank: int, world: int, micro: int, batch: int, accum: int) -> list[int]:
+    if cfg.data.buckets is None:
+        start = step * cfg.optim.global_batch + rank * batch * accum + micro * batch
+    else:  # variable per-rank batches: give each (step, rank) a disjoint block of the largest size
+        start = (step * world + rank) * max(cfg.data.buckets.batches)
+    return list(range(start, start + batch))
+
+
+def train(cfg: TrainConfig | str | Path, overrides: list[str] | None = None) -> dict:
+    """Run (or resume) training as configured; returns a summary dict.
+
+    Summary keys: ``run_dir``, ``start_step``, ``step``, ``final_loss``, ``checkpoint``, ``preempted``,
+    ``seconds``, ``params``, ``world_size``.
+    """
+    if not isinstance(cfg, TrainConfig):
+        cfg = load_config(cfg, overrides)
+    elif overrides:
+        raise ValueError("pass overrides only together with a config name or path")
+    info = init_distributed(cfg.dist.strategy, cfg.dist.backend, cfg.dist.timeout_s, cfg.dist.precision)
+    try:
+        return _train(cfg, info)
+    finally:
+        shutdown()
+
+
+def _train(cfg: TrainConfig, info) -> dict:
+    validate(cfg, info.world_size)
+    if "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ:
+        die_with_parent()  # a SIGKILLed torchrun must not leave orphaned workers training
+    rank, world = info.rank, info.world_size
+    run_dir = run_dir_of(cfg)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / PREEMPTED_FILE).unlink(missing_ok=True)
+    _seed_everything(mix_seed(cfg.run.seed, rank))
+    if cfg.run.deterministic and info.device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+    source, codec, text_encoder = build_source(cfg)
+    model = build_model(cfg, codec, text_encoder)
+    n_params = sum(p.numel() for p in model.parameters())
+    model_config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(model.config).items()}
+    model.train()
+    model = wrap_model(model, info, cfg.model.activation_checkpointing, cfg.dist.reshard_after_forward)
+    ema = EMA(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr_at(cfg, 0), betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
+                            weight_decay=cfg.optim.weight_decay)
+
+    # -- resume ------------------------------------------------------------------------------------
+    start = 0
+    resume_from = None
+    if cfg.run.resume == "auto":
+        resume_from = ckpt.latest_checkpoint(run_dir)
+    elif cfg.run.resume != "never":
+        resume_from = Path(cfg.run.resume)
+        if not (resume_from / "trainer_state.json").is_file():
+            raise FileNotFoundError(f"run.resume={cfg.run.resume}: not a checkpoint folder (no trainer_state.json).")
+    if resume_from is not None:
+        state = ckpt.load_checkpoint(resume_from, model, opt, ema)
+        start = int(state["step"])
+    if info.is_main:
+        tmp = run_dir / "config.yaml.tmp"
+        tmp.write_text(to_yaml(cfg))
+        os.replace(tmp, run_dir / "config.yaml")
+    logger = _Logger(cfg, run_dir, start, info.is_main)
+    if resume_from is not None:
+        logger.event(f"resumed from {resume_from} at step {start}")
+    logger.event(f"{cfg.run.name}: {n_params / 1e6:.2f}M parameters, world size {world}, strategy {info.strategy}, "
+                 f"{info.dtype}, device {info.device}, steps {start}->{cfg.run.steps}")
+
+    buckets = bucket_table(cfg)
+    accum = cfg.grad_accum(world)
+    handler = PreemptionHandler()
+    last_loss = float("nan")
+    saved = resume_from
+    preempted = False
+    t_start = time.time()
+    step = start
+
+    def trainer_state(step: int) -> dict:
+        return {"samples_seen": step * (cfg.optim.global_batch or 0), "data": {"position": "step", "step": step},
+                "config": to_dict(cfg), "run_name": cfg.run.name, "model_config": model_config}
+
+    try:
+        while step < cfg.run.steps:
+            t0 = time.time()
+            lr = lr_at(cfg, step)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            if len(buckets) == 1:
+                bucket = buckets[0]
+            else:
+                bucket = buckets[int(np.random.default_rng(mix_seed(cfg.run.seed, step, rank, 2)).integers(len(buckets)))]
+            bsz = bucket_batch(cfg, bucket)
+            loss_sum = torch.zeros((), device=info.device)
+            n_samples = 0
+            for micro in range(accum):
+                idx = _sample_indices(cfg, step, rank, world, micro, bsz, accum)
+                batch = source.batch(idx, (bucket.height, bucket.width)).to(info.device)
+                h, w = batch.grid
+                gen = torch.Generator(device=info.device).manual_seed(mix_seed(cfg.run.seed, step, rank, micro, 1))
+                mu = training_mu(cfg.flow.mu_schedule, h * w, cfg.flow.mu)
+                t = sample_timesteps(len(batch), mu, cfg.flow.logit_normal_scale, gen, info.device)
+                noise = torch.randn(batch.tokens.shape, generator=gen, device=info.device)
+                text, mask, _ = drop_captions(batch.text, batch.text_mask, cfg.flow.caption_dropout, gen)
+                sync = micro == accum - 1
+                if info.strategy == "fsdp":
+                    model.set_requires_gradient_sync(sync)
+                ctx = model.no_sync() if (info.strategy == "ddp" and not sync) else _null()
+                with ctx:
+                    with autocast(info):
+                        loss, _ = flow_matching_loss(model, batch.tokens, t, noise, encoder_hidden_states=text,
+                                                     encoder_hidden_states_mask=mask, img_shapes=[(1, h, w)])
+                    (loss / accum).backward()
+                loss_sum += loss.detach()
+                n_samples += len(batch)
+            if cfg.optim.grad_clip > 0:
+                gn = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+            else:
+                gn = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+            if hasattr(gn, "full_tensor"):
+                gn = gn.full_tensor()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            if ema is not None and step % cfg.ema.every == 0:
+                ema.update(model, step)
+
+            loss_mean = all_reduce_mean(loss_sum / accum)
+            samples = all_reduce_mean(torch.tensor(float(n_samples), device=info.device)) * world
+            last_loss = float(loss_mean)
+            dt = time.time() - t0
+            logger.log({"step": step, "loss": last_loss, "grad_norm": float(gn), "lr": lr, "samples": int(samples),
+                        "step_time_s": dt, "samples_per_s": float(samples) / max(dt, 1e-9),
+                        "tokens": h * w, "elapsed_s": time.time() - t_start})
+            if not math.isfinite(last_loss):
+                raise FloatingPointError(f"loss became {last_loss} at step {step}; lower optim.lr or check the data.")
+
+            if cfg.eval.every and step % cfg.eval.every == 0:
+                _evaluate(model, ema, source, cfg, info, run_dir, step, logger, buckets[0])
+
+            preempted = handler.should_stop()
+            if preempted or (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.run.steps:
+                saved = ckpt.save_checkpoint(run_dir, step, model, opt, ema, trainer_state(step), cfg.run.keep_last)
+                logger.event(f"saved {saved}")
+            if preempted:
+                if info.is_main:
+                    ckpt.write_json_atomic(run_dir / PREEMPTED_FILE, {"step": step, "signal": handler.signal_name,
+                                                                     "checkpoint": str(saved), "exit_code": REQUEUE_EXIT_CODE})
+                logger.event(f"preempted by {handler.signal_name}: saved step {step}; exit code {REQUEUE_EXIT_CODE} asks for a requeue")
+                break
+        barrier()
+    finally:
+        handler.close()
+        logger.close()
+    return {
+        "run_dir": str(run_dir),
+        "start_step": start,
+        "step": step,
+        "final_loss": last_loss,
+        "checkpoint": str(saved) if saved else None,
+        "preempted": preempted,
+        "seconds": time.time() - t_start,
+        "params": n_params,
+        "world_size": world,
+    }
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _evaluate(model, ema, source, cfg, info, run_dir: Path, step: int, logger: _Logger, bucket) -> None:
+    """Preview samples with the EMA weights (all ranks take part: FSDP needs every rank in the forward)."""
+    model.eval()
+    ctx = ema.swapped_in(model) if ema is not None else _null()
+    with ctx:
+        images, captions, batch = sample_previews(model, source, cfg, info, (bucket.height, bucket.width))
+    model.train()
+    if not info.is_main:
+        return
+    out = run_dir / "samples"
+    out.mkdir(exist_ok=True)
+    _save_grid(images, out / f"step_{step:07d}.png")
+    rec = {"step": step, "kind": "eval", "captions": captions}
+    scores = _judge(images, batch, source)
+    if scores is not None:
+        rec["judge"] = scores
+    with open(run_dir / "evals.jsonl", "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    logger.event(f"step {step}: samples -> {out / f'step_{step:07d}.png'}" + (f", judge {scores}" if scores else ""))
