@@ -113,9 +113,15 @@ def apply_rotary_emb(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
 
     Pair (2m, 2m+1) is read as x_{2m} + i·x_{2m+1}, multiplied by freqs[:, m] in float32, and written
     back (real part to 2m, imaginary to 2m+1). The result has the dtype of ``x``.
+
+    The complex product is written out in real arithmetic, (a + ib)(c + is) = (ac - bs) + i(as + bc),
+    which gives the same float32 bits as the official complex multiply on CPU and lets
+    ``torch.compile``/inductor fuse it (inductor has no code generation for complex tensors).
     """
-    x_complex = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-    out = torch.view_as_real(x_complex * freqs.unsqueeze(1)).flatten(3)
+    table = torch.view_as_real(freqs).unsqueeze(1)  # [S, 1, D/2, 2]
+    cos, sin = table[..., 0], table[..., 1]
+    x_re, x_im = x.float().reshape(*x.shape[:-1], -1, 2).unbind(-1)
+    out = torch.stack([x_re * cos - x_im * sin, x_re * sin + x_im * cos], dim=-1).flatten(3)
     return out.type_as(x)
 
 
