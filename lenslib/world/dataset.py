@@ -124,7 +124,6 @@ def make_dataset(n: int, size: int = 64, vocab: str = "shapes", out: str | Path 
         finally:
             if bars_were_on:
                 datasets.enable_progress_bars()
-        _pin_fingerprint(tmp, n, size, vocab, seed)
 
         if vocab == "emoji":
             from lenslib.world.vocab import EMOJI_ATTRIBUTION
@@ -150,16 +149,6 @@ def make_dataset(n: int, size: int = 64, vocab: str = "shapes", out: str | Path 
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return Path(out)
-
-
-def _pin_fingerprint(folder: Path, n, size, vocab, seed) -> None:
-    """Make ``state.json`` depend only on the arguments: ``datasets`` otherwise records a random
-    fingerprint for in-memory tables, and identical data would not give identical files."""
-    state_path = folder / "state.json"
-    state = json.loads(state_path.read_text())
-    digest = hashlib.sha256(json.dumps([n, size, vocab, seed, list(COLUMNS)]).encode()).hexdigest()[:16]
-    state["_fingerprint"] = digest
-    state_path.write_text(json.dumps(state, indent=2, sort_keys=True))
 
 
 def read_manifest(out: str | Path) -> dict:
