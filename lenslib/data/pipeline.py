@@ -250,9 +250,7 @@ class _RayStage:
     """Ray Data actor: builds the funnel or the captioners once, then processes one shard per row."""
 
     def __init__(self, stage: str, out: str, cfg: dict, dropped: list | None = None):
-        import torch
-
-        torch.set_num_threads(1)
+        os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core per actor; read when torch is imported
         logging.basicConfig(level=logging.WARNING)
         self.stage, self.out, self.cfg = stage, Path(out), PipelineConfig(**cfg)
         self.funnel = build_funnel(self.cfg.funnel) if stage == "filter" else None

@@ -1,0 +1,222 @@
+"""Pre-computed text features and image latents for training (PixArt-α's ``extract_features``).
+
+Lens's text encoder is a frozen 20B model and its VAE is frozen too, so running them inside every
+training step would waste most of the compute. The cache stores, per image,
+
+- the text features of each chosen caption kind: one ``[S, H]`` tensor per tapped layer, only the valid
+  (mask = True) tokens, so storage grows with caption length, not with the 512-token cap;
+- the VAE latent tokens ``[h·w, C]`` of the image, resized and centre-cropped to its aspect-ratio bucket.
+
+Shards are safetensors files; their header metadata and ``cache.json`` record the identities of the
+text encoder (``TextEncoder.name``), the codec (``LatentCodec.name``) and the captioners. A cache is
+*refused* (:class:`CacheMismatchError`) when opened for another encoder or codec, because features from a
+different model are silently wrong training data. Used by the trainer and in chapter 1.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .buckets import LENS_BUCKETS, Bucket, nearest_bucket, resize_center_crop
+
+FORMAT = "lens-feature-cache"
+FORMAT_VERSION = 1
+CACHE_JSON = "cache.json"
+
+
+class CacheMismatchError(ValueError):
+    """The cache was built with another text encoder or codec than the one asked for."""
+
+
+@dataclass
+class CacheIdentity:
+    text_encoder: str
+    num_layers: int
+    hidden_size: int
+    codec: str
+    token_channels: int
+    kinds: tuple
+
+    def to_dict(self):
+        return {"text_encoder": self.text_encoder, "num_layers": self.num_layers, "hidden_size": self.hidden_size,
+                "codec": self.codec, "token_channels": self.token_channels, "kinds": list(self.kinds)}
+
+
+def _image_tensor(image, bucket: Bucket):
+    import torch
+
+    a = np.asarray(resize_center_crop(image.convert("RGB"), bucket), dtype=np.float32)
+    return torch.from_numpy(a).permute(2, 0, 1) / 127.5 - 1.0
+
+
+def build_feature_cache(records: Sequence[dict], out: str | Path, text_encoder, codec, kinds=("detailed",),
+                        buckets: Sequence[Bucket] = LENS_BUCKETS, base: int | None = None,
+                        shard_size: int = 256, batch_size: int = 16, captioners: dict | None = None,
+                        progress: bool = False) -> dict:
+    """Encode ``records`` (dicts with ``key``, ``image`` (bytes or PIL) and ``captions`` {kind: {text}}
+    as :func:`lenslib.data.shards.read_output` returns them) into ``out``. Resumable: shards already on
+    disk are skipped. Returns the cache's ``cache.json`` content."""
+    import torch
+    from safetensors.torch import save_file
+    from tqdm.auto import tqdm
+
+    from .filters import decode_image
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ident = CacheIdentity(text_encoder.name, int(text_encoder.num_layers), int(text_encoder.hidden_size),
+                          codec.name, int(codec.token_channels), tuple(kinds))
+    meta_path = out / CACHE_JSON
+    if meta_path.is_file():
+        prev = json.loads(meta_path.read_text())
+        if prev["identity"] != ident.to_dict():
+            raise CacheMismatchError(f"{out} already holds a cache for {prev['identity']}; this build uses "
+                                     f"{ident.to_dict()}. Use another folder.")
+    buckets = list(buckets)
+    records = list(records)
+    for r in records:
+        missing = [k for k in kinds if k not in r["captions"]]
+        if missing:
+            raise ValueError(f"record {r['key']} has no {missing} caption (has {sorted(r['captions'])}); "
+                             "choose kinds that every record has")
+    shards = []
+    n_shards = -(-len(records) // shard_size)
+    for si in tqdm(range(n_shards), desc="feature cache", disable=not progress):
+        name = f"features-{si:06d}.safetensors"
+        part = records[si * shard_size:(si + 1) * shard_size]
+        path = out / name
+        if path.is_file():
+            shards.append({"file": name, "n": len(part), "keys": [r["key"] for r in part]})
+            continue
+        tensors, index = {}, {}
+        imgs = []
+        for r in part:
+            im = r["image"]
+            im = decode_image(im).image if isinstance(im, (bytes, bytearray)) else im.convert("RGB")
+            b = nearest_bucket(im.width, im.height, buckets, base)
+            imgs.append((r["key"], im, b))
+        for b in {b for _, _, b in imgs}:  # one codec batch per bucket (same shape)
+            group = [(k, im) for k, im, bb in imgs if bb == b]
+            for i in range(0, len(group), batch_size):
+                chunk = group[i:i + batch_size]
+                with torch.inference_mode():
+                    tokens, (h, w) = codec.encode(torch.stack([_image_tensor(im, b) for _, im in chunk]))
+                for (k, _), t in zip(chunk, tokens):
+                    tensors[f"{k}/latent"] = t.float().contiguous().clone()
+                    index[k] = {"bucket": buckets.index(b), "h": int(h), "w": int(w), "width": b.width,
+                                "height": b.height}
+        for kind in kinds:
+            for i in range(0, len(part), batch_size):
+                chunk = part[i:i + batch_size]
+                with torch.inference_mode():
+                    feats, mask = text_encoder.encode([r["captions"][kind]["text"] for r in chunk])
+                for j, r in enumerate(chunk):
+                    m = mask[j].bool()
+                    for li, f in enumerate(feats):
+                        tensors[f"{r['key']}/text/{kind}/{li}"] = f[j][m].float().contiguous().clone()
+                    index[r["key"]][f"len_{kind}"] = int(m.sum())
+        meta = {"format": FORMAT, "identity": json.dumps(ident.to_dict()), "index": json.dumps(index)}
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+        shards.append({"file": name, "n": len(part), "keys": [r["key"] for r in part]})
+    doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "identity": ident.to_dict(),
+           "captioners": captioners or {}, "buckets": [[b.width, b.height, b.base] for b in buckets],
+           "n": len(records), "shards": shards}
+    tmp = meta_path.with_name(CACHE_JSON + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, meta_path)
+    return doc
+
+
+def check_identity(found: dict, text_encoder: str | None = None, codec: str | None = None,
+                   where: str = "cache") -> None:
+    """Raises :class:`CacheMismatchError` if the cache's encoder/codec differ from the expected names."""
+    for what, want in (("text_encoder", text_encoder), ("codec", codec)):
+        if want is not None and found[what] != want:
+            raise CacheMismatchError(
+                f"{where} was built with {what} {found[what]!r}, but this run uses {want!r}. Features from "
+                f"another model are wrong inputs: rebuild the cache with the configured {what} "
+                "(build_feature_cache / `lens data cache`) or point the config at the matching cache.")
+
+
+class FeatureCache:
+    """Read side: ``FeatureCache(path, text_encoder=name, codec=name)`` refuses a mismatched cache.
+
+    ``cache[i]`` → dict(key, latent [S_img, C], hw (h, w), bucket, text {kind: ([S, H] per layer)}).
+    ``bucket_ids`` feeds :class:`~lenslib.data.sampler.BucketBatchSampler`; :meth:`collate` pads text
+    to ``[B, S_max, H]`` per layer with a bool mask, the :class:`TextEncoder` contract.
+    """
+
+    def __init__(self, path: str | Path, text_encoder: str | None = None, codec: str | None = None,
+                 kind: str | None = None):
+        from safetensors import safe_open
+
+        self.path = Path(path)
+        meta = self.path / CACHE_JSON
+        if not meta.is_file():
+            raise FileNotFoundError(f"{meta} not found: build the cache first (build_feature_cache)")
+        self.doc = json.loads(meta.read_text())
+        if self.doc.get("format") != FORMAT:
+            raise ValueError(f"{self.path} is not a lens feature cache")
+        self.identity = self.doc["identity"]
+        check_identity(self.identity, text_encoder, codec, where=str(self.path))
+        self.kind = kind or self.identity["kinds"][0]
+        if self.kind not in self.identity["kinds"]:
+            raise ValueError(f"caption kind {self.kind!r} not cached; cached kinds: {self.identity['kinds']}")
+        self._items, self._index = [], {}
+        for s in self.doc["shards"]:
+            f = self.path / s["file"]
+            with safe_open(str(f), "pt") as h:
+                md = h.metadata()
+            ident = json.loads(md["identity"])
+            check_identity(ident, text_encoder, codec, where=str(f))  # each shard checked on its own
+            if ident != self.identity:
+                raise CacheMismatchError(f"{f} was built with {ident}, the cache with {self.identity}: "
+                                         "a shard from another build was mixed in; rebuild the cache")
+            idx = json.loads(md["index"])
+            for k in s["keys"]:
+                self._items.append((str(f), k))
+                self._index[k] = idx[k]
+
+    def __len__(self):
+        return len(self._items)
+
+    @property
+    def bucket_ids(self) -> list[int]:
+        return [self._index[k]["bucket"] for _, k in self._items]
+
+    def __getitem__(self, i: int) -> dict:
+        from safetensors import safe_open
+
+        f, k = self._items[i]
+        info = self._index[k]
+        with safe_open(f, "pt") as h:
+            latent = h.get_tensor(f"{k}/latent")
+            text = [h.get_tensor(f"{k}/text/{self.kind}/{li}") for li in range(self.identity["num_layers"])]
+        return {"key": k, "latent": latent, "hw": (info["h"], info["w"]), "bucket": info["bucket"], "text": text}
+
+    @staticmethod
+    def collate(items: list[dict]):
+        """Stack a same-bucket batch: latents [B, S_img, C], text per layer [B, S_max, H], mask [B, S_max]."""
+        import torch
+
+        if len({it["hw"] for it in items}) != 1:
+            raise ValueError("a batch mixes buckets; use BucketBatchSampler so each batch has one bucket")
+        L = len(items[0]["text"])
+        smax = max(it["text"][0].shape[0] for it in items)
+        H = items[0]["text"][0].shape[1]
+        feats = [torch.zeros(len(items), smax, H) for _ in range(L)]
+        mask = torch.zeros(len(items), smax, dtype=torch.bool)
+        for b, it in enumerate(items):
+            n = it["text"][0].shape[0]
+            mask[b, :n] = True
+            for li in range(L):
+                feats[li][b, :n] = it["text"][li]
+        return {"latents": torch.stack([it["latent"] for it in items]), "hw": items[0]["hw"], "text": feats,
+                "mask": mask, "keys": [it["key"] for it in items]}

@@ -1,0 +1,76 @@
+"""Feature cache: stored features equal a fresh encode; a cache from another encoder is refused."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lenslib.data.buckets import make_buckets
+from lenslib.data.feature_cache import CacheMismatchError, FeatureCache, build_feature_cache
+from lenslib.data.sampler import BucketBatchSampler
+from lenslib.model.text_encoders.registry import get_text_encoder
+from lenslib.model.vae import PixelCodec
+
+BUCKETS = make_buckets(bases=(64,), multiple=16)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return get_text_encoder("tiny-gpt-oss")
+
+
+def recs(n=6):
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        w, h = (96, 48) if i % 2 else (64, 64)
+        im = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        words = " ".join(["red circle"] * (i + 1))
+        out.append({"key": f"k{i}", "image": im, "captions": {"detailed": {"text": f"a {words}"},
+                                                               "brief": {"text": "a shape"}}})
+    return out
+
+
+def test_cache_roundtrip_and_refusal(tmp_path, encoder):
+    codec = PixelCodec(patch_size=4)
+    records = recs()
+    doc = build_feature_cache(records, tmp_path / "c", encoder, codec, kinds=("detailed", "brief"),
+                              buckets=BUCKETS, shard_size=4, batch_size=3)
+    assert doc["n"] == 6 and len(doc["shards"]) == 2
+    cache = FeatureCache(tmp_path / "c", text_encoder=encoder.name, codec=codec.name)
+    assert len(cache) == 6
+    # text features equal a fresh encode of the same caption, valid tokens only
+    feats, mask = encoder.encode([records[3]["captions"]["detailed"]["text"]])
+    item = cache[3]
+    assert len(item["text"]) == encoder.num_layers
+    for li in range(encoder.num_layers):
+        torch.testing.assert_close(item["text"][li], feats[li][0][mask[0]], rtol=1e-4, atol=1e-5)
+    # latents decode back to the bucket-cropped image (PixelCodec is exact)
+    wide = [b for b in BUCKETS if b.ratio == (2, 1)][0]
+    assert cache.bucket_ids[1] == BUCKETS.index(wide)
+    img = codec.decode(cache[1]["latent"][None], *cache[1]["hw"])
+    assert img.shape == (1, 3, wide.height, wide.width)
+    # a bucket sampler batch collates to the TextEncoder contract
+    sampler = BucketBatchSampler(cache.bucket_ids, BUCKETS, batch_sizes={64: 2}, seed=0)
+    batch = FeatureCache.collate([cache[i] for i in next(iter(sampler))])
+    assert batch["mask"].shape == batch["text"][0].shape[:2] and batch["latents"].shape[0] == 2
+    assert FeatureCache(tmp_path / "c", kind="brief")[0]["text"][0].shape[0] < item["text"][0].shape[0]
+    # another encoder or codec: refused, with the fix in the message
+    with pytest.raises(CacheMismatchError, match="rebuild the cache"):
+        FeatureCache(tmp_path / "c", text_encoder="minilm:all-MiniLM-L6-v2", codec=codec.name)
+    with pytest.raises(CacheMismatchError, match="codec"):
+        FeatureCache(tmp_path / "c", text_encoder=encoder.name, codec="pixel:p2")
+    with pytest.raises(CacheMismatchError):
+        build_feature_cache(records, tmp_path / "c", encoder, PixelCodec(patch_size=2), buckets=BUCKETS)
+
+
+def test_cache_resumes_and_checks_captions(tmp_path, encoder):
+    codec = PixelCodec(patch_size=4)
+    records = recs(4)
+    build_feature_cache(records, tmp_path / "c", encoder, codec, buckets=BUCKETS, shard_size=2)
+    first = tmp_path / "c" / "features-000000.safetensors"
+    stamp = first.stat().st_mtime_ns
+    (tmp_path / "c" / "features-000001.safetensors").unlink()  # as if interrupted
+    build_feature_cache(records, tmp_path / "c", encoder, codec, buckets=BUCKETS, shard_size=2)
+    assert first.stat().st_mtime_ns == stamp and len(FeatureCache(tmp_path / "c")) == 4
+    with pytest.raises(ValueError, match="no \\['mixed'\\] caption"):
+        build_feature_cache(records, tmp_path / "d", encoder, codec, kinds=("mixed",), buckets=BUCKETS)
