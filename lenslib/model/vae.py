@@ -156,8 +156,9 @@ class PixelCodec(ModelMixin, ConfigMixin, LatentCodec):
         self.token_channels = 3 * self.patch * self.patch
         self.downsample = self.patch
         self.name = f"pixel:p{self.patch}"
-        # ModelMixin derives device/dtype from tensors; a scalar buffer carries them.
-        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
+        # ModelMixin derives device/dtype from tensors, and save/load needs a weights file:
+        # a scalar buffer provides both.
+        self.register_buffer("anchor", torch.zeros(()))
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         h, w = self._check_images(images)

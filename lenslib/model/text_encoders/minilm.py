@@ -69,6 +69,10 @@ class MiniLMEncoder(TextEncoder):
     def name(self) -> str:
         return f"minilm-l6-v2:layers={','.join(map(str, self.layers))}:max={self.max_length}:notemplate"
 
+    def registry_spec(self) -> dict:
+        """How to rebuild this encoder with ``get_text_encoder`` (saved beside a pipeline)."""
+        return {"name": "minilm", "kwargs": {"layers": list(self.layers), "max_length": self.max_length}}
+
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> tuple[list[torch.Tensor], torch.Tensor]:
         if isinstance(prompts, str):
