@@ -28,7 +28,8 @@ SAMPLE_RE = re.compile(r"^(\d+)\.png$")  # GenEval's own filter on sample file n
 
 
 # --------------------------------------------------------------------------- statistics
-def bootstrap_ci(per_prompt, tags=None, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+def bootstrap_ci(per_prompt, tags=None, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
+                 resample: str = "both") -> dict:
     """Percentile bootstrap intervals for GenEval's summary numbers, resampling prompts and seeds.
 
     ``per_prompt`` is a list with one 1-D array per prompt of its images' scores (0/1, or a DPG
@@ -37,7 +38,15 @@ def bootstrap_ci(per_prompt, tags=None, n_boot: int = 2000, seed: int = 0, level
     with replacement (the sampling seeds), and recomputes every statistic. Returns
     ``{name: (low, high)}`` for ``overall`` (mean of GenEval tags present), ``pct_correct_images``,
     ``pct_prompts_any_correct`` and ``tag:<tag>`` for each tag. Seeded: same input, same intervals.
+
+    ``resample`` = ``"both"`` (default) answers "another suite of this kind, and other seeds";
+    it is slightly conservative, since the seed-to-seed noise is already inside the prompt-level
+    spread and is counted again (Davison & Hinkley 1997, section 3.8). ``"prompts"`` resamples
+    prompts only (the usual cluster bootstrap: close to nominal coverage for the suite mean);
+    ``"seeds"`` only images within prompts (this fixed suite, other seeds). Chapter 5 compares them.
     """
+    if resample not in ("both", "prompts", "seeds"):
+        raise ValueError(f"resample must be 'both', 'prompts' or 'seeds', got {resample!r}")
     groups = [np.asarray(g, dtype=float).ravel() for g in per_prompt]
     if any(len(g) == 0 for g in groups):
         raise ValueError("every prompt needs at least one scored image for the bootstrap")
@@ -56,9 +65,15 @@ def bootstrap_ci(per_prompt, tags=None, n_boot: int = 2000, seed: int = 0, level
     sums, imgs, anys, n_prompts = {}, {}, {}, {}
     for tag in tag_names:
         idx = np.flatnonzero(np.array(tags) == tag)
-        pick = idx[rng.integers(0, len(idx), size=(n_boot, len(idx)))]  # (B, n_tag) prompts
+        if resample == "seeds":
+            pick = np.broadcast_to(idx, (n_boot, len(idx)))
+        else:
+            pick = idx[rng.integers(0, len(idx), size=(n_boot, len(idx)))]  # (B, n_tag) prompts
         k = counts[pick]  # images of each drawn prompt
-        draw = np.floor(rng.random((*pick.shape, counts.max())) * k[..., None]).astype(int)
+        if resample == "prompts":
+            draw = np.broadcast_to(np.arange(counts.max()), (*pick.shape, counts.max()))
+        else:
+            draw = np.floor(rng.random((*pick.shape, counts.max())) * k[..., None]).astype(int)
         valid = np.arange(counts.max())[None, None, :] < k[..., None]
         vals = np.where(valid, scores[pick[..., None], draw], 0.0)
         sums[tag] = vals.sum(axis=(1, 2))
