@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.lens-installed
 
-.PHONY: install book book-build test course clean
+.PHONY: install system-deps book book-build test course clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,11 @@ book-build:
 	$(VENV)/bin/jupyter-book build $(BOOK_ROOT) -W -n --keep-going
 	@echo "Book built: $(abspath $(BOOK_ROOT))/_build/html/index.html"
 
-test: install
+# System packages the tests drive for real (Debian's chromium for the browser test); needs root or sudo.
+system-deps:
+	bash .ci/system-deps.sh
+
+test: install system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 course: install

@@ -1,8 +1,8 @@
 """Setup shared by every chapter of the book, and the book <-> package version pin.
 
 Every chapter starts with ``lenslib.book_setup()``. It makes plotly figures survive into the built HTML
-offline (plotly's default renderer emits a mime type jupyter-book drops; the ``notebook`` renderer
-inlines plotly.js into the page), fixes the thread count, and quiets noisy library warnings.
+offline (plotly's default renderer emits a mime type jupyter-book drops; ours inlines plotly.js into
+the page once and leaves MathJax to the book), fixes the thread count, and quiets noisy library warnings.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def book_setup(threads: int | None = None, quiet: bool = True) -> dict:
     """
     import plotly.io as pio
 
-    pio.renderers.default = "notebook"  # inlines plotly.js: figures render offline in the built book
+    pio.renderers.default = _register_plotly_renderer()  # inlines plotly.js: figures render offline
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if quiet:
@@ -60,3 +60,24 @@ def check_version_pin(pin_file: Path = PIN_FILE) -> str:
             f"version that matches lenslib {__version__}."
         )
     return pinned
+
+
+def _register_plotly_renderer() -> str:
+    """A plotly renderer for the built book: plotly.js inlined once per page, MathJax left to the book.
+
+    plotly's ``notebook`` renderer adds a MathJax ``<script>`` from a CDN to every figure, which fails
+    offline (a console error on every page); the book ships its own MathJax (``book/_ext``).
+    """
+    import plotly.io as pio
+    from plotly.io._base_renderers import NotebookRenderer
+
+    class BookRenderer(NotebookRenderer):
+        def to_mimebundle(self, fig_dict):
+            html = pio.to_html(
+                fig_dict, config=self.config, include_plotlyjs=False, include_mathjax=False,
+                full_html=False, default_width="100%", default_height=525, validate=False,
+            )
+            return {"text/html": html}
+
+    pio.renderers["lens_book"] = BookRenderer()
+    return "lens_book"
