@@ -1,0 +1,40 @@
+"""Full-scale runs, headlessly: papermill-driven training notebooks, SLURM jobs and run records.
+
+* :mod:`lenslib.cluster.notebook` — ``lens run-notebook``: MyST notebook → papermill, every parameter
+  validated against the run config before anything executes; the executed notebook is the run's record.
+* :mod:`lenslib.cluster.launch` — inside a notebook, multi-process training runs as a ``torchrun``
+  subprocess (``srun`` across the nodes of a SLURM job); its return code and log tail surface in the notebook.
+* :mod:`lenslib.cluster.slurm` — ``lens submit --slurm``: sbatch scripts, job arrays for sweeps,
+  preemption → checkpoint → requeue → resume.
+* :mod:`lenslib.cluster.records` — a finished run folder rendered as a book page.
+
+Used in chapter 7 ("From laptop to 128 GPUs"). Submodules are imported on demand so ``lens --help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "run_notebook": "lenslib.cluster.notebook",
+    "config_from_parameters": "lenslib.cluster.notebook",
+    "ParameterError": "lenslib.cluster.notebook",
+    "launch_training": "lenslib.cluster.launch",
+    "RunPreempted": "lenslib.cluster.launch",
+    "TrainingFailed": "lenslib.cluster.launch",
+    "SlurmJob": "lenslib.cluster.slurm",
+    "render_sbatch": "lenslib.cluster.slurm",
+    "submit": "lenslib.cluster.slurm",
+    "wait_for_job": "lenslib.cluster.slurm",
+    "read_run": "lenslib.cluster.records",
+    "record_to_page": "lenslib.cluster.records",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'lenslib.cluster' has no attribute {name!r}")

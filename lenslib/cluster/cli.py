@@ -1,0 +1,170 @@
+"""``lens run-notebook``, ``lens submit`` and ``lens record``: headless full-scale runs.
+
+    lens run-notebook book/04_training.md runs/stage1 -p preset lens-stage1 -p nodes 16 [-y params.yaml]
+    lens submit book/04_training.md runs/stage1 -p preset lens-stage1 --slurm --nodes 16 --gpus-per-node 8 \\
+        --time 2-00:00:00 --partition gpu [--sweep sweep.yaml] [--dry-run]
+    lens record runs/stage1 book/runs/stage1.md
+
+Exit codes of run-notebook: 0 done, 75 preempted after a checkpoint (requeue me), 1 failed, 2 bad parameter
+(nothing was executed). Used in chapter 7.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+__all__ = ["register"]
+
+
+def _param_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("notebook", help="training notebook (.md MyST via jupytext, or .ipynb)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder: record, config, metrics, samples, checkpoints")
+    p.add_argument("-p", "--parameters", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                   help="a notebook parameter; VALUE is read as papermill does (True/False/None, int, float, string)")
+    p.add_argument("-r", "--parameters-raw", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                   help="a notebook parameter kept as a string")
+    p.add_argument("-y", "--parameters-yaml", action="append", default=[], metavar="YAML",
+                   help="a YAML file of parameters, or an inline YAML mapping (later values win; -p/-r win over -y)")
+
+
+def _collect(args) -> dict:
+    from .notebook import parse_value, read_parameters_file
+
+    params: dict = {}
+    for item in args.parameters_yaml:
+        params.update(read_parameters_file(item))
+    for key, value in args.parameters:
+        params[key] = parse_value(value)
+    for key, value in args.parameters_raw:
+        params[key] = value
+    return params
+
+
+def _setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for name in ("papermill", "lenslib.cluster"):
+        lg = logging.getLogger(name)
+        lg.addHandler(handler)
+        lg.setLevel(logging.INFO)
+        lg.propagate = False
+
+
+def _cmd_run_notebook(args) -> int:
+    from .notebook import EXIT_PARAMETER_ERROR, ParameterError, prepare, run_notebook
+
+    try:
+        params = _collect(args)
+        if args.check:
+            prep = prepare(args.notebook, args.run_dir, params, kernel=args.kernel,
+                           allow_config_change=args.allow_config_change)
+            print(f"lens run-notebook: parameters OK; prepared notebook at {prep.prepared_path}")
+            return 0
+        _setup_logging()
+        result = run_notebook(args.notebook, args.run_dir, params, kernel=args.kernel,
+                              log_output=not args.no_log_output, execution_timeout=args.execution_timeout,
+                              allow_config_change=args.allow_config_change)
+    except (ParameterError, FileNotFoundError, RuntimeError) as err:
+        print(f"lens run-notebook: {err}", file=sys.stderr)
+        return EXIT_PARAMETER_ERROR
+    line = f"lens run-notebook: {result.status} in {result.seconds:.1f} s; record {result.record}"
+    if result.error:
+        line += f"\n  {result.error}"
+    print(line, file=sys.stderr if result.exit_code else sys.stdout)
+    return result.exit_code
+
+
+def _cmd_submit(args) -> int:
+    from .notebook import ParameterError
+    from .slurm import SlurmError, SlurmResources, load_sweep, submit_notebook, wait_for_job
+
+    if not args.slurm:
+        print("lens submit: choose a scheduler (--slurm), or run here with `lens run-notebook`.", file=sys.stderr)
+        return 2
+    try:
+        params = _collect(args)
+        nodes = args.nodes if args.nodes is not None else int(params.pop("nodes", 1) or 1)
+        nproc = args.nproc_per_node if args.nproc_per_node is not None else params.pop("nproc_per_node", None)
+        res = SlurmResources(
+            nodes=nodes, gpus_per_node=args.gpus_per_node, nproc_per_node=nproc, cpus_per_task=args.cpus_per_task,
+            mem=args.mem, time=args.time, partition=args.partition, account=args.account, qos=args.qos,
+            constraint=args.constraint, signal_seconds=args.signal_seconds, requeue=not args.no_requeue,
+            array_parallel=args.array_parallel, extra=args.sbatch_arg,
+        )
+        sweep = load_sweep(args.sweep) if args.sweep else None
+        sub = submit_notebook(args.notebook, args.run_dir, params, res, sweep=sweep, name=args.name,
+                              dry_run=args.dry_run, python=args.python, prologue=args.prologue)
+    except (ParameterError, SlurmError, FileNotFoundError, ValueError) as err:
+        print(f"lens submit: {err}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(sub.script, end="")
+        return 0
+    print(f"submitted job {sub.job_id} ({len(sub.run_dirs)} run folder{'s' if len(sub.run_dirs) > 1 else ''}); "
+          f"script {sub.script_path}")
+    if not args.wait:
+        return 0
+    try:
+        tasks = wait_for_job(sub.job_id, timeout=args.timeout, expect_tasks=len(sub.run_dirs))
+    except SlurmError as err:
+        print(f"lens submit: {err}", file=sys.stderr)
+        return 1
+    for t in tasks:
+        print(f"{t.get('JobId')} {t.get('JobState')} exit {t.get('ExitCode')} restarts {t.get('Restarts')}")
+    return 0 if all(t.get("JobState") == "COMPLETED" for t in tasks) else 1
+
+
+def _cmd_record(args) -> int:
+    from .records import write_record_page
+
+    page = write_record_page(args.run_dir, args.out, title=args.title)
+    print(f"wrote {page}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("run-notebook", help="validate parameters, then execute a training notebook headlessly",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _param_args(p)
+    p.add_argument("-k", "--kernel", default="python3", help="Jupyter kernel (default python3)")
+    p.add_argument("--check", action="store_true", help="validate and prepare only; execute nothing")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="resume a run folder even though the resolved config changed")
+    p.add_argument("--execution-timeout", type=float, default=None, help="seconds per cell (default: none)")
+    p.add_argument("--no-log-output", action="store_true", help="do not echo cell output to the log")
+    p.set_defaults(func=_cmd_run_notebook)
+
+    s = subparsers.add_parser("submit", help="submit a training notebook as a SLURM job (or a job array for a sweep)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _param_args(s)
+    s.add_argument("--slurm", action="store_true", help="submit with sbatch")
+    s.add_argument("--nodes", type=int, default=None, help="nodes (default: the nodes parameter, else 1)")
+    s.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node (0: CPU job)")
+    s.add_argument("--nproc-per-node", type=int, default=None, help="training processes per node (default: GPUs per node, else 1)")
+    s.add_argument("--cpus-per-task", type=int, default=None, help="CPUs per node (default: one per process)")
+    s.add_argument("--mem", default=None, help="memory per node, e.g. 480G")
+    s.add_argument("--time", default="01:00:00", help="time limit (HH:MM:SS or D-HH:MM:SS)")
+    s.add_argument("--partition", default=None)
+    s.add_argument("--account", default=None)
+    s.add_argument("--qos", default=None)
+    s.add_argument("--constraint", default=None)
+    s.add_argument("--signal-seconds", type=int, default=120, help="SIGUSR1 this long before the time limit (default 120)")
+    s.add_argument("--no-requeue", action="store_true", help="do not requeue after a preemption save")
+    s.add_argument("--sweep", default=None, help="YAML list of parameter sets: one array task and RUN_DIR/run-i each")
+    s.add_argument("--array-parallel", type=int, default=None, help="at most this many array tasks at once")
+    s.add_argument("--name", default=None, help="job name (default: the run folder's name)")
+    s.add_argument("--python", default=None, help="Python on the compute nodes (default: this one)")
+    s.add_argument("--prologue", action="append", default=[], help="shell line run before the notebook (e.g. 'module load cuda')")
+    s.add_argument("--sbatch-arg", action="append", default=[], help="extra sbatch option, e.g. --exclusive")
+    s.add_argument("--dry-run", action="store_true", help="print the script; submit nothing")
+    s.add_argument("--wait", action="store_true", help="wait for the job and report its state")
+    s.add_argument("--timeout", type=float, default=24 * 3600, help="seconds to --wait (default 1 day)")
+    s.set_defaults(func=_cmd_submit)
+
+    r = subparsers.add_parser("record", help="render a run folder (executed notebook + metrics) as a book page")
+    r.add_argument("run_dir", help="a run folder written by lens run-notebook")
+    r.add_argument("out", help="the page to write (.ipynb or .md)")
+    r.add_argument("--title", default=None)
+    r.set_defaults(func=_cmd_record)
