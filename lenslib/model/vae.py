@@ -105,7 +105,7 @@ class Flux2Codec(nn.Module, LatentCodec):
         path = os.fspath(path)
         if not os.path.isfile(os.path.join(path, "config.json")):
             raise FileNotFoundError(f"No AutoencoderKLFlux2 config.json in {path!r}; pass the VAE folder (e.g. <model>/vae).")
-        return cls(AutoencoderKLFlux2.from_pretrained(path, torch_dtype=torch_dtype))
+        return cls(AutoencoderKLFlux2.from_pretrained(path, dtype=torch_dtype))
 
     @property
     def dtype(self) -> torch.dtype:
