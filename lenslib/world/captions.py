@@ -18,7 +18,7 @@ so all four kinds can be written exactly from it:
 Every caption is a pure function of ``(scene, seed)``. :func:`coverage` reads a caption back
 against the spec by parsing its words for the world's vocabulary (classes, colours, numbers,
 relation phrases, background and texture names, quoted text); it never looks at how a caption was
-generated, so it can score any caption, a model's or a person's. Used in chapters 3 and 5.
+generated, so it can score any caption, a model's or a person's. Used in chapters 1, 5 and 6.
 """
 
 from __future__ import annotations
@@ -437,7 +437,7 @@ def coverage(scene: Scene, caption_text: str) -> Coverage:
     word before the phrase ("two red circles"); a relation is "<phrase> ... left of/right of/
     above/below/beneath/under ... <phrase>" within one sentence (the subject is the sentence's
     first noun phrase); a background name counts when it appears, the texture by its keywords,
-    and text when the exact string appears. Used in chapter 3 to compare caption kinds.
+    and text when the exact string appears. Used in chapters 1 and 5 to compare caption kinds.
     """
     facts = scene_facts(scene)
     factset = set(facts)
@@ -518,7 +518,7 @@ def word_count_stats(kind: str = "detailed", n: int = 1000, vocab: str = "shapes
     """Distribution of caption lengths over ``n`` random scenes (``sample_scene(seed + i)``).
 
     Returns mean, std, min, percentiles and max, the mean per object count, and the raw counts,
-    so chapter 3 can set our detailed captions beside Lens's ~109-word mean.
+    so chapter 1 can set our detailed captions beside Lens's ~109-word mean.
     """
     from lenslib.world.spec import sample_scene
 

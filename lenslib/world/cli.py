@@ -6,7 +6,7 @@
     lens world render --metadata data/suites/shapes_geneval.jsonl --out renders/ [--per-prompt 4] [--vocab shapes] [--size 64]
     lens world suites [--out data/suites]
 
-Used in chapters 3 and 5; heavy imports happen inside the commands so ``lens --help`` stays fast.
+Used in chapters 4 to 6; heavy imports happen inside the commands so ``lens --help`` stays fast.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ images and differs only in text. ``make_dataset`` writes
   with the images (share-alike applies to redistributed renders).
 
 Same arguments, same bytes: example ``i`` uses seed ``SeedSequence([seed, i])``, PNGs and tar
-headers carry no timestamps, and the manifest no dates. Used in chapters 3 and 6.
+headers carry no timestamps, and the manifest no dates. Used in chapters 4 and 6.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Captions, prompt suites and the caption parser must agree on how a class name is written ("a
 circle", "an apple", "two foxes"), so the rules live in one place. GenEval's own prompt script uses
 a cruder plural (add "es" after a final "s", else "s"); ours also handles "-x/-ch/-sh" and "-y".
-Used in chapters 3 and 5.
+Used in chapters 1, 5 and 6.
 """
 
 from __future__ import annotations
