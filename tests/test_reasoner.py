@@ -1,0 +1,70 @@
+"""The prompt reasoner: reads GenEval prompts exactly and expands them without dropping what they state."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from lenslib.reasoner import RuleReasoner, clean_output, prompt_to_metadata
+from lenslib.world.captions import _REL_PATTERNS
+from lenslib.world.wording import number_word
+
+from conftest import REPO_ROOT
+
+CONVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+SUITE = [json.loads(l) for l in (REPO_ROOT / "data" / "suites" / "shapes_geneval.jsonl").read_text().splitlines()]
+
+
+def _facts(line: dict) -> Counter:
+    inc = line["include"]
+    out = Counter()
+    for c in inc:
+        target = inc[c["position"][1]]["class"] if "position" in c else None
+        out[(c["class"], c.get("count", 1), c.get("color"), c["position"][0] if "position" in c else None, target)] += 1
+    return out
+
+
+@pytest.mark.parametrize("tag", ["single_object", "two_object", "counting", "colors", "position", "color_attr"])
+def test_every_suite_prompt_reads_back_as_its_metadata(tag):
+    lines = [l for l in SUITE if l["tag"] == tag]
+    assert lines
+    for line in lines:
+        parsed = prompt_to_metadata(line["prompt"], "shapes")
+        assert parsed is not None, line["prompt"]
+        assert _facts(parsed) == _facts(line), line["prompt"]
+
+
+def test_rewrite_keeps_every_stated_fact_and_adds_detail():
+    reasoner = RuleReasoner("shapes")
+    for i, line in enumerate(SUITE[::7]):
+        text = reasoner.rewrite(line["prompt"], seed=i)
+        low = text.lower()
+        assert len(text.split()) > 2 * len(line["prompt"].split()), (line["prompt"], text)
+        for clause in line["include"]:
+            name = clause["class"]
+            assert name in low, (line["prompt"], text)
+            if clause.get("color"):
+                assert f"{clause['color']} {name}" in low or f"{clause['color']} " in low, (line["prompt"], text)
+            if clause.get("count", 1) > 1:
+                assert number_word(clause["count"]) in low, (line["prompt"], text)
+            if "position" in clause:
+                rel = clause["position"][0]  # stated either way round: "A left of B" or "B right of A"
+                said = {r for p, r in _REL_PATTERNS if p.search(low)}
+                assert said & {rel, CONVERSE[rel]}, (line["prompt"], text)
+
+
+def test_rewrite_is_deterministic_and_leaves_unknown_prompts_alone():
+    reasoner = RuleReasoner("shapes")
+    assert reasoner(["a photo of a red circle"], seed=3) == reasoner(["a photo of a red circle"], seed=3)
+    assert reasoner.rewrite("a photo of a dog") == "a photo of a dog"  # no shape in it
+    assert reasoner.rewrite("a photo of nine circles") == "a photo of nine circles"  # beyond the world's limits
+
+
+def test_clean_output_follows_the_official_cleanup():
+    final = "<|channel|>analysis<|message|>thinking<|end|><|start|>assistant<|channel|>final<|message|>A red  cube.<|return|>"
+    assert clean_output(final) == "A red cube."
+    assert clean_output("<think>hmm</think> a cat") == "a cat"
+    assert clean_output('```\n"a blue ball"\n```') == "a blue ball"
+    assert clean_output("analysis: the user wants") == ""
