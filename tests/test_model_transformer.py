@@ -514,3 +514,32 @@ def test_cpu_tiny_runs_in_pixel_space():
     text = [torch.randn(2, 7, 384, generator=g) for _ in range(3)]
     out = model(x, text, torch.ones(2, 7, dtype=torch.bool), torch.tensor([0.3, 0.9]), [(1, 8, 8)])
     assert out.shape == (2, 64, 48)
+
+
+# ---- parameter accounting and attention capture (chapter 2) ---------------------------------------
+def test_parameter_breakdown_matches_reference_split(official_meta):
+    from lenslib.model.params import parameter_breakdown, weight_bytes
+
+    rows = {r["part"]: r["parameters"] for r in parameter_breakdown(official_meta)}
+    assert sum(rows.values()) == 4_104_225_152
+    # §2.2 per-block split × 48 blocks
+    assert rows["adaLN modulation"] == 48 * 28_329_984
+    assert rows["fused QKV"] == 48 * 14_164_992
+    assert rows["attention output"] == 48 * 4_721_664
+    assert rows["MLP"] == 48 * 37_748_736
+    assert rows["norms"] == 48 * 6_400
+    assert weight_bytes(4_104_225_152) == 8_208_450_304  # 8.21 GB in bf16 (§2.2)
+
+
+def test_capture_attention_probs_leaves_the_forward_untouched():
+    from lenslib.model.attention import capture_attention_probs
+
+    model = small_model()
+    inputs = small_inputs()
+    with torch.no_grad():
+        ref = model(**inputs)
+    probs = capture_attention_probs(model, block_index=1, **inputs)
+    assert probs.shape == (2, 4, 17, 17)
+    assert not model.transformer_blocks[1].attn._forward_hooks
+    with torch.no_grad():
+        assert torch.equal(model(**inputs), ref)

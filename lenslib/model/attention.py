@@ -133,3 +133,25 @@ class LensJointAttention(nn.Module):
         q, k, _ = self._qkv(hidden_states, encoder_hidden_states, image_rotary_emb, attention_mask)
         scores = (q.float() @ k.float().transpose(-1, -2)) / self.head_dim**0.5
         return torch.softmax(scores + attention_mask.float(), dim=-1)
+
+
+@torch.no_grad()
+def capture_attention_probs(model: nn.Module, block_index: int = 0, **forward_kwargs) -> torch.Tensor:
+    """Run ``model(**forward_kwargs)`` and return block ``block_index``'s softmax weights [B, H, S, S].
+
+    A forward hook records the modulated inputs the block's attention receives; the weights are then
+    recomputed with :meth:`LensJointAttention.attention_probs`, so the forward itself stays on SDPA.
+    Keys and queries are ordered image tokens first, then text tokens. Used in chapter 2.
+    """
+    attn = model.transformer_blocks[block_index].attn
+    captured: dict = {}
+
+    def record(module, args, output):  # returns None, so the output is left untouched
+        captured["args"] = args
+
+    handle = attn.register_forward_hook(record)
+    try:
+        model(**forward_kwargs)
+    finally:
+        handle.remove()
+    return attn.attention_probs(*captured["args"])
