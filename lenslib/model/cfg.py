@@ -4,7 +4,7 @@ Lens always runs CFG (even at guidance 1.0) and then rescales each token's guide
 velocity to the norm of the *conditional* prediction: the guidance changes the
 direction of the update, never its per-token magnitude.
 
-Used in chapter 6 (sampling) and by the pipeline.
+Used in chapter 3 (flow matching) and by the pipeline.
 """
 
 from __future__ import annotations

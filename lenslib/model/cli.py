@@ -3,7 +3,7 @@
 Mirrors the official ``inference.py``: ``--prompt`` is split on ``|`` for several prompts, the
 defaults are the CLI's (20 steps, CFG 5.0, base 1440 at 1:1), and files are written as
 ``<out-stem>_p{prompt:03d}_s{sample:02d}.png`` when there is more than one image (a single image
-goes to ``--out`` itself). Files are written atomically. Used in chapter 6.
+goes to ``--out`` itself). Files are written atomically. Used in chapter 4.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ layout (reference §3): token ``n = y*w + x``, channel ``k = 4*ch + 2*r + s`` ho
 so it is exact and cheap. The same functions with ``patch=p`` serve the pixel-space
 codec used in the CPU chapters (``PixelCodec``).
 
-Used in chapters 1 (tokens), 3 (latent space) and by the pipeline and trainer.
+Used in chapters 2 (architecture) and 4 (training), and by the pipeline.
 """
 
 from __future__ import annotations

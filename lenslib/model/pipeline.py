@@ -15,7 +15,7 @@ Importing this module registers ``LensTransformer2DModel`` and ``LensPipeline`` 
 namespace and ``LensGptOssEncoder`` in ``transformers``, as the official package does, so an official
 checkpoint folder loads unchanged with ``DiffusionPipeline.from_pretrained(local_dir)``.
 
-Used in chapter 6 (sampling) and by ``lens sample``.
+Used in chapter 4 (sampling a trained model) and by ``lens sample``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from .cfg import norm_rescaled_cfg
 from .latents import check_divisible
 from .resolution import resolve_resolution
-from .schedule import compute_empirical_mu, sigma_inputs
+from .schedule import compute_empirical_mu, sigma_inputs, transformer_timesteps
 from .text_encoders.base import TextEncoder
 from .text_encoders.gpt_oss import (
     MAX_SEQUENCE_LENGTH,
@@ -405,7 +405,7 @@ class LensPipeline(DiffusionPipeline):
         img_shapes = [(1, h, w)]
         with self.progress_bar(total=len(timesteps)) as progress:
             for i, t in enumerate(timesteps):
-                tau = t.to(latents.dtype).expand(2 * batch) / 1000
+                tau = transformer_timesteps(t, latents.dtype).expand(2 * batch)  # t in the latent dtype, then /1000
                 out = self.transformer(
                     hidden_states=torch.cat([latents, latents], dim=0),
                     encoder_hidden_states=text,

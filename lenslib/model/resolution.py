@@ -7,7 +7,7 @@
 These are the *inference* buckets; the paper's training buckets (bases 512/768/1024)
 live in the data pipeline.
 
-Used in chapter 6 (sampling) and by ``lens sample``.
+Used by the pipeline and ``lens sample`` (chapter 4).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ So μ **jumps** at 4300/4301 tokens: 1440² samples are shifted *less* than 1024
 The scheduler input is ``linspace(1, 1/N, N)``; it shifts in float32 with
 ``σ = e^μ / (e^μ + 1/σ_in - 1)``, appends a final 0 and sets ``t = 1000·σ``.
 
-Used in chapters 4 (flow matching) and 6 (sampling).
+Used in chapter 3 (flow matching) and by the pipeline.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ the feature/latent caches and the pipeline only ever see ``[B, S, C]`` tokens on
   where training a VAE first would cost more than the lesson is worth; every other
   part of the model (flow matching, CFG, RoPE on the token grid) is unchanged.
 
-Used in chapters 3 (latent space), 5 (training) and 6 (sampling).
+Used in chapters 2 (architecture) and 4 (training), and by the pipeline.
 """
 
 from __future__ import annotations

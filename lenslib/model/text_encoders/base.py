@@ -7,7 +7,7 @@ GPT-OSS are interchangeable. The number of tapped layers and their width come fr
 the encoder itself, never from constants: a DiT is built with
 ``enc_hidden_dim=encoder.hidden_size`` and ``len(selected_layer_index)=encoder.num_layers``.
 
-Used in chapters 2 (text conditioning) and 5 (feature cache, training).
+Used in chapters 2 (architecture) and 4 (feature cache, training).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ Three pieces, following the reference (§5) exactly:
    random-weight GPT-OSS with a small byte-level BPE tokenizer carrying the harmony
    template, for tests and chapter 2.
 
-Used in chapter 2 (text conditioning).
+Used in chapter 2 (architecture).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ the mask comes from the tokenizer; there is no chat template (BERT is not a chat
 model), and ``[CLS]``/``[SEP]`` stay in the sequence as ordinary tokens.
 Loading takes a few seconds; encoding a batch of short prompts well under a second on CPU.
 
-Used in chapters 2 and 5 (CPU training runs).
+Used in chapters 2 (architecture) and 4 (CPU training runs).
 """
 
 from __future__ import annotations

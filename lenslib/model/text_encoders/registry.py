@@ -6,7 +6,7 @@ Names:
   - ``"minilm"``: the pretrained sentence-transformers MiniLM-L6 (CPU stand-in, width 384);
   - ``"tiny-gpt-oss"``: a random-weight GPT-OSS with the real code path (tests, chapter 2).
 
-Used in chapter 2 and by the feature cache / trainer configs.
+Used in chapters 2 and 4, and by the feature cache / trainer configs.
 """
 
 from __future__ import annotations
