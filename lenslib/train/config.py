@@ -48,6 +48,7 @@ __all__ = [
     "validate",
     "bucket_table",
     "bucket_batch",
+    "check_inputs",
 ]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -438,8 +439,22 @@ def bucket_batch(cfg: TrainConfig, bucket) -> int:
     return cfg.data.buckets.batches[cfg.data.buckets.bases.index(bucket.base)]
 
 
-def validate(cfg: TrainConfig, world_size: int | None = None) -> TrainConfig:
-    """Reject impossible combinations, naming the key(s) and the fix. Returns ``cfg``."""
+def check_inputs(cfg: TrainConfig) -> None:
+    """The inputs a run needs must be given (the paper configs leave data paths to the user)."""
+    if cfg.data.source != "world" and not cfg.data.path:
+        raise ConfigError(f"data.source={cfg.data.source!r} needs data.path (a dataset folder, shard pattern or cache).")
+    if cfg.data.codec == "latent" and not cfg.data.vae:
+        raise ConfigError("data.codec='latent' needs data.vae=<folder of the FLUX.2 VAE> (e.g. <lens>/vae).")
+    if cfg.data.text_encoder == "gpt-oss" and "path" not in cfg.data.text_encoder_kwargs:
+        raise ConfigError("data.text_encoder='gpt-oss' needs data.text_encoder_kwargs.path=<lens>/text_encoder "
+                          "(and tokenizer_path=<lens>/tokenizer).")
+
+
+def validate(cfg: TrainConfig, world_size: int | None = None, for_training: bool = False) -> TrainConfig:
+    """Reject impossible combinations, naming the key(s) and the fix. Returns ``cfg``.
+
+    ``for_training`` also requires the data/VAE/text-encoder paths (the trainer checks this first thing).
+    """
     d = to_dict(cfg)
     for key, choices in _CHOICES.items():
         if choices is None:
@@ -522,8 +537,8 @@ def validate(cfg: TrainConfig, world_size: int | None = None) -> TrainConfig:
         for h, w in sizes:
             if h % 16 or w % 16:
                 raise ConfigError(f"image size {h}x{w}: the latent codec needs multiples of 16 (VAE ×8, then 2×2 packing).")
-    if cfg.data.source != "world" and not cfg.data.path:
-        raise ConfigError(f"data.source={cfg.data.source!r} needs data.path (a dataset folder, shard pattern or cache).")
+    if for_training:
+        check_inputs(cfg)
     if cfg.dist.strategy == "none" and world_size is not None and world_size > 1:
         raise ConfigError(
             f"dist.strategy='none' but the job has {world_size} processes: use dist.strategy=ddp or fsdp "

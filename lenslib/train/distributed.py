@@ -132,7 +132,10 @@ def wrap_model(model: nn.Module, info: DistInfo, activation_checkpointing: bool 
     if info.strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        return DDP(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+        # The last block's text-stream outputs are discarded by the model (official design), so those few
+        # parameters never get a gradient: DDP must be told to expect unused parameters.
+        return DDP(model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
+                   find_unused_parameters=True)
     if info.strategy == "fsdp":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 

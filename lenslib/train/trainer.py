@@ -247,7 +247,7 @@ def train(cfg: TrainConfig | str | Path, overrides: list[str] | None = None) -> 
 
 
 def _train(cfg: TrainConfig, info) -> dict:
-    validate(cfg, info.world_size)
+    validate(cfg, info.world_size, for_training=True)
     if "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ:
         die_with_parent()  # a SIGKILLed torchrun must not leave orphaned workers training
     rank, world = info.rank, info.world_size
