@@ -12,17 +12,20 @@ scene renders at any size; a non-square render stretches it like resizing a phot
 Operating limits (the judge is exact inside them; :func:`sample_scene` and
 :func:`scene_from_metadata` generate only inside them):
 
-- image: shorter side >= ``MIN_IMAGE_SIDE`` = 64 px, aspect ratio between 1:2 and 2:1;
-- objects: at most ``MAX_OBJECTS`` = 6; the longer side of a box is ``OBJECT_SIDE`` = 0.22-0.40 of
-  the image side (>= 14 px at 64 px), the shorter side >= ``MIN_SHORT_SIDE`` = 0.14;
-- no overlap or occlusion: any two boxes (objects or texts) are at least ``GAP`` = 0.06 of the image
-  apart along x or y (>= 3.8 px at 64 px), and ``EDGE`` = 0.03 away from the image border;
+- image: shorter side >= ``VOCAB_MIN_SIDE[vocab]`` (64 px for shapes, 128 px for emoji: an emoji
+  drawing needs ~25 px to be told from 54 others), aspect ratio between 1:2 and 2:1;
+- objects: at most ``MAX_OBJECTS`` = 6; the longer side of a box is ``OBJECT_SIDE`` = 0.20-0.38 of
+  the image side (>= 12.8 px at 64 px), the shorter side >= ``MIN_SHORT_SIDE`` = 0.12 (>= 7.7 px),
+  and every box has its class's natural aspect ratio (sprites are stretched only by non-square
+  renders);
+- no overlap or occlusion: any two boxes (objects or texts) are at least ``GAP`` = 0.08 of the image
+  apart along x or y (>= 5 px at 64 px), and ``EDGE`` = 0.03 away from the image border;
 - relative positions are unambiguous: for every pair of objects, GenEval's normalised offsets are
   at least ``RELATION_MARGIN`` = 0.08 away from the +-0.5 decision thresholds;
 - background: one of ``BACKGROUNDS`` (neutral greys, far from every palette colour, so black and
   white objects stay visible), optionally with one of ``TEXTURES`` (amplitude <= 10/255);
-- texts: height ``TEXT_HEIGHT`` = 0.05-0.08 of the image, below the smallest object, so the judge
-  never mistakes a word for an object.
+- texts: height ``TEXT_HEIGHT`` = 0.04-0.07 of the image, well below the thinnest object, so the
+  judge never mistakes a word for an object.
 """
 
 from __future__ import annotations
@@ -38,10 +41,10 @@ from lenslib.world.vocab import EMOJI_ATTRIBUTION, EMOJI_CLASSES, EMOJI_LEFT_OUT
 
 __all__ = [
     "COLORS", "RELATIONS", "VOCABS", "BACKGROUNDS", "TEXTURES", "EMOJI_ATTRIBUTION", "EMOJI_LEFT_OUT",
-    "MIN_IMAGE_SIDE", "MAX_OBJECTS", "OBJECT_SIDE", "MIN_SHORT_SIDE", "GAP", "EDGE",
+    "MIN_IMAGE_SIDE", "VOCAB_MIN_SIDE", "MAX_OBJECTS", "OBJECT_SIDE", "MIN_SHORT_SIDE", "GAP", "EDGE",
     "RELATION_MARGIN", "TEXT_HEIGHT", "POSITION_THRESHOLD",
     "SceneObject", "TextItem", "Scene", "vocab_classes", "size_name", "relation", "relation_offsets",
-    "sample_scene", "scene_from_metadata",
+    "sample_scene", "scene_from_metadata", "within_limits", "class_aspect",
 ]
 
 # GenEval's ten colour names, with RGB values far apart in CIELAB (min pairwise Delta E > 40) and
@@ -51,8 +54,8 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "orange": (255, 140, 0),
     "yellow": (250, 230, 30),
     "green": (30, 170, 60),
-    "blue": (30, 80, 235),
-    "purple": (140, 40, 190),
+    "blue": (20, 100, 240),
+    "purple": (160, 30, 160),
     "pink": (255, 140, 210),
     "brown": (120, 65, 20),
     "black": (0, 0, 0),
@@ -66,17 +69,18 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "cool gray": (118, 128, 140),
 }
 TEXTURES: tuple[str, ...] = ("checker", "stripes", "gradient", "noise")
-TEXT_WORDS: tuple[str, ...] = ("LENS", "hello", "OPEN", "2026", "café", "Zoe", "MMDiT", "sale")
+TEXT_WORDS: tuple[str, ...] = ("LENS", "hello", "OPEN", "2026", "Zoe", "MMDiT", "sale")
 
-MIN_IMAGE_SIDE = 64
+MIN_IMAGE_SIDE = 64  # the smallest image any vocabulary supports
+VOCAB_MIN_SIDE: dict[str, int] = {"shapes": 64, "emoji": 128}  # per vocabulary
 MAX_ASPECT = 2.0
 MAX_OBJECTS = 6
-OBJECT_SIDE = (0.22, 0.40)
-MIN_SHORT_SIDE = 0.14
-GAP = 0.06
+OBJECT_SIDE = (0.20, 0.38)
+MIN_SHORT_SIDE = 0.12
+GAP = 0.08
 EDGE = 0.03
 RELATION_MARGIN = 0.08
-TEXT_HEIGHT = (0.05, 0.08)
+TEXT_HEIGHT = (0.04, 0.07)
 POSITION_THRESHOLD = 0.1  # GenEval's size margin for relative positions
 
 Box = tuple[float, float, float, float]
@@ -89,6 +93,12 @@ def vocab_classes(vocab: str) -> list[str]:
     if vocab == "emoji":
         return list(EMOJI_CLASSES)
     raise ValueError(f"unknown vocabulary {vocab!r}; choose one of {VOCABS}")
+
+
+def within_limits(vocab: str, width: int, height: int) -> bool:
+    """Whether a ``width`` x ``height`` image of ``vocab`` is inside the judge's operating limits."""
+    short, long_ = min(width, height), max(width, height)
+    return short >= VOCAB_MIN_SIDE[vocab] and long_ <= MAX_ASPECT * short
 
 
 def _check_box(box: Sequence[float], what: str) -> Box:
@@ -272,14 +282,12 @@ def class_aspect(vocab: str, cls: str) -> float:
     return sprite_aspect(vocab, cls)
 
 
-def _object_size(rng: np.random.Generator, aspect: float, side: float | None = None) -> tuple[float, float]:
-    lo, hi = OBJECT_SIDE
-    side = float(rng.uniform(lo, hi)) if side is None else side
-    w, h = (side, side / aspect) if aspect >= 1 else (side * aspect, side)
-    if min(w, h) < MIN_SHORT_SIDE:  # very elongated sprite: grow it, then stretch to the limit
-        k = MIN_SHORT_SIDE / min(w, h)
-        w, h = min(w * k, hi), min(h * k, hi)
-    return w, h
+def _object_size(rng: np.random.Generator, aspect: float, hi: float | None = None) -> tuple[float, float]:
+    """(w, h) with the class's aspect, longer side in OBJECT_SIDE, shorter side >= MIN_SHORT_SIDE."""
+    lo, hi = OBJECT_SIDE[0], OBJECT_SIDE[1] if hi is None else hi
+    lo = max(lo, MIN_SHORT_SIDE * max(aspect, 1 / aspect))  # thin classes are never drawn small
+    side = float(rng.uniform(lo, max(lo, hi)))
+    return (side, side / aspect) if aspect >= 1 else (side * aspect, side)
 
 
 def _place(rng: np.random.Generator, w: float, h: float, placed: list[Box], tries: int = 100) -> Box | None:
@@ -422,8 +430,7 @@ def scene_from_metadata(line: dict, vocab: str = "shapes", seed: int | np.random
         boxes: list[Box] = []
         ok = True
         for k, (cls, color, gi, pos) in enumerate(specs):
-            w, h = _object_size(rng, class_aspect(vocab, cls),
-                                side=float(rng.uniform(OBJECT_SIDE[0], 0.3)))
+            w, h = _object_size(rng, class_aspect(vocab, cls), hi=0.3)
             box = None
             for _try in range(60):
                 cand = _place(rng, w, h, boxes, tries=1)

@@ -21,9 +21,10 @@ import math
 import os
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 MASTER = 256  # master sprite resolution (longer side), downsampled with area averaging
+OUTLINE_GROW = 0.03  # emoji outline thickening, fraction of the sprite's longer side
 
 
 def _shape_polygons(name: str, s: float) -> list[tuple[str, object]]:
@@ -37,7 +38,7 @@ def _shape_polygons(name: str, s: float) -> list[tuple[str, object]]:
     if name == "star":
         pts = []
         for k in range(10):
-            r = s / 2 if k % 2 == 0 else s * 0.2
+            r = s / 2 if k % 2 == 0 else s * 0.3
             a = -math.pi / 2 + k * math.pi / 5
             pts.append((s / 2 + r * math.cos(a), s / 2 + r * math.sin(a)))
         return [("poly", pts)]
@@ -125,7 +126,16 @@ def _emoji_master(cls: str) -> tuple[np.ndarray, np.ndarray]:
     alpha = rgba[..., 3]
     # Pillow returns straight (unpremultiplied) RGB; luminance of the white/black drawing = fill fraction
     paint = alpha * rgba[..., :3].mean(axis=-1)
-    return _crop(alpha, paint)
+    alpha, paint = _crop(alpha, paint)
+    # Thicken the outline so that no stroke is thinner than ~1 px at the smallest object size:
+    # thin parts (a kite's string, a wine glass's stem) would otherwise flicker in and out of the
+    # silhouette at small sizes. The added rim is outline (black).
+    r = max(1, round(OUTLINE_GROW * max(alpha.shape)))
+    pad = r + 1
+    alpha = np.pad(alpha, pad)
+    paint = np.pad(paint, pad)
+    grown = np.asarray(Image.fromarray(alpha, mode="F").filter(ImageFilter.MaxFilter(2 * r + 1)))
+    return _crop(np.maximum(alpha, grown), paint)
 
 
 @functools.lru_cache(maxsize=None)
@@ -145,8 +155,14 @@ def sprite_aspect(vocab: str, cls: str) -> float:
     return round(alpha.shape[1] / alpha.shape[0], 3)
 
 
-def _resize(a: np.ndarray, w: int, h: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(a, mode="F").resize((w, h), Image.Resampling.BOX), dtype=np.float32)
+@functools.lru_cache(maxsize=None)
+def _master_images(vocab: str, cls: str) -> tuple[Image.Image, Image.Image]:
+    alpha, paint = master(vocab, cls)
+    return Image.fromarray(alpha, mode="F"), Image.fromarray(paint, mode="F")
+
+
+def _resize(im: Image.Image, w: int, h: int) -> np.ndarray:
+    return np.asarray(im.resize((w, h), Image.Resampling.BOX), dtype=np.float32)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -157,7 +173,7 @@ def sprite(vocab: str, cls: str, w: int, h: int) -> tuple[np.ndarray, np.ndarray
     """
     if w < 1 or h < 1:
         raise ValueError(f"sprite size must be at least 1 x 1 px, got {w} x {h}")
-    alpha, paint = master(vocab, cls)
+    alpha, paint = _master_images(vocab, cls)
     a, p = _resize(alpha, w, h), _resize(paint, w, h)
     a.setflags(write=False)
     p.setflags(write=False)

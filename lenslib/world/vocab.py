@@ -63,6 +63,14 @@ EMOJI_LEFT_OUT: dict[str, str] = {
     "baseball glove": "only the gloves emoji exists (winter gloves, not a baseball glove)",
     "tennis racket": "only the tennis-ball emoji exists (the ball, not the racket)",
     "fork": "only fork-and-knife emoji exist (two objects in one glyph)",
+    "knife": "too elongated (aspect 5.2) to keep its aspect ratio within the object size limits",
+    "skateboard": "too elongated (aspect 3.5) to keep its aspect ratio within the object size limits",
+    "spoon": "too elongated (aspect 1:3.7) to keep its aspect ratio within the object size limits",
+    "toothbrush": "drawn almost only in outline: too little fill to show its colour at 13 px",
+    "stop sign": "its octagon silhouette is indistinguishable from other round glyphs at 13 px",
+    "sports ball": "its round silhouette is indistinguishable from apple and donut at 13 px",
+    "mouse": "its silhouette is indistinguishable from vase and cell phone at 13 px",
+    "truck": "its silhouette is indistinguishable from car at 13 px",
 }
 
 EMOJI_CLASSES: tuple[str, ...] = tuple(c for c in COCO_CLASSES if c in EMOJI_CODEPOINTS and c not in EMOJI_LEFT_OUT)
