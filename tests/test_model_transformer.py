@@ -495,6 +495,10 @@ def test_cpu_config_overrides():
     assert out.shape == (2, 4, 16)  # velocity has the input width
     with pytest.raises(ValueError, match="divisible"):
         cpu_config("cpu-tiny", in_channels=50, patch_size=4)
+    assert get_config("cpu-tiny", num_text_layers=2)["selected_layer_index"] == [2, 5]  # of MiniLM's 6
+    assert len(get_config("cpu-tiny", num_text_layers=8)["selected_layer_index"]) == 8
+    with pytest.raises(ValueError, match="not both"):
+        get_config("cpu-tiny", num_text_layers=2, selected_layer_index=[0, 1])
     assert sum(p.numel() for p in build_model("cpu-tiny", device="meta", enc_hidden_dim=1024,
                                               num_text_layers=4, text_encoder_layers=28).parameters()) <= 3_000_000
 
@@ -543,3 +547,26 @@ def test_capture_attention_probs_leaves_the_forward_untouched():
     assert not model.transformer_blocks[1].attn._forward_hooks
     with torch.no_grad():
         assert torch.equal(model(**inputs), ref)
+
+
+def test_initialize_weights_adaln_zero():
+    model = small_model().initialize_weights()
+    inputs = small_inputs()
+    with torch.no_grad():
+        assert torch.equal(model(**inputs), torch.zeros(2, 12, 16))  # zero output
+        x = torch.randn(2, 12, 64)
+        c = torch.randn(2, 5, 64)
+        temb = torch.randn(2, 64)
+        rope = model.pos_embed((1, 3, 4), 5)
+        mask = joint_attention_mask(inputs["encoder_hidden_states_mask"], 12)
+        c_out, x_out = model.transformer_blocks[0](x, c, temb, rope, mask)
+    assert torch.equal(x_out, x) and torch.equal(c_out, c)  # every block starts as the identity
+    model.train()
+    model(**inputs).square().mean().backward()
+    assert model.proj_out.weight.grad is None or model.proj_out.weight.grad.abs().sum() == 0  # zero loss grad
+    model.zero_grad()
+    # against a non-zero target the output layer learns first
+    (model(**inputs) - 1).square().mean().backward()
+    assert model.proj_out.bias.grad.abs().sum() > 0
+    # without zero_init the output is not zero
+    assert small_model().initialize_weights(zero_init=False)(**inputs).abs().sum() > 0

@@ -110,7 +110,8 @@ def get_config(name: str, **overrides: Any) -> dict[str, Any]:
     Overrides may be any constructor key, plus:
       - ``num_text_layers`` / ``text_encoder_layers``: set ``selected_layer_index`` to
         ``spread_layers(text_encoder_layers, num_text_layers)``; ``text_encoder_layers`` defaults to
-        the preset encoder's depth (max index + 1).
+        the preset encoder's depth (max index + 1), or to ``num_text_layers`` if that is larger. The
+        transformer only uses the number of taps; the indices tell the pipeline which layers to tap.
     When ``in_channels`` or ``patch_size`` is overridden and ``out_channels`` is not, ``out_channels``
     becomes in_channels / patch_size² so the output has the width of the input (a velocity per token).
     ``inner_dim`` is kept equal to heads × head dim.
@@ -129,8 +130,8 @@ def get_config(name: str, **overrides: Any) -> dict[str, Any]:
         raise ValueError("give either selected_layer_index or num_text_layers/text_encoder_layers, not both")
     config.update(overrides)
     if num_text_layers is not None or encoder_layers is not None:
-        depth = encoder_layers if encoder_layers is not None else max(config["selected_layer_index"]) + 1
         taps = num_text_layers if num_text_layers is not None else len(config["selected_layer_index"])
+        depth = encoder_layers if encoder_layers is not None else max(max(config["selected_layer_index"]) + 1, taps)
         config["selected_layer_index"] = spread_layers(int(depth), int(taps))
     if ("in_channels" in overrides or "patch_size" in overrides) and "out_channels" not in overrides:
         per_pixel, rem = divmod(config["in_channels"], config["patch_size"] ** 2)
