@@ -216,7 +216,7 @@ def save_checkpoint(
     state = {"model": msd, "optim": optim_tensors}
     if ema is not None:
         state["ema"] = ema.state_dict()
-    dcp.save(state, storage_writer=HuggingFaceStorageWriter(str(tmp), save_distributed=_dist()))
+    dcp.save(state, storage_writer=HuggingFaceStorageWriter(str(tmp), save_distributed=_dist()), no_dist=not _dist())
 
     tensors, meta = rng_state()
     save_file(tensors, str(tmp / "rng" / f"rank_{rank:05d}.safetensors"), metadata=meta)
@@ -296,7 +296,7 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
         if not info.get("has_ema", False):
             raise ValueError(f"checkpoint {path} has no EMA weights, but the run has ema.enabled=true.")
         state["ema"] = ema.state_dict()
-    dcp.load(state, storage_reader=HuggingFaceStorageReader(str(path)))
+    dcp.load(state, storage_reader=HuggingFaceStorageReader(str(path)), no_dist=not _dist())
 
     if optimizer is not None:
         groups = []

@@ -1,0 +1,198 @@
+"""Exact resume on CPU: N steps straight == k steps, kill -9, resume to N (weights, EMA, AdamW, loss curve).
+
+Also: a job killed *while writing* a checkpoint leaves the previous one as ``latest`` and loadable, the
+half-written folder is never used and is cleaned up; rotation keeps the last K; ``lens export`` writes
+an official-layout ``transformer/`` folder that loads and reproduces the EMA weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A very small Lens transformer on 16x16 world images (16 tokens), 2 micro-batches per step.
+TINY = [
+    "--config", "cpu-tiny",
+    "optim.global_batch=4", "optim.micro_batch=2", "optim.warmup_steps=2",
+    "data.image_size=16", "data.caption_kind=brief", "data.max_text_tokens=8", "data.text_encoder_kwargs.max_length=8",
+    "model.kwargs.num_layers=2", "model.kwargs.num_attention_heads=2", "model.kwargs.attention_head_dim=16",
+    "model.kwargs.axes_dims_rope=[4,6,6]",
+    "eval.every=3", "eval.num_images=2", "eval.num_steps=2",
+    "run.log_every=1", "run.progress=log", "ema.decay=0.9",
+]
+N = 6
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(REPO))
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _train_cmd(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "lenslib.train", *TINY, f"run.out_dir={out}", *extra]
+
+
+def _run(cmd, timeout=240) -> subprocess.CompletedProcess:
+    p = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return p
+
+
+def _tensors(ckpt: Path) -> dict[str, torch.Tensor]:
+    out = {}
+    for f in sorted(ckpt.glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as h:
+            out.update({k: h.get_tensor(k) for k in h.keys()})
+    return out
+
+
+def _curve(run: Path) -> list[tuple]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [(r["step"], r["loss"], r["grad_norm"], r["lr"]) for r in rows]
+
+
+# The crash-in-save job: SIGKILL itself in the middle of writing step 6 (after the tensors, before the
+# trainer state / rename / latest pointer), i.e. a job killed during a checkpoint write.
+CRASH_IN_SAVE = """
+import os, signal, sys
+from pathlib import Path
+import lenslib.train.checkpoint as ck
+real = ck.write_json_atomic
+def dying(path, data):
+    path = Path(path)
+    if path.name == "trainer_state.json" and path.parent.name == "step_0000006.tmp":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(path, data)
+ck.write_json_atomic = dying
+from lenslib.train.cli import main_train
+sys.exit(main_train(sys.argv[1:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    straight, broken = root / "straight", root / "broken"
+    # 1. N steps in one go (saving every 2 steps, keeping the last 2).
+    _run(_train_cmd(straight, f"run.steps={N}", "run.save_every=2", "run.keep_last=2"))
+
+    # 2. The same run, killed with SIGKILL right after its step-3 checkpoint is published.
+    proc = subprocess.Popen(_train_cmd(broken, f"run.steps={N}", "run.save_every=3"), cwd=REPO, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = broken / "checkpoints" / "latest"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if latest.is_file() and latest.read_text().strip() == "step_0000003":
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert latest.read_text().strip() == "step_0000003", "the job ended before it could be killed after step 3"
+    steps_logged_before_kill = len(_curve(broken))
+
+    # 3. Resume; this job is killed while writing the step-6 checkpoint.
+    p = subprocess.run([sys.executable, "-c", CRASH_IN_SAVE, *TINY, f"run.out_dir={broken}", f"run.steps={N}",
+                        "run.save_every=3"], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-3000:]
+    after_crash = {
+        "latest": latest.read_text().strip(),
+        "dirs": sorted(x.name for x in (broken / "checkpoints").iterdir()),
+    }
+    # 4. Resume again, to N.
+    out = _run(_train_cmd(broken, f"run.steps={N}", "run.save_every=3"))
+    return {"straight": straight, "broken": broken, "after_crash": after_crash, "resume_log": out.stdout,
+            "logged_before_kill": steps_logged_before_kill}
+
+
+def test_kill_during_checkpoint_write_keeps_the_previous_checkpoint(runs):
+    from lenslib.train import checkpoint as ckpt
+
+    crash = runs["after_crash"]
+    assert crash["latest"] == "step_0000003"
+    assert "step_0000006.tmp" in crash["dirs"] and "step_0000006" not in crash["dirs"]
+    # the final resume started from step 3 (not from the half-written 6) and cleaned the stale folder
+    assert "resumed from" in runs["resume_log"] and "step_0000003 at step 3" in runs["resume_log"]
+    names = sorted(x.name for x in (runs["broken"] / "checkpoints").iterdir())
+    assert not any(n.endswith(".tmp") for n in names)
+    assert ckpt.latest_checkpoint(runs["broken"]).name == "step_0000006"
+
+
+def test_resumed_run_is_bit_identical_to_the_straight_run(runs):
+    a = _tensors(runs["straight"] / "checkpoints" / "step_0000006")
+    b = _tensors(runs["broken"] / "checkpoints" / "step_0000006")
+    assert set(a) == set(b)
+    kinds = {k.split(".")[0] for k in a}
+    assert kinds == {"model", "ema", "optim"}
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # the weights did train (and the EMA differs from the live weights)
+    init_like = [k for k in a if k.startswith("model.") and k.endswith("img_in.weight")]
+    assert init_like and not torch.equal(a[init_like[0]], a["ema." + init_like[0][6:]])
+
+
+def test_loss_curve_is_identical_and_continuous(runs):
+    a, b = _curve(runs["straight"]), _curve(runs["broken"])
+    assert [s for s, *_ in a] == list(range(1, N + 1))
+    assert a == b  # every step logged once, same loss, grad norm and lr
+    assert runs["logged_before_kill"] >= 3
+
+
+def test_trainer_state_carries_everything_for_resume(runs):
+    ck = runs["straight"] / "checkpoints" / "step_0000006"
+    state = json.loads((ck / "trainer_state.json").read_text())
+    assert state["step"] == 6 and state["world_size"] == 1 and state["has_ema"]
+    assert state["config"]["optim"]["global_batch"] == 4 and state["samples_seen"] == 24
+    assert state["optimizer_param_groups"][0]["betas"] == [0.9, 0.999]
+    with safe_open(str(ck / "rng" / "rank_00000.safetensors"), framework="pt") as h:
+        assert {"torch", "numpy.keys"} <= set(h.keys())
+        meta = h.metadata()
+    assert {"python", "numpy"} <= set(meta)
+    assert (runs["straight"] / "config.yaml").is_file()
+    assert sorted(p.name for p in (runs["straight"] / "samples").iterdir()) == ["step_0000003.png", "step_0000006.png"]
+
+
+def test_rotation_keeps_the_last_k(runs):
+    names = sorted(x.name for x in (runs["straight"] / "checkpoints").iterdir())
+    assert names == ["latest", "step_0000004", "step_0000006"]
+
+
+def test_rng_states_round_trip():
+    import random
+
+    import numpy as np
+
+    from lenslib.train.checkpoint import rng_state, set_rng_state
+
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    tensors, meta = rng_state()
+    expect = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    set_rng_state(tensors, meta)
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expect
+
+
+def test_export_writes_the_ema_as_an_official_transformer_folder(runs, tmp_path):
+    from lenslib.model.transformer import LensTransformer2DModel
+    from lenslib.train.cli import export
+
+    folder = export(runs["straight"], tmp_path / "out")
+    assert folder.name == "transformer" and (folder / "config.json").is_file()
+    assert any(p.suffix == ".safetensors" for p in folder.iterdir())
+    model = LensTransformer2DModel.from_pretrained(folder)
+    ema = {k[4:]: v for k, v in _tensors(runs["straight"] / "checkpoints" / "step_0000006").items() if k.startswith("ema.")}
+    sd = model.state_dict()
+    assert set(sd) == set(ema)
+    for k, v in sd.items():
+        assert torch.equal(v, ema[k]), k
