@@ -158,6 +158,12 @@ class Funnel:
         self.filters = list(default_filters() if filters is None else filters)
         self.embedder, self.dedup_threshold = embedder, float(dedup_threshold)
         self.thumbnails, self.max_examples, self.dedup = thumbnails, max_examples, dedup
+        self._warned: set = set()
+
+    def _warn_skip(self, name: str, why: str) -> None:
+        if name not in self._warned:  # once per funnel, not once per shard
+            self._warned.add(name)
+            log.warning("funnel step %r skipped: %s", name, why)
 
     # step 1 ---------------------------------------------------------------------------------------
     def decode(self, samples: Sequence[Sample]) -> tuple[list[Sample], StepReport]:
@@ -182,7 +188,7 @@ class Funnel:
         rep = StepReport(f.name, f.rule, n_in=len(samples), config=f.config())
         ok, why = f.available()
         if not ok:
-            log.warning("funnel step %r skipped: %s", f.name, why)
+            self._warn_skip(f.name, why)
             rep.skipped, rep.skip_reason, rep.kept = True, why, len(samples)
             return samples, rep
         scores = f.scores([s.image for s in samples]) if samples else np.zeros(0)
@@ -221,7 +227,7 @@ class Funnel:
         if emb is None:
             why = ("no image embedder configured (pass an ImageEmbedder, e.g. HFImageEmbedder('<local "
                    "CLIP folder>'), or the non-learned PixelEmbedder); step skipped")
-            log.warning("funnel step 'near_dup' skipped: %s", why)
+            self._warn_skip("near_dup", why)
             rep.skipped, rep.skip_reason, rep.kept = True, why, len(samples)
             return list(samples), rep
         keep, dup_of = dedup_keep_mask(emb, self.dedup_threshold)
