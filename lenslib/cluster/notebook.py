@@ -115,11 +115,13 @@ def parse_value(text: str) -> Any:
 def read_parameters_file(path_or_yaml: str | Path) -> dict:
     """``-y``: a YAML file of parameters, or a YAML mapping given inline (papermill's ``-y``)."""
     text = str(path_or_yaml)
-    path = Path(text)
-    if path.suffix in (".yaml", ".yml", ".json") or path.is_file():
-        if not path.is_file():
+    inline = text.lstrip().startswith("{") or "\n" in text
+    if not inline:
+        path = Path(text)
+        if path.is_file():
+            text = path.read_text()
+        elif path.suffix in (".yaml", ".yml", ".json"):
             raise ParameterError(f"parameters file {path} does not exist.")
-        text = path.read_text()
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
