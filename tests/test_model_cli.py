@@ -75,3 +75,9 @@ def test_helpers():
         parse_size("0x16")
     assert output_paths("a/b.png", 1, 1)[0][0].as_posix() == "a/b.png"
     assert output_paths("b.png", 2, 1)[1][0].name == "b_p001_s00.png"
+
+
+def test_reasoner_flag_needs_gpt_oss(model_dir, tmp_path, capsys):
+    rc = main(["sample", "--model", str(model_dir), "--prompt", "x", "--size", "16x16", "--steps", "1",
+               "--enable-reasoner", "--out", str(tmp_path / "o.png")])
+    assert rc == 2 and "GPT-OSS text encoder" in capsys.readouterr().err

@@ -365,7 +365,6 @@ BAD_INPUTS = [
     (dict(prompt="x", height=32, width=32, output_type="tensor"), "output_type"),
     (dict(prompt="x", height=32, width=32, num_inference_steps=0), "num_inference_steps"),
     (dict(prompt="x", height=32, width=32, callback_on_step_end_tensor_inputs=["noise"]), "callback"),
-    (dict(prompt="x", height=32, width=32, enable_reasoner=True), "reasoner"),
     (dict(prompt="x", height=32, width=32, latents=torch.zeros(1, 5, 16)), "latents"),
     (dict(prompt="x", height=32, width=32, prompt_embeds=[torch.zeros(1, 3, 32)] * 2), "prompt_mask"),
     (dict(prompt="x", height=32, width=32, prompt_embeds=[torch.zeros(1, 3, 32)] * 2,
@@ -397,6 +396,7 @@ def test_bad_input_raises_before_any_compute(spied_pipe, kwargs, match):
 def test_missing_and_mismatched_components_raise_before_compute(loop, golden_transformer, cpu_pipe):
     calls = []
     h = golden_transformer.register_forward_pre_hook(lambda *a: calls.append(1))
+    h2 = cpu_pipe.transformer.register_forward_pre_hook(lambda *a: calls.append(2))
     try:
         no_vae = LensPipeline(make_scheduler(), None, None, None, golden_transformer)
         with pytest.raises(ValueError, match="no text encoder"):
@@ -411,8 +411,12 @@ def test_missing_and_mismatched_components_raise_before_compute(loop, golden_tra
             mismatched(prompt="x", height=32, width=32, output_type="latent")
         with pytest.raises(ValueError, match="48 channels"):
             mismatched(**emb, height=32, width=32, output_type="pil")
+        # the local reasoner generates with GPT-OSS: a MiniLM pipeline cannot enable it
+        with pytest.raises(ValueError, match="GPT-OSS text encoder"):
+            cpu_pipe(prompt="x", height=16, width=16, enable_reasoner=True)
     finally:
         h.remove()
+        h2.remove()
     assert calls == []
 
 

@@ -92,12 +92,15 @@ def _sample(args: argparse.Namespace) -> int:
     pipe.to(device)
     if args.date:
         pipe.prompt_date = args.date
+    pipe.reasoner.api_url = args.api_url
+    pipe.reasoner.api_key = args.api_key or os.environ.get("LENS_API_KEY")
+    pipe.reasoner.api_model = args.api_model
     generator = torch.Generator("cpu").manual_seed(args.seed) if args.seed is not None else None
     try:
         result = pipe(prompt=prompts, negative_prompt=args.negative_prompt, height=height, width=width,
                       base_resolution=base, aspect_ratio=ratio, num_inference_steps=args.steps,
                       guidance_scale=args.guidance, num_images_per_prompt=args.num_images, generator=generator,
-                      max_sequence_length=args.max_sequence_length)
+                      max_sequence_length=args.max_sequence_length, enable_reasoner=args.enable_reasoner)
     except ValueError as e:
         return fail(str(e))
     paths = output_paths(out, len(prompts), args.num_images)
@@ -124,6 +127,11 @@ def register(subparsers) -> None:
     p.add_argument("--num-images", type=int, default=1, help="images per prompt (default 1)")
     p.add_argument("--max-sequence-length", type=int, default=512, help="text tokens incl. template (default 512)")
     p.add_argument("--date", default=None, help="pin the chat-template date YYYY-MM-DD (default: today)")
+    p.add_argument("--enable-reasoner", action="store_true",
+                   help="rewrite prompts with the local GPT-OSS before encoding (needs the full text_encoder folder)")
+    p.add_argument("--api-url", default=None, help="OpenAI-compatible base URL for an API prompt rewriter")
+    p.add_argument("--api-key", default=None, help="API key (or env LENS_API_KEY); with --api-model enables the API rewriter")
+    p.add_argument("--api-model", default=None, help="API model name for the prompt rewriter")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="model dtype (default bfloat16 on GPU, float32 on CPU)")

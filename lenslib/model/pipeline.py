@@ -36,6 +36,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from .cfg import norm_rescaled_cfg
 from .latents import check_divisible
+from .reasoner import PromptReasoner
 from .resolution import resolve_resolution
 from .schedule import compute_empirical_mu, sigma_inputs, transformer_timesteps
 from .text_encoders.base import TextEncoder
@@ -115,7 +116,9 @@ def align_text_features(pos: list[torch.Tensor], pos_mask: torch.Tensor, neg: li
 class LensPipeline(DiffusionPipeline):
     """The Lens text-to-image pipeline (official call signature and defaults).
 
-    Extras over the official pipeline: every bad input (including ``output_type``) is rejected
+    ``pipe.reasoner`` (:class:`~lenslib.model.reasoner.PromptReasoner`) takes ``api_url``/``api_key``/
+    ``api_model`` attributes for an API rewriter. Extras over the official pipeline: every bad input
+    (including ``output_type``) is rejected
     before any model runs; ``prompt_embeds`` works with ``prompt=None``; generic lenslib text
     encoders and ``PixelCodec`` are accepted so a tiny pipeline runs end to end on CPU; a pinned
     prompt date (``pipe.prompt_date = "YYYY-MM-DD"``) makes GPT-OSS features reproducible across days.
@@ -147,6 +150,7 @@ class LensPipeline(DiffusionPipeline):
         self.prompt_date: str | None = None  # None: today's date in the harmony header, as officially
         self._txt_offset: int | None = None
         self._last_refined_prompts: list[str] | None = None
+        self.reasoner = PromptReasoner(text_encoder, tokenizer)
         if isinstance(text_encoder, LensGptOssEncoder) and text_encoder.selected_layers is None and transformer is not None:
             text_encoder.set_selected_layers(transformer.config.selected_layer_index)
 
@@ -238,9 +242,9 @@ class LensPipeline(DiffusionPipeline):
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}.")
         if int(num_images_per_prompt) < 1:
             raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}.")
-        if enable_reasoner:
-            raise ValueError("enable_reasoner=True: the prompt reasoner (reference §7) is not part of lenslib; "
-                             "rewrite prompts before calling the pipeline.")
+        if prompt is not None:
+            self.reasoner.text_encoder, self.reasoner.tokenizer = self.text_encoder, self.tokenizer
+            self.reasoner.check(enable_reasoner)
         if prompt_embeds is not None and prompt_mask is None:
             raise ValueError("prompt_embeds requires prompt_mask ([B, S] bool, True = valid).")
         if negative_prompt_embeds is not None and negative_prompt_mask is None:
@@ -353,8 +357,10 @@ class LensPipeline(DiffusionPipeline):
         dtype = self.transformer.dtype
         h, w = int(height) // self.vae_scale_factor, int(width) // self.vae_scale_factor
 
-        # 3. reasoner: prompts pass through unchanged
+        # 3. reasoner (API if configured, local GPT-OSS if enabled, else unchanged)
         prompts = None if prompt is None else ([prompt] if isinstance(prompt, str) else list(prompt))
+        if prompts is not None:
+            prompts = self.reasoner(prompts, enable_reasoner)
         self._last_refined_prompts = prompts
 
         # 4. encode prompts and negatives (supplied embeddings are used as they are, no repetition)
