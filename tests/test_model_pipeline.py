@@ -286,6 +286,9 @@ def test_save_load_round_trip_and_missing_components(tmp_path):
         assert torch.equal(a, b)
     import shutil
 
+    (tmp_path / "p" / "vae" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"\['vae'\].*no weights"):
+        LensPipeline.from_pretrained(tmp_path / "p")
     shutil.rmtree(tmp_path / "p" / "transformer")
     with pytest.raises(FileNotFoundError, match="transformer"):
         LensPipeline.from_pretrained(tmp_path / "p")

@@ -492,16 +492,23 @@ def _check_folder(path: str, passed: dict[str, Any]) -> None:
                                 "(expected scheduler/, vae/, text_encoder/, tokenizer/, transformer/).")
     with open(index) as f:
         entries = json.load(f)
-    missing = []
+    missing, no_weights = [], []
     for name, value in entries.items():
         if name.startswith("_") or name in passed or not isinstance(value, list) or value[0] is None:
             continue
         folder = os.path.join(path, name)
         if not os.path.isdir(folder) or not os.listdir(folder):
             missing.append(name)
+            continue
+        is_model = not any(k in str(value[1]) for k in ("Scheduler", "Tokenizer"))
+        if is_model and not any(f.endswith((".safetensors", ".bin", ".index.json")) for f in os.listdir(folder)):
+            no_weights.append(name)
     if missing:
         raise FileNotFoundError(f"Pipeline folder {path!r} lacks component folder(s) {missing} named in model_index.json; "
                                 "copy them from the checkpoint or pass those components to from_pretrained.")
+    if no_weights:
+        raise FileNotFoundError(f"Component folder(s) {no_weights} in {path!r} have no weights file "
+                                "(*.safetensors / *.bin); the checkpoint copy is incomplete.")
 
 
 def register_official_classes() -> None:

@@ -296,8 +296,11 @@ class GptOssTextEncoder(TextEncoder):
         if selected_layers is not None:
             model.set_selected_layers(selected_layers)
         elif model.selected_layers is None:
+            # Lens's rule: the end of each quarter of the depth (5/11/17/23 of 24 layers)
+            from ..presets import spread_layers
+
             n = model.config.num_hidden_layers
-            model.set_selected_layers(DEFAULT_SELECTED_LAYERS if n == 24 else (n - 1,))
+            model.set_selected_layers(spread_layers(n, min(len(DEFAULT_SELECTED_LAYERS), n)))
         self.model = model.eval().requires_grad_(False)
         if device is not None:
             self.model.to(device)
