@@ -195,6 +195,16 @@ def _load_image(path: Path, size: tuple[int, int] | None):
     return image, None, None
 
 
+def _sample_path(folder: Path, k: int) -> Path:
+    """``samples/<k:04d>.png`` (GenEval's README), or any ``<digits>.png`` naming k (its script writes 5 digits)."""
+    path = folder / "samples" / f"{k:04d}.png"
+    if not path.is_file() and (folder / "samples").is_dir():
+        for p in (folder / "samples").iterdir():
+            if (m := SAMPLE_RE.match(p.name)) and int(m.group(1)) == k:
+                return p
+    return path
+
+
 def _sample_indices(folder: Path) -> list[int]:
     samples = folder / "samples"
     if not samples.is_dir():
@@ -251,16 +261,15 @@ def evaluate_folder(images: str | Path, metadata: str | Path | None = None, voca
             if err is not None:
                 rows.append({**row, **err})
                 continue
-            path = folders[index] / "samples" / f"{k:04d}.png" if index in folders else \
-                images / f"{index:05d}" / "samples" / f"{k:04d}.png"
-            if index in folders and k in found[index] and not path.is_file():
-                path = next(p for p in (folders[index] / "samples").iterdir()
-                            if (m := SAMPLE_RE.match(p.name)) and int(m.group(1)) == k)
-            image, kind, message = _load_image(path, size)
+            folder = folders.get(index, images / f"{index:05d}")
+            image, kind, message = _load_image(_sample_path(folder, k), size)
             if image is None:
                 rows.append({**row, "error": message, "kind": kind})
                 continue
-            rows.append({**row, **_judge_image(image, line, vocab)})
+            try:
+                rows.append({**row, **_judge_image(image, line, vocab)})
+            except ValueError as err:  # the judge refuses an input it cannot read (its own check)
+                rows.append({**row, "error": f"judge refused the image: {err}", "kind": "judge_error"})
     return rows
 
 
@@ -304,7 +313,7 @@ def _common_size(folders, found):
     for index, ks in found.items():
         for k in ks[:2]:
             try:
-                with Image.open(folders[index] / "samples" / f"{k:04d}.png") as im:
+                with Image.open(_sample_path(folders[index], k)) as im:
                     sizes[im.size] += 1
             except (OSError, SyntaxError, ValueError):
                 continue
