@@ -85,6 +85,8 @@ def analysis_view(image, area: int = ANALYSIS_AREA):
 
     W, H = image.size
     s = math.sqrt(area / (W * H))
+    if abs(s - 1) < 0.01:  # already at the analysis size
+        return image
     return image.resize((max(1, round(W * s)), max(1, round(H * s))), Image.Resampling.BILINEAR)
 
 

@@ -274,7 +274,7 @@ def _ray_run(stage: str, refs: list[ShardRef], out: Path, cfg: PipelineConfig, d
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map(_RayStage, fn_constructor_kwargs={"stage": stage, "out": str(out), "cfg": asdict(cfg),
                                                   "dropped": sorted(dropped or ())},
-                concurrency=n, num_cpus=1)
+                compute=ray.data.ActorPoolStrategy(size=n), num_cpus=1)
     return [json.loads(r["result"]) for r in ds.take_all()]
 
 
