@@ -209,10 +209,11 @@ def world_size_of(params: dict) -> int:
     return _positive_int(params, "nodes") * _positive_int(params, "nproc_per_node")
 
 
-def config_from_parameters(params: dict, world_size: int | None = None):
+def config_from_parameters(params: dict, world_size: int | None = None, for_training: bool = True):
     """The validated :class:`TrainConfig` that notebook ``params`` describe (see the module docstring).
 
-    ``world_size`` defaults to ``nodes × nproc_per_node``. Raises :class:`ParameterError` naming the
+    ``world_size`` defaults to ``nodes × nproc_per_node``; ``for_training`` also requires the inputs a
+    run reads (data path, VAE, text encoder), so a job does not wait in the queue to fail. Raises :class:`ParameterError` naming the
     parameter (and the config key it maps to). Used by training notebooks and ``lens run-notebook``.
     """
     from lenslib.train.config import ConfigError, load_config
@@ -236,7 +237,14 @@ def config_from_parameters(params: dict, world_size: int | None = None):
         overrides.append(f"run.out_dir={json.dumps(str(params['run_dir']))}")
     preset = params.get("preset")
     try:
-        return load_config(preset, overrides, world_size=world_size)
+        cfg = load_config(preset, overrides, world_size=world_size)
+        if for_training:
+            from lenslib.train import config as config_module
+
+            check_inputs = getattr(config_module, "check_inputs", None)  # data / VAE / encoder paths given?
+            if check_inputs is not None:
+                check_inputs(cfg)
+        return cfg
     except ConfigError as err:
         text = str(err)
         if preset is not None and text.startswith("config ") and "not found" in text:

@@ -1,0 +1,164 @@
+"""Run records: a finished run folder, read back and rendered as a page of the book.
+
+``lens run-notebook`` leaves the executed notebook (``run.ipynb``), a manifest of every attempt
+(``run.json``), the resolved config and the trainer's metrics and samples in the run folder. The
+executed notebook *is* the report (design-references.md §D4): :func:`record_to_page` prepends a summary
+(status, attempts and SLURM job ids, parameters, key config values, final metrics, a loss curve and the
+last preview samples) and marks the page as not-to-be-executed, so the book shows the outputs the
+cluster produced instead of re-running a 128-GPU job.
+
+Used in chapter 7 and by ``lens record``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+from pathlib import Path
+
+import yaml
+
+__all__ = ["read_run", "record_to_page", "write_record_page", "summary_markdown"]
+
+
+def read_run(run_dir: str | Path) -> dict:
+    """Everything a report needs from a run folder: manifest, config, metrics, samples, record path."""
+    from .notebook import MANIFEST_NAME, RECORD_NAME
+
+    run_dir = Path(run_dir)
+    manifest_path = run_dir / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder of `lens run-notebook` (no {MANIFEST_NAME}).")
+    manifest = json.loads(manifest_path.read_text())
+    record = run_dir / manifest.get("record", RECORD_NAME)
+    if not record.is_file():
+        raise FileNotFoundError(f"{record} is missing: the run has no executed notebook yet.")
+    config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else None
+    metrics = []
+    if (run_dir / "metrics.jsonl").is_file():
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+            if line.strip():
+                metrics.append(json.loads(line))
+    samples = sorted((run_dir / "samples").glob("*.png")) if (run_dir / "samples").is_dir() else []
+    return {"run_dir": run_dir, "manifest": manifest, "config": config, "metrics": metrics, "samples": samples,
+            "record": record}
+
+
+def _fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "–"
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def summary_markdown(run: dict, title: str | None = None) -> str:
+    """The page's first cell: what ran, how it ended, and what it produced."""
+    m, cfg, metrics = run["manifest"], run["config"], run["metrics"]
+    name = title or (cfg or {}).get("run", {}).get("name") or Path(m.get("run_dir", "run")).name
+    attempts = m.get("attempts", [])
+    lines = [f"# Run record: {name}", "",
+             f"Executed headlessly by `lens run-notebook` from `{Path(m.get('notebook', '?')).name}`; this page shows the "
+             "outputs stored in the run folder (it is not re-executed by the book build).", "",
+             "| | |", "|---|---|",
+             f"| status | **{m.get('status', '?')}** |",
+             f"| attempts | {len(attempts)} (total {_fmt_seconds(sum(a.get('seconds') or 0 for a in attempts))}) |",
+             f"| lenslib / papermill | {m.get('lenslib', '?')} / {m.get('papermill', '?')} |"]
+    if cfg:
+        run_cfg, optim = cfg.get("run", {}), cfg.get("optim", {})
+        lines += [f"| model preset | {_cell(cfg.get('model', {}).get('preset'))} |",
+                  f"| steps | {run_cfg.get('steps')} |",
+                  f"| learning rate | {optim.get('lr')} |",
+                  f"| global batch | {optim.get('global_batch')} (micro-batch {optim.get('micro_batch')}) |",
+                  f"| strategy / precision | {cfg.get('dist', {}).get('strategy')} / {cfg.get('dist', {}).get('precision')} |"]
+    if metrics:
+        last = metrics[-1]
+        lines += [f"| last logged step | {last.get('step')} |",
+                  f"| loss (first → last) | {metrics[0].get('loss', float('nan')):.4f} → {last.get('loss', float('nan')):.4f} |"]
+        if "samples_per_s" in last:
+            lines.append(f"| throughput (last step) | {last['samples_per_s']:.1f} samples/s |")
+    lines += ["", "**Parameters**", "", "| parameter | value |", "|---|---|"]
+    for k, v in sorted(m.get("parameters", {}).items()):
+        if k != "run_dir":
+            lines.append(f"| `{k}` | `{_cell(json.dumps(v))}` |")
+    lines += ["", "**Attempts**", "", "| # | status | exit | duration | SLURM job | restart | host |", "|---|---|---|---|---|---|---|"]
+    for a in attempts:
+        slurm = a.get("slurm", {})
+        job = slurm.get("job_id", "–")
+        if "array_task_id" in slurm:
+            job = f"{slurm.get('array_job_id')}_{slurm['array_task_id']}"
+        lines.append(f"| {a.get('attempt')} | {a.get('status')} | {a.get('exit_code', '–')} | {_fmt_seconds(a.get('seconds'))} "
+                     f"| {job} | {slurm.get('restart_count', '0')} | {_cell(a.get('host', '–'))} |")
+        if a.get("error"):
+            lines.append(f"| | {_cell(a['error'])[:200]} | | | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def _loss_figure_html(metrics: list[dict]) -> str | None:
+    pts = [(m["step"], m["loss"]) for m in metrics if "step" in m and "loss" in m]
+    if len(pts) < 2:
+        return None
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    fig = go.Figure(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines", name="loss"))
+    fig.update_layout(title="Training loss (metrics.jsonl)", xaxis_title="step", yaxis_title="flow-matching loss",
+                      height=320, margin=dict(l=40, r=20, t=40, b=40))
+    return pio.to_html(fig, include_plotlyjs=True, full_html=False)
+
+
+def _demote_headings(source: str) -> str:
+    out, fence = [], False
+    for line in source.splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            fence = not fence
+        out.append("#" + line if not fence and re.match(r"^#{1,5} ", line) else line)
+    return "\n".join(out)
+
+
+def record_to_page(run_dir: str | Path, title: str | None = None):
+    """The executed notebook with a summary in front, as an nbformat notebook marked ``execution_mode: off``."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
+
+    run = read_run(run_dir)
+    nb = nbformat.read(run["record"], as_version=4)
+    head = [new_markdown_cell(summary_markdown(run, title))]
+    html = _loss_figure_html(run["metrics"])
+    if html:
+        cell = new_code_cell("# loss curve from metrics.jsonl", metadata={"tags": ["remove-input"]})
+        cell.outputs = [new_output("display_data", data={"text/html": html})]
+        head.append(cell)
+    if run["samples"]:
+        last = run["samples"][-1]
+        cell = new_code_cell(f"# last preview samples: samples/{last.name}", metadata={"tags": ["remove-input"]})
+        cell.outputs = [new_output("display_data", data={"image/png": base64.b64encode(last.read_bytes()).decode(),
+                                                         "text/plain": f"<samples/{last.name}>"})]
+        head.append(cell)
+    head.append(new_markdown_cell("## The executed notebook"))
+    for c in nb.cells:
+        if c.cell_type == "markdown":
+            c.source = _demote_headings(c.source)
+    nb.cells = head + nb.cells
+    nb.metadata["mystnb"] = {"execution_mode": "off"}  # the book shows the cluster's outputs, never re-runs them
+    nb.metadata["lens_record"] = {"run_dir": str(run["run_dir"]), "status": run["manifest"].get("status")}
+    return nb
+
+
+def write_record_page(run_dir: str | Path, out: str | Path, title: str | None = None) -> Path:
+    """Write :func:`record_to_page` to ``out`` (an ``.ipynb`` inside the book, e.g. ``book/runs/NAME.ipynb``)."""
+    import nbformat
+
+    out = Path(out)
+    if out.suffix != ".ipynb":
+        raise ValueError(f"{out}: a record page keeps the run's outputs, so it must be an .ipynb file.")
+    nb = record_to_page(run_dir, title)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    nbformat.write(nb, tmp)
+    os.replace(tmp, out)
+    return out
