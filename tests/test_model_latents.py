@@ -109,3 +109,29 @@ def test_flux2_codec_roundtrip_shapes_and_normalisation():
     assert codec.decode(tok2, h, w).shape == (2, 3, 32, 48)
     with pytest.raises(ValueError, match="Unsupported vae"):
         as_codec(torch.nn.Linear(2, 2))
+
+
+def test_official_vae_config_gives_16px_tokens_of_128_channels():
+    from diffusers import AutoencoderKLFlux2
+
+    with torch.device("meta"):
+        vae = AutoencoderKLFlux2()  # official config: 32 latent channels, 4 blocks, patch (2, 2), bn eps 1e-4
+    codec = Flux2Codec(vae)
+    assert codec.downsample == 16 and codec.token_channels == 128 and codec.eps == 1e-4
+    assert vae.bn.num_features == 128 and vae.bn.affine is False
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(b=st.integers(1, 2), c=st.integers(1, 4), h=st.integers(1, 5), w=st.integers(1, 5), p=st.integers(1, 4))
+def test_layout_round_trips(b, c, h, w, p):
+    z = torch.randn(b, c, p * h, p * w)
+    tok = L.latent_to_tokens(z, p)
+    assert tok.shape == (b, h * w, c * p * p)
+    assert torch.equal(L.tokens_to_latent(tok, h, w, p), z)
+    assert torch.equal(L.unpatchify(L.patchify(z, p), p), z)
+    # each token is exactly one p x p patch, channel-major
+    y, x = h - 1, w - 1
+    assert torch.equal(tok[:, y * w + x].view(b, c, p, p), z[:, :, p * y:p * y + p, p * x:p * x + p])
