@@ -1,0 +1,132 @@
+"""CPU speed of a whole ``cpu-tiny`` training step (data + text encoder + DiT + AdamW + EMA) and its FLOP/s.
+
+Runs the real trainer (``lenslib.train.train``) on the shipped ``cpu-tiny`` config for a few steps,
+takes the median step time from its metrics (after warm-up), splits off the data time (world rendering
++ MiniLM encoding of the batch's captions, timed separately), and converts the analytic matmul FLOPs of
+a training step (3 × :func:`lenslib.model.flops.transformer_flops`) into achieved FLOP/s, compared with a
+float32 matmul peak measured in the same run.
+
+Run: ``.venv/bin/python benchmarks/bench_train.py [--steps N] [--threads N] [overrides ...]``.
+Writes ``benchmarks/results/train.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
+
+
+def matmul_peak(n: int = 2048, repeats: int = 8) -> float:
+    """Best float32 FLOP/s of an n×n matmul on this machine, measured now."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--config", default="cpu-tiny")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from lenslib.train import train
+    from lenslib.train.config import load_config
+    from lenslib.train.data import build_source
+
+    peak = matmul_peak()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(args.config, [f"run.steps={args.steps}", "run.save_every=0", "eval.every=0", "run.progress=log",
+                                        f"run.out_dir={tmp}", "run.resume=never", *args.overrides])
+        summary = train(cfg)
+        rows = [json.loads(x) for x in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
+        state = json.loads((Path(summary["checkpoint"]) / "trainer_state.json").read_text())
+
+    step_times = [r["step_time_s"] for r in rows[args.warmup:]]
+    step_s = statistics.median(step_times)
+    # data time of one step, measured on its own with the same source
+    source, _, _ = build_source(cfg)
+    size = cfg.data.image_size
+    data_times = []
+    for i in range(3):
+        t0 = time.perf_counter()
+        for micro in range(cfg.grad_accum(1)):
+            source.batch(list(range(i * 1000 + micro * cfg.optim.micro_batch, i * 1000 + (micro + 1) * cfg.optim.micro_batch)), (size, size))
+        data_times.append(time.perf_counter() - t0)
+    data_s = statistics.median(data_times)
+
+    flops = None
+    try:
+        from lenslib.model.flops import transformer_flops
+
+        tokens = (size // cfg.data.patch) ** 2 if cfg.data.codec == "pixel" else (size // 16) ** 2
+        fwd = transformer_flops(state["model_config"], tokens, cfg.data.max_text_tokens, cfg.optim.global_batch)["total"]
+        flops = 3 * fwd  # forward + backward
+    except ImportError:
+        pass
+
+    result = {
+        "config": args.config,
+        "overrides": args.overrides,
+        "params": summary["params"],
+        "global_batch": cfg.optim.global_batch,
+        "image_size": size,
+        "steps_timed": len(step_times),
+        "step_s_median": step_s,
+        "step_s_all": step_times,
+        "samples_per_s": cfg.optim.global_batch / step_s,
+        "data_s_per_step": data_s,
+        "model_s_per_step": max(step_s - data_s, 0.0),
+        "train_flops_per_step": flops,
+        "achieved_flops": flops / step_s if flops else None,
+        "achieved_flops_model_only": flops / max(step_s - data_s, 1e-9) if flops else None,
+        "matmul_peak_flops": peak,
+        "mfu": flops / step_s / peak if flops else None,
+        "steps_per_5_min": int(300 / step_s),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_avg": os.getloadavg(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    print(f"{'config':<28}{args.config}")
+    print(f"{'parameters':<28}{summary['params'] / 1e6:.2f} M")
+    print(f"{'step (median)':<28}{step_s * 1000:.0f} ms  ({result['samples_per_s']:.1f} samples/s)")
+    print(f"{'  of which data':<28}{data_s * 1000:.0f} ms")
+    if flops:
+        print(f"{'train FLOPs / step':<28}{flops / 1e9:.2f} GFLOP")
+        print(f"{'achieved':<28}{result['achieved_flops'] / 1e9:.1f} GFLOP/s (model only {result['achieved_flops_model_only'] / 1e9:.1f})")
+    print(f"{'fp32 matmul peak':<28}{peak / 1e9:.1f} GFLOP/s")
+    if flops:
+        print(f"{'MFU':<28}{result['mfu'] * 100:.1f} %")
+    print(f"{'steps in 5 minutes':<28}{result['steps_per_5_min']}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, RESULTS)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
