@@ -26,8 +26,9 @@ from lenslib.model.flops import transformer_flops
 from lenslib.model.presets import build_model, get_config
 
 RESULTS = Path(__file__).resolve().parent / "results" / "model.json"
-# (name, image side in pixels, pixels per token side, batch, text tokens)
-SETTINGS = [("32px", 32, 4, 32, 16), ("64px", 64, 4, 16, 16)]
+# (name, image side in pixels, pixels per token side, batch, text tokens). "book" is the chapter-4 run
+# (lenslib/train/configs/cpu-tiny.yaml: 32² pixels, 4×4 patches, batch 32, up to 32 MiniLM tokens).
+SETTINGS = [("book", 32, 4, 32, 32), ("64px", 64, 4, 32, 32)]
 
 
 def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
@@ -66,7 +67,7 @@ def main() -> int:
     config = get_config(args.preset)
     model = build_model(args.preset).train()
     n_params = sum(p.numel() for p in model.parameters())
-    peak = matmul_peak()
+    peak_before = matmul_peak()
     rows = []
     for name, side, ppt, batch, n_txt in SETTINGS:
         grid = side // ppt
@@ -84,11 +85,17 @@ def main() -> int:
         step_flops = 3 * fwd  # forward + backward ≈ 3 forwards
         median = statistics.median(times)
         achieved = step_flops / median
+        best = step_flops / min(times)
         rows.append(dict(setting=name, image=f"{side}x{side}", img_tokens=s_img, txt_tokens=n_txt, batch=batch,
                          step_seconds_median=median, step_seconds_min=min(times), forward_flops=fwd,
-                         step_flops=step_flops, achieved_flops_per_s=achieved, fraction_of_matmul_peak=achieved / peak,
+                         step_flops=step_flops, achieved_flops_per_s=achieved, achieved_flops_per_s_best=best,
                          images_per_s=batch / median))
 
+    # The machine may be shared: take the better of two peak measurements around the timed steps.
+    peak = max(peak_before, matmul_peak())
+    for r in rows:
+        r["fraction_of_matmul_peak"] = r["achieved_flops_per_s"] / peak
+        r["fraction_of_matmul_peak_best"] = r["achieved_flops_per_s_best"] / peak
     result = dict(
         benchmark="model", preset=args.preset, parameters=n_params, config=config, threads=args.threads,
         matmul_peak_fp32_flops_per_s=peak, matmul_peak_size=2048, rows=rows,
@@ -103,11 +110,12 @@ def main() -> int:
     print(f"{args.preset}: {n_params / 1e6:.2f}M parameters, {args.threads} threads, "
           f"fp32 matmul peak {peak / 1e9:.1f} GFLOP/s")
     print(f"{'setting':<8}{'batch':>6}{'tokens':>8}{'step (ms)':>11}{'GFLOP/step':>12}{'GFLOP/s':>9}"
-          f"{'% peak':>8}{'img/s':>8}")
+          f"{'% peak':>8}{'best %':>8}{'img/s':>8}")
     for r in rows:
         print(f"{r['setting']:<8}{r['batch']:>6}{r['img_tokens'] + r['txt_tokens']:>8}"
               f"{r['step_seconds_median'] * 1e3:>11.1f}{r['step_flops'] / 1e9:>12.2f}"
               f"{r['achieved_flops_per_s'] / 1e9:>9.1f}{100 * r['fraction_of_matmul_peak']:>8.1f}"
+              f"{100 * r['fraction_of_matmul_peak_best']:>8.1f}"
               f"{r['images_per_s']:>8.1f}")
     print(f"wrote {RESULTS}")
     return 0

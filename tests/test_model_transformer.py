@@ -260,6 +260,10 @@ def test_value_errors_multi_layer_in_order():
         _call(model, encoder_hidden_states=layers[:3], encoder_hidden_states_mask=torch.ones(1, 1))
     with pytest.raises(ValueError, match="encoder_hidden_states_mask has shape"):
         _call(model, encoder_hidden_states_mask=torch.ones(2, 4), img_shapes=[(1, 1, 1)])
+    with pytest.raises(ValueError, match="img_shapes is required"):
+        _call(model, img_shapes=None)
+    with pytest.raises(ValueError, match="timestep is required"):
+        _call(model, timestep=None)
     # A larger grid is silently truncated (as officially).
     assert _call(model, img_shapes=[(1, 4, 4)]).shape == (2, 12, 16)
 

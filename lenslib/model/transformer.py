@@ -323,6 +323,8 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
             )
         if img_shapes is None:
             raise ValueError("img_shapes is required: pass [(1, h_tokens, w_tokens)] for the batch's token grid")
+        if timestep is None:
+            raise ValueError("timestep is required: pass σ in [0, 1], one value per sample ([B])")
 
         attention_mask = joint_attention_mask(encoder_hidden_states_mask, s_img)
         hidden_states = self.img_in(hidden_states)
