@@ -125,7 +125,7 @@ def test_preemption_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path):
     Each time every rank saves, the job exits through ``scontrol requeue`` and restarts from the checkpoint.
     """
     run_dir = tmp_path / "preempt"
-    steps = 16
+    steps = 10
     res = SlurmResources(nproc_per_node=2, cpus_per_task=2, time="20:00")
     sub = submit_notebook(TRAIN_NB, run_dir, {"steps": steps, "save_every": 0, "micro_batch": 16}, res)
     job = sub.job_id
