@@ -16,6 +16,7 @@ HEADER = (REPO_ROOT / "book" / "00_lens_in_one_page.md").read_text().split("# 0.
 def _mini_book(tmp_path, chapter_name: str, chapter_text: str):
     (tmp_path / "book").mkdir()
     shutil.copy(REPO_ROOT / "_config.yml", tmp_path / "_config.yml")
+    shutil.copytree(REPO_ROOT / "book" / "_ext", tmp_path / "book" / "_ext")
     (tmp_path / "_toc.yml").write_text(f"format: jb-book\nroot: book/{chapter_name}\n")
     (tmp_path / "book" / f"{chapter_name}.md").write_text(chapter_text)
     return subprocess.run(
