@@ -39,11 +39,17 @@ def score_long(image, line: dict, vocab: str = "shapes") -> dict:
     (question id -> the judge's yes/no), ``categories`` (mean raw answer per category) and a
     ``reason`` listing the failed questions with the judge's reasons.
     """
-    from lenslib.eval.judge import judge
+    import warnings
 
+    from lenslib.eval.judge import judge
+    from lenslib.eval.parse import parse
+
+    detections = parse(image, vocab)  # read the image once, answer every question from it
     answers, reasons = {}, []
     for q in line["questions"]:
-        verdict = judge(image, question_line(q), vocab)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            verdict = judge(image, question_line(q), vocab, detections=detections)
         answers[q["id"]] = bool(verdict.correct)
         if not verdict.correct:
             reasons.append(f"Q{q['id']} {q['question']} -> no ({verdict.reason})")

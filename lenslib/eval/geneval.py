@@ -120,6 +120,7 @@ def summarize(results: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
         "n_scored": len(scored),
         "n_errors": len(errors),
         "errors": dict(Counter(r.get("kind", "error") for r in errors)),
+        "n_outside_limits": sum(1 for r in scored if r.get("within_limits") is False),
         "tags": {},
     }
     tag_order = [t for t in (*GENEVAL_TAGS, LONG_TAG) if t in tags] + \
@@ -150,6 +151,8 @@ def format_summary(summary: dict) -> str:
 
     lines = [f"images: {summary['n_images']}  scored: {summary['n_scored']}  errors: {summary['n_errors']}"
              + (f" {summary['errors']}" if summary["errors"] else "")]
+    if summary.get("n_outside_limits"):
+        lines.append(f"({summary['n_outside_limits']} scored images are outside the judge's exact limits)")
     for t, s in summary["tags"].items():
         lines.append(f"{t:<16} {s['accuracy']:7.2%} {ci(s['ci95']):>18}  ({s['n_images']} images)")
     if "overall" in summary:
@@ -171,10 +174,17 @@ def _judge_image(image, line: dict, vocab: str) -> dict:
         result = score_long(image, line, vocab)
         return {"correct": result["score"] >= 1.0, "score": result["score"], "reason": result["reason"],
                 "answers": result["answers"]}
+    import warnings
+
     from lenslib.eval.judge import judge
 
-    verdict = judge(image, line, vocab)
-    return {"correct": bool(verdict.correct), "reason": verdict.reason}
+    with warnings.catch_warnings():  # outside the limits: recorded per row instead of warned per image
+        warnings.simplefilter("ignore", UserWarning)
+        verdict = judge(image, line, vocab)
+    row = {"correct": bool(verdict.correct), "reason": verdict.reason}
+    if not verdict.within_limits:
+        row["within_limits"] = False
+    return row
 
 
 def _load_image(path: Path, size: tuple[int, int] | None):
@@ -342,20 +352,29 @@ def write_results(rows: list[dict], summary: dict, out: str | Path) -> tuple[Pat
 
 
 # --------------------------------------------------------------------------- ground-truth renders
-def render_suite(metadata, out: str | Path, per_prompt: int = 4, vocab: str = "shapes", size: int = 64,
+def render_suite(metadata, out: str | Path, per_prompt: int = 4, vocab: str = "shapes", size: int | None = None,
                  seed: int = 0, overwrite: bool = False, progress: bool | None = None) -> Path:
     """Render ground-truth images for a suite in GenEval's folder layout.
 
     ``metadata`` is a path or a list of lines. Image ``k`` of prompt ``index`` is the world's
     scene for that line drawn with seed ``(seed, index, k)`` (long-prompt lines carry their scene
     and are drawn as is). Every image is correct by construction, so judging this folder must
-    give 100 %; chapter 5 uses it to show the judge has no error. Refuses a non-empty ``out``
-    unless ``overwrite``; builds in a temporary folder beside ``out`` and renames it into place.
+    give 100 %; chapter 5 uses it to show the judge has no error. ``size`` defaults to the
+    vocabulary's smallest exact size (64 px shapes, 128 px emoji) and may not be below it. Refuses
+    a non-empty ``out`` unless ``overwrite``; builds in a temporary folder beside ``out`` and
+    renames it into place.
     """
     from tqdm.auto import tqdm
 
     from lenslib.world.render import render
-    from lenslib.world.spec import Scene, scene_from_metadata
+    from lenslib.world.spec import VOCAB_MIN_SIDE, Scene, scene_from_metadata, within_limits
+
+    if vocab not in VOCAB_MIN_SIDE:
+        raise ValueError(f"unknown vocabulary {vocab!r}; choose one of {list(VOCAB_MIN_SIDE)}")
+    size = VOCAB_MIN_SIDE[vocab] if size is None else size
+    if not within_limits(vocab, size, size):
+        raise ValueError(f"size {size} px is below the {vocab} world's limit of {VOCAB_MIN_SIDE[vocab]} px, where "
+                         "the judge is no longer exact; render at a larger size")
 
     if isinstance(metadata, (str, Path)):
         report = read_metadata(metadata, vocab)

@@ -27,7 +27,7 @@ def _make(args) -> int:
                            overwrite=args.overwrite, shard_size=args.shard_size)
     except (FileExistsError, ValueError) as err:  # bad arguments or an occupied --out: nothing was written
         return _fail("make", err)
-    print(f"wrote {args.n} {args.vocab} examples at {args.size}px to {out}"
+    print(f"wrote {args.n} {args.vocab} examples to {out}"
           + (" (with webdataset shards)" if args.shards else ""))
     return 0
 
@@ -72,7 +72,8 @@ def register(subparsers) -> None:
 
     make = sub.add_parser("make", help="write an image-caption dataset (HF datasets folder, optional shards)")
     make.add_argument("--n", type=int, required=True, help="number of examples")
-    make.add_argument("--size", type=int, default=64, help="image side in pixels (>= 64; default 64)")
+    make.add_argument("--size", type=int, default=None,
+                      help="image side in pixels (default and minimum: 64 for shapes, 128 for emoji)")
     make.add_argument("--vocab", choices=("shapes", "emoji"), default="shapes")
     make.add_argument("--out", required=True, help="output folder (must be empty or absent)")
     make.add_argument("--seed", type=int, default=0)
@@ -86,7 +87,8 @@ def register(subparsers) -> None:
     render.add_argument("--out", required=True, help="output folder (<index>/samples/<k>.png)")
     render.add_argument("--per-prompt", type=int, default=4, help="images per prompt (GenEval uses 4)")
     render.add_argument("--vocab", choices=("shapes", "emoji"), default="shapes")
-    render.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
+    render.add_argument("--size", type=int, default=None,
+                        help="image side in pixels (default and minimum: 64 for shapes, 128 for emoji)")
     render.add_argument("--seed", type=int, default=0)
     render.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     render.set_defaults(func=_render)

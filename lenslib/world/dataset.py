@@ -54,14 +54,15 @@ def make_example(index: int, size: int, vocab: str, seed: int) -> dict:
 
 
 def _check_args(n, size, vocab):
-    from lenslib.world.spec import MIN_IMAGE_SIDE
+    from lenslib.world.spec import VOCAB_MIN_SIDE
 
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive number of examples, got {n!r}")
-    if not isinstance(size, int) or size < MIN_IMAGE_SIDE:
-        raise ValueError(f"size must be an integer >= {MIN_IMAGE_SIDE} px (the judge's limit), got {size!r}")
     if vocab not in VOCABS:
         raise ValueError(f"unknown vocabulary {vocab!r}; choose one of {list(VOCABS)}")
+    if not isinstance(size, int) or size < VOCAB_MIN_SIDE[vocab]:
+        raise ValueError(f"size must be an integer >= {VOCAB_MIN_SIDE[vocab]} px for {vocab} (below it the judge "
+                         f"cannot read the images exactly), got {size!r}")
 
 
 def _sha256(path: Path) -> str:
@@ -72,10 +73,12 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def make_dataset(n: int, size: int = 64, vocab: str = "shapes", out: str | Path = "world", seed: int = 0,
+def make_dataset(n: int, size: int | None = None, vocab: str = "shapes", out: str | Path = "world", seed: int = 0,
                  shards: bool = False, overwrite: bool = False, shard_size: int = 1000,
                  progress: bool | None = None) -> Path:
     """Write ``n`` examples of ``size``x``size`` scenes from ``vocab`` to ``out`` (see module doc).
+
+    ``size`` defaults to the vocabulary's smallest exact size (64 px shapes, 128 px emoji).
 
     Refuses a non-empty ``out`` unless ``overwrite=True``; writes into a temporary folder beside
     ``out`` and renames it into place only when everything is written. A progress bar is shown
@@ -86,6 +89,10 @@ def make_dataset(n: int, size: int = 64, vocab: str = "shapes", out: str | Path 
 
     from lenslib import __version__
 
+    from lenslib.world.spec import VOCAB_MIN_SIDE
+
+    if size is None and vocab in VOCAB_MIN_SIDE:
+        size = VOCAB_MIN_SIDE[vocab]
     _check_args(n, size, vocab)
     out = check_output_dir(out, overwrite)
     features = datasets.Features({
