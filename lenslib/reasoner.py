@@ -4,38 +4,25 @@ Lens scores GenEval 0.843 with prompts as users type them and 0.930 when GPT-5.5
 prompt into a dense description (paper, reasoner ablation). A model trained on ~109-word captions meets
 its training distribution only when prompts are long too; the reasoner closes that gap at inference.
 
-Three backends behind one call, ``reasoner(prompts, seed) -> list[str]``:
+Two kinds of reasoner share the call ``reasoner(prompts, ...) -> list[str]``:
 
-- :class:`RuleReasoner` reads the prompt with the synthetic world's grammar (classes, colours, counts,
-  the four GenEval relations), lays out one scene that satisfies it and describes that scene with the
-  world's detailed captioner. It adds only detail consistent with the prompt (sizes, places,
-  background), never a new object, exactly what the official rewriter instruction asks for.
-- :class:`ChatReasoner` sends the prompt to any OpenAI-compatible chat-completions endpoint with
-  :data:`REWRITER_INSTRUCTION` (what the paper did with GPT-5.5).
-- :class:`LocalLMReasoner` runs a local ``transformers`` chat model from a folder.
+- :class:`RuleReasoner` (here) reads the prompt with the synthetic world's grammar (classes, colours,
+  counts, the four GenEval relations), lays out one scene that satisfies it and describes that scene
+  with the world's detailed captioner. It adds only detail consistent with the prompt (sizes, places,
+  background), never a new object, which is what the official rewriter instruction asks for. Exact,
+  offline and instant: the reasoner of the caption experiment.
+- :class:`lenslib.model.reasoner.PromptReasoner`, the official backends: any OpenAI-compatible
+  chat-completions endpoint (what the paper did with GPT-5.5) or a local GPT-OSS.
 
-A prompt the backend cannot expand comes back unchanged, as in the official code. Used in chapter 6.
+A prompt the reasoner cannot expand comes back unchanged, as in the official code. Used in chapter 6.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Sequence
 
 from lenslib.world.captions import _REL_PATTERNS, parse_mentions
 from lenslib.world.suites import detailed_prompt
-
-# The rewriter's system prompt, in our words, following the official instruction's gist (reference §7).
-REWRITER_INSTRUCTION = (
-    "Rewrite the user's request as one concrete, descriptive prompt for a text-to-image model. "
-    "Keep every object, attribute, count, action, relation and setting the user states; add only visual "
-    "detail that is consistent with it (appearance, colour, size, shape, material, position) and no new "
-    "important objects. When there are several subjects of one kind, describe each one. Cover the whole "
-    "scene, including the background. Turn simple inferences into explicit visuals. If the request is "
-    "already detailed, change it as little as possible. Answer in the request's language. Output exactly "
-    "one prompt: no explanations, questions, options, lists, markup or quotes."
-)
-
 
 def prompt_to_metadata(prompt: str, vocab: str = "shapes") -> dict | None:
     """Read a prompt as a GenEval metadata line (include clauses with class, count, colour, position).
@@ -82,28 +69,3 @@ class RuleReasoner:
 
     def __call__(self, prompts: Sequence[str], seed: int = 0) -> list[str]:
         return [self.rewrite(p, seed + i) for i, p in enumerate(prompts)]
-
-
-_HARMONY_FINAL = re.compile(r"<\|channel\|>final<\|message\|>(.*?)(?:<\|end\|>|<\|return\|>|$)", re.S)
-
-
-def clean_output(text: str) -> str:
-    """Reduce a model's answer to the rewritten prompt (the official reasoner's clean-up, reference §7).
-
-    Takes the harmony "final" channel when present, drops ``<think>`` blocks and special tokens, returns
-    "" for an answer that is still reasoning, unwraps a code fence or quotes, and collapses whitespace.
-    """
-    match = _HARMONY_FINAL.search(text)
-    if match:
-        text = match.group(1)
-    text = re.sub(r"<think>.*?</think>", " ", text, flags=re.S)
-    text = re.sub(r"<\|[^|]*\|>", " ", text)
-    text = text.strip()
-    if text.lower().startswith("analysis"):
-        return ""
-    fence = re.fullmatch(r"```[a-zA-Z]*\s*(.*?)\s*```", text, flags=re.S)
-    if fence:
-        text = fence.group(1)
-    if len(text) >= 2 and text[0] == text[-1] == '"':
-        text = text[1:-1]
-    return re.sub(r"\s+", " ", text).strip()

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from lenslib.reasoner import RuleReasoner, clean_output, prompt_to_metadata
+from lenslib.reasoner import RuleReasoner, prompt_to_metadata
 from lenslib.world.captions import _REL_PATTERNS
 from lenslib.world.wording import number_word
 
@@ -60,11 +60,3 @@ def test_rewrite_is_deterministic_and_leaves_unknown_prompts_alone():
     assert reasoner(["a photo of a red circle"], seed=3) == reasoner(["a photo of a red circle"], seed=3)
     assert reasoner.rewrite("a photo of a dog") == "a photo of a dog"  # no shape in it
     assert reasoner.rewrite("a photo of nine circles") == "a photo of nine circles"  # beyond the world's limits
-
-
-def test_clean_output_follows_the_official_cleanup():
-    final = "<|channel|>analysis<|message|>thinking<|end|><|start|>assistant<|channel|>final<|message|>A red  cube.<|return|>"
-    assert clean_output(final) == "A red cube."
-    assert clean_output("<think>hmm</think> a cat") == "a cat"
-    assert clean_output('```\n"a blue ball"\n```') == "a blue ball"
-    assert clean_output("analysis: the user wants") == ""
