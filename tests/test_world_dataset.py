@@ -91,14 +91,16 @@ def test_a_failure_midway_leaves_nothing_behind(tmp_path, monkeypatch):
 
 
 def test_emoji_data_carries_the_openmoji_attribution(tmp_path):
-    out = make_dataset(2, 64, "emoji", tmp_path / "emoji")
+    out = make_dataset(2, None, "emoji", tmp_path / "emoji")
+    assert datasets.load_from_disk(str(out))[0]["image"].size == (128, 128)  # emoji's smallest exact size
     text = (out / "ATTRIBUTION.md").read_text()
     assert "OpenMoji" in text and "CC BY-SA 4.0" in text
     assert "ATTRIBUTION.md" in read_manifest(out)["files"]
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"n": 0}, "positive"), ({"size": 32}, ">= 64"), ({"vocab": "animals"}, "unknown vocabulary")])
+    ({"n": 0}, "positive"), ({"size": 32}, ">= 64"), ({"vocab": "emoji", "size": 64}, ">= 128"),
+    ({"vocab": "animals"}, "unknown vocabulary")])
 def test_bad_arguments_fail_before_any_work(tmp_path, kwargs, match):
     args = {"n": 2, "size": 64, "vocab": "shapes", "out": tmp_path / "x"} | kwargs
     with pytest.raises(ValueError, match=match):
