@@ -122,6 +122,16 @@ def test_padded_text_values_are_ignored_bit_exactly(tiny, cases):
     assert (dirty - cases["b.output"]).abs().max().item() <= TOL
 
 
+def test_img_shapes_forms(tiny, cases):
+    inputs = _inputs(cases, "b")
+    with torch.no_grad():
+        ref = tiny(**inputs)
+        for form in ([[(1, 3, 5)]], cases["b.img_shapes"], [(1, 3, 5), (1, 9, 9)]):
+            assert torch.equal(tiny(**{**inputs, "img_shapes": form}), ref)
+        with pytest.raises(ValueError, match="triple"):
+            tiny(**{**inputs, "img_shapes": [(3, 5)]})
+
+
 def test_uint8_mask_is_read_as_nonzero_valid(tiny, cases):
     inputs = _inputs(cases, "b")
     with torch.no_grad():

@@ -146,9 +146,12 @@ class LensEmbedRope(nn.Module):
     def forward(self, video_fhw, txt_seq_lens, device: torch.device | str | None = None):
         """``video_fhw``: a (f, h, w) triple or a list whose first element is one (only it is read).
         ``txt_seq_lens``: an int or a list whose first element is the text length."""
-        if isinstance(video_fhw, (list, tuple)) and len(video_fhw) and isinstance(video_fhw[0], (list, tuple, torch.Tensor)):
-            video_fhw = video_fhw[0]
-        grid = tuple(int(v) for v in video_fhw)
+        grid = video_fhw.tolist() if isinstance(video_fhw, torch.Tensor) else video_fhw
+        while isinstance(grid, (list, tuple)) and len(grid) and isinstance(grid[0], (list, tuple, torch.Tensor)):
+            grid = grid[0]  # [(f, h, w)], [[(f, h, w)]] or a tensor: only the first grid is read
+        if not isinstance(grid, (list, tuple)) or len(grid) != 3:
+            raise ValueError(f"img_shapes must hold a (frames, h_tokens, w_tokens) triple, got {video_fhw!r}")
+        grid = tuple(int(v) for v in grid)
         if isinstance(txt_seq_lens, (list, tuple)):
             txt_seq_lens = txt_seq_lens[0]
         txt_len = int(txt_seq_lens)
