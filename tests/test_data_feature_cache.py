@@ -74,3 +74,24 @@ def test_cache_resumes_and_checks_captions(tmp_path, encoder):
     assert first.stat().st_mtime_ns == stamp and len(FeatureCache(tmp_path / "c")) == 4
     with pytest.raises(ValueError, match="no \\['mixed'\\] caption"):
         build_feature_cache(records, tmp_path / "d", encoder, codec, kinds=("mixed",), buckets=BUCKETS)
+
+
+def test_mixed_caption_kinds_per_epoch(tmp_path, encoder):
+    codec = PixelCodec(patch_size=16)
+    records = recs(40)
+    build_feature_cache(records, tmp_path / "c", encoder, codec, kinds=("detailed", "brief"), buckets=BUCKETS,
+                        shard_size=40, batch_size=40)
+    mixed = FeatureCache(tmp_path / "c", kind_weights={"detailed": 1, "brief": 1}, seed=1)
+    e0 = [mixed.kind_for(i) for i in range(40)]
+    assert 10 <= e0.count("brief") <= 30  # 50/50, like the paper's Mixed arm
+    assert e0 == [FeatureCache(tmp_path / "c", kind_weights={"detailed": 1, "brief": 1}, seed=1).kind_for(i)
+                  for i in range(40)]
+    mixed.set_epoch(1)
+    assert [mixed.kind_for(i) for i in range(40)] != e0
+    item = mixed[0]
+    ref = FeatureCache(tmp_path / "c", kind=item["kind"])[0]
+    torch.testing.assert_close(item["text"][0], ref["text"][0])
+    only = FeatureCache(tmp_path / "c", kind_weights={"detailed": 1.0, "brief": 0.0})
+    assert {only.kind_for(i) for i in range(40)} == {"detailed"}
+    with pytest.raises(ValueError, match="kind_weights"):
+        FeatureCache(tmp_path / "c", kind_weights={"alt_text": 1})

@@ -148,13 +148,16 @@ def check_identity(found: dict, text_encoder: str | None = None, codec: str | No
 class FeatureCache:
     """Read side: ``FeatureCache(path, text_encoder=name, codec=name)`` refuses a mismatched cache.
 
-    ``cache[i]`` → dict(key, latent [S_img, C], hw (h, w), bucket, text {kind: ([S, H] per layer)}).
+    ``cache[i]`` → dict(key, latent [S_img, C], hw (h, w), bucket, kind, text ([S, H] per layer)).
+    Several caption kinds can be cached per image; ``kind`` fixes one, or ``kind_weights`` (e.g.
+    ``{"detailed": 0.5, "brief": 0.5}``, the paper's Mixed arm, or DALL·E 3's 95/5 synthetic/alt-text blend)
+    draws one per item, deterministically in (seed, epoch, index); call :meth:`set_epoch` each epoch.
     ``bucket_ids`` feeds :class:`~lenslib.data.sampler.BucketBatchSampler`; :meth:`collate` pads text
     to ``[B, S_max, H]`` per layer with a bool mask, the :class:`TextEncoder` contract.
     """
 
     def __init__(self, path: str | Path, text_encoder: str | None = None, codec: str | None = None,
-                 kind: str | None = None):
+                 kind: str | None = None, kind_weights: dict | None = None, seed: int = 0):
         from safetensors import safe_open
 
         self.path = Path(path)
@@ -169,6 +172,14 @@ class FeatureCache:
         self.kind = kind or self.identity["kinds"][0]
         if self.kind not in self.identity["kinds"]:
             raise ValueError(f"caption kind {self.kind!r} not cached; cached kinds: {self.identity['kinds']}")
+        self.seed, self.epoch, self.kind_weights = seed, 0, None
+        if kind_weights:
+            bad = set(kind_weights) - set(self.identity["kinds"])
+            if bad or any(w < 0 for w in kind_weights.values()) or sum(kind_weights.values()) <= 0:
+                raise ValueError(f"kind_weights {kind_weights} must be non-negative weights over the cached kinds "
+                                 f"{self.identity['kinds']}")
+            total = float(sum(kind_weights.values()))
+            self.kind_weights = {k: w / total for k, w in kind_weights.items()}
         self._items, self._index = [], {}
         for s in self.doc["shards"]:
             f = self.path / s["file"]
@@ -187,6 +198,17 @@ class FeatureCache:
     def __len__(self):
         return len(self._items)
 
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def kind_for(self, i: int) -> str:
+        """The caption kind item ``i`` uses this epoch."""
+        if not self.kind_weights:
+            return self.kind
+        kinds = sorted(self.kind_weights)
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        return kinds[int(rng.choice(len(kinds), p=[self.kind_weights[k] for k in kinds]))]
+
     @property
     def bucket_ids(self) -> list[int]:
         return [self._index[k]["bucket"] for _, k in self._items]
@@ -196,10 +218,12 @@ class FeatureCache:
 
         f, k = self._items[i]
         info = self._index[k]
+        kind = self.kind_for(i)
         with safe_open(f, "pt") as h:
             latent = h.get_tensor(f"{k}/latent")
-            text = [h.get_tensor(f"{k}/text/{self.kind}/{li}") for li in range(self.identity["num_layers"])]
-        return {"key": k, "latent": latent, "hw": (info["h"], info["w"]), "bucket": info["bucket"], "text": text}
+            text = [h.get_tensor(f"{k}/text/{kind}/{li}") for li in range(self.identity["num_layers"])]
+        return {"key": k, "latent": latent, "hw": (info["h"], info["w"]), "bucket": info["bucket"], "kind": kind,
+                "text": text}
 
     @staticmethod
     def collate(items: list[dict]):
@@ -219,4 +243,4 @@ class FeatureCache:
             for li in range(L):
                 feats[li][b, :n] = it["text"][li]
         return {"latents": torch.stack([it["latent"] for it in items]), "hw": items[0]["hw"], "text": feats,
-                "mask": mask, "keys": [it["key"] for it in items]}
+                "mask": mask, "keys": [it["key"] for it in items], "kinds": [it.get("kind") for it in items]}
