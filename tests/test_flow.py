@@ -152,3 +152,25 @@ def test_guided_sampling_moves_towards_the_conditional_target():
     # without rescale, guidance extrapolates past a (away from the unconditional mean)
     assert float(guided[:, 0].mean()) > 2.5
     assert math.isfinite(float(flow.euler_sample(velocity, noise, 10, guidance=3.0).abs().max()))
+
+
+def test_toy_mixture_velocity_is_the_posterior_mean_of_eps_minus_x0():
+    from lenslib import toy2d
+
+    mix = toy2d.two_class_mixture(std=0.3)
+    g = torch.Generator().manual_seed(9)
+    # Bayes by Monte Carlo over the data only: given x_t = q, eps = (q - (1-t) x0) / t, and x0 has
+    # posterior weight N(q; (1-t) x0, t^2 I). No closed form used.
+    x0, _ = mix.sample(1_000_000, generator=g)
+    x0 = x0.double()
+    for t, q in ((0.6, [0.4, 0.5]), (0.2, [-1.2, -1.0]), (0.9, [0.0, 0.1])):
+        q = torch.tensor(q, dtype=torch.float64)
+        logw = -((q - (1 - t) * x0) ** 2).sum(1) / (2 * t * t)
+        w = torch.softmax(logw, 0)[:, None]
+        mc = (w * ((q - (1 - t) * x0) / t - x0)).sum(0).float()
+        exact = mix.velocity(q[None].float(), torch.tensor([t]))[0]
+        torch.testing.assert_close(exact, mc, atol=0.02, rtol=0)
+    # the conditional field only sees its own class: integrating it lands on class-0 (upper) modes
+    noise = torch.randn(500, 2, generator=g)
+    out = flow.euler_sample(lambda x, s, c: mix.velocity(x, s, label=0), noise, 40)
+    assert float((out[:, 1] > 0).float().mean()) == 1.0
