@@ -17,7 +17,7 @@ from lenslib.cli import main
 from lenslib.cluster.launch import RunPreempted, TrainingFailed, launch_training, torchrun_command
 from lenslib.cluster.notebook import ParameterError, config_from_parameters, config_key, prepare, run_notebook
 
-TRAIN_NB = REPO_ROOT / "tests" / "fixtures" / "cluster" / "train_notebook.md"
+TRAIN_NB = REPO_ROOT / "lenslib" / "cluster" / "templates" / "train_run.md"
 ECHO_NB = REPO_ROOT / "tests" / "fixtures" / "cluster" / "echo_notebook.md"
 
 

@@ -17,7 +17,7 @@ from conftest import REPO_ROOT
 from lenslib.cli import main
 from lenslib.cluster.slurm import SlurmError, SlurmResources, render_sbatch, sweep_run_dirs
 
-TRAIN_NB = REPO_ROOT / "tests" / "fixtures" / "cluster" / "train_notebook.md"
+TRAIN_NB = REPO_ROOT / "lenslib" / "cluster" / "templates" / "train_run.md"
 EVIL = "x' \"y\" $(touch PWNED) `touch PWNED`; touch PWNED & echo $HOME"
 
 STUB_PYTHON = """#!{python}

@@ -21,7 +21,7 @@ from lenslib.cluster.slurm import SlurmResources, job_states, submit_notebook, w
 
 pytestmark = pytest.mark.slow
 
-TRAIN_NB = REPO_ROOT / "tests" / "fixtures" / "cluster" / "train_notebook.md"
+TRAIN_NB = REPO_ROOT / "lenslib" / "cluster" / "templates" / "train_run.md"
 ECHO_NB = REPO_ROOT / "tests" / "fixtures" / "cluster" / "echo_notebook.md"
 JOB_TIMEOUT = 900  # the machine is shared: generous waits, small workloads
 

@@ -21,8 +21,8 @@ __all__ = ["TRAIN_FLOPS_PER_FORWARD", "step_flops", "run_flops", "StageCost", "p
 
 #: A training step ≈ forward + backward ≈ 3 forwards.
 TRAIN_FLOPS_PER_FORWARD = 3
-#: ~109-word captions (paper) ≈ 150 text tokens: an assumption for the text-stream length.
-CAPTION_TOKENS = 150
+#: Text tokens per caption: ~109 words plus the prompt suffix (the same assumption as chapter 2).
+CAPTION_TOKENS = 160
 
 
 def step_flops(cfg, world_size: int, txt_tokens: int = CAPTION_TOKENS) -> float:
