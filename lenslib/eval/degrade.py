@@ -16,10 +16,10 @@ from PIL import Image, ImageFilter
 DEGRADATIONS = ("blur", "noise", "color_jitter", "occlusion")
 # Levels chapter 5 sweeps (units in each function's docstring); 0 is the clean render.
 DEFAULT_LEVELS = {
-    "blur": (0.0, 0.5, 1.0, 1.5, 2.0, 3.0),
-    "noise": (0.0, 10.0, 20.0, 40.0, 60.0, 80.0),
-    "color_jitter": (0.0, 10.0, 20.0, 40.0, 60.0, 80.0),
-    "occlusion": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5),
+    "blur": (0.0, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0),
+    "noise": (0.0, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0),
+    "color_jitter": (0.0, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0),
+    "occlusion": (0.0, 0.05, 0.1, 0.2, 0.3, 0.4),
 }
 
 
