@@ -113,3 +113,18 @@ def test_bad_config_fails_before_work(inputs, tmp_path):
         PipelineConfig(captioners=["gpt4:whatever"])
     with pytest.raises(FileNotFoundError):
         run_pipeline(str(tmp_path / "nothing*.tar"), str(tmp_path / "o"), PipelineConfig(), progress=False)
+
+
+def test_changed_inputs_refused_and_empty_shard_completes(server, tmp_path):
+    import shutil
+
+    from lenslib.data.shards import images_to_shards
+
+    src = tmp_path / "in"
+    images_to_shards({"a": b"", "b": b"not an image"}, src, per_shard=2)  # every sample is bad
+    m = run_pipeline(str(src), str(tmp_path / "out"), config(server), progress=False)
+    assert (m["n_in"], m["n_out"]) == (2, 0) and server.n_requests == 0
+    assert read_output(tmp_path / "out" / m["shards"][0]["output"]) == []
+    shutil.copy(src / "input-000000.tar", src / "input-000001.tar")
+    with pytest.raises(ValueError, match="input shards changed"):
+        run_pipeline(str(src), str(tmp_path / "out"), config(server), progress=False)

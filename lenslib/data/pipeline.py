@@ -138,6 +138,12 @@ def filter_shard(ref: ShardRef, out: Path, funnel: Funnel) -> dict:
 
 # ------------------------------------------------------------------------------------- stage 2
 def dedup_all(refs: list[ShardRef], out: Path, funnel: Funnel) -> dict:
+    """Global near-duplicate pass over every shard's embeddings, in shard order.
+
+    Exact (a flat faiss index in one process): fine up to a few million images on one machine. At the
+    paper's scale (800M × 768 floats ≈ 2.4 TB) the same decision needs a compressed, sharded index
+    (faiss IVF-PQ on GPUs); the interface of this stage (embeddings in, dropped keys out) stays the same.
+    """
     from .dedup import dedup_keep_mask
 
     keys, embs = [], []
@@ -249,13 +255,15 @@ def shard_done(out: Path, name: str) -> bool:
 class _RayStage:
     """Ray Data actor: builds the funnel or the captioners once, then processes one shard per row."""
 
-    def __init__(self, stage: str, out: str, cfg: dict, dropped: list | None = None):
+    def __init__(self, stage: str, out: str, cfg: dict):
         os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core per actor; read when torch is imported
         logging.basicConfig(level=logging.WARNING)
         self.stage, self.out, self.cfg = stage, Path(out), PipelineConfig(**cfg)
         self.funnel = build_funnel(self.cfg.funnel) if stage == "filter" else None
         self.captioners = build_captioners(self.cfg) if stage == "caption" else None
-        self.dropped = set(dropped or ())
+        # read from the shared output folder rather than shipped with the task (it can be large)
+        self.dropped = set(json.loads((self.out / "work" / "dedup.json").read_text())["dropped"]) \
+            if stage == "caption" else set()
 
     def __call__(self, row: dict) -> dict:
         ref = ShardRef(row["name"], row["path"], row["format"], tuple(json.loads(row["files"])))
@@ -266,14 +274,13 @@ class _RayStage:
         return {"shard": r["shard"], "result": json.dumps(r)}
 
 
-def _ray_run(stage: str, refs: list[ShardRef], out: Path, cfg: PipelineConfig, dropped=None, concurrency=None):
+def _ray_run(stage: str, refs: list[ShardRef], out: Path, cfg: PipelineConfig, concurrency=None):
     import ray
 
     items = [{"name": r.name, "path": r.path, "format": r.format, "files": json.dumps(list(r.files))} for r in refs]
     n = concurrency or max(1, min(len(items), int(ray.available_resources().get("CPU", 1))))
     ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map(_RayStage, fn_constructor_kwargs={"stage": stage, "out": str(out), "cfg": asdict(cfg),
-                                                  "dropped": sorted(dropped or ())},
+    ds = ds.map(_RayStage, fn_constructor_kwargs={"stage": stage, "out": str(out), "cfg": asdict(cfg)},
                 compute=ray.data.ActorPoolStrategy(size=n), num_cpus=1)
     return [json.loads(r["result"]) for r in ds.take_all()]
 
@@ -303,7 +310,7 @@ def run_pipeline(input: str, output: str, cfg: PipelineConfig, ray_address: str 
     out = Path(output)
     run_file = out / "run.json"
     run = {"format": FORMAT, "format_version": FORMAT_VERSION, "input": str(input),
-           "fingerprint": cfg.fingerprint(), "config": asdict(cfg)}
+           "fingerprint": cfg.fingerprint(), "config": asdict(cfg), "shards": [r.name for r in refs]}
     if out.exists() and any(out.iterdir()):
         if overwrite:
             shutil.rmtree(out)
@@ -315,6 +322,10 @@ def run_pipeline(input: str, output: str, cfg: PipelineConfig, ray_address: str 
                 raise ValueError(f"{out} was made with a different input or configuration "
                                  f"({prev['fingerprint']} != {run['fingerprint']}); use a new --output or "
                                  "--overwrite to start again")
+            if prev.get("shards") != run["shards"]:
+                raise ValueError(f"the input shards changed since {out} was started ({len(prev.get('shards', []))} "
+                                 f"then, {len(refs)} now); near-duplicates are removed across all shards, so "
+                                 "finished shards would be stale: use a new --output (or --overwrite)")
     for d in ("work/filter", "shards", "reports"):
         (out / d).mkdir(parents=True, exist_ok=True)
     _atomic_json(run_file, run)
@@ -341,7 +352,7 @@ def run_pipeline(input: str, output: str, cfg: PipelineConfig, ray_address: str 
     log.info("caption: %d of %d shards to do", len(todo), len(refs))
     if todo:
         if ray_address is not None:
-            _ray_run("caption", todo, out, cfg, dropped=dropped, concurrency=ray_concurrency)
+            _ray_run("caption", todo, out, cfg, concurrency=ray_concurrency)
         else:
             captioners = build_captioners(cfg)
             for r in tqdm(todo, desc="caption", disable=not progress, unit="shard"):
