@@ -176,3 +176,11 @@ def test_read_metadata_counts_genevals_coco_lines_the_world_cannot_draw(tmp_path
     assert f"{expected} lines name classes" in report.summary()
     shapes = read_metadata(path, "shapes")
     assert shapes.n_undrawable == 553 and not shapes.lines
+
+
+def test_suites_command_regenerates_the_shipped_files(tmp_path):
+    from lenslib.cli import main
+
+    assert main(["world", "suites", "--out", str(tmp_path)]) == 0
+    for name in SUITE_FILES:
+        assert (tmp_path / name).read_bytes() == (REPO_ROOT / "data" / "suites" / name).read_bytes()
