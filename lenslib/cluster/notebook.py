@@ -252,6 +252,9 @@ def config_from_parameters(params: dict, world_size: int | None = None, for_trai
         for key, name in sorted(mapped.items(), key=lambda kv: -len(kv[0])):
             if key in text:
                 raise ParameterError(f"parameter {name} (config key {key}): {text}") from None
+        if "world size" in text:
+            raise ParameterError(f"parameters nodes={params.get('nodes', 1)} x nproc_per_node="
+                                 f"{params.get('nproc_per_node', 1)} (world size {world_size}): {text}") from None
         raise ParameterError(f"parameters give an invalid run config: {text}") from None
 
 
