@@ -393,6 +393,10 @@ def render_suite(metadata, out: str | Path, per_prompt: int = 4, vocab: str = "s
     check_output_dir(out, overwrite)
     show = progress if progress is not None else _interactive()
     with atomic_output_dir(out, overwrite) as tmp:
+        if vocab == "emoji":
+            from lenslib.world.dataset import write_attribution
+
+            write_attribution(tmp)  # OpenMoji's CC BY-SA 4.0 travels with its renders
         for index, line in enumerate(tqdm(lines, desc="rendering", disable=not show)):
             folder = tmp / f"{index:05d}"
             (folder / "samples").mkdir(parents=True)

@@ -133,13 +133,7 @@ def make_dataset(n: int, size: int | None = None, vocab: str = "shapes", out: st
                 datasets.enable_progress_bars()
 
         if vocab == "emoji":
-            from lenslib.world.vocab import EMOJI_ATTRIBUTION
-
-            (tmp / "ATTRIBUTION.md").write_text(
-                "# Attribution\n\nThe emoji images in this dataset are renders of OpenMoji glyphs.\n\n"
-                f"{EMOJI_ATTRIBUTION}\n\nOpenMoji is licensed CC BY-SA 4.0 "
-                "(https://creativecommons.org/licenses/by-sa/4.0/): if you redistribute these images "
-                "or data derived from them, keep this attribution and share them under the same licence.\n")
+            write_attribution(tmp)
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         manifest = {
             "format": "lens-world-dataset", "format_version": 1, "lenslib": __version__,
@@ -156,6 +150,19 @@ def make_dataset(n: int, size: int | None = None, vocab: str = "shapes", out: st
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return Path(out)
+
+
+def write_attribution(folder: str | Path) -> Path:
+    """Write OpenMoji's CC BY-SA 4.0 attribution into ``folder`` (every folder of emoji renders needs it)."""
+    from lenslib.world.vocab import EMOJI_ATTRIBUTION
+
+    path = Path(folder) / "ATTRIBUTION.md"
+    path.write_text(
+        "# Attribution\n\nThe emoji images in this folder are renders of OpenMoji glyphs.\n\n"
+        f"{EMOJI_ATTRIBUTION}\n\nOpenMoji is licensed CC BY-SA 4.0 "
+        "(https://creativecommons.org/licenses/by-sa/4.0/): if you redistribute these images "
+        "or data derived from them, keep this attribution and share them under the same licence.\n")
+    return path
 
 
 def read_manifest(out: str | Path) -> dict:
