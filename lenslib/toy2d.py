@@ -50,6 +50,10 @@ class GaussianMixture2D:
             raise ValueError(f"no component has label {label}; labels are {sorted(set(self.labels.tolist()))}")
         return idx
 
+    def nearest_label(self, x: torch.Tensor) -> torch.Tensor:
+        """Label of the mode nearest to each point (how a "judge" scores a 2-D sample)."""
+        return self.labels[torch.cdist(x.float(), self.means).argmin(dim=1)]
+
     def velocity(self, x: torch.Tensor, t: torch.Tensor, label: int | None = None) -> torch.Tensor:
         """The exact flow-matching velocity E[eps - x0 | x_t = x] ([N, 2]; t is [N] or a scalar)."""
         x = x.double()
@@ -65,10 +69,10 @@ class GaussianMixture2D:
 
 
 def two_class_mixture(std: float = 0.1) -> GaussianMixture2D:
-    """Eight Gaussians on a circle of radius 2: the upper four are class 0, the lower four class 1."""
+    """Eight Gaussians on a circle of radius 2, labels alternating 0, 1, 0, 1, ... around the circle."""
     angles = torch.tensor([22.5 + 45 * k for k in range(8)]) * math.pi / 180
     means = 2.0 * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
-    labels = (means[:, 1] < 0).long()
+    labels = torch.arange(8) % 2
     return GaussianMixture2D(means, labels, std)
 
 

@@ -170,7 +170,8 @@ def test_toy_mixture_velocity_is_the_posterior_mean_of_eps_minus_x0():
         mc = (w * ((q - (1 - t) * x0) / t - x0)).sum(0).float()
         exact = mix.velocity(q[None].float(), torch.tensor([t]))[0]
         torch.testing.assert_close(exact, mc, atol=0.02, rtol=0)
-    # the conditional field only sees its own class: integrating it lands on class-0 (upper) modes
+    # the conditional field only sees its own class: integrating it lands on class-0 modes
     noise = torch.randn(500, 2, generator=g)
     out = flow.euler_sample(lambda x, s, c: mix.velocity(x, s, label=0), noise, 40)
-    assert float((out[:, 1] > 0).float().mean()) == 1.0
+    assert bool((mix.nearest_label(out) == 0).all())
+    assert float(torch.cdist(out, mix.means).min(1).values.mean()) < 0.5
