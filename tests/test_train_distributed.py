@@ -2,8 +2,9 @@
 
 Two torchrun jobs (each costs ~10-25 s of process start-up on 2 cores), gloo timeouts of 60 s:
 
-* DDP through ``lens train --nproc-per-node 2``; SIGUSR1 to that job makes every rank save at the
-  same step and the job exit with the requeue code 75;
+* DDP through ``lens train --nproc-per-node 2`` with stage-2 style mixed resolution (each rank draws its
+  own bucket every step); SIGUSR1 to that job makes every rank save at the same step and the job exit with
+  the requeue code 75;
 * FSDP2 (``fully_shard`` per block + root) with bf16 mixed precision and activation checkpointing; its
   sharded checkpoint (one safetensors file per rank) is loaded by one process, both directly and by a
   resumed single-process training run.
@@ -50,7 +51,9 @@ def _steps_logged(run: Path) -> int:
 def ddp_preempted(tmp_path_factory):
     run = tmp_path_factory.mktemp("ddp") / "run"
     cmd = [sys.executable, "-m", "lenslib", "train", "--nproc-per-node", "2", *TINY, "run.steps=1000",
-           "run.save_every=0", f"run.out_dir={run}", "dist.strategy=ddp"]
+           "run.save_every=0", f"run.out_dir={run}", "dist.strategy=ddp",
+           "data.buckets={bases: [16, 24], batches: [3, 2], multiple: 8}", "optim.global_batch=null",
+           "flow.mu_schedule=tokens"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None and _steps_logged(run) < 2:
@@ -89,8 +92,11 @@ def test_sigusr1_makes_every_ddp_rank_save_and_exit_with_the_requeue_code(ddp_pr
     assert sorted(p.name for p in (ck / "rng").iterdir()) == ["rank_00000.safetensors", "rank_00001.safetensors"]
     state = json.loads((ck / "trainer_state.json").read_text())
     assert state["world_size"] == 2 and state["step"] == marker["step"] >= 2
-    losses = [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert len(losses) == marker["step"] and all(0 < v < 10 for v in losses)
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == marker["step"] and all(0 < r["loss"] < 10 for r in rows)
+    # mixed resolution: ranks trained different buckets within the same step
+    assert all(len(r["rank_tokens"]) == 2 for r in rows)
+    assert any(len(set(r["rank_tokens"])) > 1 for r in rows)
 
 
 def _assemble_shards(ck: Path, prefix: str) -> dict[str, torch.Tensor]:

@@ -354,9 +354,12 @@ def _train(cfg: TrainConfig, info) -> dict:
             samples = all_reduce_mean(torch.tensor(float(n_samples), device=info.device)) * world
             last_loss = float(loss_mean)
             dt = time.time() - t0
-            logger.log({"step": step, "loss": last_loss, "grad_norm": float(gn), "lr": lr, "samples": int(samples),
-                        "step_time_s": dt, "samples_per_s": float(samples) / max(dt, 1e-9),
-                        "tokens": h * w, "elapsed_s": time.time() - t_start})
+            rec = {"step": step, "loss": last_loss, "grad_norm": float(gn), "lr": lr, "samples": int(samples),
+                   "step_time_s": dt, "samples_per_s": float(samples) / max(dt, 1e-9),
+                   "tokens": h * w, "elapsed_s": time.time() - t_start}
+            if len(buckets) > 1 and world > 1:  # mixed-resolution step: every rank's token count
+                rec["rank_tokens"] = _gather_ints(h * w, info)
+            logger.log(rec)
             if not math.isfinite(last_loss):
                 raise FloatingPointError(f"loss became {last_loss} at step {step}; lower optim.lr or check the data.")
 
@@ -390,6 +393,14 @@ def _train(cfg: TrainConfig, info) -> dict:
     }
 
 
+def _gather_ints(value: int, info) -> list[int]:
+    import torch.distributed as dist
+
+    out = [torch.zeros(1, dtype=torch.long, device=info.device) for _ in range(info.world_size)]
+    dist.all_gather(out, torch.tensor([value], dtype=torch.long, device=info.device))
+    return [int(x) for x in out]
+
+
 class _null:
     def __enter__(self):
         return self
@@ -411,7 +422,7 @@ def _evaluate(model, ema, source, cfg, info, run_dir: Path, step: int, logger: _
     out.mkdir(exist_ok=True)
     _save_grid(images, out / f"step_{step:07d}.png")
     rec = {"step": step, "kind": "eval", "captions": captions}
-    scores = _judge(images, batch, source)
+    scores = None if cfg.eval.prompts or not cfg.eval.judge else _judge(images, batch, source)
     if scores is not None:
         rec["judge"] = scores
     with open(run_dir / "evals.jsonl", "a") as f:
