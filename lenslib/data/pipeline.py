@@ -129,7 +129,7 @@ def filter_shard(ref: ShardRef, out: Path, funnel: Funnel) -> dict:
         os.replace(tmp, d / f"{ref.name}.npy")
     decoded = {s.key: {k: s.meta.get(k) for k in ("width", "height", "mode", "format")} for s in kept}
     rec = {"shard": ref.name, "kept": [s.key for s in kept], "scores": {s.key: s.scores for s in kept},
-           "decoded": decoded,
+           "decoded": decoded, "embedder": getattr(funnel.embedder, "name", None) if funnel.dedup else None,
            "input_issues": issues, "report": report.to_dict(), "embeddings": emb is not None,
            "seconds": time.perf_counter() - t0}
     _atomic_json(d / f"{ref.name}.json", rec)
@@ -137,7 +137,7 @@ def filter_shard(ref: ShardRef, out: Path, funnel: Funnel) -> dict:
 
 
 # ------------------------------------------------------------------------------------- stage 2
-def dedup_all(refs: list[ShardRef], out: Path, funnel: Funnel) -> dict:
+def dedup_all(refs: list[ShardRef], out: Path, funnel_cfg: dict) -> dict:
     """Global near-duplicate pass over every shard's embeddings, in shard order.
 
     Exact (a flat faiss index in one process): fine up to a few million images on one machine. At the
@@ -146,29 +146,35 @@ def dedup_all(refs: list[ShardRef], out: Path, funnel: Funnel) -> dict:
     """
     from .dedup import dedup_keep_mask
 
-    keys, embs = [], []
+    threshold = float(funnel_cfg.get("dedup_threshold", 0.985))
+    enabled = funnel_cfg.get("dedup", True)
+    keys, embs, names = [], [], set()
     for r in refs:
         rec = json.loads((out / "work" / "filter" / f"{r.name}.json").read_text())
         keys += [_gid(r.name, k) for k in rec["kept"]]
+        names.add(rec.get("embedder"))
         if rec["embeddings"]:
             embs.append(np.load(out / "work" / "filter" / f"{r.name}.npy"))
-    rep = StepReport("near_dup", f"cosine <= {funnel.dedup_threshold}", n_in=len(keys),
-                     config={"threshold": funnel.dedup_threshold, "embedder": getattr(funnel.embedder, "name", None)})
+    if len(names) > 1:
+        raise ValueError(f"shards of {out} were embedded with different embedders {sorted(map(str, names))}")
+    embedder = names.pop() if names else None
+    rep = StepReport("near_dup", f"cosine <= {threshold}", n_in=len(keys),
+                     config={"threshold": threshold, "embedder": embedder})
     dropped = {}
-    if not funnel.dedup or funnel.embedder is None:
+    if not enabled or embedder is None:
         rep.skipped = True
-        rep.skip_reason = ("near-duplicate removal disabled" if not funnel.dedup else
+        rep.skip_reason = ("near-duplicate removal disabled" if not enabled else
                            "no image embedder configured (funnel.embedder: 'pixels-16' or a local CLIP folder); "
                            "step skipped")
-        if funnel.dedup:
+        if enabled:
             log.warning("funnel step 'near_dup' skipped: %s", rep.skip_reason)
         rep.kept = len(keys)
     else:
         emb = np.concatenate(embs) if embs else np.zeros((0, 1), np.float32)
-        keep, dup_of = dedup_keep_mask(emb, funnel.dedup_threshold)
+        keep, dup_of = dedup_keep_mask(emb, threshold)
         dropped = {keys[j]: keys[i] for j, i in sorted(dup_of.items())}
         rep.dropped, rep.kept = len(dropped), int(keep.sum())
-        for j, i in sorted(dup_of.items())[:funnel.max_examples]:
+        for j, i in sorted(dup_of.items())[:6]:
             rep.examples.append({"key": keys[j], "score": float(emb[i] @ emb[j]), "duplicate_of": keys[i],
                                  "reason": f"near-duplicate of {keys[i]}"})
     rec = {"dropped": dropped, "report": asdict(rep)}
@@ -303,7 +309,9 @@ def run_pipeline(input: str, output: str, cfg: PipelineConfig, ray_address: str 
                  overwrite: bool = False, progress: bool = True, ray_concurrency: int | None = None) -> dict:
     """Run (or resume) the pipeline; returns the manifest. ``ray_address``: None = one process;
     ``"auto"`` or ``"ray://…"`` = an existing cluster; ``"local"`` = start Ray here (or reuse one
-    already initialised in this process)."""
+    already initialised in this process). On a multi-node cluster, ``input`` and ``output`` must be paths
+    every node sees (a shared file system), and the captioners' environment (API key variable, model
+    folders) must exist on every node."""
     from tqdm.auto import tqdm
 
     refs = list_shards(input, cfg.images_per_shard)
@@ -330,8 +338,6 @@ def run_pipeline(input: str, output: str, cfg: PipelineConfig, ray_address: str 
         (out / d).mkdir(parents=True, exist_ok=True)
     _atomic_json(run_file, run)
 
-    captioners = None
-    funnel = build_funnel(cfg.funnel)
     if ray_address is not None:
         _ensure_ray(ray_address)
 
@@ -342,10 +348,11 @@ def run_pipeline(input: str, output: str, cfg: PipelineConfig, ray_address: str 
         if ray_address is not None:
             _ray_run("filter", todo, out, cfg, concurrency=ray_concurrency)
         else:
+            funnel = build_funnel(cfg.funnel)
             for r in tqdm(todo, desc="filter", disable=not progress, unit="shard"):
                 filter_shard(r, out, funnel)
     # stage 2
-    dd = dedup_all(refs, out, funnel)
+    dd = dedup_all(refs, out, cfg.funnel)
     dropped = set(dd["dropped"])
     # stage 3
     todo = [r for r in refs if not shard_done(out, r.name)]
