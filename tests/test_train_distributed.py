@@ -1,13 +1,15 @@
 """The same trainer under ``torchrun --nproc_per_node 2`` on CPU (gloo): DDP, FSDP2, DCP resharding, preemption.
 
-Two torchrun jobs (each costs ~10-25 s of process start-up on 2 cores), gloo timeouts of 60 s:
+Three torchrun jobs (each costs ~10-25 s of process start-up on 2 cores), gloo timeouts of 60 s:
 
 * DDP through ``lens train --nproc-per-node 2`` with stage-2 style mixed resolution (each rank draws its
   own bucket every step); SIGUSR1 to that job makes every rank save at the same step and the job exit with
   the requeue code 75;
 * FSDP2 (``fully_shard`` per block + root) with bf16 mixed precision and activation checkpointing; its
   sharded checkpoint (one safetensors file per rank) is loaded by one process, both directly and by a
-  resumed single-process training run.
+  resumed single-process training run;
+* a SIGKILLed torchrun launcher: its orphaned workers get SIGTERM from the kernel (PR_SET_PDEATHSIG),
+  save and exit instead of training on.
 """
 
 from __future__ import annotations
@@ -162,3 +164,41 @@ def test_fsdp2_checkpoint_resumes_training_at_world_size_one(fsdp_run):
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     ck = fsdp_run / "checkpoints" / "step_0000004"
     assert json.loads((ck / "trainer_state.json").read_text())["world_size"] == 1
+
+
+def _pids_with(text: str) -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if text in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore"):
+                    pids.append(int(d.name))
+            except OSError:
+                pass
+    return pids
+
+
+def test_workers_of_a_sigkilled_launcher_save_and_exit(tmp_path):
+    # torchrun starts workers in their own sessions: without PR_SET_PDEATHSIG they would keep training.
+    run = tmp_path / "orphans"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "lenslib.train", *TINY, "run.steps=1000", "run.save_every=0", f"run.out_dir={run}"]
+    launcher = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and launcher.poll() is None and _steps_logged(run) < 2:
+            time.sleep(0.1)
+        assert launcher.poll() is None
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait()
+        deadline = time.time() + 90
+        while time.time() < deadline and _pids_with(f"run.out_dir={run}"):
+            time.sleep(0.2)
+        assert not _pids_with(f"run.out_dir={run}"), "workers survived their launcher"
+    finally:
+        for pid in _pids_with(f"run.out_dir={run}"):  # never leave our own workers behind
+            os.kill(pid, signal.SIGKILL)
+    marker = json.loads((run / "PREEMPTED").read_text())
+    assert marker["signal"] == "SIGTERM"
+    ck = run / "checkpoints" / f"step_{marker['step']:07d}"
+    assert sorted(p.name for p in (ck / "rng").iterdir()) == ["rank_00000.safetensors", "rank_00001.safetensors"]
