@@ -184,3 +184,11 @@ def test_torchrun_command_single_node_and_rendezvous_on_first_node():
     assert {"--nnodes=16", "--nproc-per-node=8", "--rdzv-backend=c10d", "--rdzv-endpoint=gpu-001:29400",
             "--rdzv-id=4242"} <= set(many)
     assert any(a.startswith("--signals-to-handle=") and "SIGUSR1" in a for a in many)
+
+
+def test_a_parameters_line_papermill_cannot_read_is_reported(tmp_path):
+    text = ECHO_NB.read_text().replace('label = "plain"', 'label = "plain"  # e.g. mode=fast')
+    broken = tmp_path / "broken.md"
+    broken.write_text(text)
+    with pytest.raises(ParameterError, match="label"):
+        prepare(broken, tmp_path / "run", {})

@@ -43,6 +43,7 @@ import json
 import logging
 import os
 import platform
+import re
 import signal
 import socket
 import threading
@@ -160,8 +161,17 @@ def notebook_parameters(nb) -> dict[str, dict]:
             "the notebook has no cell tagged 'parameters', so nothing can be set with -p. Tag the first "
             "code cell that assigns the defaults with `:tags: [parameters]`."
         )
+    inferred = _infer_parameters(nb)
+    cell = nb.cells[find_first_tagged_cell_index(nb, "parameters")]
+    assigned = re.findall(r"^([A-Za-z_]\w*)\s*(?::[^=\n]*)?=(?!=)", cell.source, flags=re.M)
+    missed = [name for name in assigned if name not in {p.name for p in inferred}]
+    if missed:  # papermill skips lines it cannot parse (e.g. a comment containing '='): they could not be set
+        raise ParameterError(
+            f"papermill cannot read the parameters-cell line(s) for {', '.join(missed)}: keep one plain "
+            "`name = value  # comment` per line, with no '=' inside the comment."
+        )
     out = {}
-    for p in _infer_parameters(nb):
+    for p in inferred:
         try:
             default, literal = ast.literal_eval(p.default), True
         except (ValueError, SyntaxError):
