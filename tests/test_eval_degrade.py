@@ -54,3 +54,20 @@ def test_breaking_level_is_the_first_level_below_100_percent():
     rows = [{"kind": "blur", "level": lv, "tag": t, "accuracy": acc}
             for lv, t, acc in [(0.0, "a", 1.0), (1.0, "a", 1.0), (1.0, "b", 0.9), (2.0, "a", 0.5)]]
     assert breaking_level(rows, "blur") == 1.0 and breaking_level(rows, "noise") is None
+
+
+def test_degrade_folder_copies_the_layout_with_damaged_samples(tmp_path, image):
+    src = tmp_path / "src" / "00000" / "samples"
+    src.mkdir(parents=True)
+    image.save(src / "0000.png")
+    (src.parent / "metadata.jsonl").write_text('{"tag": "single_object"}\n')
+    from lenslib.eval.degrade import degrade_folder
+
+    out = degrade_folder(tmp_path / "src", tmp_path / "out", "blur", 1.5)
+    assert (out / "00000" / "metadata.jsonl").read_text() == '{"tag": "single_object"}\n'
+    from PIL import Image
+    assert np.array_equal(np.asarray(Image.open(out / "00000" / "samples" / "0000.png")), np.asarray(blur(image, 1.5)))
+    with pytest.raises(FileExistsError):
+        degrade_folder(tmp_path / "src", out, "blur", 1.0)
+    with pytest.raises(ValueError, match="occlusion needs the scenes"):
+        degrade_folder(tmp_path / "src", tmp_path / "o2", "occlusion", 0.2)

@@ -83,6 +83,31 @@ def degrade(image: Image.Image, kind: str, level: float, scene=None, seed: int =
     raise ValueError(f"unknown degradation {kind!r}; choose one of {DEGRADATIONS}")
 
 
+def degrade_folder(src, out, kind: str, level: float, seed: int = 0, overwrite: bool = False):
+    """Copy a GenEval-layout folder with every sample degraded (a stand-in for a worse generator).
+
+    Occlusion needs each image's scene, which a folder does not keep, so it is not offered here.
+    Written atomically; refuses a non-empty ``out`` unless ``overwrite``. Returns ``out``.
+    """
+    import shutil
+    from pathlib import Path
+
+    from lenslib.world.outdir import atomic_output_dir
+
+    if kind == "occlusion":
+        raise ValueError("occlusion needs the scenes; use degrade() on renders you made from scenes")
+    src = Path(src)
+    if not src.is_dir():
+        raise FileNotFoundError(f"image folder {src} does not exist")
+    with atomic_output_dir(out, overwrite) as tmp:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        for i, png in enumerate(sorted(tmp.glob("*/samples/*.png"))):
+            with Image.open(png) as im:
+                image = im.convert("RGB")
+            degrade(image, kind, level, seed=seed * 1_000_003 + i).save(png)
+    return Path(out)
+
+
 def degradation_sweep(lines: list[dict], kinds=DEGRADATIONS, levels: dict | None = None, vocab: str = "shapes",
                       size: int = 64, per_prompt: int = 1, seed: int = 0) -> list[dict]:
     """Judge accuracy on degraded ground-truth renders of ``lines``, per kind, level and tag.
@@ -120,4 +145,4 @@ def breaking_level(rows: list[dict], kind: str) -> float | None:
 
 
 __all__ = ["DEGRADATIONS", "DEFAULT_LEVELS", "blur", "noise", "color_jitter", "occlusion", "degrade",
-           "degradation_sweep", "breaking_level"]
+           "degrade_folder", "degradation_sweep", "breaking_level"]

@@ -29,6 +29,16 @@ class Composition:
     detections: list[dict]
     parse_matches_spec: bool
 
+    def _repr_html_(self) -> str:  # shown as image + captions + parse in a notebook
+        import base64
+
+        buf = io.BytesIO()
+        self.image.save(buf, format="PNG")
+        src = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+        side = 3 * self.image.size[0] // 2
+        return (f'<div style="display:flex;gap:1em"><img src="{src}" width="{side}" '
+                f'style="image-rendering:pixelated"/><div>{composition_html(self)}</div></div>')
+
 
 def box_at(cx: float, cy: float, side: float, aspect: float = 1.0) -> tuple[float, float, float, float]:
     """A box centred at (cx, cy) with longer side ``side`` and width/height ``aspect``, kept inside."""
