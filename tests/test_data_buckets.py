@@ -79,3 +79,17 @@ def test_sampler_deterministic_resumable_and_epochs():
     assert list(c) != full
     with pytest.raises(ValueError, match="world_size"):
         BucketBatchSampler(ids, rank=0, world_size=4, seed=7).load_state_dict(state)
+
+
+from hypothesis import given, settings, strategies as st
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 4000), st.integers(1, 4000))
+def test_any_size_gets_its_nearest_bucket_exactly(w, h):
+    b = nearest_bucket(w, h)
+    same_base = [c for c in LENS_BUCKETS if c.base == b.base]
+    best = min(abs(math.log(w / h) - math.log(c.aspect)) for c in same_base)
+    assert abs(math.log(w / h) - math.log(b.aspect)) == pytest.approx(best)
+    if w * h <= 64 * 64 * 16:  # resizing is exact for any input shape (checked on small inputs for speed)
+        assert resize_center_crop(Image.new("RGB", (w, h)), b).size == (b.width, b.height)

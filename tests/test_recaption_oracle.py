@@ -29,3 +29,23 @@ def test_oracle_refuses_images_without_spec():
         OracleCaptioner().caption([render(sample_scene(0), 64)], [{}])
     with pytest.raises(ValueError, match="unknown oracle caption kind"):
         OracleCaptioner("poem")
+
+
+def test_oracle_captions_world_shards_through_the_pipeline(tmp_path):
+    """World datasets (png + spec.json + caption txts per sample) go through the same pipeline."""
+    from lenslib.data.pipeline import PipelineConfig, run_pipeline
+    from lenslib.data.shards import read_output
+    from lenslib.world.dataset import make_dataset
+    from lenslib.world.spec import Scene
+
+    make_dataset(8, size=64, out=tmp_path / "world", shards=True, shard_size=4)
+    cfg = PipelineConfig(captioners=["oracle:detailed"],
+                         funnel={"embedder": "pixels-16", "thresholds": {"min_area": 0, "entropy": 0.0}})
+    m = run_pipeline(str(tmp_path / "world" / "shards"), str(tmp_path / "out"), cfg, progress=False)
+    assert m["n_out"] == 8 and "detailed" in m["caption_kinds"] and "alt_text" in m["caption_kinds"]
+    for s in m["shards"]:
+        for r in read_output(tmp_path / "out" / s["output"]):
+            scene = Scene.from_json(r["meta"]["spec"])
+            assert r["captions"]["detailed"]["text"] == W.caption(scene, "detailed", r["meta"]["seed"])
+            assert r["captions"]["detailed"]["source"] == "oracle:world:detailed"
+            assert r["captions"]["alt_text"]["source"] == "input"

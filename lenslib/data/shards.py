@@ -143,7 +143,8 @@ def read_shard(ref: ShardRef) -> Iterator[Sample]:
             side = fp.with_suffix(".txt")
             if side.is_file():
                 fields["txt"] = side.read_bytes()
-            yield _sample_from_fields(fp.stem, fields, ref.name)
+            # webdataset splits keys at the first dot, so dots in file names become underscores
+            yield _sample_from_fields(fp.stem.replace(".", "_"), fields, ref.name)
     elif ref.format in ("parquet", "arrow"):
         yield from _read_table(ref)
     else:
@@ -280,6 +281,9 @@ def images_to_shards(images: dict, out_dir: str | Path, per_shard: int = 64, cap
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     keys = list(images)
+    bad = [k for k in keys if "." in k or "/" in k]
+    if bad:
+        raise ValueError(f"keys may not contain '.' or '/' (webdataset splits on them): {bad[:5]}")
     paths = []
     for si in range(0, len(keys), per_shard):
         p = out_dir / f"input-{si // per_shard:06d}.tar"
