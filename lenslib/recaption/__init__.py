@@ -6,6 +6,9 @@
 - :mod:`.openai_api` — any OpenAI-compatible chat-completions endpoint (GPT-4.1, vLLM, SGLang).
 - :mod:`.oracle` — the synthetic world's exact captions (alt-text / brief / detailed).
 - :mod:`.local_server` — a small OpenAI-compatible HTTP server on 127.0.0.1 for tests and the book.
+- :mod:`.registry` — captioners from specs such as ``openai:gpt-4.1`` or ``brief=vlm:/path``.
+- :mod:`.tiny_vlm` — a tiny random-weight LLaVA built offline, to exercise the VLM path.
+- :mod:`.cost` — tokens and dollars for recaptioning a dataset.
 
 Used in chapter 1 and by ``lens recaption``.
 """
