@@ -31,6 +31,9 @@ def test_lens_recaption_and_report(tmp_path, monkeypatch, capsys):
     cache = FeatureCache(tmp_path / "cache", codec="pixel:p16")
     assert len(cache) == EXPECTED["n_out"] and cache[0]["latent"].shape == (32 * 32, 3 * 16 * 16)
     assert cache.doc["captioners"] == ["openai:gpt-4.1", "brief=openai:gpt-4.1-mini"]
+    assert main(["data", "cache", "--input", str(tmp_path / "out"), "--output", str(tmp_path / "cache32"),
+                 "--text-encoder", "tiny-gpt-oss", "--codec", "pixel:8", "--square", "32"]) == 0
+    assert FeatureCache(tmp_path / "cache32")[0]["latent"].shape == (16, 3 * 8 * 8)
 
 
 def test_lens_data_buckets_and_errors(tmp_path, capsys):

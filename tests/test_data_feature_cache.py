@@ -95,3 +95,33 @@ def test_mixed_caption_kinds_per_epoch(tmp_path, encoder):
     assert {only.kind_for(i) for i in range(40)} == {"detailed"}
     with pytest.raises(ValueError, match="kind_weights"):
         FeatureCache(tmp_path / "c", kind_weights={"alt_text": 1})
+
+
+def test_trainer_reads_the_cache_through_build_source(tmp_path, encoder):
+    """`data.source: features` in a training config gives Batches from the cache; a config with another
+    text encoder or codec is refused."""
+    from lenslib.train.config import TrainConfig
+    from lenslib.train.data import Batch, build_source
+
+    codec = PixelCodec(patch_size=16)
+    build_feature_cache(recs(8), tmp_path / "c", encoder, codec, kinds=("detailed", "brief"), buckets=BUCKETS)
+    cfg = TrainConfig()
+    cfg.data.source, cfg.data.path, cfg.data.patch = "features", str(tmp_path / "c"), 16
+    cfg.data.text_encoder, cfg.data.max_text_tokens, cfg.data.caption_kind = "tiny-gpt-oss", 48, "mixed"
+    source, _, _ = build_source(cfg)
+    source.check(encoder, codec)
+    b = source.batch([0, 1, 2, 9], (64, 64))  # indices past the 4 square images wrap into a new epoch
+    assert isinstance(b, Batch) and b.tokens.shape == (4, 16, 3 * 16 * 16) and b.grid == (4, 4)
+    assert len(b.text) == encoder.num_layers and b.text[0].shape == (4, 48, encoder.hidden_size)
+    assert b.text_mask.shape == (4, 48) and all(c for c in b.captions)
+    assert b.tokens.equal(source.batch([0, 1, 2, 9], (64, 64)).tokens)  # pure function of the indices
+    wide = [x for x in BUCKETS if x.ratio == (2, 1)][0]
+    assert source.batch([5], (wide.height, wide.width)).grid == (wide.height // 16, wide.width // 16)
+    with pytest.raises(ValueError, match="no images at"):
+        source.batch([0], (32, 32))
+    cfg.data.text_encoder = "minilm"
+    with pytest.raises(CacheMismatchError, match="minilm"):
+        build_source(cfg)
+    cfg.data.text_encoder, cfg.data.patch = "tiny-gpt-oss", 8
+    with pytest.raises(CacheMismatchError, match="codec"):
+        build_source(cfg)

@@ -67,6 +67,8 @@ def register(subparsers) -> None:
     k.add_argument("--codec", default="pixel:2", help="'pixel:P' or 'flux2:FOLDER' (AutoencoderKLFlux2)")
     k.add_argument("--kinds", default="detailed", help="comma-separated caption kinds to encode")
     k.add_argument("--base", type=int, default=None, help="bucket base side (default: by image area)")
+    k.add_argument("--square", type=int, default=None, metavar="SIZE",
+                   help="one square SIZE×SIZE bucket (stage 1 trains at 512×512) instead of the 27 buckets")
     k.add_argument("--shard-size", type=int, default=256)
     k.set_defaults(func=_cache)
     d.set_defaults(func=lambda a: (d.print_help(), 0)[1])
@@ -146,7 +148,11 @@ def _cache(a) -> int:
         print(f"unknown --codec {a.codec!r}: use pixel:P or flux2:FOLDER", file=sys.stderr)
         return 2
     records = [r for s in m["shards"] for r in read_output(Path(a.input) / s["output"])]
+    from .buckets import LENS_BUCKETS, Bucket
+
+    buckets = [Bucket(a.square, a.square, a.square, (1, 1))] if a.square else LENS_BUCKETS
     doc = build_feature_cache(records, a.output, enc, codec, kinds=tuple(a.kinds.split(",")), base=a.base,
+                              buckets=buckets,
                               shard_size=a.shard_size, captioners=m["config"]["captioners"], progress=True)
     print(f"cached {doc['n']} images in {len(doc['shards'])} shards at {a.output} "
           f"(text encoder {enc.name}, codec {codec.name})")

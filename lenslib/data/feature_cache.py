@@ -120,6 +120,7 @@ def build_feature_cache(records: Sequence[dict], out: str | Path, text_encoder, 
                     for li, f in enumerate(feats):
                         tensors[f"{r['key']}/text/{kind}/{li}"] = f[j][m].float().contiguous().clone()
                     index[r["key"]][f"len_{kind}"] = int(m.sum())
+                    index[r["key"]][f"caption_{kind}"] = r["captions"][kind]["text"]
         meta = {"format": FORMAT, "identity": json.dumps(ident.to_dict()), "index": json.dumps(index)}
         tmp = path.with_name(path.name + ".tmp")
         save_file(tensors, str(tmp), metadata=meta)
@@ -244,3 +245,82 @@ class FeatureCache:
                 feats[li][b, :n] = it["text"][li]
         return {"latents": torch.stack([it["latent"] for it in items]), "hw": items[0]["hw"], "text": feats,
                 "mask": mask, "keys": [it["key"] for it in items], "kinds": [it.get("kind") for it in items]}
+
+
+class FeatureCacheSource:
+    """The trainer's ``BatchSource`` over a feature cache: ``batch(indices, (h, w))`` → ``Batch``.
+
+    The trainer asks for global sample indices at a resolution; the cache holds each image at one bucket,
+    so index ``i`` at size ``(h, w)`` maps to the images cached at that bucket, ``i mod n`` through a
+    permutation seeded by ``(seed, i div n, bucket)``: a pure function of the index, as exact resume
+    needs. Text features are padded or cut to ``max_text_tokens`` like the trainer's on-the-fly path.
+    """
+
+    def __init__(self, cache: FeatureCache, max_text_tokens: int = 64, seed: int = 0):
+        self.cache, self.max_text_tokens, self.seed = cache, int(max_text_tokens), seed
+        self.by_size: dict[tuple[int, int], list[int]] = {}
+        buckets = self.cache.doc["buckets"]
+        for i, b in enumerate(self.cache.bucket_ids):
+            w, h = buckets[b][0], buckets[b][1]
+            self.by_size.setdefault((h, w), []).append(i)
+
+    def check(self, text_encoder=None, codec=None) -> None:
+        """Exact identity check against the trainer's encoder and codec instances."""
+        check_identity(self.cache.identity, getattr(text_encoder, "name", None), getattr(codec, "name", None),
+                       where=str(self.cache.path))
+
+    def _items(self, indices, size):
+        pool = self.by_size.get(tuple(size))
+        if not pool:
+            raise ValueError(f"the feature cache at {self.cache.path} has no images at {size[1]}x{size[0]} "
+                             f"(cached sizes: {sorted((w, h) for h, w in self.by_size)}); build it with the "
+                             "training buckets")
+        n, out = len(pool), []
+        for i in indices:
+            epoch, j = divmod(int(i), n)
+            perm = np.random.default_rng([self.seed, epoch, pool[0]]).permutation(n)
+            out.append(pool[int(perm[j])])
+        return out
+
+    def batch(self, indices, size):
+        import torch
+
+        from lenslib.train.data import Batch
+
+        items = [self.cache[i] for i in self._items(indices, size)]
+        b = FeatureCache.collate(items)
+        t = self.max_text_tokens
+        text, mask = b["text"], b["mask"]
+        if text[0].shape[1] >= t:
+            text, mask = [f[:, :t] for f in text], mask[:, :t]
+        else:
+            pad = t - text[0].shape[1]
+            text = [torch.nn.functional.pad(f, (0, 0, 0, pad)) for f in text]
+            mask = torch.nn.functional.pad(mask, (0, pad), value=False)
+        captions = [self.cache._index[it["key"]].get(f"caption_{it['kind']}", "") for it in items]
+        return Batch(b["latents"].float().contiguous(), tuple(b["hw"]), [f.float().contiguous() for f in text],
+                     mask.bool(), captions, [int(i) for i in indices])
+
+
+def open_source(path, cfg, text_encoder=None, codec=None) -> FeatureCacheSource:
+    """Feature cache as the trainer's batch source (``data.source: features``, ``data.path``).
+
+    Refuses a cache whose codec differs from the configured one (``data.codec``/``data.patch``); pass
+    the trainer's ``text_encoder`` and ``codec`` instances to also check the text encoder exactly (its
+    identity string includes model, tapped layers and template). ``data.caption_kind`` picks the cached
+    kind; ``mixed`` draws brief/detailed 50/50 when those two are cached (the paper's Mixed arm).
+    """
+    d = cfg.data
+    want_codec = getattr(codec, "name", None)
+    if want_codec is None and d.codec == "pixel":
+        want_codec = f"pixel:p{d.patch}"
+    kinds = json.loads((Path(path) / CACHE_JSON).read_text())["identity"]["kinds"] if (Path(path) / CACHE_JSON).is_file() else []
+    kw = {"kind": d.caption_kind}
+    if d.caption_kind == "mixed" and "mixed" not in kinds and {"brief", "detailed"} <= set(kinds):
+        kw = {"kind_weights": {"brief": 0.5, "detailed": 0.5}, "seed": cfg.run.seed}
+    cache = FeatureCache(path, text_encoder=getattr(text_encoder, "name", None), codec=want_codec, **kw)
+    if text_encoder is None and not cache.identity["text_encoder"].startswith(d.text_encoder.replace("tiny-", "")):
+        raise CacheMismatchError(
+            f"{path} was built with text encoder {cache.identity['text_encoder']!r}, but data.text_encoder is "
+            f"{d.text_encoder!r}: rebuild the cache with the configured encoder (`lens data cache`)")
+    return FeatureCacheSource(cache, d.max_text_tokens, cfg.run.seed)
