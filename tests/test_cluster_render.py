@@ -161,3 +161,16 @@ def test_percent_in_a_run_folder_is_refused(tmp_path, stubs):
 def test_submit_needs_a_scheduler(tmp_path, capsys):
     assert main(["submit", str(TRAIN_NB), str(tmp_path / "r")]) == 2
     assert "--slurm" in capsys.readouterr().err
+
+
+def test_sweep_from_the_cli_validates_every_element(tmp_path, capsys):
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("- {lr: 0.001, steps: 5}\n- {lr: 0.002, steps: 7}\n")
+    args = ["submit", str(TRAIN_NB), str(tmp_path / "s"), "--slurm", "--sweep", str(sweep), "--dry-run"]
+    assert main(args) == 0
+    script = capsys.readouterr().out
+    assert "#SBATCH --array=0-1" in script and f"RUN_DIR={tmp_path}/s/run-1;" in script
+    sweep.write_text("- {lr: 0.001}\n- {lr: fast}\n")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "sweep element 1" in err and "optim.lr" in err

@@ -44,7 +44,9 @@ def _collect(args) -> dict:
 
 def _setup_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    from .notebook import _OneLine
+
+    handler.setFormatter(_OneLine("%(message)s"))
     for name in ("papermill", "lenslib.cluster"):
         lg = logging.getLogger(name)
         lg.addHandler(handler)

@@ -449,6 +449,13 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 # --------------------------------------------------------------------------------------------------
 
 
+class _OneLine(logging.Formatter):
+    """papermill logs each output chunk with its trailing newline; do not add a second one."""
+
+    def format(self, record):
+        return super().format(record).rstrip("\n")
+
+
 class _StopRequests:
     """SIGUSR1/SIGTERM to this process touch the run's preempt flag (the notebook's launcher acts on it).
 
@@ -525,7 +532,7 @@ def run_notebook(notebook: str | Path, run_dir: str | Path, parameters: dict | N
     saved_env = {k: os.environ.get(k) for k in env_keys}
     os.environ.update(env_keys)
     handler = logging.FileHandler(run_dir / LOG_NAME)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    handler.setFormatter(_OneLine("%(asctime)s %(message)s"))
     pm_log = logging.getLogger("papermill")
     pm_log.addHandler(handler)
     old_level = pm_log.level

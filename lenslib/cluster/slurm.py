@@ -303,8 +303,8 @@ def submit_notebook(notebook: str | Path, run_dir: str | Path, parameters: dict,
     parameters cell has them. With ``sweep``, element *i* (merged over ``parameters``) runs in
     ``RUN_DIR/run-i``. ``dry_run`` returns the script without writing or submitting anything.
     """
-    from .notebook import _describes_config, config_from_parameters, load_notebook, notebook_parameters, prepare, \
-        validate_parameters
+    from .notebook import ParameterError, _describes_config, config_from_parameters, load_notebook, \
+        notebook_parameters, prepare, validate_parameters
 
     declared = notebook_parameters(load_notebook(notebook))
     sets = [dict(parameters, **element) for element in (sweep or [{}])]
@@ -315,13 +315,18 @@ def submit_notebook(notebook: str | Path, run_dir: str | Path, parameters: dict,
             if key in declared:
                 params[key] = value
     run_dirs = sweep_run_dirs(run_dir, len(sets)) if sweep else [Path(run_dir).resolve()]
-    for rd, params in zip(run_dirs, sets):
-        if dry_run:  # check without writing anything
-            merged = validate_parameters(declared, dict(params, run_dir=str(rd)))
-            if _describes_config(declared):
-                config_from_parameters(merged)
-        else:
-            prepare(notebook, rd, params)
+    for i, (rd, params) in enumerate(zip(run_dirs, sets)):
+        try:
+            if dry_run:  # check without writing anything
+                merged = validate_parameters(declared, dict(params, run_dir=str(rd)))
+                if _describes_config(declared):
+                    config_from_parameters(merged)
+            else:
+                prepare(notebook, rd, params)
+        except ParameterError as err:
+            if not sweep:
+                raise
+            raise ParameterError(f"sweep element {i} ({json.dumps(sweep[i], default=str)}): {err}") from None
     script = render_sbatch(notebook, run_dirs, sets, resources, name=name, python=python, workdir=workdir,
                            run_notebook_args=run_notebook_args, prologue=prologue)
     if dry_run:
