@@ -128,3 +128,20 @@ def test_changed_inputs_refused_and_empty_shard_completes(server, tmp_path):
     shutil.copy(src / "input-000000.tar", src / "input-000001.tar")
     with pytest.raises(ValueError, match="input shards changed"):
         run_pipeline(str(src), str(tmp_path / "out"), config(server), progress=False)
+
+
+def test_hf_datasets_folder_input(tmp_path):
+    """A `save_to_disk` folder (Arrow files) is read shard by shard, caption and spec columns included."""
+    from lenslib.world.dataset import make_dataset
+
+    make_dataset(6, size=64, out=tmp_path / "world")  # HF datasets folder, no tar shards
+    cfg = PipelineConfig(captioners=["oracle:brief"],
+                         funnel={"embedder": "pixels-16", "thresholds": {"min_area": 0, "entropy": 0.0}})
+    m = run_pipeline(str(tmp_path / "world"), str(tmp_path / "out"), cfg, progress=False)
+    assert m["n_in"] == 6 and m["n_out"] == 6
+    assert m["shards"][0]["input"].endswith(".arrow")
+    assert m["caption_kinds"] == ["alt_text", "brief", "detailed", "mixed"]
+    recs = records(tmp_path / "out")
+    r = next(iter(recs.values()))
+    assert r["captions"]["brief"]["source"] == "oracle:world:brief"
+    assert r["captions"]["detailed"]["source"] == "input" and r["meta"]["spec"]

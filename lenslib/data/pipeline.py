@@ -184,7 +184,10 @@ def dedup_all(refs: list[ShardRef], out: Path, funnel_cfg: dict) -> dict:
 
 # ------------------------------------------------------------------------------------- stage 3
 def caption_shard(ref: ShardRef, out: Path, cfg: PipelineConfig, captioners, dropped: set) -> dict:
-    """Captions the survivors of one shard and writes its output shard and report."""
+    """Captions the survivors of one shard and writes its output shard and report.
+
+    Captions found in the input (``alt_text`` and any ``<kind>.txt``) are kept with source ``input``; a
+    captioner writing the same kind replaces that entry (its record names the new source)."""
     from lenslib.recaption.base import Caption
 
     from .filters import DecodeError, decode_image
