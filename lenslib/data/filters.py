@@ -330,7 +330,8 @@ class EntropyFilter(Filter):
 def mean_hsv_value(image) -> float:
     """Mean of HSV V (= max(R, G, B)) in [0, 1], at the analysis resolution."""
     a = np.asarray(analysis_view(image).convert("RGB"))
-    return float(a.max(axis=-1).mean() / 255.0)
+    v = np.maximum(np.maximum(a[..., 0], a[..., 1]), a[..., 2])  # faster than a.max(-1) on a strided axis
+    return float(v.mean() / 255.0)
 
 
 class ExposureFilter(Filter):
