@@ -116,7 +116,9 @@ def test_every_long_line_scores_full_marks(tmp_path):
     out = render_suite(SUITES / "shapes_long.jsonl", tmp_path / "long", per_prompt=1, vocab="shapes", size=64)
     rows = evaluate_folder(out, SUITES / "shapes_long.jsonl", vocab="shapes")
     assert rows and all(r.get("score") == 1.0 for r in rows), [r for r in rows if r.get("score") != 1.0][:2]
-    assert summarize(rows, n_boot=100)["tags"]["long"]["accuracy"] == 1.0
+    long_summary = summarize(rows, n_boot=100)["tags"]["long"]
+    assert long_summary["accuracy"] == 1.0
+    assert long_summary["categories"] == {"attribute": 1.0, "count": 1.0, "entity": 1.0, "relation": 1.0}
 
 
 def test_bad_input_gives_per_line_errors_and_the_run_completes(shapes_render, tmp_path):
@@ -166,3 +168,31 @@ def test_render_refuses_a_non_empty_folder(shapes_render):
         render_suite(SUITES / "shapes_geneval.jsonl", shapes_render, per_prompt=1)
     assert main(["world", "render", "--metadata", str(SUITES / "shapes_geneval.jsonl"),
                  "--out", str(shapes_render)]) == 2
+
+
+def test_a_recoloured_object_loses_exactly_its_questions():
+    from lenslib.eval.dependent import score_long
+    from lenslib.world.render import render
+    from lenslib.world.spec import Scene, SceneObject
+
+    lines = [json.loads(x) for x in (SUITES / "shapes_long.jsonl").read_text().splitlines()]
+    line = next(l for l in lines if any(q["category"] == "relation" for q in l["questions"]))
+    scene = Scene.from_dict(line["scene"])
+    rel_q = next(q for q in line["questions"] if q["category"] == "relation")
+    target = rel_q["include"][1]  # the placed object of a relation question: alone of its colour and class
+    idx = next(i for i, o in enumerate(scene.objects) if (o.cls, o.color) == (target["class"], target["color"]))
+    used = {o.color for o in scene.objects if o.cls == target["class"]}
+    new_color = next(c for c in ["red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black",
+                                 "white"] if c not in used)
+    objs = list(scene.objects)
+    objs[idx] = SceneObject(objs[idx].cls, new_color, objs[idx].box)
+    image = render(Scene(scene.vocab, tuple(objs), scene.background, scene.texture, scene.texts), 64, 64)
+    result = score_long(image, line, "shapes")
+
+    def about_target(q):  # questions that name the recoloured object's old colour and class
+        return any(c.get("class") == target["class"] and c.get("color") == target["color"] for c in q["include"])
+
+    lost = [q for q in line["questions"] if about_target(q)]
+    assert lost and rel_q in lost
+    assert result["score"] == pytest.approx(1 - len(lost) / len(line["questions"]))
+    assert all(result["answers"][str(q["id"])] is (not about_target(q)) for q in line["questions"])

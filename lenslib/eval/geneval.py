@@ -130,6 +130,11 @@ def summarize(results: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
         vals = [v for g, tg in zip(per_prompt, tags) if tg == t for v in g]
         summary["tags"][t] = {"accuracy": float(np.mean(vals)), "n_images": len(vals),
                               "n_prompts": tags.count(t), "ci95": ci.get(f"tag:{t}")}
+    long_rows = [r for r in scored if r["tag"] == LONG_TAG and "categories" in r]
+    if long_rows:  # DPG-style per-category answers (before the dependency rule, as DPG-Bench reports them)
+        cats = sorted({c for r in long_rows for c in r["categories"]})
+        summary["tags"][LONG_TAG]["categories"] = {
+            c: float(np.mean([r["categories"][c] for r in long_rows if c in r["categories"]])) for c in cats}
     geneval = [t for t in tag_order if t in GENEVAL_TAGS]
     if geneval:
         summary["overall"] = {"score": float(np.mean([summary["tags"][t]["accuracy"] for t in geneval])),
@@ -173,7 +178,7 @@ def _judge_image(image, line: dict, vocab: str) -> dict:
 
         result = score_long(image, line, vocab)
         return {"correct": result["score"] >= 1.0, "score": result["score"], "reason": result["reason"],
-                "answers": result["answers"]}
+                "answers": result["answers"], "categories": result["categories"]}
     import warnings
 
     from lenslib.eval.judge import judge
