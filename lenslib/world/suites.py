@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from lenslib.world.spec import COLORS, RELATIONS, VOCABS, vocab_classes
-from lenslib.world.wording import counted, number_word, plural, with_article
+from lenslib.world.wording import number_word, plural, with_article
 
 COLOR_NAMES = list(COLORS)  # GenEval's 10 colours, in GenEval's order
 GENEVAL_TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
