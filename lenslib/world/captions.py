@@ -36,9 +36,11 @@ from lenslib.world.wording import WORD_NUMBERS, counted, number_word, plural, wi
 
 CAPTION_KINDS = ("alt_text", "brief", "detailed", "mixed")
 
-# How the alt-text model behaves, as fractions of all alt-texts (they sum to 1). Rough shape of
-# web alt-text in LAION/CC-style crawls: a sizeable share is a file name or boilerplate that says
-# nothing about the image, the rest is a short keyword phrase about one thing in it.
+# How the alt-text model behaves, as fractions of all alt-texts (they sum to 1). These rates are a
+# modelling choice, not a measurement: they give the qualitative shape of crawled alt-text (a
+# sizeable share is a file name, boilerplate or unrelated page text that says nothing about the
+# image; the rest is a short keyword phrase about one thing in it, sometimes wrong). Change them
+# to model cleaner or noisier web data; tests check the generator follows whatever they say.
 ALT_TEXT_RATES = {
     "filename": 0.12,     # "IMG_2291.jpg"
     "boilerplate": 0.13,  # "stock image", "Untitled"

@@ -81,7 +81,8 @@ def make_dataset(n: int, size: int | None = None, vocab: str = "shapes", out: st
     ``size`` defaults to the vocabulary's smallest exact size (64 px shapes, 128 px emoji).
 
     Refuses a non-empty ``out`` unless ``overwrite=True``; writes into a temporary folder beside
-    ``out`` and renames it into place only when everything is written. A progress bar is shown
+    ``out`` and renames it into place only when everything is written. The Arrow table is built in
+    memory (about 3 KB per 64 px image, so 100k examples take ~0.3 GB) before ``save_to_disk``. A progress bar is shown
     when stderr is a terminal (or ``progress=True``). Returns ``out``.
     """
     import datasets
