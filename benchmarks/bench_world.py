@@ -3,7 +3,8 @@
 Run: ``.venv/bin/python benchmarks/bench_world.py [--quick]``. Prints a table and writes
 ``benchmarks/results/world.json`` (atomically). Scenes are random (up to 6 objects, textures and
 texts as ``sample_scene`` draws them); sprites are warmed up first, as they are in any real run.
-Also records the judge error on the benchmarked renders (it must be 0 inside the limits).
+Also records the judge error on the benchmarked renders (objects, colours, boxes within 2 px): 0 inside
+the limits; the emoji row at 64 px is outside them (emoji need 128 px) and shows why.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def bench(vocab: str, size: int, n: int) -> dict:
     t0 = time.perf_counter()
     parsed = [parse(im, vocab) for im in images]
     t_judge = time.perf_counter() - t0
-    errors = sum(not match_scene(d, s, size, size, box_tol_px=1.0).exact for d, s in zip(parsed, scenes))
+    errors = sum(not match_scene(d, s, size, size).exact for d, s in zip(parsed, scenes))
     return {"vocab": vocab, "size": size, "images": n,
             "objects_per_image": float(np.mean([len(s.objects) for s in scenes])),
             "render_images_per_s": n / t_render, "judge_images_per_s": n / t_judge,
@@ -50,8 +51,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer images (a smoke run)")
     args = ap.parse_args()
-    n = {64: 100 if args.quick else 1000, 256: 30 if args.quick else 300}
-    rows = [bench(v, size, n[size]) for v in VOCABS for size in (64, 256)]
+    n = {64: 100 if args.quick else 1000, 128: 50 if args.quick else 500, 256: 30 if args.quick else 300}
+    rows = [bench(v, size, n[size]) for v in VOCABS for size in (64, 128, 256)]
 
     print(f"{'vocab':<8}{'size':>6}{'images':>8}{'obj/img':>9}{'render img/s':>14}{'judge img/s':>13}"
           f"{'in limits':>11}{'judge err':>11}")

@@ -5,17 +5,25 @@ so its judge has an error rate of its own. In the synthetic world we wrote the r
 reader can be exact: every step below undoes one step of ``lenslib.world.render``.
 
 1. *Palette quantisation.* Each pixel is snapped to the nearest of {background, 10 palette colours}
-   in CIELAB. The background colour is the median of the image border (scenes keep off the border),
-   so grey backgrounds and their textures all read as background.
+   in CIELAB, with background distances weighted by ``BACKGROUND_BIAS`` so that blurred thin parts
+   stay in the silhouette. The background colour is the median of the image border (scenes keep
+   off the border), so grey backgrounds and their textures all read as background.
 2. *Connected components* (scikit-image ``label``, 8-connected) of the non-background pixels; specks
    of a few pixels (noise) are dropped, and components whose boxes lie closer than ``MERGE`` of the
    image along both axes are merged (an emoji may be drawn in separate strokes; distinct objects are
    at least ``GAP`` apart). Groups thinner than ``MIN_DETECTION_SIDE`` are text or noise, not objects.
-3. *Template matching.* Each group's silhouette is compared with every class's sprite, stretched to
-   the group's box: the renderer's own sprites, so a clean render matches its class exactly. The
-   score is the silhouette IoU minus a penalty for an aspect ratio unlike the class's.
-4. *Colour.* The majority palette colour over the matched sprite's fill pixels (black wins only
-   when no other colour covers 30 % of them, since the outline is black).
+3. *Coverage.* Around each group, every pixel is unmixed into background, the object's colour and
+   the black outline (``pixel = bg + a_fill (colour - bg) + a_ink (black - bg)``), using the colours
+   the palette entries actually have in this image. Coverage is linear in the image, so blur moves
+   it around but keeps its total (the object's area) and its centroid.
+4. *Template matching.* For every class, a box with the class's aspect ratio is fitted to that area
+   and centroid, the renderer's own sprite is drawn into it and compared with the coverage by soft
+   IoU; the best class's box is then refined pixel by pixel. A clean render matches its class with
+   score 1. White objects are the exception: on grey, white fill and black outline blur into
+   background grey, so they are matched on their projection on the white axis (fill +1, outline
+   about -1) after a light smoothing of both sides.
+5. *Colour.* The majority palette colour over the matched sprite's fill pixels (black wins only
+   when no other colour reaches ``FILL_COLOR_SHARE`` of them, since the outline is black).
 
 Within the operating limits of ``lenslib.world.spec`` the parse of a render equals its spec
 (``tests/test_eval_judge.py`` checks thousands of fresh random scenes per vocabulary), and it still
@@ -45,7 +53,7 @@ MIN_DETECTION_SIDE = 0.095  # thinner groups are text or noise (objects are >= M
 BACKGROUND_BIAS = 1.6  # a pixel is background only if 1.6x closer to it than to any colour, so that
                        # blurred thin parts stay in the silhouette
 MIN_SCORE = 0.5  # groups that match no sprite this well are not objects
-FILL_COLOR_SHARE = 0.3
+FILL_COLOR_SHARE = 0.3  # share of a sprite's fill pixels a colour needs to beat the black outline
 PALETTE_NAMES: tuple[str, ...] = ("background",) + tuple(COLORS)
 assert MIN_DETECTION_SIDE < MIN_SHORT_SIDE
 
@@ -53,8 +61,9 @@ assert MIN_DETECTION_SIDE < MIN_SHORT_SIDE
 @dataclasses.dataclass(frozen=True, eq=False)
 class Detection:
     """One parsed object. ``box`` is in fractions of the image (like ``SceneObject.box``),
-    ``box_px`` in pixels (end-exclusive), ``mask`` a boolean (H, W) array, ``score`` the match score
-    (1.0 for a clean render of the class)."""
+    ``box_px`` in pixels (end-exclusive), ``mask`` the boolean (H, W) pixels of its silhouette,
+    ``score`` the match score (1.0 for a clean render of the class, below ``MIN_SCORE`` = not an
+    object)."""
 
     cls: str
     color: str
@@ -337,6 +346,8 @@ def _color(vocab: str, cls: str, idx_crop: np.ndarray) -> str:
 
 
 def _rough_color(idx: np.ndarray) -> str:
+    """A first guess of a group's colour (before its class is known): the commonest non-black
+    colour if it covers 15 % of the group, else black."""
     votes = np.bincount(idx.ravel().astype(np.int64), minlength=len(PALETTE_NAMES))
     votes[0] = 0
     black = PALETTE_NAMES.index("black")
