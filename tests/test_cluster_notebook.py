@@ -192,3 +192,24 @@ def test_a_parameters_line_papermill_cannot_read_is_reported(tmp_path):
     broken.write_text(text)
     with pytest.raises(ParameterError, match="label"):
         prepare(broken, tmp_path / "run", {})
+
+
+@pytest.mark.slow
+def test_two_node_rendezvous_on_the_first_node(tmp_path):
+    """Two torchrun launchers (two "nodes" on this machine) find each other at the c10d endpoint."""
+    import os
+    import socket
+    import subprocess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = torchrun_command(tmp_path / "config.yaml", nodes=2, nproc_per_node=1, master_addr="127.0.0.1",
+                           master_port=port, rdzv_id="probe", module="dist_probe")
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "tests" / "fixtures" / "cluster"), OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    lines = sorted(line for out in outs for line in out.splitlines() if line.startswith("rank "))
+    assert lines == ["rank 0 of 2 on node 0: sum 1", "rank 1 of 2 on node 1: sum 1"]
