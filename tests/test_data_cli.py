@@ -1,7 +1,6 @@
 """`lens recaption` and `lens data ...` through the real CLI entry point."""
 import json
 
-import pytest
 
 from data_inputs import EXPECTED, make_inputs
 from lenslib.cli import main

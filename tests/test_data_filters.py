@@ -1,6 +1,5 @@
 """Each cleaning filter on crafted images that must pass or fail, and decoding of bad input."""
 import io
-import logging
 
 import numpy as np
 import pytest

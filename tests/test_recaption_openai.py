@@ -2,7 +2,6 @@
 import logging
 import time
 
-import numpy as np
 import pytest
 from PIL import Image
 

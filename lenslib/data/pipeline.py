@@ -190,7 +190,7 @@ def caption_shard(ref: ShardRef, out: Path, cfg: PipelineConfig, captioners, dro
     captioner writing the same kind replaces that entry (its record names the new source)."""
     from lenslib.recaption.base import Caption
 
-    from .filters import DecodeError, decode_image
+    from .filters import decode_image
 
     t0 = time.perf_counter()
     frec = json.loads((out / "work" / "filter" / f"{ref.name}.json").read_text())

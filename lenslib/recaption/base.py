@@ -6,7 +6,6 @@ how long it took, so a dataset can keep several captions per image (``alt_text``
 """
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
@@ -81,12 +80,3 @@ class Captioner(ABC):
     def identity(self) -> dict:
         """What a dataset manifest records about this captioner."""
         return {"name": self.name, "kind": self.kind, "prompt_version": self.prompt_version}
-
-
-class Timer:
-    def __enter__(self):
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.s = time.perf_counter() - self.t0
