@@ -201,3 +201,24 @@ def test_score_scene_images_on_pipeline_tensors():
     assert shuffled["scene_exact"] == 0.0 and shuffled["object_recall"] < 1.0
     m = match_scene(parse(render(scenes[0], 64)), scenes[1], 64, 64)
     assert not m.exact and m.missing
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_ground_truth_renders_of_shape_lines_at_64px(seed):
+    rng = np.random.default_rng(seed)
+    shapes = spec.vocab_classes("shapes")
+    a, b = rng.choice(shapes, 2, replace=False)
+    c1, c2 = rng.choice(list(spec.COLORS), 2, replace=False)
+    rel = spec.RELATIONS[seed % 4]
+    lines = [
+        {"tag": "counting", "include": [{"class": a, "count": 4}], "exclude": [{"class": a, "count": 5}]},
+        {"tag": "color_attr", "include": [{"class": a, "count": 1, "color": c1}, {"class": b, "count": 1, "color": c2}]},
+        {"tag": "position", "include": [{"class": a, "count": 1}, {"class": b, "count": 1, "position": [rel, 0]}]},
+    ]
+    for line in lines:
+        scene = scene_from_metadata(line, "shapes", seed)
+        assert judge(render(scene, 64), line, "shapes").correct, line
+    # the counting image fails a "three" prompt through its exclude clause, as in GenEval
+    four = render(scene_from_metadata(lines[0], "shapes", seed), 64)
+    v = judge(four, {"include": [{"class": a, "count": 3}], "exclude": [{"class": a, "count": 4}]}, "shapes")
+    assert not v.correct and v.reason == f"expected {a}<4, found 4"

@@ -203,3 +203,33 @@ def test_scene_from_metadata_errors_name_the_clause():
         scene_from_metadata({"include": [{"class": "star", "count": 0}]}, "shapes")
     with pytest.raises(ValueError, match="no 'include'"):
         scene_from_metadata({"tag": "x"}, "shapes")
+
+
+@pytest.mark.parametrize("cls", EMOJI_CLASSES)
+def test_emoji_classes_meet_the_vocabulary_criteria(cls):
+    from lenslib.world.sprites import sprite
+
+    aspect = spec.class_aspect("emoji", cls)
+    # drawable at its own aspect ratio within the size limits
+    assert max(aspect, 1 / aspect) <= spec.OBJECT_SIDE[1] / spec.MIN_SHORT_SIDE
+    # enough fill to show its colour at the smallest emoji size (128 px image, shorter box side)
+    side = round(spec.OBJECT_SIDE[0] * spec.VOCAB_MIN_SIDE["emoji"])
+    w, h = (side, max(1, round(side / aspect))) if aspect >= 1 else (max(1, round(side * aspect)), side)
+    alpha, paint = sprite("emoji", cls, w, h)
+    assert ((alpha >= 0.9) & (paint >= 0.8 * alpha)).sum() >= 20
+
+
+@pytest.mark.parametrize("cls", spec.vocab_classes("shapes") + list(EMOJI_CLASSES[::5]))
+def test_sprites_are_one_silhouette_touching_their_box(cls):
+    from skimage.measure import label
+
+    from lenslib.world.sprites import sprite
+
+    vocab = "shapes" if cls in spec.vocab_classes("shapes") else "emoji"
+    alpha, paint = sprite(vocab, cls, 40, 40)
+    assert alpha.shape == (40, 40) and (paint <= alpha + 1e-5).all()
+    ink = alpha > 0.05  # the sprite is cropped to its ink: something on every edge of the box
+    assert ink[0].any() and ink[-1].any() and ink[:, 0].any() and ink[:, -1].any()
+    solid = alpha >= 0.5
+    if vocab == "shapes":
+        assert label(solid, connectivity=2).max() == 1

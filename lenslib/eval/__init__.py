@@ -1,1 +1,2 @@
-"""Eval: see the modules in this package."""
+"""Evaluation of prompt following: the exact judge for the synthetic world (``parse``, ``judge``)
+and GenEval-format scoring built on it."""

@@ -155,7 +155,7 @@ def _groups(fg: np.ndarray, H: int, W: int) -> list[list]:
     return list(out.values())
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=4096)
 def _template(vocab: str, cls: str, w: int, h: int, filled: bool) -> np.ndarray:
     """The sprite's coverage at w x h; ``filled`` closes its holes (used for white objects)."""
     alpha = sprite(vocab, cls, w, h)[0]
@@ -248,7 +248,7 @@ def _refine(score_fn, box: list[int], score: float) -> tuple[list[int], float]:
     return box, score
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=4096)
 def _signed_template(vocab: str, cls: str, w: int, h: int, ink: float) -> np.ndarray:
     """Expected signed projection of a white object's pixels on the white axis: fill +1, ink ``ink``."""
     alpha, paint = sprite(vocab, cls, w, h)

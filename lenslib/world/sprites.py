@@ -165,7 +165,7 @@ def _resize(im: Image.Image, w: int, h: int) -> np.ndarray:
     return np.asarray(im.resize((w, h), Image.Resampling.BOX), dtype=np.float32)
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=4096)
 def sprite(vocab: str, cls: str, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
     """``(alpha, paint)`` float32 arrays of shape ``(h, w)``: the class stretched to a w x h box.
 
