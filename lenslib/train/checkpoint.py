@@ -28,6 +28,7 @@ import os
 import random
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,9 @@ __all__ = [
 ]
 
 CHECKPOINT_DIR = "checkpoints"
+
+# Saving/loading in one process without a process group is intended (laptop runs, export).
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
 _STATE = "trainer_state.json"
 _LATEST = "latest"
 

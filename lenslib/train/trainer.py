@@ -98,8 +98,8 @@ def build_model(cfg: TrainConfig, codec, text_encoder):
 class _Logger:
     """JSONL metrics (+ optional tensorboard) on rank 0; a tqdm bar only on a terminal, else log lines."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, start: int, is_main: bool):
-        self.is_main, self.every = is_main, cfg.run.log_every
+    def __init__(self, cfg: TrainConfig, run_dir: Path, start: int, is_main: bool, on_log=None):
+        self.is_main, self.every, self.on_log = is_main, cfg.run.log_every, on_log
         self.bar = self.tb = self.file = None
         if not is_main:
             return
@@ -125,6 +125,8 @@ class _Logger:
             return
         self.file.write(json.dumps(rec) + "\n")
         self.file.flush()
+        if self.on_log is not None:
+            self.on_log(rec)
         if self.tb is not None:
             for k, v in rec.items():
                 if k != "step" and isinstance(v, (int, float)):
@@ -229,8 +231,11 @@ def _sample_indices(cfg: TrainConfig, step: int, rank: int, world: int, micro: i
     return list(range(start, start + batch))
 
 
-def train(cfg: TrainConfig | str | Path, overrides: list[str] | None = None) -> dict:
+def train(cfg: TrainConfig | str | Path, overrides: list[str] | None = None, on_log=None) -> dict:
     """Run (or resume) training as configured; returns a summary dict.
+
+    ``on_log(record)`` (optional, rank 0) receives every metrics record and every evaluation record
+    (``kind == "eval"``, with the sample grid's path): chapter 4 draws live curves with it.
 
     Summary keys: ``run_dir``, ``start_step``, ``step``, ``final_loss``, ``checkpoint``, ``preempted``,
     ``seconds``, ``params``, ``world_size``.
@@ -241,12 +246,12 @@ def train(cfg: TrainConfig | str | Path, overrides: list[str] | None = None) -> 
         raise ValueError("pass overrides only together with a config name or path")
     info = init_distributed(cfg.dist.strategy, cfg.dist.backend, cfg.dist.timeout_s, cfg.dist.precision)
     try:
-        return _train(cfg, info)
+        return _train(cfg, info, on_log)
     finally:
         shutdown()
 
 
-def _train(cfg: TrainConfig, info) -> dict:
+def _train(cfg: TrainConfig, info, on_log=None) -> dict:
     validate(cfg, info.world_size, for_training=True)
     if "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ:
         die_with_parent()  # a SIGKILLed torchrun must not leave orphaned workers training
@@ -286,7 +291,7 @@ def _train(cfg: TrainConfig, info) -> dict:
         tmp = run_dir / "config.yaml.tmp"
         tmp.write_text(to_yaml(cfg))
         os.replace(tmp, run_dir / "config.yaml")
-    logger = _Logger(cfg, run_dir, start, info.is_main)
+    logger = _Logger(cfg, run_dir, start, info.is_main, on_log)
     if resume_from is not None:
         logger.event(f"resumed from {resume_from} at step {start}")
     logger.event(f"{cfg.run.name}: {n_params / 1e6:.2f}M parameters, world size {world}, strategy {info.strategy}, "
@@ -421,10 +426,12 @@ def _evaluate(model, ema, source, cfg, info, run_dir: Path, step: int, logger: _
     out = run_dir / "samples"
     out.mkdir(exist_ok=True)
     _save_grid(images, out / f"step_{step:07d}.png")
-    rec = {"step": step, "kind": "eval", "captions": captions}
+    rec = {"step": step, "kind": "eval", "captions": captions, "grid": str(out / f"step_{step:07d}.png")}
     scores = None if cfg.eval.prompts or not cfg.eval.judge else _judge(images, batch, source)
     if scores is not None:
         rec["judge"] = scores
     with open(run_dir / "evals.jsonl", "a") as f:
         f.write(json.dumps(rec) + "\n")
+    if logger.on_log is not None:
+        logger.on_log(rec)
     logger.event(f"step {step}: samples -> {out / f'step_{step:07d}.png'}" + (f", judge {scores}" if scores else ""))
