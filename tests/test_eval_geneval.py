@@ -196,3 +196,32 @@ def test_a_recoloured_object_loses_exactly_its_questions():
     assert lost and rel_q in lost
     assert result["score"] == pytest.approx(1 - len(lost) / len(line["questions"]))
     assert all(result["answers"][str(q["id"])] is (not about_target(q)) for q in line["questions"])
+
+
+@pytest.mark.parametrize("line, objects, kinds", [
+    ({"tag": "colors", "prompt": "a photo of a red circle", "include": [{"class": "circle", "count": 1, "color": "red"}]},
+     [("circle", "blue", (0.3, 0.3, 0.6, 0.6))], ["wrong colour"]),
+    ({"tag": "two_object", "prompt": "a photo of a circle and a star",
+      "include": [{"class": "circle", "count": 1}, {"class": "star", "count": 1}]},
+     [("circle", "blue", (0.3, 0.3, 0.6, 0.6))], ["missing object"]),
+    ({"tag": "position", "prompt": "a photo of a circle left of a square",
+      "include": [{"class": "square", "count": 1}, {"class": "circle", "count": 1, "position": ["left of", 0]}]},
+     [("square", "red", (0.1, 0.35, 0.35, 0.6)), ("circle", "blue", (0.6, 0.35, 0.85, 0.6))], ["wrong position"]),
+    ({"tag": "counting", "prompt": "a photo of two circles", "include": [{"class": "circle", "count": 2}],
+      "exclude": [{"class": "circle", "count": 3}]},
+     [("circle", "red", (0.05, 0.1, 0.3, 0.35)), ("circle", "red", (0.6, 0.1, 0.85, 0.35)),
+      ("circle", "red", (0.35, 0.6, 0.6, 0.85))], ["too many objects"]),
+])
+def test_failure_kinds_read_the_judges_reasons(line, objects, kinds, tmp_path):
+    from lenslib.eval.geneval import failure_kinds
+    from lenslib.eval.judge import judge
+    from lenslib.world.render import render
+    from lenslib.world.spec import Scene, SceneObject
+
+    image = render(Scene("shapes", tuple(SceneObject(*o) for o in objects)), 64, 64)
+    verdict = judge(image, line, "shapes")
+    assert not verdict.correct
+    assert failure_kinds(verdict.reason) == kinds
+    rows = [{"index": 0, "k": 0, "tag": line["tag"], "prompt": line["prompt"], "correct": False,
+             "reason": verdict.reason}]
+    assert summarize(rows, n_boot=10)["tags"][line["tag"]]["failures"] == {kinds[0]: 1}

@@ -28,6 +28,26 @@ SAMPLE_RE = re.compile(r"^(\d+)\.png$")  # GenEval's own filter on sample file n
 
 
 # --------------------------------------------------------------------------- statistics
+_FAILURES = (  # GenEval's reason lines -> a failure kind (evaluate_images.py wording, kept by our judge)
+    (re.compile(r"^expected \S.* (left of|right of|above|below) target"), "wrong position"),
+    (re.compile(r"^no target for "), "position target missing"),
+    (re.compile(r"^expected \S+ .+>=\d+, found \d+ \S+; and"), "wrong colour"),
+    (re.compile(r"^expected .+>=\d+, found \d+$"), "missing object"),
+    (re.compile(r"^expected .+<\d+, found \d+$"), "too many objects"),
+)
+
+
+def failure_kinds(reason: str) -> list[str]:
+    """The kinds of failure named by a GenEval ``reason`` (one per line): missing object, wrong
+    colour, wrong position, position target missing, too many objects; "other" otherwise."""
+    kinds = []
+    for line in filter(None, (x.strip() for x in (reason or "").splitlines())):
+        if line.startswith("Q") and " -> no (" in line:  # a long-prompt question: classify its judge reason
+            kinds += failure_kinds(line.split(" -> no (", 1)[1].rstrip(")"))
+            continue
+        kinds.append(next((kind for pattern, kind in _FAILURES if pattern.search(line)), "other"))
+    return kinds
+
 def bootstrap_ci(per_prompt, tags=None, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
                  resample: str = "both") -> dict:
     """Percentile bootstrap intervals for GenEval's summary numbers, resampling prompts and seeds.
@@ -130,6 +150,9 @@ def summarize(results: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
         vals = [v for g, tg in zip(per_prompt, tags) if tg == t for v in g]
         summary["tags"][t] = {"accuracy": float(np.mean(vals)), "n_images": len(vals),
                               "n_prompts": tags.count(t), "ci95": ci.get(f"tag:{t}")}
+    for t in tag_order:  # why images failed, per tag (GenEval prints only the raw reasons)
+        failures = Counter(k for r in scored if r["tag"] == t and not r["correct"] for k in failure_kinds(r["reason"]))
+        summary["tags"][t]["failures"] = dict(failures.most_common())
     long_rows = [r for r in scored if r["tag"] == LONG_TAG and "categories" in r]
     if long_rows:  # DPG-style per-category answers (before the dependency rule, as DPG-Bench reports them)
         cats = sorted({c for r in long_rows for c in r["categories"]})
@@ -159,7 +182,9 @@ def format_summary(summary: dict) -> str:
     if summary.get("n_outside_limits"):
         lines.append(f"({summary['n_outside_limits']} scored images are outside the judge's exact limits)")
     for t, s in summary["tags"].items():
-        lines.append(f"{t:<16} {s['accuracy']:7.2%} {ci(s['ci95']):>18}  ({s['n_images']} images)")
+        why = ", ".join(f"{k} {n}" for k, n in list(s.get("failures", {}).items())[:3])
+        lines.append(f"{t:<16} {s['accuracy']:7.2%} {ci(s['ci95']):>18}  ({s['n_images']} images)"
+                     + (f"  failures: {why}" if why else ""))
     if "overall" in summary:
         o = summary["overall"]
         lines.append(f"{'overall':<16} {o['score']:7.2%} {ci(o['ci95']):>18}  (mean of {len(o['tags'])} tags)")
