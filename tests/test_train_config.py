@@ -135,3 +135,12 @@ def test_cli_reports_config_errors_with_exit_code_2(capsys):
     assert "optim.lr" in err and "expected a number" in err
     assert main(["train", "--config", "cpu-tiny", "--print-config", "optim.lr=0.01"]) == 0
     assert "lr: 0.01" in capsys.readouterr().out
+
+
+def test_bad_model_keys_fail_before_data_and_encoders_load(tmp_path):
+    from lenslib.train import train
+
+    with pytest.raises(ConfigError, match=r"model\.preset / model\.kwargs: unknown config keys \['num_blocks'\]"):
+        train("cpu-tiny", ["model.kwargs.num_blocks=2", f"run.out_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"unknown model preset 'cpu-huge'"):
+        train("cpu-tiny", ["model.preset=cpu-huge", f"run.out_dir={tmp_path}"])

@@ -260,6 +260,13 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / PREEMPTED_FILE).unlink(missing_ok=True)
+    if not cfg.model.init_from:  # unknown preset or model keys: fail before loading data and encoders
+        from lenslib.model.presets import get_config
+
+        try:
+            get_config(cfg.model.preset, **cfg.model.kwargs)
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"model.preset / model.kwargs: {err}") from None
     _seed_everything(mix_seed(cfg.run.seed, rank))
     if cfg.run.deterministic and info.device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
