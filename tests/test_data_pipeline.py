@@ -111,6 +111,10 @@ def test_parquet_output_loads_with_datasets(inputs, server, tmp_path):
 def test_bad_config_fails_before_work(inputs, tmp_path):
     with pytest.raises(ValueError, match="bad captioner spec"):
         PipelineConfig(captioners=["gpt4:whatever"])
+    with pytest.raises(ValueError, match="unknown thresholds"):
+        PipelineConfig(funnel={"thresholds": {"blurr": 3}})
+    with pytest.raises(ValueError, match="min_value < max_value"):
+        PipelineConfig(funnel={"thresholds": {"exposure_min": 0.9, "exposure_max": 0.1}})
     with pytest.raises(FileNotFoundError):
         run_pipeline(str(tmp_path / "nothing*.tar"), str(tmp_path / "o"), PipelineConfig(), progress=False)
 
@@ -145,3 +149,26 @@ def test_hf_datasets_folder_input(tmp_path):
     r = next(iter(recs.values()))
     assert r["captions"]["brief"]["source"] == "oracle:world:brief"
     assert r["captions"]["detailed"]["source"] == "input" and r["meta"]["spec"]
+
+
+def test_learned_scorers_from_local_folders_run_in_the_pipeline(inputs, server, tmp_path):
+    """An image classifier folder plugged in as the NSFW and aesthetic steps: scored, not skipped."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
+
+    for name, labels in (("nsfw", ["safe", "nsfw"]), ("aes", ["score"])):
+        cfg = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                        label2id={l: i for i, l in enumerate(labels)})
+        torch.manual_seed(0)
+        ViTForImageClassification(cfg).save_pretrained(tmp_path / name)
+        ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(tmp_path / name)
+    c = config(server)
+    c.funnel.update(nsfw=str(tmp_path / "nsfw"), aesthetic=str(tmp_path / "aes"), thresholds={"aesthetic": -1e9})
+    m = run_pipeline(str(inputs), str(tmp_path / "out"), c, progress=False)
+    steps = {s["name"]: s for s in m["funnel"]}
+    assert not steps["nsfw"]["skipped"] and not steps["aesthetic"]["skipped"] and steps["watermark"]["skipped"]
+    assert steps["aesthetic"]["dropped"] == 0  # threshold below any score
+    recs = records(tmp_path / "out")
+    assert recs and all(0 < r["scores"]["nsfw"] < 0.5 for r in recs.values())  # kept means nsfw < 0.5
+    assert steps["nsfw"]["dropped"] + steps["nsfw"]["kept"] == steps["nsfw"]["n_in"]

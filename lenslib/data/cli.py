@@ -31,7 +31,10 @@ def register(subparsers) -> None:
                    help="near-dup embeddings: local CLIP/SigLIP folder, 'pixels-N' (non-learned), or 'none'")
     g.add_argument("--dedup-threshold", type=float, default=0.985)
     for name in ("nsfw", "aesthetic", "watermark"):
-        g.add_argument(f"--{name}", default=None, metavar="FOLDER", help=f"local {name} model (skipped if unset)")
+        g.add_argument(f"--{name}", default=None, metavar="FOLDER",
+                       help=f"local {name} image-classification model folder (step skipped if unset)")
+    g.add_argument("--nsfw-label", default="nsfw", help="label of the NSFW classifier whose probability is the score")
+    g.add_argument("--watermark-label", default="watermark", help="label of the watermark classifier")
     g.add_argument("--min-area", type=int, default=384 * 384)
     g.add_argument("--blur", type=float, default=10.0, help="min variance of the Laplacian")
     g.add_argument("--entropy", type=float, default=1.0, help="min grey-histogram entropy (bits)")
@@ -84,7 +87,8 @@ def _recaption(a) -> int:
     funnel = {"thresholds": {"min_area": a.min_area, "blur": a.blur, "entropy": a.entropy,
                              "exposure_min": a.exposure_min, "exposure_max": a.exposure_max},
               "embedder": None if a.embedder == "none" else a.embedder, "dedup_threshold": a.dedup_threshold,
-              "nsfw": a.nsfw, "aesthetic": a.aesthetic, "watermark": a.watermark}
+              "nsfw": a.nsfw, "aesthetic": a.aesthetic, "watermark": a.watermark,
+              "nsfw_label": a.nsfw_label, "watermark_label": a.watermark_label}
     opts = {"base_url": a.base_url, "api_key_env": a.api_key_env, "max_concurrency": a.max_concurrency,
             "price_in_per_m": a.price_in, "price_out_per_m": a.price_out, "device": a.device,
             "max_new_tokens": a.max_new_tokens}

@@ -361,11 +361,16 @@ class ExposureFilter(Filter):
 
 
 def default_filters(nsfw: ImageScorer | None = None, aesthetic: ImageScorer | None = None,
-                    watermark: ImageScorer | None = None, **thresholds) -> list[Filter]:
+                    watermark: ImageScorer | None = None, thresholds: dict | None = None) -> list[Filter]:
     """Steps 2–8 with the paper's order and defaults (step 1, decoding, and step 9, near-duplicates, are
     handled by the funnel). ``thresholds`` may set min_area, nsfw, aesthetic, watermark, blur, entropy,
     exposure_min, exposure_max."""
-    t = thresholds
+    t = dict(thresholds or {})
+    unknown = set(t) - {"min_area", "nsfw", "aesthetic", "watermark", "blur", "entropy", "exposure_min",
+                        "exposure_max"}
+    if unknown:
+        raise ValueError(f"unknown thresholds {sorted(unknown)}; known: min_area, nsfw, aesthetic, watermark, "
+                         "blur, entropy, exposure_min, exposure_max")
     return [MinAreaFilter(t.get("min_area", 384 * 384)),
             NSFWFilter(nsfw, t.get("nsfw", 0.5)),
             AestheticFilter(aesthetic, t.get("aesthetic", 3.0)),

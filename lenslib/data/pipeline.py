@@ -69,6 +69,9 @@ class PipelineConfig:
 
         for spec in self.captioners:
             parse_spec(spec)  # bad specs fail here, before any work
+        from .filters import default_filters
+
+        default_filters(thresholds=self.funnel.get("thresholds"))  # unknown or invalid thresholds fail here
 
     def fingerprint(self) -> str:
         d = asdict(self)
@@ -92,7 +95,7 @@ def build_funnel(cfg: dict) -> Funnel:
     embedder = None
     if emb:
         embedder = PixelEmbedder(int(emb.split("-")[1])) if emb.startswith("pixels-") else HFImageEmbedder(emb)
-    return Funnel(default_filters(**scorers, **cfg.get("thresholds", {})), embedder=embedder,
+    return Funnel(default_filters(**scorers, thresholds=cfg.get("thresholds")), embedder=embedder,
                   dedup_threshold=cfg.get("dedup_threshold", 0.985), thumbnails=cfg.get("thumbnails", True),
                   dedup=cfg.get("dedup", True))
 
@@ -214,8 +217,9 @@ def caption_shard(ref: ShardRef, out: Path, cfg: PipelineConfig, captioners, dro
                      config={"captioners": [c.identity() for c in captioners]})
     failed: dict[str, str] = {}
     usage = {"input_tokens": 0, "output_tokens": 0, "captions": 0, "latency_s": 0.0}
-    bs = max(1, cfg.batch_size)
     for cap in captioners:
+        # API captioners run requests concurrently within a call: give them enough images per call
+        bs = max(1, cfg.batch_size, 4 * getattr(cap, "max_concurrency", 0))
         todo = [s for s in samples if s.key not in failed]
         for i in range(0, len(todo), bs):
             batch = todo[i:i + bs]
