@@ -113,8 +113,14 @@ def _cmd_submit(args) -> int:
     except SlurmError as err:
         print(f"lens submit: {err}", file=sys.stderr)
         return 1
-    for t in tasks:
-        print(f"{t.get('JobId')} {t.get('JobState')} exit {t.get('ExitCode')} restarts {t.get('Restarts')}")
+    from .notebook import read_manifest
+
+    for t in sorted(tasks, key=lambda t: int(t.get("ArrayTaskId", "0") or 0)):
+        run_dir = sub.run_dirs[int(t.get("ArrayTaskId", "0") or 0)] if len(sub.run_dirs) > 1 else sub.run_dirs[0]
+        attempts = read_manifest(run_dir).get("attempts", [])
+        print(f"{t.get('JobId')} {t.get('JobState')} exit {t.get('ExitCode')} restarts {t.get('Restarts')}: "
+              f"{run_dir} ({len(attempts)} attempt{'s' if len(attempts) != 1 else ''}, "
+              f"{attempts[-1]['status'] if attempts else 'no record'})")
     return 0 if all(t.get("JobState") == "COMPLETED" for t in tasks) else 1
 
 
