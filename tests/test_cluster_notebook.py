@@ -213,3 +213,13 @@ def test_two_node_rendezvous_on_the_first_node(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], outs
     lines = sorted(line for out in outs for line in out.splitlines() if line.startswith("rank "))
     assert lines == ["rank 0 of 2 on node 0: sum 1", "rank 1 of 2 on node 1: sum 1"]
+
+
+CHAPTER_4 = REPO_ROOT / "book" / "04_training.md"
+
+
+@pytest.mark.parametrize("args, named", [(["-p", "steps", "many"], "steps"), (["-p", "stpes", "10"], "stpes")])
+def test_a_book_chapter_is_checked_against_its_own_parameters(tmp_path, capsys, args, named):
+    assert main(["run-notebook", str(CHAPTER_4), str(tmp_path / "r"), *args]) == 2
+    assert named in capsys.readouterr().err
+    assert main(["run-notebook", str(CHAPTER_4), str(tmp_path / "r"), "-p", "steps", "10", "--check"]) == 0

@@ -16,7 +16,8 @@ inputs, the executed notebook is the record and the log. What this adds to paper
 
 Notebook parameters and the run config
 --------------------------------------
-A notebook parameter describes the run config when its name is
+A notebook whose parameters cell has a ``preset`` describes a run config; its parameters map to it when
+their name is
 
 * ``preset`` — a shipped config name (``cpu-tiny``, ``lens-stage1``, ...) or a YAML file;
 * ``overrides`` — a list of dotted ``section.key=value`` strings;
@@ -27,7 +28,8 @@ A notebook parameter describes the run config when its name is
   (world size = nodes × processes per node, which the batch arithmetic is checked against).
 
 A value of ``None`` keeps the preset's value. Any other parameter belongs to the notebook alone and is
-checked against the type of its default. Notebooks build their config with
+checked against the type of its default. Any notebook runs this way (a book chapter too: every parameter
+is checked against its default's type); one without ``run_dir`` keeps only its record in RUN_DIR. Notebooks build their config with
 :func:`config_from_parameters`, so what is validated here is exactly what runs.
 
 Used in chapter 7 and by ``lens submit``.
@@ -302,8 +304,9 @@ def validate_parameters(declared: dict[str, dict], passed: dict) -> dict:
         )
     merged = {k: v["default"] for k, v in declared.items() if v["literal"]}
     merged.update(passed)
+    checked_by_config = _describes_config(declared)
     for name, value in passed.items():
-        if config_key(name) is None and name not in CONTROL_PARAMETERS:
+        if not (checked_by_config and config_key(name) is not None) and name not in CONTROL_PARAMETERS:
             problem = _type_error(name, value, declared[name]["default"])
             if problem:
                 raise ParameterError(problem)
@@ -364,7 +367,8 @@ class RunResult:
 
 
 def _describes_config(declared: dict) -> bool:
-    return "preset" in declared or any(config_key(k) for k in declared)
+    """A notebook describes a run config when its parameters cell names a ``preset``."""
+    return "preset" in declared
 
 
 def prepare(notebook: str | Path, run_dir: str | Path, parameters: dict | None = None, kernel: str = "python3",
@@ -388,12 +392,16 @@ def prepare(notebook: str | Path, run_dir: str | Path, parameters: dict | None =
         )
     nb = load_notebook(notebook)
     declared = notebook_parameters(nb)
-    if "run_dir" not in declared:
-        raise ParameterError(
-            "the notebook's parameters cell has no run_dir: add `run_dir = None` so run-notebook can tell it where "
-            "to write its config, metrics, samples and checkpoints."
-        )
-    passed["run_dir"] = str(run_dir)
+    if "run_dir" in declared:
+        passed["run_dir"] = str(run_dir)
+    else:  # e.g. a book chapter: RUN_DIR keeps the record, the notebook writes its outputs where it always does
+        passed.pop("run_dir", None)
+        log.info("note: %s has no run_dir parameter; RUN_DIR holds the record, not the notebook's outputs", notebook.name)
+        if _describes_config(declared):
+            raise ParameterError(
+                "the notebook has a preset but no run_dir parameter: add `run_dir = None` so its config, metrics and "
+                "checkpoints go to RUN_DIR (and a re-run resumes there)."
+            )
     merged = validate_parameters(declared, passed)
     cfg = config_from_parameters(merged) if _describes_config(declared) else None
     world_size_of(merged)

@@ -318,7 +318,7 @@ def submit_notebook(notebook: str | Path, run_dir: str | Path, parameters: dict,
     for i, (rd, params) in enumerate(zip(run_dirs, sets)):
         try:
             if dry_run:  # check without writing anything
-                merged = validate_parameters(declared, dict(params, run_dir=str(rd)))
+                merged = validate_parameters(declared, dict(params, **({"run_dir": str(rd)} if "run_dir" in declared else {})))
                 if _describes_config(declared):
                     config_from_parameters(merged)
             else:
