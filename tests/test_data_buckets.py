@@ -93,3 +93,14 @@ def test_any_size_gets_its_nearest_bucket_exactly(w, h):
     assert abs(math.log(w / h) - math.log(b.aspect)) == pytest.approx(best)
     if w * h <= 64 * 64 * 16:  # resizing is exact for any input shape (checked on small inputs for speed)
         assert resize_center_crop(Image.new("RGB", (w, h)), b).size == (b.width, b.height)
+
+
+def test_extreme_aspect_crop_is_cheap_and_centred():
+    img = Image.new("RGB", (1, 10000), (0, 0, 0))
+    img.putpixel((0, 0), (255, 0, 0))  # far outside the centred crop
+    img.putpixel((0, 4999), (255, 255, 255))  # the centred 1:2 crop of a 1-px-wide image is rows 4999-5000
+    b = nearest_bucket(1, 10000)
+    out = np.asarray(resize_center_crop(img, b)).astype(int)  # ~3.7 GB if resized before cropping
+    assert out.shape == (b.height, b.width, 3)
+    assert out[5].min() > 100 and out[-5].max() < 50  # top half from the white row, bottom from the black
+    assert not np.any((out[..., 0] > 100) & (out[..., 1] < 50))  # no red

@@ -94,17 +94,19 @@ def nearest_bucket(width: int, height: int, buckets=LENS_BUCKETS, base: int | No
 def resize_center_crop(image, bucket: Bucket):
     """Resize a PIL image so it covers ``bucket`` (keeping its aspect ratio), then centre-crop.
 
-    Lanczos for downsampling; bicubic when enlarging. Returns a new PIL image of exactly the bucket size.
+    Done in one resampling step on the centred crop box (``Image.resize(box=...)``), which is the same
+    picture as resize-then-crop but never materialises the oversized intermediate (a 1×10000 image
+    covering a 352×704 bucket would otherwise be resized to 352×3,520,000 first). Lanczos for
+    downsampling, bicubic when enlarging. Returns a new PIL image of exactly the bucket size.
     """
     from PIL import Image
 
     W, H = image.size
-    s = max(bucket.width / W, bucket.height / H)
-    nw, nh = max(bucket.width, round(W * s)), max(bucket.height, round(H * s))
-    resample = Image.Resampling.LANCZOS if s < 1 else Image.Resampling.BICUBIC
-    im = image.resize((nw, nh), resample)
-    left, top = (nw - bucket.width) // 2, (nh - bucket.height) // 2
-    return im.crop((left, top, left + bucket.width, top + bucket.height))
+    a = bucket.width / bucket.height
+    cw, ch = (H * a, float(H)) if W / H > a else (float(W), W / a)
+    left, top = (W - cw) / 2, (H - ch) / 2
+    resample = Image.Resampling.LANCZOS if bucket.width < cw else Image.Resampling.BICUBIC
+    return image.resize((bucket.width, bucket.height), resample, box=(left, top, left + cw, top + ch))
 
 
 def assign_buckets(sizes, buckets=LENS_BUCKETS, base: int | None = None) -> list[int]:
