@@ -278,12 +278,36 @@ def _synth_score(tmpl: np.ndarray, obs: np.ndarray, total_obs: float, X0: int, Y
     return 1.0 - num / (total_obs + total_t)
 
 
-def _classify(vocab: str, classes: list[str], cov: np.ndarray, obs_w: int, obs_h: int,
+COARSE = 16  # side of the coarse silhouettes used to shortlist classes
+COARSE_TOP = 8  # classes that get the full comparison
+
+
+@functools.lru_cache(maxsize=None)
+def _coarse_bank(vocab: str, filled: bool) -> np.ndarray:
+    """Every class's coverage stretched to COARSE x COARSE, stacked in ``vocab_classes`` order."""
+    return np.stack([_template(vocab, c, COARSE, COARSE, filled) for c in vocab_classes(vocab)])
+
+
+def _shortlist(vocab: str, classes: list[str], pos: np.ndarray, box: tuple[int, int, int, int],
+               filled: bool) -> list[str]:
+    """The COARSE_TOP classes whose coarse silhouettes best match the group's (soft IoU)."""
+    if len(classes) <= COARSE_TOP:
+        return classes
+    x0, y0, x1, y1 = box
+    obs = np.asarray(Image.fromarray(np.ascontiguousarray(pos[y0:y1, x0:x1]), mode="F")
+                     .resize((COARSE, COARSE), Image.Resampling.BOX))
+    bank = _coarse_bank(vocab, filled)
+    inter = np.minimum(bank, obs).sum((1, 2))
+    iou = inter / (obs.sum() + bank.sum((1, 2)) - inter)
+    return [classes[i] for i in np.argsort(-iou, kind="stable")[:COARSE_TOP]]
+
+
+def _classify(vocab: str, classes: list[str], cov: np.ndarray, obs_box: tuple[int, int, int, int],
               W: int, H: int, filled: bool = False,
               signed: tuple[np.ndarray, float] | None = None) -> tuple[str, float, tuple[int, int, int, int]]:
     """Best class for a coverage crop, its match score and its box (integer crop coordinates).
 
-    For each class the box is fitted from the coverage's total and centroid (both blur-invariant)
+    Classes are first shortlisted by their coarse silhouettes; for each shortlisted class the box is fitted from the coverage's total and centroid (both blur-invariant)
     and the class's aspect ratio; the class's sprite is drawn into that box and compared with the
     coverage by soft IoU (sum of minima over sum of maxima). The winner's box is then refined
     pixel by pixel. For white objects (``signed`` = observed projection on the white axis and the
@@ -293,6 +317,7 @@ def _classify(vocab: str, classes: list[str], cov: np.ndarray, obs_w: int, obs_h
     mass = float(cov.sum())
     if mass <= 0:
         return classes[0], 0.0, (0, 0, cw, ch)
+    obs_w, obs_h = obs_box[2] - obs_box[0], obs_box[3] - obs_box[1]
     cx = float((cov.sum(0) * (np.arange(cw) + 0.5)).sum() / mass)
     cy = float((cov.sum(1) * (np.arange(ch) + 0.5)).sum() / mass)
     pos = np.clip(cov, 0.0, 1.0)
@@ -308,7 +333,7 @@ def _classify(vocab: str, classes: list[str], cov: np.ndarray, obs_w: int, obs_h
                             X0 - SMOOTH_PAD, Y0 - SMOOTH_PAD)
 
     best_cls, best_score, best_box = classes[0], -1.0, [0, 0, cw, ch]
-    for cls in classes:
+    for cls in _shortlist(vocab, classes, pos, obs_box, filled):
         aspect = sprite_aspect(vocab, cls) * W / H
         if abs(math.log(aspect * obs_h / obs_w)) > 0.5:
             continue  # far from the observed aspect ratio
@@ -402,8 +427,8 @@ def parse(image, vocab: str = "shapes") -> list[Detection]:
             ink = float((palette["black"] - np.asarray(bg, np.float32)) @ white / (white @ white))
             obs = (arr[cy0:cy1, cx0:cx1].astype(np.float32) - np.asarray(bg, np.float32)) @ (white / (white @ white))
             signed = (_smooth(np.clip(obs, -1.5, 1.5) * near), round(ink, 2))
-        cls, score, (fx0, fy0, fx1, fy1) = _classify(vocab, classes, cov, x1 - x0, y1 - y0, W, H, filled,
-                                                     signed)
+        obs_box = (x0 - cx0, y0 - cy0, x1 - cx0, y1 - cy0)
+        cls, score, (fx0, fy0, fx1, fy1) = _classify(vocab, classes, cov, obs_box, W, H, filled, signed)
         if score < MIN_SCORE:
             continue  # a blob that no class explains: not an object of this vocabulary
         bx0, by0, bx1, by1 = fx0 + cx0, fy0 + cy0, fx1 + cx0, fy1 + cy0

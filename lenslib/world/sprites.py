@@ -156,9 +156,14 @@ def sprite_aspect(vocab: str, cls: str) -> float:
 
 
 @functools.lru_cache(maxsize=None)
-def _master_images(vocab: str, cls: str) -> tuple[Image.Image, Image.Image]:
+def _pyramid(vocab: str, cls: str) -> list[tuple[Image.Image, Image.Image]]:
+    """The master as (alpha, paint) images at full, 1/2, 1/4 and 1/8 resolution (area averaged)."""
     alpha, paint = master(vocab, cls)
-    return Image.fromarray(alpha, mode="F"), Image.fromarray(paint, mode="F")
+    levels = [(Image.fromarray(alpha, mode="F"), Image.fromarray(paint, mode="F"))]
+    for _ in range(3):
+        a, p = levels[-1]
+        levels.append((a.reduce(2), p.reduce(2)))
+    return levels
 
 
 def _resize(im: Image.Image, w: int, h: int) -> np.ndarray:
@@ -173,7 +178,12 @@ def sprite(vocab: str, cls: str, w: int, h: int) -> tuple[np.ndarray, np.ndarray
     """
     if w < 1 or h < 1:
         raise ValueError(f"sprite size must be at least 1 x 1 px, got {w} x {h}")
-    alpha, paint = _master_images(vocab, cls)
+    # area-average from the smallest pyramid level still at least 4x the target size (fast, smooth)
+    levels = _pyramid(vocab, cls)
+    alpha, paint = levels[0]
+    for a_im, p_im in levels[1:]:
+        if a_im.width >= 4 * w and a_im.height >= 4 * h:
+            alpha, paint = a_im, p_im
     a, p = _resize(alpha, w, h), _resize(paint, w, h)
     a.setflags(write=False)
     p.setflags(write=False)
