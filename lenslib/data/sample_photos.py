@@ -28,3 +28,45 @@ def sample_photographs(include: tuple = SKIMAGE_PHOTOS) -> dict:
     for fname, a in zip(sk.filenames, sk.images):
         out[fname.rsplit("/", 1)[-1].split(".")[0]] = Image.fromarray(a)
     return out
+
+
+# What funnel_demo_inputs does to make each damaged copy (shown in chapter 1).
+DAMAGE = {
+    "rocket_blurred": "rocket, Gaussian blur of radius 5 px",
+    "china_dark": "china at 7 % brightness",
+    "flower_blown_out": "flower at 20× brightness (clipped to white)",
+    "camera_two_tone": "camera thresholded at 200: black and white only",
+    "astronaut_tiny": "astronaut resized to 128×128",
+    "coffee_copy": "coffee resized to 540×360 and re-encoded as JPEG (quality 85)",
+    "flat_grey": "a uniform grey 640×480 image",
+    "empty_file": "a 0-byte file",
+    "truncated_jpeg": "china as JPEG, cut after 5,000 bytes",
+}
+
+
+def encode(image, fmt: str = "PNG", **kw) -> bytes:
+    """PIL image → encoded bytes (what a shard stores)."""
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def funnel_demo_inputs(photos: dict | None = None) -> dict:
+    """{name: bytes}: the sample photographs as PNG plus the damaged copies described in :data:`DAMAGE`,
+    one for each cleaning step to catch. Used in chapter 1."""
+    from PIL import Image, ImageEnhance, ImageFilter
+
+    p = sample_photographs() if photos is None else photos
+    data = {name: encode(im) for name, im in p.items()}
+    data["rocket_blurred"] = encode(p["rocket"].filter(ImageFilter.GaussianBlur(5)))
+    data["china_dark"] = encode(ImageEnhance.Brightness(p["china"]).enhance(0.07))
+    data["flower_blown_out"] = encode(ImageEnhance.Brightness(p["flower"]).enhance(20))
+    data["camera_two_tone"] = encode(p["camera"].point(lambda v: 255 if v > 200 else 0))
+    data["astronaut_tiny"] = encode(p["astronaut"].resize((128, 128)))
+    data["coffee_copy"] = encode(p["coffee"].resize((540, 360)), "JPEG", quality=85)
+    data["flat_grey"] = encode(Image.new("RGB", (640, 480), (128, 128, 128)))
+    data["empty_file"] = b""
+    data["truncated_jpeg"] = encode(p["china"], "JPEG")[:5000]
+    return data
