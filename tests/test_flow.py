@@ -171,7 +171,11 @@ def test_toy_mixture_velocity_is_the_posterior_mean_of_eps_minus_x0():
         exact = mix.velocity(q[None].float(), torch.tensor([t]))[0]
         torch.testing.assert_close(exact, mc, atol=0.02, rtol=0)
     # the conditional field only sees its own class: integrating it lands on class-0 modes
-    noise = torch.randn(500, 2, generator=g)
+    # (with std 0.3 a few true class-0 samples lie nearer a class-1 mode: compare with the data itself)
+    noise = torch.randn(4000, 2, generator=g)
     out = flow.euler_sample(lambda x, s, c: mix.velocity(x, s, label=0), noise, 40)
-    assert bool((mix.nearest_label(out) == 0).all())
+    true0, _ = mix.sample(4000, label=0, generator=g)
+    frac_out = float((mix.nearest_label(out) == 0).float().mean())
+    frac_true = float((mix.nearest_label(true0) == 0).float().mean())
+    assert frac_true > 0.9 and abs(frac_out - frac_true) < 0.02
     assert float(torch.cdist(out, mix.means).min(1).values.mean()) < 0.5

@@ -26,6 +26,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
+pytestmark = pytest.mark.slow  # real subprocess / torchrun jobs: ~1-2 minutes on 2 cores
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
     "--config", "cpu-tiny",

@@ -19,6 +19,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
+pytestmark = pytest.mark.slow  # real subprocess / torchrun jobs: ~1-2 minutes on 2 cores
+
 REPO = Path(__file__).resolve().parents[1]
 
 # A very small Lens transformer on 16x16 world images (16 tokens), 2 micro-batches per step.

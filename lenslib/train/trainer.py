@@ -159,7 +159,10 @@ class _Logger:
 
 @torch.no_grad()
 def sample_previews(model, source, cfg: TrainConfig, info, size: tuple[int, int]):
-    """EMA-free sampling helper: Euler + CFG from held-out captions. Returns (images [-1,1], captions, batch)."""
+    """Preview samples (the caller swaps in the EMA weights): Euler + CFG on held-out captions.
+
+    Returns (images in [-1, 1], captions, the held-out batch). Every rank must call it under FSDP.
+    """
     n = cfg.eval.num_images
     indices = [-(i + 1) for i in range(n)]  # negative indices: never used for training
     batch: Batch = source.batch(indices, size).to(info.device)
