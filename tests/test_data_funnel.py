@@ -116,3 +116,19 @@ def test_reports_merge_and_roundtrip(tmp_path):
     assert not m.step("aesthetic").skipped and m.step("nsfw").skipped
     m.save(tmp_path / "r.json")
     assert FunnelReport.load(tmp_path / "r.json").to_dict() == m.to_dict()
+
+
+def test_chapter_demo_inputs_are_caught_by_the_intended_steps():
+    """Each damaged copy of the shipped photographs is dropped by the step chapter 1 says drops it."""
+    from lenslib.data.sample_photos import DAMAGE, funnel_demo_inputs
+
+    data = funnel_demo_inputs()
+    assert set(DAMAGE) <= set(data)
+    kept, report = Funnel(default_filters(), embedder=PixelEmbedder(16), max_examples=50).run(
+        [Sample(k, v) for k, v in data.items()])
+    dropped_by = {e["key"]: s.name for s in report.steps for e in s.examples}
+    expected = {"empty_file": "corrupt", "truncated_jpeg": "corrupt", "astronaut_tiny": "size",
+                "rocket_blurred": "blur", "flat_grey": "blur", "camera_two_tone": "entropy",
+                "china_dark": "exposure", "flower_blown_out": "exposure", "coffee_copy": "near_dup"}
+    assert {k: dropped_by.get(k) for k in expected} == expected
+    assert {"astronaut", "coffee", "china", "flower", "rocket"} <= {s.key for s in kept}
