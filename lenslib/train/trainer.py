@@ -248,9 +248,11 @@ def train(cfg: TrainConfig | str | Path, overrides: list[str] | None = None, on_
     elif overrides:
         raise ValueError("pass overrides only together with a config name or path")
     info = init_distributed(cfg.dist.strategy, cfg.dist.backend, cfg.dist.timeout_s, cfg.dist.precision)
+    deterministic = torch.are_deterministic_algorithms_enabled()
     try:
         return _train(cfg, info, on_log)
     finally:
+        torch.use_deterministic_algorithms(deterministic)  # leave a notebook's global state as it was
         shutdown()
 
 
@@ -304,6 +306,10 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
     logger = _Logger(cfg, run_dir, start, info.is_main, on_log)
     if resume_from is not None:
         logger.event(f"resumed from {resume_from} at step {start}")
+        changed = _changed_keys(state.get("config", {}), to_dict(cfg))
+        if changed:
+            logger.event("note: the config differs from the checkpoint's in " + ", ".join(changed)
+                         + " (the run continues, but no longer repeats the original one exactly)")
     logger.event(f"{cfg.run.name}: {n_params / 1e6:.2f}M parameters, world size {world}, strategy {info.strategy}, "
                  f"{info.dtype}, device {info.device}, steps {start}->{cfg.run.steps}")
 
@@ -406,6 +412,25 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
         "params": n_params,
         "world_size": world,
     }
+
+
+# Keys that may change between a job and its resumption without changing the training itself.
+_BOOKKEEPING = {"run.steps", "run.resume", "run.out_dir", "run.log_every", "run.save_every", "run.keep_last",
+                "run.progress", "run.tensorboard", "dist.timeout_s", "eval"}
+
+
+def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        key = f"{prefix}{k}"
+        if key in _BOOKKEEPING or key.split(".")[0] in _BOOKKEEPING:
+            continue
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict) and key.count(".") == 0:
+            out += _changed_keys(a, b, key + ".")
+        elif a != b:
+            out.append(key)
+    return out
 
 
 def _gather_ints(value: int, info) -> list[int]:
