@@ -37,7 +37,7 @@ from lenslib.flow import drop_captions, euler_sample, flow_matching_loss, sample
 from . import checkpoint as ckpt
 from .config import ConfigError, TrainConfig, bucket_batch, bucket_table, load_config, to_dict, to_yaml, validate
 from .data import Batch, build_source, mix_seed
-from .distributed import all_reduce_mean, autocast, barrier, init_distributed, shutdown, unwrap, wrap_model
+from .distributed import all_reduce_mean, autocast, barrier, init_distributed, shutdown, wrap_model
 from .ema import EMA
 from .signals import REQUEUE_EXIT_CODE, PreemptionHandler, die_with_parent
 
