@@ -23,12 +23,13 @@ _EXPORTS = {
     "launch_training": "lenslib.cluster.launch",
     "RunPreempted": "lenslib.cluster.launch",
     "TrainingFailed": "lenslib.cluster.launch",
-    "SlurmJob": "lenslib.cluster.slurm",
+    "SlurmResources": "lenslib.cluster.slurm",
     "render_sbatch": "lenslib.cluster.slurm",
-    "submit": "lenslib.cluster.slurm",
+    "submit_notebook": "lenslib.cluster.slurm",
     "wait_for_job": "lenslib.cluster.slurm",
     "read_run": "lenslib.cluster.records",
     "record_to_page": "lenslib.cluster.records",
+    "write_record_page": "lenslib.cluster.records",
 }
 
 __all__ = sorted(_EXPORTS)

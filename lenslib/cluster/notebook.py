@@ -50,7 +50,7 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -363,7 +363,6 @@ class RunResult:
     seconds: float
     error: str | None = None
     attempt: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def _describes_config(declared: dict) -> bool:
