@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 
 from lenslib.model.reasoner import PromptReasoner, clean_reasoner_output
 from lenslib.model.text_encoders.gpt_oss import tiny_gpt_oss
+from lenslib.recaption.local_server import LocalChatServer
 
 
 @pytest.mark.parametrize("raw,expected", [
@@ -35,10 +34,22 @@ def test_backend_selection():
         r.check(True)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("openai") is not None, reason="only meaningful without openai")
-def test_api_backend_without_openai_is_a_clear_error():
-    with pytest.raises(ValueError, match="openai"):
-        PromptReasoner(api_key="k", api_model="m").check(False)
+def test_api_backend_rewrites_through_an_openai_compatible_server():
+    with LocalChatServer(api_key="k") as server:
+        server.script.extend([429, "ok", "empty"])
+        r = PromptReasoner(api_url=server.base_url, api_key="k", api_model="rewriter")
+        out = r(["a red cube", "a blue ball"])
+        assert out[0].startswith("A detailed") and "a red cube" in out[0]  # retried after the 429
+        assert out[1] == "a blue ball"  # an empty answer falls back to the prompt, as the official code does
+        assert server.received[0]["texts"][0].startswith("Rewrite the user's input")
+        assert r._client.usage.retries == 1 and r._client.usage.requests == 3
+
+
+def test_api_backend_wrong_key_is_a_clear_error():
+    with LocalChatServer(api_key="right") as server:
+        r = PromptReasoner(api_url=server.base_url, api_key="wrong", api_model="rewriter")
+        with pytest.raises(RuntimeError, match="HTTP 401.*check the API key"):
+            r(["a cat"])
 
 
 def test_local_generation_uses_harmony_low_effort_and_falls_back():

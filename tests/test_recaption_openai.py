@@ -70,7 +70,7 @@ def test_500_retry_budget_exhausted(server, key_env):
 
 
 @pytest.mark.parametrize("action,match", [("malformed", "malformed.*choices"), ("not_json", "not JSON"),
-                                          ("empty", "empty caption")])
+                                          ("empty", "empty answer")])
 def test_malformed_response(server, key_env, action, match):
     server.script.append(action)
     with pytest.raises(CaptionError, match=match):

@@ -75,6 +75,7 @@ class PromptReasoner:
         self.api_url, self.api_key, self.api_model = api_url, api_key, api_model
         self.max_new_tokens = int(max_new_tokens)
         self.temperature = float(temperature)
+        self._client = None  # the API client (lenslib.recaption.openai_api.ChatClient), made on first use
 
     @property
     def uses_api(self) -> bool:
@@ -95,11 +96,6 @@ class PromptReasoner:
             if not isinstance(self.text_encoder, LensGptOssEncoder) or self.tokenizer is None:
                 raise ValueError("enable_reasoner=True needs the GPT-OSS text encoder and its tokenizer (the local "
                                  "reasoner generates with them); or set api_key and api_model for an API reasoner.")
-        elif backend == "api":
-            try:
-                import openai  # noqa: F401
-            except ImportError:
-                raise ValueError("The API reasoner needs the `openai` package (pip install openai).") from None
 
     def __call__(self, prompts: Sequence[str], enable: bool = False) -> list[str]:
         backend = self.backend(enable)
@@ -110,13 +106,13 @@ class PromptReasoner:
         return [rewrite(p) for p in prompts]
 
     def _api(self, prompt: str) -> str:
-        from openai import OpenAI
+        if self._client is None:
+            from lenslib.recaption.openai_api import ChatClient
 
-        client = OpenAI(base_url=self.api_url, api_key=self.api_key)
-        resp = client.chat.completions.create(
-            model=self.api_model, max_tokens=4096,
-            messages=[{"role": "system", "content": REWRITER_PROMPT}, {"role": "user", "content": prompt}])
-        answer = (resp.choices[0].message.content or "").strip()
+            self._client = ChatClient(self.api_model, self.api_url, api_key=self.api_key)
+        answer, _, _ = self._client.complete(
+            [{"role": "system", "content": REWRITER_PROMPT}, {"role": "user", "content": prompt}],
+            max_tokens=4096, allow_empty=True)
         return answer or prompt
 
     @torch.no_grad()

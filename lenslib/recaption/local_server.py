@@ -127,10 +127,14 @@ class _Handler(BaseHTTPRequestHandler):
                         images.append(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
                     except Exception:
                         return self._error(400, "image_url does not decode to an image")
-        if not images:
+        if not images and len(messages) < 2:
             return self._error(400, "no image in the request")
         srv.received.append({"model": body.get("model"), "texts": texts, "sizes": [im.size for im in images]})
-        caption = "" if action == "empty" else " ".join(describe(im) for im in images)
+        if images:
+            caption = "" if action == "empty" else " ".join(describe(im) for im in images)
+        else:  # a text-only chat (system + user), e.g. the prompt reasoner: answer with an expanded prompt
+            caption = "" if action == "empty" else (
+                f"A detailed, evenly lit picture of {texts[-1].strip()}, centred on a plain background.")
         tin = sum(len(t) for t in texts) // 4 + sum(image_tokens(*im.size) for im in images)
         tout = max(1, len(caption) // 4)
         self._send(200, {

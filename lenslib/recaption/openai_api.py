@@ -65,6 +65,117 @@ def image_data_url(image, max_side: int = 1024, quality: int = 90) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+class ChatAPIError(CaptionError):
+    """An OpenAI-compatible endpoint failed for good (after retries) or answered something unusable."""
+
+
+class ChatClient:
+    """``POST {base_url}/chat/completions`` with retries, backoff, a concurrency limit and token accounting.
+
+    Shared by the captioner below and the prompt reasoner (:mod:`lenslib.model.reasoner`). The key comes
+    from ``api_key`` or the environment variable ``api_key_env``; it is checked before any request and never
+    logged, printed or put in an error message. 429/5xx answers, timeouts and dropped connections are
+    retried with exponential backoff and jitter (honouring ``Retry-After``); other 4xx answers fail at once.
+    """
+
+    def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None,
+                 api_key_env: str = "OPENAI_API_KEY", timeout_s: float = 60.0, max_retries: int = 5,
+                 backoff_s: float = 1.0, max_backoff_s: float = 60.0, max_concurrency: int = 8,
+                 price_in_per_m: float = 0.0, price_out_per_m: float = 0.0, seed: int = 0):
+        import httpx
+
+        self.api_key_env = api_key_env
+        key = api_key or os.environ.get(api_key_env, "")
+        if not key:
+            raise ChatAPIError(f"no API key: the environment variable {api_key_env} is not set. Export it "
+                               f"(for a keyless local server set it to any value, e.g. EMPTY).")
+        self._key = key  # kept private; never logged, never in repr or errors
+        self.model = model
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
+        self.timeout_s, self.max_retries = timeout_s, max_retries
+        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+        self.max_concurrency = max(1, int(max_concurrency))
+        self.usage = Usage(price_in_per_m=price_in_per_m, price_out_per_m=price_out_per_m)
+        self._rng = random.Random(seed)
+        self._client = httpx.Client(timeout=httpx.Timeout(timeout_s),
+                                    limits=httpx.Limits(max_connections=self.max_concurrency))
+        self._httpx = httpx
+
+    def __repr__(self):
+        return f"ChatClient(model={self.model!r}, base_url={self.base_url!r}, key=${self.api_key_env})"
+
+    def close(self):
+        self._client.close()
+
+    def _sleep_for(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after:
+            try:
+                return min(self.max_backoff_s, max(0.0, float(retry_after)))
+            except ValueError:
+                pass
+        base = min(self.max_backoff_s, self.backoff_s * 2 ** attempt)
+        return base * (0.5 + 0.5 * self._rng.random())
+
+    def post(self, body: dict) -> dict:
+        """One chat-completions request (retried as described above); the response JSON."""
+        url = f"{self.base_url}/chat/completions"
+        headers = {"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"}
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self.usage.add(retries=1)
+            self.usage.add(requests=1)
+            retry_after = None
+            try:
+                r = self._client.post(url, headers=headers, content=json.dumps(body))
+            except (self._httpx.TimeoutException, self._httpx.TransportError) as e:
+                last = f"{type(e).__name__} talking to {self.base_url}"
+            else:
+                if r.status_code == 200:
+                    try:
+                        return r.json()
+                    except ValueError:
+                        raise ChatAPIError(f"malformed response from {url}: body is not JSON "
+                                           f"({r.text[:200]!r})") from None
+                detail = r.text[:300]
+                if r.status_code not in RETRY_STATUS:
+                    hint = " (check the API key)" if r.status_code in (401, 403) else ""
+                    raise ChatAPIError(f"{url} answered HTTP {r.status_code}{hint}: {detail}")
+                last, retry_after = f"HTTP {r.status_code}: {detail}", r.headers.get("retry-after")
+            if attempt < self.max_retries:
+                wait = self._sleep_for(attempt, retry_after)
+                log.info("retrying %s after %s (attempt %d/%d, waiting %.2fs)", self.model, last.split(":")[0],
+                         attempt + 1, self.max_retries, wait)
+                time.sleep(wait)
+        raise ChatAPIError(f"gave up on {url} after {self.max_retries + 1} attempts "
+                           f"({self.max_retries} retries); last error: {last}")
+
+    @staticmethod
+    def parse(resp: dict, allow_empty: bool = False) -> tuple[str, dict, str | None]:
+        """(text, usage, finish_reason) from a chat-completions response; ChatAPIError if malformed."""
+        try:
+            choice = resp["choices"][0]
+            text = choice["message"]["content"]
+        except (KeyError, IndexError, TypeError) as e:
+            raise ChatAPIError(f"malformed chat-completions response: missing {e} in "
+                               f"{json.dumps(resp)[:200]}") from None
+        if isinstance(text, list):  # some servers return content parts
+            text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
+        if text is None and allow_empty:
+            text = ""
+        if not isinstance(text, str) or (not text.strip() and not allow_empty):
+            raise ChatAPIError("malformed chat-completions response: empty answer text")
+        return text.strip(), resp.get("usage") or {}, choice.get("finish_reason")
+
+    def complete(self, messages: list[dict], allow_empty: bool = False, **params) -> tuple[str, dict, str | None]:
+        """Send ``messages`` (plus e.g. ``max_tokens``); return (text, usage, finish_reason), tokens counted."""
+        text, usage, finish = self.parse(self.post({"model": self.model, "messages": messages, **params}),
+                                         allow_empty=allow_empty)
+        self.usage.add(input_tokens=int(usage.get("prompt_tokens") or 0),
+                       output_tokens=int(usage.get("completion_tokens") or 0))
+        return text, usage, finish
+
+
 class OpenAICaptioner(Captioner):
     """Captioner over ``POST {base_url}/chat/completions``.
 
@@ -86,29 +197,18 @@ class OpenAICaptioner(Captioner):
                  backoff_s: float = 1.0, max_backoff_s: float = 60.0, max_concurrency: int = 8,
                  max_side: int = 1024, price_in_per_m: float = 0.0, price_out_per_m: float = 0.0,
                  alt_text_hint: bool = False, seed: int = 0):
-        import httpx
-
-        self.api_key_env = api_key_env
-        key = os.environ.get(api_key_env, "")
-        if not key:
-            raise CaptionError(f"no API key: the environment variable {api_key_env} is not set. Export it "
-                               f"(for a keyless local server set it to any value, e.g. EMPTY).")
-        self._key = key  # kept private; never logged, never in repr or errors
-        self.model = model
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
+        self.client = ChatClient(model, base_url, api_key_env=api_key_env, timeout_s=timeout_s,
+                                 max_retries=max_retries, backoff_s=backoff_s, max_backoff_s=max_backoff_s,
+                                 max_concurrency=max_concurrency, price_in_per_m=price_in_per_m,
+                                 price_out_per_m=price_out_per_m, seed=seed)
+        self.model, self.base_url, self.usage = model, self.client.base_url, self.client.usage
+        self.api_key_env, self.max_concurrency = api_key_env, self.client.max_concurrency
         text, version = instruction(kind) if instruction_text is None else (instruction_text, "custom")
         self.kind, self.instruction_text = kind, text
         self.prompt_version = prompt_version or version
         self.max_tokens, self.temperature, self.max_side = max_tokens, temperature, max_side
-        self.timeout_s, self.max_retries = timeout_s, max_retries
-        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
-        self.max_concurrency, self.alt_text_hint = max(1, int(max_concurrency)), alt_text_hint
-        self.usage = Usage(price_in_per_m=price_in_per_m, price_out_per_m=price_out_per_m)
+        self.alt_text_hint = alt_text_hint
         self.name = f"openai:{model}"
-        self._rng = random.Random(seed)
-        self._client = httpx.Client(timeout=httpx.Timeout(timeout_s),
-                                    limits=httpx.Limits(max_connections=self.max_concurrency))
-        self._httpx = httpx
 
     def __repr__(self):
         return f"OpenAICaptioner(model={self.model!r}, base_url={self.base_url!r}, key=${self.api_key_env})"
@@ -117,7 +217,7 @@ class OpenAICaptioner(Captioner):
         return super().identity() | {"model": self.model, "base_url": self.base_url}
 
     def close(self):
-        self._client.close()
+        self.client.close()
 
     # one request -----------------------------------------------------------------------------------
     def request_body(self, image, meta: dict | None = None) -> dict:
@@ -132,73 +232,16 @@ class OpenAICaptioner(Captioner):
                         {"type": "text", "text": user_text},
                         {"type": "image_url", "image_url": {"url": image_data_url(image, self.max_side)}}]}]}
 
-    def _sleep_for(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after:
-            try:
-                return min(self.max_backoff_s, max(0.0, float(retry_after)))
-            except ValueError:
-                pass
-        base = min(self.max_backoff_s, self.backoff_s * 2 ** attempt)
-        return base * (0.5 + 0.5 * self._rng.random())
-
-    def _post(self, body: dict) -> dict:
-        url = f"{self.base_url}/chat/completions"
-        headers = {"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"}
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                self.usage.add(retries=1)
-            self.usage.add(requests=1)
-            retry_after = None
-            try:
-                r = self._client.post(url, headers=headers, content=json.dumps(body))
-            except (self._httpx.TimeoutException, self._httpx.TransportError) as e:
-                last = f"{type(e).__name__} talking to {self.base_url}"
-            else:
-                if r.status_code == 200:
-                    try:
-                        return r.json()
-                    except ValueError:
-                        raise CaptionError(f"malformed response from {url}: body is not JSON "
-                                           f"({r.text[:200]!r})") from None
-                detail = r.text[:300]
-                if r.status_code not in RETRY_STATUS:
-                    hint = " (check the API key)" if r.status_code in (401, 403) else ""
-                    raise CaptionError(f"{url} answered HTTP {r.status_code}{hint}: {detail}")
-                last, retry_after = f"HTTP {r.status_code}: {detail}", r.headers.get("retry-after")
-            if attempt < self.max_retries:
-                wait = self._sleep_for(attempt, retry_after)
-                log.info("retrying %s after %s (attempt %d/%d, waiting %.2fs)", self.model, last.split(":")[0],
-                         attempt + 1, self.max_retries, wait)
-                time.sleep(wait)
-        raise CaptionError(f"gave up on {url} after {self.max_retries + 1} attempts "
-                           f"({self.max_retries} retries); last error: {last}")
-
-    @staticmethod
-    def parse(resp: dict) -> tuple[str, dict, str | None]:
-        """(text, usage, finish_reason) from a chat-completions response; CaptionError if malformed."""
-        try:
-            choice = resp["choices"][0]
-            text = choice["message"]["content"]
-        except (KeyError, IndexError, TypeError) as e:
-            raise CaptionError(f"malformed chat-completions response: missing {e} in "
-                               f"{json.dumps(resp)[:200]}") from None
-        if isinstance(text, list):  # some servers return content parts
-            text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
-        if not isinstance(text, str) or not text.strip():
-            raise CaptionError("malformed chat-completions response: empty caption text")
-        usage = resp.get("usage") or {}
-        return text.strip(), usage, choice.get("finish_reason")
-
     def _one(self, image, meta) -> Caption:
         t0 = time.perf_counter()
+        body = self.request_body(image, meta)
         try:
-            text, usage, finish = self.parse(self._post(self.request_body(image, meta)))
+            text, usage, finish = self.client.complete(body["messages"], max_tokens=self.max_tokens,
+                                                       temperature=self.temperature)
         except CaptionError:
             self.usage.add(failures=1)
             raise
         tin, tout = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        self.usage.add(input_tokens=int(tin or 0), output_tokens=int(tout or 0))
         return Caption(text, self.kind, self.name, self.prompt_version, tin, tout, time.perf_counter() - t0,
                        {"finish_reason": finish, "truncated": finish == "length"})
 
