@@ -339,9 +339,12 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
             bsz = bucket_batch(cfg, bucket)
             loss_sum = torch.zeros((), device=info.device)
             n_samples = 0
+            data_time = 0.0
             for micro in range(accum):
                 idx = _sample_indices(cfg, step, rank, world, micro, bsz, accum)
+                td = time.time()
                 batch = source.batch(idx, (bucket.height, bucket.width)).to(info.device)
+                data_time += time.time() - td
                 h, w = batch.grid
                 gen = torch.Generator(device=info.device).manual_seed(mix_seed(cfg.run.seed, step, rank, micro, 1))
                 mu = training_mu(cfg.flow.mu_schedule, h * w, cfg.flow.mu)
@@ -376,7 +379,7 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
             last_loss = float(loss_mean)
             dt = time.time() - t0
             rec = {"step": step, "loss": last_loss, "grad_norm": float(gn), "lr": lr, "samples": int(samples),
-                   "step_time_s": dt, "samples_per_s": float(samples) / max(dt, 1e-9),
+                   "step_time_s": dt, "data_time_s": data_time, "samples_per_s": float(samples) / max(dt, 1e-9),
                    "tokens": h * w, "elapsed_s": time.time() - t_start}
             if len(buckets) > 1 and world > 1:  # mixed-resolution step: every rank's token count
                 rec["rank_tokens"] = _gather_ints(h * w, info)
