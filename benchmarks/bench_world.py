@@ -2,7 +2,8 @@
 
 Run: ``.venv/bin/python benchmarks/bench_world.py [--quick]``. Prints a table and writes
 ``benchmarks/results/world.json`` (atomically). Scenes are random (up to 6 objects, textures and
-texts as ``sample_scene`` draws them); sprites are warmed up first, as they are in any real run.
+texts as ``sample_scene`` draws them); sprites are warmed up first, as they are in any real run, and
+the best of three passes is kept.
 Also records the judge error on the benchmarked renders (objects, colours, boxes within 2 px): 0 inside
 the limits; the emoji row at 64 px is outside them (emoji need 128 px) and shows why.
 """
@@ -34,12 +35,15 @@ def bench(vocab: str, size: int, n: int) -> dict:
     scenes = [sample_scene(10_000 + i, vocab, max_objects=MAX_OBJECTS) for i in range(n)]
     for s in scenes[: min(50, n)]:  # warm the sprite caches
         parse(render(s, size), vocab)
-    t0 = time.perf_counter()
-    images = [render(s, size) for s in scenes]
-    t_render = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    parsed = [parse(im, vocab) for im in images]
-    t_judge = time.perf_counter() - t0
+    # best of three passes: the machine is shared, and the best pass is the least disturbed one
+    t_render = t_judge = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        images = [render(s, size) for s in scenes]
+        t_render = min(t_render, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        parsed = [parse(im, vocab) for im in images]
+        t_judge = min(t_judge, time.perf_counter() - t0)
     errors = sum(not match_scene(d, s, size, size).exact for d, s in zip(parsed, scenes))
     return {"vocab": vocab, "size": size, "images": n,
             "objects_per_image": float(np.mean([len(s.objects) for s in scenes])),
@@ -51,7 +55,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer images (a smoke run)")
     args = ap.parse_args()
-    n = {64: 100 if args.quick else 1000, 128: 50 if args.quick else 500, 256: 30 if args.quick else 300}
+    n = {64: 60 if args.quick else 600, 128: 30 if args.quick else 300, 256: 20 if args.quick else 200}
     rows = [bench(v, size, n[size]) for v in VOCABS for size in (64, 128, 256)]
 
     print(f"{'vocab':<8}{'size':>6}{'images':>8}{'obj/img':>9}{'render img/s':>14}{'judge img/s':>13}"

@@ -52,6 +52,7 @@ MERGE = GAP / 2  # parts closer than this (fraction of the image, along both axe
 MIN_DETECTION_SIDE = 0.095  # thinner groups are text or noise (objects are >= MIN_SHORT_SIDE thick)
 BACKGROUND_BIAS = 1.6  # a pixel is background only if 1.6x closer to it than to any colour, so that
                        # blurred thin parts stay in the silhouette
+ASPECT_PENALTY = 0.3  # per unit of |log(class aspect / silhouette box aspect)|, when choosing a class
 MIN_SCORE = 0.5  # groups that match no sprite this well are not objects
 FILL_COLOR_SHARE = 0.3  # share of a sprite's fill pixels a colour needs to beat the black outline
 PALETTE_NAMES: tuple[str, ...] = ("background",) + tuple(COLORS)
@@ -177,15 +178,20 @@ def _template_stats(vocab: str, cls: str, filled: bool) -> tuple[float, float, f
     return mass / (w * h), cx, cy
 
 
-def _observed_palette(arr: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:
-    """The colour each palette entry actually has in this image (median of its pixels), so that
-    coverage stays right when a generator shifts colours slightly."""
-    out = {name: np.asarray(rgb, np.float32) for name, rgb in COLORS.items()}
-    # only pixels whose four neighbours share their index: edges mix with their surroundings
+def _core(idx: np.ndarray) -> np.ndarray:
+    """Pixels whose four neighbours share their (non-background) index: away from edges, where a
+    colour mixes with its surroundings (orange beside a black outline averages to brown)."""
     core = np.zeros(idx.shape, bool)
     c = idx[1:-1, 1:-1]
     core[1:-1, 1:-1] = ((c == idx[:-2, 1:-1]) & (c == idx[2:, 1:-1]) & (c == idx[1:-1, :-2])
                         & (c == idx[1:-1, 2:]) & (c != 0))
+    return core
+
+
+def _observed_palette(arr: np.ndarray, idx: np.ndarray, core: np.ndarray) -> dict[str, np.ndarray]:
+    """The colour each palette entry actually has in this image (median of its core pixels), so
+    that coverage stays right when a generator shifts colours slightly."""
+    out = {name: np.asarray(rgb, np.float32) for name, rgb in COLORS.items()}
     flat, codes = arr[core], idx[core]
     for k in np.unique(codes):
         sel = codes == k
@@ -231,13 +237,13 @@ def _soft_iou(tmpl: np.ndarray, pos: np.ndarray, total_pos: float, X0: int, Y0: 
     return inter / (total_pos + float(tmpl.sum()) - inter)
 
 
-def _refine(score_fn, box: list[int], score: float) -> tuple[list[int], float]:
-    """Move each edge of an integer box by one pixel while the score improves."""
+def _refine(score_fn, box: list[int], score: float, steps=(-1, 1)) -> tuple[list[int], float]:
+    """Move each edge of an integer box by ``steps`` pixels while the score improves."""
     improved = True
     while improved:
         improved = False
         for k in range(4):
-            for step in (-1, 1):
+            for step in steps:
                 cand = list(box)
                 cand[k] += step
                 if cand[2] - cand[0] < 1 or cand[3] - cand[1] < 1:
@@ -249,10 +255,12 @@ def _refine(score_fn, box: list[int], score: float) -> tuple[list[int], float]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _signed_template(vocab: str, cls: str, w: int, h: int, ink: float) -> np.ndarray:
-    """Expected signed projection of a white object's pixels on the white axis: fill +1, ink ``ink``."""
+def _signed_template(vocab: str, cls: str, w: int, h: int, ink: float, smooth: bool = True) -> np.ndarray:
+    """Expected signed projection of a white object's pixels on the white axis: fill +1, ink ``ink``
+    (smoothed and padded by SMOOTH_PAD when ``smooth``)."""
     alpha, paint = sprite(vocab, cls, w, h)
-    return _smooth(np.pad(paint + (alpha - paint) * ink, SMOOTH_PAD))
+    t = paint + (alpha - paint) * ink
+    return _smooth(np.pad(t, SMOOTH_PAD)) if smooth else t
 
 
 SMOOTH_SIGMA = 0.7  # px; white objects are compared after both sides are smoothed, so that a
@@ -278,40 +286,18 @@ def _synth_score(tmpl: np.ndarray, obs: np.ndarray, total_obs: float, X0: int, Y
     return 1.0 - num / (total_obs + total_t)
 
 
-COARSE = 16  # side of the coarse silhouettes used to shortlist classes
-COARSE_TOP = 8  # classes that get the full comparison
-
-
-@functools.lru_cache(maxsize=None)
-def _coarse_bank(vocab: str, filled: bool) -> np.ndarray:
-    """Every class's coverage stretched to COARSE x COARSE, stacked in ``vocab_classes`` order."""
-    return np.stack([_template(vocab, c, COARSE, COARSE, filled) for c in vocab_classes(vocab)])
-
-
-def _shortlist(vocab: str, classes: list[str], pos: np.ndarray, box: tuple[int, int, int, int],
-               filled: bool) -> list[str]:
-    """The COARSE_TOP classes whose coarse silhouettes best match the group's (soft IoU)."""
-    if len(classes) <= COARSE_TOP:
-        return classes
-    x0, y0, x1, y1 = box
-    obs = np.asarray(Image.fromarray(np.ascontiguousarray(pos[y0:y1, x0:x1]), mode="F")
-                     .resize((COARSE, COARSE), Image.Resampling.BOX))
-    bank = _coarse_bank(vocab, filled)
-    inter = np.minimum(bank, obs).sum((1, 2))
-    iou = inter / (obs.sum() + bank.sum((1, 2)) - inter)
-    return [classes[i] for i in np.argsort(-iou, kind="stable")[:COARSE_TOP]]
-
-
 def _classify(vocab: str, classes: list[str], cov: np.ndarray, obs_box: tuple[int, int, int, int],
               W: int, H: int, filled: bool = False,
-              signed: tuple[np.ndarray, float] | None = None) -> tuple[str, float, tuple[int, int, int, int]]:
+              signed: tuple[np.ndarray, np.ndarray, float] | None = None
+              ) -> tuple[str, float, tuple[int, int, int, int]]:
     """Best class for a coverage crop, its match score and its box (integer crop coordinates).
 
-    Classes are first shortlisted by their coarse silhouettes; for each shortlisted class the box is fitted from the coverage's total and centroid (both blur-invariant)
+    For each class the box is fitted from the coverage's total and centroid (both blur-invariant)
     and the class's aspect ratio; the class's sprite is drawn into that box and compared with the
     coverage by soft IoU (sum of minima over sum of maxima). The winner's box is then refined
-    pixel by pixel. For white objects (``signed`` = observed projection on the white axis and the
-    ink's value on it) the comparison is with the predicted fill/outline pattern instead.
+    pixel by pixel. For white objects (``signed`` = observed projection on the white axis, raw and
+    smoothed, and the ink's value on it) the comparison is with the predicted fill/outline pattern
+    instead: smoothed to choose the class, raw for the final pixel refinement of its box.
     """
     ch, cw = cov.shape
     mass = float(cov.sum())
@@ -323,7 +309,7 @@ def _classify(vocab: str, classes: list[str], cov: np.ndarray, obs_box: tuple[in
     pos = np.clip(cov, 0.0, 1.0)
     total_pos = float(pos.sum())
     if signed is not None:
-        obs, ink = signed
+        raw, obs, ink = signed
         total_obs = float(np.abs(obs).sum())
 
     def score_fn(cls, X0, Y0, X1, Y1):
@@ -332,8 +318,8 @@ def _classify(vocab: str, classes: list[str], cov: np.ndarray, obs_box: tuple[in
         return _synth_score(_signed_template(vocab, cls, X1 - X0, Y1 - Y0, ink), obs, total_obs,
                             X0 - SMOOTH_PAD, Y0 - SMOOTH_PAD)
 
-    best_cls, best_score, best_box = classes[0], -1.0, [0, 0, cw, ch]
-    for cls in _shortlist(vocab, classes, pos, obs_box, filled):
+    best_cls, best_score, best_box, best_chosen = classes[0], -1.0, [0, 0, cw, ch], -math.inf
+    for cls in classes:
         aspect = sprite_aspect(vocab, cls) * W / H
         if abs(math.log(aspect * obs_h / obs_w)) > 0.5:
             continue  # far from the observed aspect ratio
@@ -346,41 +332,57 @@ def _classify(vocab: str, classes: list[str], cov: np.ndarray, obs_box: tuple[in
         X0, Y0 = int(round(x0)), int(round(y0))
         X1, Y1 = max(X0 + 1, int(round(x0 + w))), max(Y0 + 1, int(round(y0 + h)))
         score = score_fn(cls, X0, Y0, X1, Y1)
-        if score > best_score:
-            best_cls, best_score, best_box = cls, score, [X0, Y0, X1, Y1]
+        # a class whose shape needs a box unlike the silhouette's own box loses a little
+        chosen = score - ASPECT_PENALTY * abs(math.log(aspect * obs_h / obs_w))
+        if chosen > best_chosen:
+            best_cls, best_score, best_box, best_chosen = cls, score, [X0, Y0, X1, Y1], chosen
     if best_score > 0:
+        # refine from the better of the fitted box and the silhouette's own box
+        seed_score = score_fn(best_cls, *obs_box)
+        if seed_score > best_score:
+            best_box, best_score = list(obs_box), seed_score
         best_box, best_score = _refine(lambda *b: score_fn(best_cls, *b), best_box, best_score)
+        if signed is not None:
+            total_raw = float(np.abs(raw).sum())
+
+            def raw_fn(X0, Y0, X1, Y1):
+                return _synth_score(_signed_template(vocab, best_cls, X1 - X0, Y1 - Y0, ink, False), raw,
+                                    total_raw, X0, Y0)
+
+            raw_box = max([best_box, list(obs_box)], key=lambda b: raw_fn(*b))
+            best_box, _ = _refine(raw_fn, raw_box, raw_fn(*raw_box), steps=(-2, -1, 1, 2))
     return best_cls, best_score, tuple(best_box)
 
 
-def _color(vocab: str, cls: str, idx_crop: np.ndarray) -> str:
-    """Majority palette colour over the sprite's fill pixels; black only if nothing else shows."""
+def _vote(idx: np.ndarray, pure: np.ndarray, share: float) -> str:
+    """The colour of a set of pixels: the commonest non-black colour among the ``pure`` (core) ones
+    (among all, if none is pure), if it covers ``share`` of all non-background pixels; else black.
+
+    Ranking on core pixels keeps edge mixtures out (orange beside a black outline averages to
+    brown); the share on all pixels keeps thin fills (white skis) from losing to their outline."""
+    n = len(PALETTE_NAMES)
+    black = PALETTE_NAMES.index("black")
+    votes = np.bincount(idx.ravel().astype(np.int64), minlength=n)
+    votes[0] = 0
+    ranked = np.bincount(idx[pure].astype(np.int64), minlength=n)
+    ranked[0] = ranked[black] = 0
+    if ranked.max() == 0:
+        ranked = votes.copy()
+        ranked[black] = 0
+    cand = int(ranked.argmax())
+    if votes[cand] > 0 and votes[cand] >= share * votes.sum():
+        return PALETTE_NAMES[cand]
+    return "black"
+
+
+def _color(vocab: str, cls: str, idx_crop: np.ndarray, pure: np.ndarray) -> str:
+    """Colour vote over the sprite's fill pixels; black only if no colour reaches FILL_COLOR_SHARE."""
     h, w = idx_crop.shape
     alpha, paint = sprite(vocab, cls, w, h)
     fill = (alpha >= 0.9) & (paint >= 0.8 * alpha)
     if not fill.any():
         fill = alpha >= 0.5
-    votes = np.bincount(idx_crop[fill].astype(np.int64), minlength=len(PALETTE_NAMES))
-    votes[0] = 0  # background
-    black = PALETTE_NAMES.index("black")
-    colored = votes.copy()
-    colored[black] = 0
-    if colored.max() > 0 and colored.max() >= FILL_COLOR_SHARE * votes.sum():
-        return PALETTE_NAMES[int(colored.argmax())]
-    return "black"
-
-
-def _rough_color(idx: np.ndarray) -> str:
-    """A first guess of a group's colour (before its class is known): the commonest non-black
-    colour if it covers 15 % of the group, else black."""
-    votes = np.bincount(idx.ravel().astype(np.int64), minlength=len(PALETTE_NAMES))
-    votes[0] = 0
-    black = PALETTE_NAMES.index("black")
-    colored = votes.copy()
-    colored[black] = 0
-    if colored.max() >= 0.15 * max(1, votes.sum()):
-        return PALETTE_NAMES[int(colored.argmax())]
-    return "black"
+    return _vote(np.where(fill, idx_crop, 0), pure & fill, FILL_COLOR_SHARE)
 
 
 def parse(image, vocab: str = "shapes") -> list[Detection]:
@@ -394,7 +396,8 @@ def parse(image, vocab: str = "shapes") -> list[Detection]:
     H, W = arr.shape[:2]
     bg = background_color(arr)
     idx = quantize(arr, bg)
-    palette = _observed_palette(arr, idx)
+    core = _core(idx)
+    palette = _observed_palette(arr, idx, core)
     pad = 2
     dets: list[Detection] = []
     for group in _groups(idx != 0, H, W):
@@ -412,7 +415,8 @@ def parse(image, vocab: str = "shapes") -> list[Detection]:
         cy0, cx0, cy1, cx1 = max(0, y0 - pad), max(0, x0 - pad), min(H, y1 + pad), min(W, x1 + pad)
         near = binary_dilation(mask[cy0:cy1, cx0:cx1], np.ones((2 * pad + 1, 2 * pad + 1), bool))
         idx_crop = idx[cy0:cy1, cx0:cx1]
-        rough = _rough_color(np.where(mask[cy0:cy1, cx0:cx1], idx_crop, 0))
+        # a first guess of the colour (before the class is known)
+        rough = _vote(np.where(mask[cy0:cy1, cx0:cx1], idx_crop, 0), core[cy0:cy1, cx0:cx1], 0.15)
         cov = _coverage(arr[cy0:cy1, cx0:cx1], bg, rough, palette) * near
         cov = np.clip(cov, -0.5, 1.5)
         filled = rough == "white" and vocab == "emoji"
@@ -426,7 +430,8 @@ def parse(image, vocab: str = "shapes") -> list[Detection]:
             white = palette["white"] - np.asarray(bg, np.float32)
             ink = float((palette["black"] - np.asarray(bg, np.float32)) @ white / (white @ white))
             obs = (arr[cy0:cy1, cx0:cx1].astype(np.float32) - np.asarray(bg, np.float32)) @ (white / (white @ white))
-            signed = (_smooth(np.clip(obs, -1.5, 1.5) * near), round(ink, 2))
+            raw = np.clip(obs, -1.5, 1.5) * near
+            signed = (raw, _smooth(raw), round(ink, 2))
         obs_box = (x0 - cx0, y0 - cy0, x1 - cx0, y1 - cy0)
         cls, score, (fx0, fy0, fx1, fy1) = _classify(vocab, classes, cov, obs_box, W, H, filled, signed)
         if score < MIN_SCORE:
@@ -436,7 +441,9 @@ def parse(image, vocab: str = "shapes") -> list[Detection]:
         sx0, sy0, sx1, sy1 = max(bx0, 0), max(by0, 0), min(bx1, W), min(by1, H)
         full = np.zeros((by1 - by0, bx1 - bx0), np.int8)
         full[sy0 - by0:sy1 - by0, sx0 - bx0:sx1 - bx0] = np.where(mask[sy0:sy1, sx0:sx1], idx[sy0:sy1, sx0:sx1], 0)
-        color = _color(vocab, cls, full)
+        pure = np.zeros(full.shape, bool)
+        pure[sy0 - by0:sy1 - by0, sx0 - bx0:sx1 - bx0] = core[sy0:sy1, sx0:sx1]
+        color = _color(vocab, cls, full, pure)
         dets.append(Detection(cls, color, (bx0 / W, by0 / H, bx1 / W, by1 / H),
                               (bx0, by0, bx1, by1), mask, score))
     dets.sort(key=lambda d: (-round(d.score, 6), -d.area, d.box_px))

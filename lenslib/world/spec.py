@@ -13,7 +13,7 @@ Operating limits (the judge is exact inside them; :func:`sample_scene` and
 :func:`scene_from_metadata` generate only inside them):
 
 - image: shorter side >= ``VOCAB_MIN_SIDE[vocab]`` (64 px for shapes, 128 px for emoji: an emoji
-  drawing needs ~25 px to be told from 54 others), aspect ratio between 1:2 and 2:1;
+  drawing needs ~25 px to be told from 55 others), aspect ratio between 1:2 and 2:1;
 - objects: at most ``MAX_OBJECTS`` = 6; the longer side of a box is ``OBJECT_SIDE`` = 0.20-0.38 of
   the image side (>= 12.8 px at 64 px), the shorter side >= ``MIN_SHORT_SIDE`` = 0.12 (>= 7.7 px),
   and every box has its class's natural aspect ratio (sprites are stretched only by non-square

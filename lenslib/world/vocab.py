@@ -1,9 +1,10 @@
 """The two vocabularies of the synthetic world: flat geometric shapes and OpenMoji emoji.
 
 A class belongs to a vocabulary only if the exact judge (``lenslib.eval.judge``) can tell it from
-every other class of that vocabulary by its silhouette alone, at the smallest object size the world
-allows, in any of the ten colours (a black object hides its outline drawing, so the silhouette is
-all that is left). ``EMOJI_LEFT_OUT`` records, for each of GenEval's 80 COCO classes that is not in
+every other class of that vocabulary at the smallest object size the world allows (about 26 px for
+emoji, in 128 px images), in any of the ten colours (a black object hides its outline drawing, so
+its silhouette must do), and only if it can be drawn at its own aspect ratio within the size limits
+with enough fill to show its colour. ``EMOJI_LEFT_OUT`` records, for each of GenEval's 80 COCO classes that is not in
 the emoji vocabulary, why. Used in chapters 3 and 5.
 """
 
@@ -66,11 +67,10 @@ EMOJI_LEFT_OUT: dict[str, str] = {
     "knife": "too elongated (aspect 5.2) to keep its aspect ratio within the object size limits",
     "skateboard": "too elongated (aspect 3.5) to keep its aspect ratio within the object size limits",
     "spoon": "too elongated (aspect 1:3.7) to keep its aspect ratio within the object size limits",
-    "toothbrush": "drawn almost only in outline: too little fill to show its colour at 13 px",
-    "stop sign": "its octagon silhouette is indistinguishable from other round glyphs at 13 px",
-    "sports ball": "its round silhouette is indistinguishable from apple and donut at 13 px",
-    "mouse": "its silhouette is indistinguishable from vase and cell phone at 13 px",
-    "truck": "its silhouette is indistinguishable from car at 13 px",
+    "toothbrush": "drawn almost only in outline: too little fill to show its colour at 26 px",
+    "stop sign": "its octagon is told from the round sports ball and donut only in clean images, not under noise",
+    "truck": "told from car only in clean images, not under colour jitter",
+    "sports ball": "its disc is told from the round stop sign and donut only in clean images, not under noise",
 }
 
 EMOJI_CLASSES: tuple[str, ...] = tuple(c for c in COCO_CLASSES if c in EMOJI_CODEPOINTS and c not in EMOJI_LEFT_OUT)
