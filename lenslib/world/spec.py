@@ -21,7 +21,8 @@ Operating limits (the judge is exact inside them; :func:`sample_scene` and
 - no overlap or occlusion: any two boxes (objects or texts) are at least ``GAP`` = 0.08 of the image
   apart along x or y (>= 5 px at 64 px), and ``EDGE`` = 0.03 away from the image border;
 - relative positions are unambiguous: for every pair of objects, GenEval's normalised offsets are
-  at least ``RELATION_MARGIN`` = 0.08 away from the +-0.5 decision thresholds;
+  at least ``RELATION_MARGIN`` = 0.08 away from the +-0.5 decision thresholds (at square renders
+  for :func:`sample_scene`; at every aspect ratio from 1:2 to 2:1 for :func:`scene_from_metadata`);
 - background: one of ``BACKGROUNDS`` (neutral greys, far from every palette colour, so black and
   white objects stay visible), optionally with one of ``TEXTURES`` (amplitude <= 10/255);
 - texts: height ``TEXT_HEIGHT`` = 0.04-0.07 of the image, well below the thinnest object, so the
