@@ -66,3 +66,54 @@ def test_webdataset_source_reads_in_order_and_skips_ahead(tmp_path):
     again = WebDatasetSource(str(tmp_path / "shard-{000000..000001}.tar"))
     assert again.examples([4, 7], (16, 16))[0].caption == "shard 1 sample 1"
     assert again.examples([7], (16, 16))[0].caption == "shard 0 sample 1"  # second epoch
+
+
+def _world_cache(tmp_path, encoder_name, **encoder_kwargs):
+    """A feature cache of 32x32 world scenes built with the public API (what `lens data cache` runs)."""
+    from PIL import Image as PILImage
+
+    from lenslib.data.buckets import Bucket
+    from lenslib.data.feature_cache import build_feature_cache
+    from lenslib.model.text_encoders import get_text_encoder
+
+    examples = WorldSource(seed=1).examples(range(6), (32, 32))
+    records = [{"key": f"w{i}", "image": PILImage.fromarray(e.image), "captions": {"detailed": {"text": e.caption}}}
+               for i, e in enumerate(examples)]
+    out = tmp_path / f"cache-{encoder_name}"
+    build_feature_cache(records, out, get_text_encoder(encoder_name, **encoder_kwargs), PixelCodec(4),
+                        buckets=[Bucket(32, 32, 32, (1, 1))])
+    return out
+
+
+def _features_config(tmp_path, cache):
+    from lenslib.train.config import load_config
+
+    return load_config("cpu-tiny", ["data.source=features", f"data.path={cache}", "run.steps=2", "run.save_every=0",
+                                    "eval.every=0", "run.progress=log", f"run.out_dir={tmp_path / 'run'}"])
+
+
+def test_trainer_trains_from_a_feature_cache(tmp_path):
+    import json
+
+    from lenslib.train import train
+
+    cfg = _features_config(tmp_path, _world_cache(tmp_path, "minilm", max_length=32))
+    summary = train(cfg)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and summary["step"] == 2
+    assert all(np.isfinite(r["loss"]) for r in rows)
+    assert (tmp_path / "run" / "checkpoints").is_dir()
+
+
+def test_trainer_refuses_a_cache_from_another_text_encoder(tmp_path):
+    from lenslib.data.feature_cache import CacheMismatchError
+    from lenslib.train import train
+
+    cfg = _features_config(tmp_path, _world_cache(tmp_path, "tiny-gpt-oss"))  # the run uses minilm
+    with pytest.raises(CacheMismatchError, match=r"built with text_encoder 'gpt-oss.*this run uses 'minilm.*rebuild the cache"):
+        train(cfg)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # refused before any step
+    # same model, other tokenisation length: features differ, so the exact identity refuses it too
+    cfg = _features_config(tmp_path, _world_cache(tmp_path, "minilm", max_length=16))
+    with pytest.raises(CacheMismatchError, match="max=16.*max=32"):
+        train(cfg)

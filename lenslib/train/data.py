@@ -8,8 +8,9 @@ the frozen text encoder's per-layer features and mask. How it was made is the so
 * :class:`HFImageSource` — a Hugging Face ``datasets`` folder (``load_from_disk``) with image and caption
   columns;
 * :class:`WebDatasetSource` — ``.tar`` shards (``webdataset``), the paper's format, read in order;
-* a feature cache (pre-encoded latents and text features, ``lenslib.data``) plugs in by implementing
-  :class:`BatchSource` directly.
+* a feature cache (pre-encoded latents and text features, ``lens data cache``):
+  :func:`lenslib.data.feature_cache.open_source` is a :class:`BatchSource` directly, checked against the
+  run's text encoder and codec instances (``data.source: features``).
 
 Exact resume needs the data position to be part of the state. Every index here is a pure function of
 ``(seed, step, rank, micro-batch)``: the global sample position is ``step × global_batch + rank ×
@@ -257,8 +258,13 @@ def build_source(cfg, seed: int | None = None) -> tuple[BatchSource, object, obj
         examples = HFImageSource(d.path, d.image_key, d.caption_key, seed)
     elif d.source == "webdataset":
         examples = WebDatasetSource(d.path, caption_key=d.caption_key)
-    else:
-        from lenslib.data import feature_cache  # provided by lenslib.data
+    elif d.source == "features":
+        from lenslib.data.feature_cache import open_source
 
-        return feature_cache.open_source(d.path, cfg), codec, text_encoder
+        if not d.path:
+            raise ValueError("data.source=features needs data.path=<feature cache folder> (built by `lens data cache`).")
+        # exact identity: the cache must come from this encoder (model, tapped layers, template) and this codec
+        return open_source(d.path, cfg, text_encoder=text_encoder, codec=codec), codec, text_encoder
+    else:
+        raise ValueError(f"unknown data.source {d.source!r}; choose world, hf, webdataset or features.")
     return TokenBatcher(examples, codec, text_encoder, d.max_text_tokens), codec, text_encoder
