@@ -27,7 +27,9 @@ their name is
 * ``run_dir`` (always set to RUN_DIR; becomes run.out_dir), ``nodes`` and ``nproc_per_node``
   (world size = nodes × processes per node, which the batch arithmetic is checked against).
 
-A value of ``None`` keeps the preset's value. Any other parameter belongs to the notebook alone and is
+A notebook that also has an ``experiment`` parameter (chapter 6: ``experiment = "captions"``) names that
+experiment's presets instead (``micro``, ``reduced``, ``full``); ``lenslib.experiments`` validates them and
+the base arm's config is recorded. A value of ``None`` keeps the preset's value. Any other parameter belongs to the notebook alone and is
 checked against the type of its default. Any notebook runs this way (a book chapter too: every parameter
 is checked against its default's type); one without ``run_dir`` keeps only its record in RUN_DIR. Notebooks build their config with
 :func:`config_from_parameters`, so what is validated here is exactly what runs.
@@ -402,7 +404,15 @@ def prepare(notebook: str | Path, run_dir: str | Path, parameters: dict | None =
                 "checkpoints go to RUN_DIR (and a re-run resumes there)."
             )
     merged = validate_parameters(declared, passed)
-    cfg = config_from_parameters(merged) if _describes_config(declared) else None
+    if "experiment" in declared and merged.get("experiment"):  # an experiment's presets (lenslib.experiments)
+        from lenslib.experiments import check_notebook_parameters
+
+        try:
+            cfg = check_notebook_parameters(merged["experiment"], merged)
+        except ValueError as err:
+            raise ParameterError(str(err)) from None
+    else:
+        cfg = config_from_parameters(merged) if _describes_config(declared) else None
     world_size_of(merged)
 
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel

@@ -1,0 +1,412 @@
+"""The caption ablation (paper §3.4) and the reasoner ablation (paper §4.3) on the synthetic world.
+
+One model, one set of training images, one compute budget and the same seeds, trained four times: with
+alt-text, brief, detailed and mixed captions (``lenslib.world.captions``). The arms differ *only* in
+``data.caption_kind``: :func:`arm_configs` builds every arm from one base config and
+:func:`config_differences` proves it. Each arm's checkpoints are scored with the exact judge on a
+GenEval-format suite of the world, prompted three ways:
+
+* ``brief``    — the suite's own short prompts ("a photo of a red circle and a blue star");
+* ``reasoner`` — the same short prompts rewritten by :class:`lenslib.reasoner.RuleReasoner`
+  (the paper's GPT-5.5 step, here exact and offline);
+* ``detailed`` — the Lens-style dense rewrite of each line (``lenslib.world.suites.detailed_prompt``).
+
+Scores come as GenEval summaries (per tag and overall, bootstrap 95 % intervals over prompts and seeds)
+and as paired differences between arms (:func:`paired_difference`: the arms share prompts and seeds, so
+the bootstrap resamples them jointly). Results are cached per arm under ``out_dir`` (atomic JSON), so a
+re-run reuses finished arms and a stopped run continues. Used in chapters 5 and 6 and by
+``lens experiment captions``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["KINDS", "MODES", "Preset", "PRESETS", "get_preset", "suite_lines", "arm_configs",
+           "config_differences", "prompt_lines", "run_captions", "CaptionResults", "paired_difference",
+           "summarize_rows", "conclusion"]
+
+KINDS = ("alt_text", "brief", "detailed", "mixed")  # lenslib.world.captions
+MODES = ("brief", "reasoner", "detailed")  # how the suite is prompted at evaluation time
+GENEVAL_TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One scale of the experiment. Every arm of a run uses the same values.
+
+    ``eval_at`` are the training steps whose checkpoints are scored (the score-vs-steps curve);
+    ``lines_per_tag`` suite lines are taken from each of GenEval's six tags; each line is sampled
+    ``per_prompt`` times per training seed with ``sample_steps`` Euler steps.
+    """
+
+    base: str = "cpu-tiny"
+    steps: int = 300
+    eval_at: tuple[int, ...] = (100, 200, 300)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    lines_per_tag: int = 10
+    per_prompt: int = 2
+    sample_steps: int = 20
+    guidance: float = 3.0
+    size: int = 64
+    overrides: tuple[str, ...] = ()
+    description: str = ""
+
+
+#: The shapes judge is exact from 64 px up (``lenslib.world.spec.VOCAB_MIN_SIDE``): every arm trains at
+#: 64 px with 8-px patches, the same 64 tokens per image as cpu-tiny's 32 px / 4 px.
+WORLD_64 = ("data.image_size=64", "data.patch=8")
+
+PRESETS: dict[str, Preset] = {
+    # tests: seconds
+    "micro": Preset(steps=4, eval_at=(2, 4), seeds=(0,), lines_per_tag=1, per_prompt=1, sample_steps=4,
+                    overrides=(*WORLD_64, "optim.global_batch=4", "optim.micro_batch=4", "optim.warmup_steps=2"),
+                    description="a smoke test: 4 steps, 1 seed, 6 suite lines"),
+    # the book's default: 4 arms x 3 seeds inside chapter 6's CPU budget; far too short to learn the world
+    "reduced": Preset(steps=16, eval_at=(8, 16), seeds=(0, 1, 2), lines_per_tag=3, per_prompt=1, sample_steps=8,
+                      overrides=(*WORLD_64, "optim.global_batch=8", "optim.micro_batch=8", "optim.warmup_steps=4"),
+                      description="the book's CPU default: 16 steps of batch 8, 3 seeds, 18 suite lines"),
+    # the experiment proper (hours on CPU, minutes on a GPU): cpu-tiny's own schedule and batch
+    "full": Preset(steps=1200, eval_at=(150, 300, 600, 900, 1200), seeds=(0, 1, 2), lines_per_tag=20, per_prompt=2,
+                   sample_steps=20, overrides=WORLD_64, description="cpu-tiny's batch for 1200 steps, 3 seeds, 120 suite lines x 2 images"),
+}
+
+
+def get_preset(name: str | Preset) -> Preset:
+    """A preset by name (``micro``, ``reduced``, ``full``); a clear error otherwise."""
+    if isinstance(name, Preset):
+        return name
+    if name not in PRESETS:
+        raise ValueError(f"unknown caption-ablation preset {name!r}; choose one of {', '.join(PRESETS)} "
+                         "(lenslib.experiments.captions.PRESETS).")
+    return PRESETS[name]
+
+
+def _check(preset: Preset, kinds, modes, seeds) -> None:
+    bad = [k for k in kinds if k not in KINDS]
+    if bad or not kinds:
+        raise ValueError(f"caption kinds {bad or list(kinds)!r}: choose from {', '.join(KINDS)}")
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise ValueError(f"prompt modes {bad or list(modes)!r}: choose from {', '.join(MODES)}")
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+        raise ValueError(f"seeds {list(seeds)!r} must be non-negative integers (at least one)")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds {list(seeds)!r} repeat a seed")
+    if not preset.eval_at or any(s < 1 or s > preset.steps for s in preset.eval_at):
+        raise ValueError(f"eval_at {preset.eval_at} must lie in 1..steps={preset.steps}")
+    if preset.lines_per_tag < 1 or preset.per_prompt < 1 or preset.sample_steps < 1:
+        raise ValueError("lines_per_tag, per_prompt and sample_steps must be >= 1")
+
+
+def suite_lines(lines_per_tag: int, suite: str = "shapes_geneval") -> list[dict]:
+    """The first ``lines_per_tag`` lines of each GenEval tag of a shipped suite (a balanced, fixed subset)."""
+    from lenslib.world.suites import suite_path
+
+    lines = [json.loads(x) for x in suite_path(suite).read_text().splitlines() if x.strip()]
+    out = []
+    for tag in GENEVAL_TAGS:
+        of_tag = [x for x in lines if x["tag"] == tag]
+        if len(of_tag) < lines_per_tag:
+            raise ValueError(f"suite {suite} has {len(of_tag)} {tag} lines, fewer than lines_per_tag={lines_per_tag}")
+        out += of_tag[:lines_per_tag]
+    return out
+
+
+def prompt_lines(lines: list[dict], mode: str, vocab: str = "shapes", seed: int = 0) -> list[dict]:
+    """Suite lines whose ``prompt`` is what the model is given under ``mode`` (the judged metadata is unchanged)."""
+    from lenslib.reasoner import RuleReasoner
+    from lenslib.world.suites import detailed_prompt
+
+    if mode == "brief":
+        return [dict(x) for x in lines]
+    if mode == "reasoner":
+        reasoner = RuleReasoner(vocab)
+        return [dict(x, prompt=reasoner.rewrite(x["prompt"], seed + i)) for i, x in enumerate(lines)]
+    if mode == "detailed":
+        return [dict(x, prompt=detailed_prompt(x, seed, vocab)) for x in lines]
+    raise ValueError(f"prompt mode {mode!r}: choose from {', '.join(MODES)}")
+
+
+def arm_configs(preset: str | Preset, out_dir: str | Path, kinds=KINDS, seeds=None, overrides=()) -> dict:
+    """``{(kind, seed): TrainConfig}``: one base config, changed only in caption kind (and run folder/name).
+
+    Checkpoints are kept at every ``eval_at`` step (``run.save_every`` = their common divisor, nothing
+    rotated away), so the curve can be scored after training.
+    """
+    from math import gcd
+
+    from lenslib.train.config import load_config
+
+    p = get_preset(preset)
+    seeds = tuple(p.seeds if seeds is None else seeds)
+    _check(p, tuple(kinds), MODES, seeds)
+    every = 0
+    for s in p.eval_at:
+        every = gcd(every, s)
+    out = {}
+    for kind in kinds:
+        for seed in seeds:
+            name = f"{kind}-s{seed}"
+            cfg = load_config(p.base, [*p.overrides, *overrides, f"run.steps={p.steps}", f"run.seed={seed}",
+                                       f"run.save_every={every}", "run.keep_last=0", "eval.every=0",
+                                       f"run.log_every={max(1, min(10, p.steps))}", "run.progress=log",
+                                       f"data.caption_kind={kind}", f"run.name=captions-{name}",
+                                       f"run.out_dir={json.dumps(str(Path(out_dir) / 'runs' / name))}"])
+            out[(kind, seed)] = cfg
+    return out
+
+
+def config_differences(a, b) -> list[str]:
+    """Dotted keys whose values differ between two TrainConfigs (run name and folder excluded)."""
+    from lenslib.train.config import to_dict
+
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict) and v:
+                yield from flat(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+
+    fa, fb = dict(flat(to_dict(a))), dict(flat(to_dict(b)))
+    return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k) and k not in ("run.name", "run.out_dir"))
+
+
+def _write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _score_checkpoints(cfg, p: Preset, lines: list[dict], modes) -> list[dict]:
+    """Result rows for every ``eval_at`` checkpoint of a finished arm, every prompt mode (EMA weights)."""
+    import torch
+
+    from lenslib.eval.generate import generate_suite
+    from lenslib.train import checkpoint as ckpt
+    from lenslib.train.data import build_source
+    from lenslib.train.ema import EMA
+    from lenslib.train.trainer import build_model, run_dir_of
+
+    batcher, codec, text_encoder = build_source(cfg)
+    run_dir = run_dir_of(cfg)
+    prompts = {m: prompt_lines(lines, m, cfg.data.vocab) for m in modes}
+    rows = []
+    saved = {c.name: c for c in ckpt.list_checkpoints(run_dir)}
+    for step in p.eval_at:
+        path = saved.get(ckpt.checkpoint_name(step), run_dir / ckpt.checkpoint_name(step))
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: the arm's run folder lost a checkpoint; delete {run_dir} to retrain it")
+        model = build_model(cfg, codec, text_encoder)
+        ema = EMA(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None
+        ckpt.load_checkpoint(path, model, ema=ema, restore_rng=False)
+        ctx = ema.swapped_in(model) if ema is not None else torch.no_grad()
+        with ctx:
+            for mode in modes:
+                got = generate_suite(model, batcher, prompts[mode], per_prompt=p.per_prompt, size=p.size,
+                                     num_steps=p.sample_steps, guidance=p.guidance, mu=cfg.flow.mu,
+                                     prompt="suite", vocab=cfg.data.vocab, seed=10_000 + cfg.run.seed)
+                for r in got:
+                    rows.append({"kind": cfg.data.caption_kind, "seed": cfg.run.seed, "step": step, "mode": mode,
+                                 "index": r["index"], "k": r["k"], "tag": r["tag"], "correct": r["correct"],
+                                 "reason": r["reason"]})
+    return rows
+
+
+def run_captions(preset: str | Preset = "reduced", out_dir: str | Path | None = None, kinds=KINDS, seeds=None,
+                 modes=MODES, overrides=(), progress=print) -> "CaptionResults":
+    """Train and score every arm (cached per arm in ``out_dir``); returns :class:`CaptionResults`.
+
+    ``out_dir`` defaults to ``<cache>/experiments/captions/<preset>``. An arm whose result file matches
+    its resolved config is not trained again; a changed config retrains it.
+    """
+    from lenslib.paths import cache_dir
+    from lenslib.train import train
+    from lenslib.train.config import to_dict
+
+    p = get_preset(preset)
+    seeds = tuple(p.seeds if seeds is None else seeds)
+    kinds, modes = tuple(kinds), tuple(modes)
+    _check(p, kinds, modes, seeds)
+    name = preset if isinstance(preset, str) else "custom"
+    out_dir = Path(out_dir) if out_dir is not None else cache_dir() / "experiments" / "captions" / name
+    configs = arm_configs(p, out_dir, kinds, seeds, overrides)  # every config validated before any training
+    lines = suite_lines(p.lines_per_tag)
+    rows, meta = [], {}
+    for (kind, seed), cfg in configs.items():
+        key = {"config": to_dict(cfg), "preset": dataclasses.asdict(p), "modes": list(modes), "lines": lines}
+        path = out_dir / "arms" / f"{kind}-s{seed}.json"
+        cached = json.loads(path.read_text()) if path.exists() else None
+        if cached is not None and cached["key"] == json.loads(json.dumps(key)):
+            arm_rows, seconds = cached["rows"], cached["train_seconds"]
+            progress(f"{kind:>9} seed {seed}: cached ({path})")
+        else:
+            t0 = time.time()
+            summary = train(cfg)
+            seconds = time.time() - t0
+            if summary.get("preempted"):
+                raise RuntimeError(f"arm {kind} seed {seed} was preempted at step {summary['step']}; run again to continue")
+            arm_rows = _score_checkpoints(cfg, p, lines, modes)
+            _write_json(path, {"key": key, "rows": arm_rows, "train_seconds": seconds,
+                               "final_loss": summary.get("final_loss")})
+            progress(f"{kind:>9} seed {seed}: trained {p.steps} steps in {seconds:.0f} s, scored "
+                     f"{len(p.eval_at)} checkpoints x {len(modes)} prompt modes in {time.time() - t0 - seconds:.0f} s")
+        rows += arm_rows
+        meta[(kind, seed)] = {"train_seconds": seconds}
+    return CaptionResults(rows, p, kinds, seeds, modes, configs, meta)
+
+
+# --------------------------------------------------------------------------------------------------
+# Statistics
+# --------------------------------------------------------------------------------------------------
+
+
+def _by_prompt_seed(rows: list[dict]) -> tuple[dict, dict]:
+    """``{(index, seed): mean correct over images}`` and ``{index: tag}``."""
+    acc, tag = defaultdict(list), {}
+    for r in rows:
+        acc[(r["index"], r["seed"])].append(float(bool(r["correct"])))
+        tag[r["index"]] = r["tag"]
+    return {k: float(np.mean(v)) for k, v in acc.items()}, tag
+
+
+def paired_difference(rows_a: list[dict], rows_b: list[dict], n_boot: int = 2000, seed: int = 0,
+                      level: float = 0.95) -> dict:
+    """GenEval overall of ``rows_a`` minus that of ``rows_b``, with a paired bootstrap interval.
+
+    Both sets must score the same prompts (``index``, with ``tag``) under the same training seeds
+    (``seed``); each (prompt, seed) cell is the mean of its images. The overall score is GenEval's:
+    the unweighted mean of the tags' accuracies. Each replicate draws prompts with replacement within
+    each tag and training seeds with replacement, the *same* draws for both sets (they share prompts
+    and seeds, so their noise partly cancels), and recomputes the difference. Returns ``diff``,
+    ``ci95`` (percentile interval), ``p_le_zero`` (share of replicates <= 0), ``n_prompts``, ``n_seeds``.
+    """
+    a, tag_a = _by_prompt_seed(rows_a)
+    b, tag_b = _by_prompt_seed(rows_b)
+    if set(a) != set(b) or tag_a != tag_b:
+        raise ValueError("paired_difference needs both sets to cover the same (prompt index, seed) cells with the same tags; "
+                         f"only in the first: {sorted(set(a) - set(b))[:5]}, only in the second: {sorted(set(b) - set(a))[:5]}")
+    if not a:
+        raise ValueError("paired_difference got no rows")
+    prompts = sorted(tag_a)
+    seeds = sorted({s for _, s in a})
+    d = np.array([[a[(i, s)] - b[(i, s)] for s in seeds] for i in prompts])  # prompts x seeds
+    tags = [t for t in GENEVAL_TAGS if t in tag_a.values()] + sorted(set(tag_a.values()) - set(GENEVAL_TAGS))
+    groups = [np.array([j for j, i in enumerate(prompts) if tag_a[i] == t]) for t in tags]
+
+    def overall(pick_seeds, picks):
+        return float(np.mean([d[np.ix_(g[pick], pick_seeds)].mean() for g, pick in zip(groups, picks)]))
+
+    estimate = overall(np.arange(len(seeds)), [np.arange(len(g)) for g in groups])
+    rng = np.random.default_rng(seed)
+    reps = np.empty(n_boot)
+    for r in range(n_boot):
+        pick_seeds = rng.integers(0, len(seeds), len(seeds))
+        reps[r] = overall(pick_seeds, [rng.integers(0, len(g), len(g)) for g in groups])
+    lo, hi = np.quantile(reps, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return {"diff": estimate, "ci95": (float(lo), float(hi)), "p_le_zero": float(np.mean(reps <= 0)),
+            "n_prompts": len(prompts), "n_seeds": len(seeds), "n_boot": n_boot}
+
+
+def summarize_rows(rows: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
+    """GenEval summary (per tag and overall, bootstrap 95 % intervals) of one arm/mode/step's rows.
+
+    Images of different training seeds count as further images of the same prompt, so the bootstrap
+    resamples prompts within tags and, inside each prompt, the images of all seeds.
+    """
+    from lenslib.eval.geneval import summarize
+
+    ks = sorted({(r["seed"], r["k"]) for r in rows})
+    number = {sk: j for j, sk in enumerate(ks)}
+    return summarize([dict(r, k=number[(r["seed"], r["k"])]) for r in rows], n_boot=n_boot, seed=seed)
+
+
+def conclusion(diff: dict, a: str = "detailed", b: str = "brief", what: str = "prompted in detail") -> str:
+    """One sentence that states what a :func:`paired_difference` found, chosen by its sign and interval."""
+    lo, hi = diff["ci95"]
+    head = (f"{a} − {b} ({what}) = {diff['diff']:+.3f}, 95 % interval [{lo:+.3f}, {hi:+.3f}] "
+            f"({diff['n_prompts']} prompts × {diff['n_seeds']} seeds)")
+    if lo > 0:
+        return head + f": the {a}-caption model scores higher, and the interval excludes 0."
+    if hi < 0:
+        return head + f": the {b}-caption model scores higher, and the interval excludes 0."
+    if diff["diff"] == 0 and lo == hi == 0:
+        return head + ": the two arms score the same on every prompt and seed; this run cannot tell them apart."
+    side = a if diff["diff"] > 0 else b if diff["diff"] < 0 else None
+    lean = f"the point estimate favours {side}-caption training, but " if side else ""
+    return head + f": {lean}the interval includes 0, so this run does not show a difference."
+
+
+@dataclass
+class CaptionResults:
+    """Every scored image of a caption-ablation run, with the run's settings."""
+
+    rows: list[dict]
+    preset: Preset
+    kinds: tuple
+    seeds: tuple
+    modes: tuple
+    configs: dict = field(repr=False, default_factory=dict)
+    meta: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def final_step(self) -> int:
+        return max(self.preset.eval_at)
+
+    def select(self, kind: str | None = None, mode: str | None = None, step: int | None = None) -> list[dict]:
+        """Rows of one arm / prompt mode / step (``step`` defaults to the last)."""
+        step = self.final_step if step is None else step
+        return [r for r in self.rows if (kind is None or r["kind"] == kind) and (mode is None or r["mode"] == mode)
+                and r["step"] == step]
+
+    def summary(self, kind: str, mode: str, step: int | None = None, n_boot: int = 2000) -> dict:
+        return summarize_rows(self.select(kind, mode, step), n_boot=n_boot)
+
+    def difference(self, a: str = "detailed", b: str = "brief", mode: str = "detailed", step: int | None = None,
+                   n_boot: int = 2000) -> dict:
+        """Paired difference arm ``a`` − arm ``b`` under prompt ``mode`` (for modes, pass kind as a/b and mode)."""
+        return paired_difference(self.select(a, mode, step), self.select(b, mode, step), n_boot=n_boot)
+
+    def mode_difference(self, kind: str, a: str = "reasoner", b: str = "brief", step: int | None = None,
+                        n_boot: int = 2000) -> dict:
+        """Paired difference between two prompt modes for one arm (e.g. reasoner − brief)."""
+        return paired_difference(self.select(kind, a, step), self.select(kind, b, step), n_boot=n_boot)
+
+    def table(self, n_boot: int = 1000):
+        """A pandas table: one row per (arm, prompt mode) at the last step, per-tag and overall scores with CIs."""
+        import pandas as pd
+
+        out = []
+        for kind in self.kinds:
+            for mode in self.modes:
+                s = self.summary(kind, mode, n_boot=n_boot)
+                row = {"captions": kind, "prompted": mode, "overall": s["overall"]["score"],
+                       "overall_ci95": tuple(round(x, 3) for x in s["overall"]["ci95"])}
+                row.update({t: v["accuracy"] for t, v in s["tags"].items()})
+                out.append(row)
+        return pd.DataFrame(out)
+
+    def curves(self):
+        """A pandas table of overall score vs training step, per arm and prompt mode (mean over seeds)."""
+        import pandas as pd
+
+        out = []
+        for kind in self.kinds:
+            for mode in self.modes:
+                for step in self.preset.eval_at:
+                    rows = self.select(kind, mode, step)
+                    by_tag = defaultdict(list)
+                    for r in rows:
+                        by_tag[r["tag"]].append(float(bool(r["correct"])))
+                    out.append({"captions": kind, "prompted": mode, "step": step,
+                                "overall": float(np.mean([np.mean(v) for v in by_tag.values()]))})
+        return pd.DataFrame(out)

@@ -1,0 +1,119 @@
+"""The caption ablation runner: arms differ only in caption kind, paired bootstrap, summaries, end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lenslib.experiments import captions as cap
+
+
+def _rows(cells, kind="detailed", mode="detailed", step=1):
+    """Result rows from {(index, seed): [correct, ...]} with index -> tag by the key's third element."""
+    out = []
+    for (index, seed, tag), images in cells.items():
+        for k, c in enumerate(images):
+            out.append({"kind": kind, "mode": mode, "step": step, "index": index, "seed": seed, "k": k,
+                        "tag": tag, "correct": bool(c), "reason": ""})
+    return out
+
+
+def test_arms_differ_only_in_caption_kind(tmp_path):
+    cfgs = cap.arm_configs("reduced", tmp_path)
+    assert set(cfgs) == {(k, s) for k in cap.KINDS for s in (0, 1, 2)}
+    base = cfgs[("detailed", 0)]
+    for (kind, seed), cfg in cfgs.items():
+        diff = cap.config_differences(base, cfg)
+        expected = ([] if kind == "detailed" else ["data.caption_kind"]) + ([] if seed == 0 else ["run.seed"])
+        assert diff == sorted(expected), (kind, seed, diff)
+        assert cfg.data.caption_kind == kind and cfg.run.seed == seed
+        assert cfg.run.steps == cap.PRESETS["reduced"].steps
+    # same seed -> the same training images, different captions
+    from lenslib.train.data import WorldSource
+
+    a = WorldSource(0, "shapes", "brief").examples(range(3), (64, 64))
+    b = WorldSource(0, "shapes", "detailed").examples(range(3), (64, 64))
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x.image, y.image)
+        assert x.caption != y.caption and len(y.caption.split()) > len(x.caption.split())
+
+
+def test_bad_arguments_fail_before_training(tmp_path):
+    with pytest.raises(ValueError, match="preset"):
+        cap.get_preset("lens-stage9")
+    with pytest.raises(ValueError, match="caption kinds"):
+        cap.arm_configs("micro", tmp_path, kinds=("verbose",))
+    with pytest.raises(ValueError, match="repeat"):
+        cap.arm_configs("micro", tmp_path, seeds=(1, 1))
+    with pytest.raises(ValueError, match="prompt modes"):
+        cap.run_captions("micro", tmp_path, modes=("shouted",))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_paired_difference_hand_computed():
+    # One tag, two prompts, one seed: differences 1-0=1 and 0-0=0. Point estimate 0.5. The bootstrap
+    # mean of two draws is 0 (p 1/4), 0.5 (p 1/2) or 1 (p 1/4): the 95 % interval is [0, 1] and the
+    # share of replicates <= 0 is about 1/4.
+    a = _rows({(0, 0, "colors"): [1], (1, 0, "colors"): [0]})
+    b = _rows({(0, 0, "colors"): [0], (1, 0, "colors"): [0]})
+    d = cap.paired_difference(a, b, n_boot=4000, seed=1)
+    assert d["diff"] == pytest.approx(0.5)
+    assert d["ci95"] == (0.0, 1.0)
+    assert d["p_le_zero"] == pytest.approx(0.25, abs=0.03)
+    # Overall is the unweighted mean of tags: tag A has two prompts with difference +1 (two seeds, two
+    # images each), tag B one prompt with difference 0 -> (1 + 0) / 2 = 0.5, not the pooled 2/3; every
+    # replicate gives the same, so the interval is the point.
+    a = _rows({(0, 0, "colors"): [1, 1], (0, 1, "colors"): [1, 1], (1, 0, "colors"): [1, 1], (1, 1, "colors"): [1, 1],
+               (2, 0, "counting"): [1, 0], (2, 1, "counting"): [0, 0]})
+    b = _rows({(0, 0, "colors"): [0, 0], (0, 1, "colors"): [0, 0], (1, 0, "colors"): [0, 0], (1, 1, "colors"): [0, 0],
+               (2, 0, "counting"): [0, 1], (2, 1, "counting"): [0, 0]})
+    d = cap.paired_difference(a, b, n_boot=500)
+    assert d["diff"] == pytest.approx(0.5) and d["ci95"] == pytest.approx((0.5, 0.5))
+    assert (d["n_prompts"], d["n_seeds"]) == (3, 2)
+    # Pairing matters: equal arms with large prompt-to-prompt spread give exactly zero, interval [0, 0].
+    same = _rows({(i, s, "colors"): [i % 2] for i in range(6) for s in range(2)})
+    d = cap.paired_difference(same, same, n_boot=300)
+    assert d["diff"] == 0 and d["ci95"] == (0.0, 0.0)
+    with pytest.raises(ValueError, match="same"):
+        cap.paired_difference(a, same)
+
+
+def test_conclusion_follows_the_numbers():
+    base = {"n_prompts": 10, "n_seeds": 3}
+    assert "detailed-caption model scores higher" in cap.conclusion(dict(base, diff=0.2, ci95=(0.1, 0.3)))
+    assert "brief-caption model scores higher" in cap.conclusion(dict(base, diff=-0.2, ci95=(-0.3, -0.1)))
+    text = cap.conclusion(dict(base, diff=0.05, ci95=(-0.1, 0.2)))
+    assert "does not show a difference" in text and "favours detailed" in text
+
+
+def test_summary_per_tag_and_overall():
+    # two seeds, one image each: seeds count as images of the same prompt
+    rows = _rows({(0, 0, "colors"): [1], (0, 1, "colors"): [0], (1, 0, "counting"): [1], (1, 1, "counting"): [1]})
+    s = cap.summarize_rows(rows, n_boot=200)
+    assert s["tags"]["colors"]["accuracy"] == 0.5 and s["tags"]["counting"]["accuracy"] == 1.0
+    assert s["overall"]["score"] == pytest.approx(0.75)
+    assert s["tags"]["colors"]["n_images"] == 2
+    lo, hi = s["overall"]["ci95"]
+    assert lo <= 0.75 <= hi
+
+
+@pytest.mark.slow
+def test_runner_micro_end_to_end(tmp_path):
+    p = cap.Preset(steps=2, eval_at=(1, 2), seeds=(0,), lines_per_tag=1, per_prompt=1, sample_steps=2,
+                   overrides=(*cap.WORLD_64, "optim.global_batch=2", "optim.micro_batch=2", "optim.warmup_steps=1"))
+    res = cap.run_captions(p, tmp_path, kinds=("brief", "detailed"), progress=lambda *_: None)
+    n = 2 * 2 * len(cap.MODES) * 6  # kinds x checkpoints x modes x lines
+    assert len(res.rows) == n
+    assert {(r["kind"], r["step"], r["mode"]) for r in res.rows} == \
+        {(k, s, m) for k in ("brief", "detailed") for s in (1, 2) for m in cap.MODES}
+    table = res.table(n_boot=100)
+    assert len(table) == 2 * len(cap.MODES) and set(cap.GENEVAL_TAGS) <= set(table.columns)
+    d = res.difference("detailed", "brief", "detailed", n_boot=100)
+    assert d["ci95"][0] <= d["diff"] <= d["ci95"][1]
+    curves = res.curves()
+    assert sorted(curves.step.unique()) == [1, 2]
+    # the reasoner mode really rewrote the prompts; the cache is reused without training
+    arms = sorted((tmp_path / "arms").glob("*.json"))
+    assert [a.name for a in arms] == ["brief-s0.json", "detailed-s0.json"]
+    again = cap.run_captions(p, tmp_path, kinds=("brief", "detailed"), progress=lambda *_: None)
+    assert again.rows == res.rows
