@@ -23,6 +23,8 @@ _EXPORTS = {
     "launch_training": "lenslib.cluster.launch",
     "RunPreempted": "lenslib.cluster.launch",
     "TrainingFailed": "lenslib.cluster.launch",
+    "request_stop": "lenslib.cluster.launch",
+    "check_result": "lenslib.cluster.launch",
     "SlurmResources": "lenslib.cluster.slurm",
     "render_sbatch": "lenslib.cluster.slurm",
     "submit_notebook": "lenslib.cluster.slurm",

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["RunPreempted", "TrainingFailed", "LaunchResult", "torchrun_command", "srun_prefix", "launch_training",
-           "master_address"]
+           "master_address", "request_stop", "check_result"]
 
 #: torchrun's signal forwarding: SIGUSR1 added to its defaults (else it dies and orphans the workers).
 FORWARDED_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
@@ -147,17 +147,53 @@ def _resolve_config(config: Any, run_dir: str | Path | None) -> tuple[Path, Path
     return path, Path(out)
 
 
+def _stop_flag(run_dir: Path) -> Path:
+    """The file whose appearance asks a running launch to stop: ``$LENS_PREEMPT_FLAG``, else ``RUN_DIR/.preempt``."""
+    from .notebook import PREEMPT_FLAG_NAME
+
+    return Path(os.environ["LENS_PREEMPT_FLAG"]) if os.environ.get("LENS_PREEMPT_FLAG") else run_dir / PREEMPT_FLAG_NAME
+
+
+def request_stop(run_dir: str | Path) -> Path:
+    """Ask the training launched into ``run_dir`` to save and stop, as a scheduler's preemption notice does.
+
+    Touches the stop flag that :func:`launch_training` polls; the launcher then sends SIGUSR1 to torchrun,
+    which forwards it to every rank. Chapter 4 uses it to demonstrate preemption and resume.
+    """
+    flag = _stop_flag(Path(run_dir))
+    flag.touch()
+    return flag
+
+
+def check_result(result: LaunchResult) -> LaunchResult:
+    """Raise :class:`RunPreempted` or :class:`TrainingFailed` for a launch that did not finish; else return it."""
+    if result.preempted:
+        info = result.preempt_info or {}
+        raise RunPreempted(
+            f"training saved step {info.get('step')} on {info.get('signal')} and stopped (torchrun exit code "
+            f"{result.returncode}); the job is requeued and resumes from {info.get('checkpoint')}."
+        )
+    if result.returncode != 0:
+        n = len(result.tail.splitlines())
+        raise TrainingFailed(f"torchrun exited with code {result.returncode}. Last {n} lines of {result.log_path}:\n"
+                             f"{result.tail}")
+    return result
+
+
 def launch_training(config: Any = None, run_dir: str | Path | None = None, *, nodes: int = 1, nproc_per_node: int = 1,
                     srun: bool | None = None, extra_args: tuple[str, ...] = (), shutdown_timeout: int = 100,
                     tail_lines: int = 30, echo: bool = True, check: bool = True,
-                    command: list[str] | None = None) -> LaunchResult:
+                    command: list[str] | None = None, on_line=None) -> LaunchResult:
     """Run the trainer under torchrun (under srun inside a SLURM job) and wait; see the module docstring.
 
     ``config`` is a :class:`TrainConfig` (written to ``RUN_DIR/config.yaml``), a YAML path, or None for
     ``$LENS_RUN_DIR/config.yaml`` (what ``lens run-notebook`` wrote). Output goes to
     ``RUN_DIR/logs/train-NNN.log`` and, with ``echo``, to the notebook. With ``check`` (default) a
     preemption raises :class:`RunPreempted` and any other failure :class:`TrainingFailed`; both carry the
-    return code and log tail. ``command`` replaces the torchrun command (tests, custom launchers).
+    return code and log tail (:func:`check_result`). ``command`` replaces the torchrun command (tests, custom
+    launchers). ``on_line(line)``, if given, is called in the calling thread for every output line, and with ``""``
+    every half second of silence: chapter 4 redraws its live loss curve from ``metrics.jsonl`` there. A stop request is the file
+    ``$LENS_PREEMPT_FLAG`` (``lens run-notebook`` sets it), else ``RUN_DIR/.preempt`` (:func:`request_stop`).
     """
     from lenslib.train.trainer import PREEMPTED_FILE
 
@@ -175,7 +211,7 @@ def launch_training(config: Any = None, run_dir: str | Path | None = None, *, no
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"train-{len(list(logs.glob('train-*.log'))):03d}.log"
-    flag = Path(os.environ["LENS_PREEMPT_FLAG"]) if os.environ.get("LENS_PREEMPT_FLAG") else None
+    flag = _stop_flag(run_dir)
 
     tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
     lines: queue.Queue[str | None] = queue.Queue()
@@ -208,23 +244,20 @@ def launch_training(config: Any = None, run_dir: str | Path | None = None, *, no
                 tail.append(line.rstrip("\n"))
                 if echo:
                     print(line, end="", flush=True)
-            if flag is not None and not signalled and flag.exists() and proc.poll() is None:
+            if on_line is not None:
+                on_line(line)
+            if not signalled and flag.exists() and proc.poll() is None:
                 signalled = True
                 print(f"[lens] stop requested ({flag}): asking training to save and exit", flush=True)
                 proc.send_signal(signal.SIGUSR1)  # srun and torchrun forward it to every worker
         rc = proc.wait()
         reader.join()
+    if signalled:
+        flag.unlink(missing_ok=True)  # the request was delivered; the next launch (the resume) must not see it
     seconds = time.time() - t0
     info = json.loads(marker.read_text()) if marker.is_file() else None
     result = LaunchResult(rc, cmd, log_path, "\n".join(tail), seconds, preempted=info is not None, preempt_info=info)
     print(f"[lens] torchrun exited with code {rc} after {seconds:.1f} s (log: {log_path})", flush=True)
     if not check:
         return result
-    if result.preempted:
-        raise RunPreempted(
-            f"training saved step {info.get('step')} on {info.get('signal')} and stopped (torchrun exit code {rc}); "
-            f"the job is requeued and resumes from {info.get('checkpoint')}."
-        )
-    if rc != 0:
-        raise TrainingFailed(f"torchrun exited with code {rc}. Last {len(tail)} lines of {log_path}:\n{result.tail}")
-    return result
+    return check_result(result)
