@@ -80,10 +80,11 @@ def test_paired_difference_hand_computed():
 
 def test_conclusion_follows_the_numbers():
     base = {"n_prompts": 10, "n_seeds": 3}
-    assert "detailed-caption model scores higher" in cap.conclusion(dict(base, diff=0.2, ci95=(0.1, 0.3)))
-    assert "brief-caption model scores higher" in cap.conclusion(dict(base, diff=-0.2, ci95=(-0.3, -0.1)))
+    assert "detailed captions scores higher than brief captions" in cap.conclusion(dict(base, diff=0.2, ci95=(0.1, 0.3)))
+    assert "brief captions scores higher than detailed captions" in cap.conclusion(dict(base, diff=-0.2, ci95=(-0.3, -0.1)))
     text = cap.conclusion(dict(base, diff=0.05, ci95=(-0.1, 0.2)))
-    assert "does not show a difference" in text and "favours detailed" in text
+    assert "does not show a difference" in text and "favours detailed captions" in text
+    assert "cannot tell them apart" in cap.conclusion(dict(base, diff=0.0, ci95=(0.0, 0.0)))
 
 
 def test_summary_per_tag_and_overall():
@@ -117,3 +118,35 @@ def test_runner_micro_end_to_end(tmp_path):
     assert [a.name for a in arms] == ["brief-s0.json", "detailed-s0.json"]
     again = cap.run_captions(p, tmp_path, kinds=("brief", "detailed"), progress=lambda *_: None)
     assert again.rows == res.rows
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+CHAPTER = "book/06_captions_matter.md"
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"preset": "lens-stage9"}, "preset='lens-stage9'"),
+    ({"seeds": 3}, "seeds=3"),
+    ({"seeds": [0, 0]}, "repeat"),
+    ({"presett": "full"}, "did you mean preset"),
+    ({"n_boot": "many"}, "n_boot"),
+])
+def test_chapter_bad_parameters_fail_before_execution(tmp_path, params, message):
+    from pathlib import Path
+
+    from lenslib.cluster.notebook import ParameterError, prepare
+
+    with pytest.raises(ParameterError, match=message):
+        prepare(ROOT / CHAPTER, tmp_path / "run", params)
+    assert not (tmp_path / "run" / "run.ipynb").exists()
+
+
+def test_chapter_full_preset_is_accepted_and_recorded(tmp_path):
+    from pathlib import Path
+
+    from lenslib.cluster.notebook import prepare
+
+    prep = prepare(ROOT / CHAPTER, tmp_path / "run", {"preset": "full"})
+    assert prep.config.run.steps == cap.PRESETS["full"].steps
+    assert prep.config.data.caption_kind == "detailed"
+    assert prep.merged["preset"] == "full" and prep.merged["run_dir"] == str((tmp_path / "run").resolve())

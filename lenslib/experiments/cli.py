@@ -50,7 +50,7 @@ def _cmd_captions(args) -> int:
         report["detailed_minus_brief_prompted_in_detail"] = d
     for kind in kinds:
         d = res.mode_difference(kind, "reasoner", "brief", n_boot=args.n_boot)
-        print(cap.conclusion(d, "reasoner", "brief", f"prompts, {kind}-trained model"))
+        print(cap.conclusion(d, "reasoner-rewritten prompts", "brief prompts", f"{kind}-trained model"))
         report[f"reasoner_minus_brief_{kind}"] = d
     report["table"] = res.table(n_boot=args.n_boot).to_dict(orient="records")
     report["curves"] = res.curves().to_dict(orient="records")
