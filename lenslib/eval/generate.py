@@ -1,0 +1,95 @@
+"""Generate images for GenEval-format suite lines with a training-size model and judge them exactly.
+
+``generate_suite`` is the in-memory twin of "write a GenEval folder, then ``evaluate_folder``": it
+samples ``per_prompt`` images per suite line (Euler + CFG, the trainer's sampler), judges each with
+the exact judge (``lenslib.eval.judge``) and returns GenEval result rows, so
+``lenslib.eval.geneval.summarize`` gives the overall score with bootstrap intervals. Prompts are the
+suite's own short prompts (``prompt="suite"``) or the Lens-style detailed rewrite of each line
+(``prompt="detailed"``, ``lenslib.world.suites.detailed_prompt``). Images are judged exactly as the
+model drew them (no post-processing); the judge refuses sizes below its limits. Used by the trainer's
+evaluation, ``benchmarks/bench_learning.py`` and chapter 4.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+from lenslib.flow import euler_sample
+
+__all__ = ["generate_suite", "sample_images"]
+
+
+@torch.no_grad()
+def sample_images(model, text, mask, codec, size: tuple[int, int], noise: torch.Tensor, num_steps: int = 20,
+                  guidance: float = 3.0, mu: float | None = None) -> np.ndarray:
+    """Images (uint8, N x H x W x 3) from ``noise`` (N x tokens x channels) for text features ``text``/``mask``.
+
+    The unconditional branch uses zeroed features and an all-false mask, as caption dropout trains it.
+    """
+    h, w = size[0] // codec.patch, size[1] // codec.patch
+    empty_text, empty_mask = [torch.zeros_like(t) for t in text], torch.zeros_like(mask)
+
+    def velocity(x, sigma, conditional):
+        tx, m = (text, mask) if conditional else (empty_text, empty_mask)
+        return model(x, encoder_hidden_states=tx, encoder_hidden_states_mask=m, timestep=sigma,
+                     img_shapes=[(1, h, w)]).float()
+
+    tokens = euler_sample(velocity, noise, num_steps, guidance, mu)
+    images = codec.decode(tokens.float(), h, w).clamp(-1, 1)
+    return np.clip(np.rint((images.numpy() + 1) * 127.5), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+@torch.no_grad()
+def generate_suite(model, batcher, lines: list[dict], *, per_prompt: int = 1, size: int = 64, num_steps: int = 20,
+                   guidance: float = 3.0, mu: float | None = None, prompt: str = "detailed", vocab: str = "shapes",
+                   seed: int = 0, batch_size: int = 64, return_images: bool = False):
+    """GenEval result rows (``index, k, tag, prompt, correct, reason``) for model samples of ``lines``.
+
+    ``batcher`` turns captions into padded text features (a :class:`lenslib.train.data.TokenBatcher`:
+    its ``encode_text`` and ``codec``). Image ``k`` of line ``index`` starts from noise seeded by
+    ``(seed, index, k)``, so a score is reproducible and independent of ``batch_size``.
+    """
+    from lenslib.eval.judge import judge
+    from lenslib.world.spec import within_limits
+    from lenslib.world.suites import detailed_prompt
+
+    if prompt not in ("suite", "detailed"):
+        raise ValueError(f"prompt must be 'suite' or 'detailed', got {prompt!r}")
+    if not within_limits(vocab, size, size):
+        raise ValueError(f"size {size} px is below the {vocab} judge's limit; sample at a larger size "
+                         "(the judge is exact only inside lenslib.world.spec's limits)")
+    codec = batcher.codec
+    if size % codec.patch:
+        raise ValueError(f"size {size} is not a multiple of the codec's patch {codec.patch}")
+    jobs = [(i, k) for i in range(len(lines)) for k in range(per_prompt)]
+    texts = {i: (detailed_prompt(line, seed, vocab) if prompt == "detailed" else line["prompt"])
+             for i, line in enumerate(lines)}
+    was_training = model.training
+    model.eval()
+    rows, images = [], []
+    try:
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start:start + batch_size]
+            text, mask = batcher.encode_text([texts[i] for i, _ in chunk])
+            h, w = size // codec.patch, size // codec.patch
+            noise = torch.stack([  # one generator per image: the batch size does not change the samples
+                torch.randn((h * w, model.config.in_channels),
+                            generator=torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i, k]).generate_state(1)[0])))
+                for i, k in chunk])
+            batch_imgs = sample_images(model, text, mask, codec, (size, size), noise, num_steps, guidance, mu)
+            for (i, k), im in zip(chunk, batch_imgs):
+                line = lines[i]
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    verdict = judge(im, line, vocab)
+                rows.append({"index": i, "k": k, "tag": line["tag"], "prompt": texts[i],
+                             "correct": bool(verdict.correct), "reason": verdict.reason})
+                if return_images:
+                    images.append(im)
+    finally:
+        model.train(was_training)
+    return (rows, images) if return_images else rows
+
