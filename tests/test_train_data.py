@@ -69,19 +69,23 @@ def test_webdataset_source_reads_in_order_and_skips_ahead(tmp_path):
 
 
 def _world_cache(tmp_path, encoder_name, **encoder_kwargs):
-    """A feature cache of 32x32 world scenes built with the public API (what `lens data cache` runs)."""
+    """A feature cache of world scenes at cpu-tiny's size and codec, built with the public API (what
+    `lens data cache` runs)."""
     from PIL import Image as PILImage
 
     from lenslib.data.buckets import Bucket
     from lenslib.data.feature_cache import build_feature_cache
     from lenslib.model.text_encoders import get_text_encoder
+    from lenslib.train.config import load_config
 
-    examples = WorldSource(seed=1).examples(range(6), (32, 32))
+    d = load_config("cpu-tiny").data
+    size = d.image_size
+    examples = WorldSource(seed=1, **d.world_kwargs).examples(range(6), (size, size))
     records = [{"key": f"w{i}", "image": PILImage.fromarray(e.image), "captions": {"detailed": {"text": e.caption}}}
                for i, e in enumerate(examples)]
-    out = tmp_path / f"cache-{encoder_name}"
-    build_feature_cache(records, out, get_text_encoder(encoder_name, **encoder_kwargs), PixelCodec(4),
-                        buckets=[Bucket(32, 32, 32, (1, 1))])
+    out = tmp_path / f"cache-{encoder_name}-{encoder_kwargs.get('max_length')}"
+    build_feature_cache(records, out, get_text_encoder(encoder_name, **encoder_kwargs), PixelCodec(d.patch),
+                        buckets=[Bucket(size, size, size, (1, 1))])
     return out
 
 
@@ -92,12 +96,18 @@ def _features_config(tmp_path, cache):
                                     "eval.every=0", "run.progress=log", f"run.out_dir={tmp_path / 'run'}"])
 
 
+def _cpu_tiny_max_length():
+    from lenslib.train.config import load_config
+
+    return load_config("cpu-tiny").data.text_encoder_kwargs["max_length"]
+
+
 def test_trainer_trains_from_a_feature_cache(tmp_path):
     import json
 
     from lenslib.train import train
 
-    cfg = _features_config(tmp_path, _world_cache(tmp_path, "minilm", max_length=32))
+    cfg = _features_config(tmp_path, _world_cache(tmp_path, "minilm", max_length=_cpu_tiny_max_length()))
     summary = train(cfg)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and summary["step"] == 2
@@ -114,6 +124,7 @@ def test_trainer_refuses_a_cache_from_another_text_encoder(tmp_path):
         train(cfg)
     assert not (tmp_path / "run" / "metrics.jsonl").exists()  # refused before any step
     # same model, other tokenisation length: features differ, so the exact identity refuses it too
-    cfg = _features_config(tmp_path, _world_cache(tmp_path, "minilm", max_length=16))
-    with pytest.raises(CacheMismatchError, match="max=16.*max=32"):
+    other = _cpu_tiny_max_length() // 2
+    cfg = _features_config(tmp_path, _world_cache(tmp_path, "minilm", max_length=other))
+    with pytest.raises(CacheMismatchError, match=f"max={other}.*max={_cpu_tiny_max_length()}"):
         train(cfg)

@@ -16,7 +16,7 @@ preempt flag (``$LENS_PREEMPT_FLAG``); this launcher polls it and signals its ch
 notebook then raises :class:`RunPreempted`, ``lens run-notebook`` exits with the requeue code (75) and
 the job script requeues; the next start resumes from the checkpoint.
 
-Used by training notebooks (chapter 7) and tested on a real SLURM cluster.
+Used by training notebooks (chapters 4 and 7) and tested on a real SLURM cluster.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ checked against the type of its default. Any notebook runs this way (a book chap
 is checked against its default's type); one without ``run_dir`` keeps only its record in RUN_DIR. Notebooks build their config with
 :func:`config_from_parameters`, so what is validated here is exactly what runs.
 
-Used in chapter 7 and by ``lens submit``.
+Used in chapters 4 and 7 and by ``lens submit``.
 """
 
 from __future__ import annotations
