@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -118,6 +120,11 @@ def test_runner_micro_end_to_end(tmp_path):
     assert [a.name for a in arms] == ["brief-s0.json", "detailed-s0.json"]
     again = cap.run_captions(p, tmp_path, kinds=("brief", "detailed"), progress=lambda *_: None)
     assert again.rows == res.rows
+    # a changed config retrains from scratch: the old run folder is set aside, not resumed
+    p2 = dataclasses.replace(p, steps=3, eval_at=(3,))
+    third = cap.run_captions(p2, tmp_path, kinds=("brief",), progress=lambda *_: None)
+    assert {r["step"] for r in third.rows} == {3}
+    assert len(list((tmp_path / "stale").iterdir())) == 1
 
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]

@@ -71,9 +71,9 @@ PRESETS: dict[str, Preset] = {
                     overrides=(*WORLD_64, "optim.global_batch=4", "optim.micro_batch=4", "optim.warmup_steps=2"),
                     description="a smoke test: 4 steps, 1 seed, 6 suite lines"),
     # the book's default: 4 arms x 3 seeds inside chapter 6's CPU budget; far too short to learn the world
-    "reduced": Preset(steps=12, eval_at=(6, 12), seeds=(0, 1, 2), lines_per_tag=2, per_prompt=1, sample_steps=4,
+    "reduced": Preset(steps=8, eval_at=(4, 8), seeds=(0, 1, 2), lines_per_tag=2, per_prompt=1, sample_steps=4,
                       overrides=(*WORLD_64, "optim.global_batch=8", "optim.micro_batch=8", "optim.warmup_steps=4"),
-                      description="the book's CPU default: 12 steps of batch 8, 3 seeds, 12 suite lines"),
+                      description="the book's CPU default: 8 steps of batch 8, 3 seeds, 12 suite lines"),
     # the experiment proper (hours on CPU, minutes on a GPU): cpu-tiny's own schedule and batch
     "full": Preset(steps=1200, eval_at=(150, 300, 600, 900, 1200), seeds=(0, 1, 2), lines_per_tag=20, per_prompt=2,
                    sample_steps=20, overrides=WORLD_64, description="cpu-tiny's batch for 1200 steps, 3 seeds, 120 suite lines x 2 images"),
@@ -187,6 +187,23 @@ def _write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
+def _set_aside_stale_run(cfg, out_dir: Path, key: dict) -> None:
+    """Move an arm's run folder aside when it was trained under another config (the base config or preset
+    changed), so training starts afresh instead of resuming incompatible checkpoints. An unfinished run
+    of the *same* config is kept and resumed."""
+    from lenslib.train.trainer import run_dir_of
+
+    run_dir = run_dir_of(cfg)
+    key_file = out_dir / "arms" / f"{run_dir.name}.key.json"
+    if run_dir.exists():
+        old = json.loads(key_file.read_text()) if key_file.exists() else None
+        if old != json.loads(json.dumps(key)):
+            stale = out_dir / "stale" / f"{run_dir.name}-{time.strftime('%Y%m%dT%H%M%S')}"
+            stale.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(run_dir, stale)
+    _write_json(key_file, key)
+
+
 def _score_checkpoints(cfg, p: Preset, lines: list[dict], modes) -> list[dict]:
     """Result rows for every ``eval_at`` checkpoint of a finished arm, every prompt mode (EMA weights)."""
     import torch
@@ -238,7 +255,7 @@ def run_captions(preset: str | Preset = "reduced", out_dir: str | Path | None = 
     seeds = tuple(p.seeds if seeds is None else seeds)
     kinds, modes = tuple(kinds), tuple(modes)
     _check(p, kinds, modes, seeds)
-    name = preset if isinstance(preset, str) else "custom"
+    name = next((k for k, v in PRESETS.items() if v == p), "custom")
     out_dir = Path(out_dir) if out_dir is not None else cache_dir() / "experiments" / "captions" / name
     configs = arm_configs(p, out_dir, kinds, seeds, overrides)  # every config validated before any training
     lines = suite_lines(p.lines_per_tag)
@@ -251,6 +268,7 @@ def run_captions(preset: str | Preset = "reduced", out_dir: str | Path | None = 
             arm_rows, seconds = cached["rows"], cached["train_seconds"]
             progress(f"{kind:>9} seed {seed}: cached ({path})")
         else:
+            _set_aside_stale_run(cfg, out_dir, key)
             t0 = time.time()
             summary = train(cfg)
             seconds = time.time() - t0
