@@ -194,7 +194,7 @@ def _set_aside_stale_run(cfg, out_dir: Path, key: dict) -> None:
     from lenslib.train.trainer import run_dir_of
 
     run_dir = run_dir_of(cfg)
-    key_file = out_dir / "arms" / f"{run_dir.name}.key.json"
+    key_file = run_dir.parent / f"{run_dir.name}.key.json"
     if run_dir.exists():
         old = json.loads(key_file.read_text()) if key_file.exists() else None
         if old != json.loads(json.dumps(key)):
@@ -204,17 +204,27 @@ def _set_aside_stale_run(cfg, out_dir: Path, key: dict) -> None:
     _write_json(key_file, key)
 
 
-def _score_checkpoints(cfg, p: Preset, lines: list[dict], modes) -> list[dict]:
-    """Result rows for every ``eval_at`` checkpoint of a finished arm, every prompt mode (EMA weights)."""
+def _score_checkpoints(cfg, p: Preset, lines: list[dict], modes, encoders: dict | None = None) -> list[dict]:
+    """Result rows for every ``eval_at`` checkpoint of a finished arm, every prompt mode (EMA weights).
+
+    ``encoders`` caches the frozen text encoder and codec between arms (they are the same for every arm).
+    """
     import torch
 
     from lenslib.eval.generate import generate_suite
     from lenslib.train import checkpoint as ckpt
-    from lenslib.train.data import build_source
+    from lenslib.train.data import TokenBatcher, build_source
     from lenslib.train.ema import EMA
     from lenslib.train.trainer import build_model, run_dir_of
 
-    batcher, codec, text_encoder = build_source(cfg)
+    d = cfg.data
+    enc_key = json.dumps([d.text_encoder, d.text_encoder_kwargs, d.codec, d.patch, d.vae, d.max_text_tokens], default=str)
+    encoders = {} if encoders is None else encoders
+    if enc_key not in encoders:
+        _, codec, text_encoder = build_source(cfg)
+        encoders[enc_key] = TokenBatcher(None, codec, text_encoder, d.max_text_tokens)
+    batcher = encoders[enc_key]
+    codec, text_encoder = batcher.codec, batcher.text_encoder
     run_dir = run_dir_of(cfg)
     prompts = {m: prompt_lines(lines, m, cfg.data.vocab) for m in modes}
     rows = []
@@ -259,7 +269,7 @@ def run_captions(preset: str | Preset = "reduced", out_dir: str | Path | None = 
     out_dir = Path(out_dir) if out_dir is not None else cache_dir() / "experiments" / "captions" / name
     configs = arm_configs(p, out_dir, kinds, seeds, overrides)  # every config validated before any training
     lines = suite_lines(p.lines_per_tag)
-    rows, meta = [], {}
+    rows, meta, encoders = [], {}, {}
     for (kind, seed), cfg in configs.items():
         key = {"config": to_dict(cfg), "preset": dataclasses.asdict(p), "modes": list(modes), "lines": lines}
         path = out_dir / "arms" / f"{kind}-s{seed}.json"
@@ -274,7 +284,7 @@ def run_captions(preset: str | Preset = "reduced", out_dir: str | Path | None = 
             seconds = time.time() - t0
             if summary.get("preempted"):
                 raise RuntimeError(f"arm {kind} seed {seed} was preempted at step {summary['step']}; run again to continue")
-            arm_rows = _score_checkpoints(cfg, p, lines, modes)
+            arm_rows = _score_checkpoints(cfg, p, lines, modes, encoders)
             _write_json(path, {"key": key, "rows": arm_rows, "train_seconds": seconds,
                                "final_loss": summary.get("final_loss")})
             progress(f"{kind:>9} seed {seed}: trained {p.steps} steps in {seconds:.0f} s, scored "
