@@ -111,6 +111,7 @@ def test_runner_micro_end_to_end(tmp_path):
         {(k, s, m) for k in ("brief", "detailed") for s in (1, 2) for m in cap.MODES}
     table = res.table(n_boot=100)
     assert len(table) == 2 * len(cap.MODES) and set(cap.GENEVAL_TAGS) <= set(table.columns)
+    assert all(lo - 1e-3 <= v <= hi + 1e-3 for v, (lo, hi) in zip(table.colors, table.colors_ci95))
     d = res.difference("detailed", "brief", "detailed", n_boot=100)
     assert d["ci95"][0] <= d["diff"] <= d["ci95"][1]
     curves = res.curves()

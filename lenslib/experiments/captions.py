@@ -421,7 +421,9 @@ class CaptionResults:
                 s = self.summary(kind, mode, n_boot=n_boot)
                 row = {"captions": kind, "prompted": mode, "overall": s["overall"]["score"],
                        "overall_ci95": tuple(round(x, 3) for x in s["overall"]["ci95"])}
-                row.update({t: v["accuracy"] for t, v in s["tags"].items()})
+                for t, v in s["tags"].items():
+                    row[t] = v["accuracy"]
+                    row[f"{t}_ci95"] = tuple(round(x, 3) for x in v["ci95"])
                 out.append(row)
         return pd.DataFrame(out)
 
