@@ -71,7 +71,7 @@ PRESETS: dict[str, Preset] = {
                     overrides=(*WORLD_64, "optim.global_batch=4", "optim.micro_batch=4", "optim.warmup_steps=2"),
                     description="a smoke test: 4 steps, 1 seed, 6 suite lines"),
     # the book's default: 4 arms x 3 seeds inside chapter 6's CPU budget; far too short to learn the world
-    "reduced": Preset(steps=8, eval_at=(4, 8), seeds=(0, 1, 2), lines_per_tag=2, per_prompt=1, sample_steps=4,
+    "reduced": Preset(steps=8, eval_at=(4, 8), seeds=(0, 1, 2), lines_per_tag=2, per_prompt=1, sample_steps=2,
                       overrides=(*WORLD_64, "optim.global_batch=8", "optim.micro_batch=8", "optim.warmup_steps=4"),
                       description="the book's CPU default: 8 steps of batch 8, 3 seeds, 12 suite lines"),
     # the experiment proper (hours on CPU, minutes on a GPU): cpu-tiny's own schedule and batch
