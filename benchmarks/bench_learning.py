@@ -1,10 +1,16 @@
-"""Does ``cpu-tiny`` learn the world? Loss and exact-judge scores over a CPU training run.
+"""Does ``cpu-tiny`` learn the world? GenEval-format exact-judge score vs training wall time on this CPU.
 
-Trains the shipped ``cpu-tiny`` config (or overrides) with ``lenslib.train.train``, evaluating every
-``--eval-every`` steps: EMA samples of held-out world captions, scored by the exact scene judge
-(``lenslib.eval.judge.score_scene_images``). As a ceiling it scores the *rendered* held-out scenes at the
-same resolution (the judge is exact from 64 px up; below that even true renders can fail), so the table
-shows how much of the achievable score the model reaches.
+Trains the shipped ``cpu-tiny`` config (or overrides) once with ``lenslib.train.train``, saving a
+checkpoint every ``--eval-every`` steps; then scores each checkpoint's EMA weights on the world's
+GenEval-format shape suite (``data/suites/shapes_geneval.jsonl``, every ``--stride``-th line) with
+``lenslib.eval.generate.generate_suite`` (Euler + CFG samples judged by the exact judge) and
+``lenslib.eval.geneval.summarize`` (GenEval's overall score with a bootstrap 95 % interval over
+prompts and seeds). Prompts are the suite lines rewritten in detail (``detailed_prompt``, how the
+model was trained and how Lens is prompted) and, for the last checkpoint, the suite's own short
+prompts. Step 0 (the untrained model) is the floor; true renders of the same lines the ceiling.
+
+Wall time is the training loop's own clock (evaluation is not counted). The CPU is shared, so each
+row also records the load average while that stretch of training ran; compare settings by steps.
 
 Run: ``.venv/bin/python benchmarks/bench_learning.py [--steps N] [--eval-every N] [overrides ...]``.
 Writes ``benchmarks/results/learning.json``.
@@ -18,78 +24,153 @@ import json
 import os
 import platform
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results" / "learning.json"
+SUITE = Path(__file__).resolve().parent.parent / "data" / "suites" / "shapes_geneval.jsonl"
+
+
+def _score(model, source, lines, args, size, prompt, per_prompt):
+    from lenslib.eval.generate import generate_suite
+    from lenslib.eval.geneval import summarize
+
+    t = time.time()
+    rows = generate_suite(model, source, lines, per_prompt=per_prompt, size=size, num_steps=args.sample_steps,
+                          guidance=args.guidance, prompt=prompt)
+    s = summarize(rows, n_boot=1000)
+    return {"overall": s["overall"]["score"], "ci95": list(s["overall"]["ci95"]),
+            "tags": {k: v["accuracy"] for k, v in s["tags"].items()}, "n_images": s["n_images"],
+            "eval_s": time.time() - t}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--eval-every", type=int, default=100)
-    parser.add_argument("--num-images", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=None, help="default: the config's run.steps")
+    parser.add_argument("--eval-every", type=int, default=200)
+    parser.add_argument("--stride", type=int, default=5, help="score every N-th suite line (350/5 = 70 lines)")
+    parser.add_argument("--per-prompt", type=int, default=2)
+    parser.add_argument("--sample-steps", type=int, default=20)
+    parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--config", default="cpu-tiny")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
 
-    from lenslib.eval.judge import score_scene_images
+    from lenslib.eval.generate import generate_suite  # noqa: F401  (fail early if missing)
+    from lenslib.eval.geneval import render_suite
+    from lenslib.eval.geneval import evaluate_folder, summarize
     from lenslib.train import train
+    from lenslib.train.checkpoint import list_checkpoints, load_checkpoint
     from lenslib.train.config import load_config
-    from lenslib.train.data import WorldSource
+    from lenslib.train.data import build_source
+    from lenslib.train.ema import EMA
+    from lenslib.train.trainer import build_model
 
-    evals = []
+    lines = [json.loads(x) for x in SUITE.read_text().splitlines()][:: args.stride]
+    loads = []  # (elapsed training seconds, 1-min load average), sampled every 5 s
+    stop = threading.Event()
+
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(args.config, [f"run.steps={args.steps}", f"eval.every={args.eval_every}",
-                                        f"eval.num_images={args.num_images}", "run.save_every=0", "run.progress=log",
-                                        f"run.out_dir={tmp}", "run.resume=never", *args.overrides])
-        summary = train(cfg, on_log=lambda rec: evals.append(rec) if rec.get("kind") == "eval" else None)
-        rows = [json.loads(x) for x in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
+        base = load_config(args.config, list(args.overrides))
+        steps = args.steps or base.run.steps
+        cfg = load_config(args.config, [f"run.steps={steps}", "eval.every=0", f"run.save_every={args.eval_every}",
+                                        "run.keep_last=1000", "run.progress=log", f"run.out_dir={tmp}",
+                                        "run.resume=never", *args.overrides])
+        t0 = time.time()
 
-    # ceiling: the judge on true renders of the same held-out scenes at the training resolution
-    world = WorldSource(cfg.run.seed, cfg.data.vocab, cfg.data.caption_kind, **cfg.data.world_kwargs)
-    idx = [-(i + 1) for i in range(args.num_images)]
-    size = cfg.data.image_size
-    truth = world.examples(idx, (size, size))
-    ceiling = score_scene_images([e.image for e in truth], [e.meta["scene"] for e in truth])
+        def sample_load():
+            while not stop.wait(5.0):
+                loads.append((time.time() - t0, os.getloadavg()[0]))
 
-    losses = np.array([r["loss"] for r in rows])
-    window = max(1, min(50, len(losses) // 4))
-    loss_table = [{"steps": f"{i + 1}-{min(i + window, len(losses))}", "mean_loss": float(losses[i:i + window].mean())}
-                  for i in range(0, len(losses), window)]
+        sampler = threading.Thread(target=sample_load, daemon=True)
+        sampler.start()
+        load_before = os.getloadavg()
+        summary = train(cfg)
+        stop.set()
+        metrics = [json.loads(x) for x in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
+        elapsed = {r["step"]: r["elapsed_s"] for r in metrics}
+        step_times = np.array([r["step_time_s"] for r in metrics])
+
+        source, codec, text_encoder = build_source(cfg)
+        size = cfg.data.image_size
+        model = build_model(cfg, codec, text_encoder)  # step 0: the untrained (DiT-initialised) model
+        ema = EMA(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None
+        curve = [{"step": 0, "train_s": 0.0, "load_avg_1m": load_before[0],
+                  **_score(model, source, lines, args, size, "detailed", args.per_prompt)}]
+        print(f"step 0: {curve[0]['overall']:.3f} {curve[0]['ci95']}", flush=True)
+        ckpts = list_checkpoints(tmp)
+        for path in ckpts:
+            state = load_checkpoint(path, model, None, ema)
+            step = int(state["step"])
+            lo = elapsed.get(step - args.eval_every, 0.0) if step > args.eval_every else 0.0
+            hi = elapsed[step]
+            window = [la for t, la in loads if lo <= t <= hi] or [os.getloadavg()[0]]
+            ctx = ema.swapped_in(model) if ema is not None else _null()
+            with ctx:
+                row = {"step": step, "train_s": hi, "load_avg_1m": float(np.mean(window)),
+                       **_score(model, source, lines, args, size, "detailed", args.per_prompt)}
+                if path == ckpts[-1]:
+                    row["suite_prompts"] = _score(model, source, lines, args, size, "suite", args.per_prompt)
+            curve.append(row)
+            print(f"step {step}: {row['overall']:.3f} {row['ci95']} after {hi:.0f} s (load {row['load_avg_1m']:.1f})",
+                  flush=True)
+
+        truth = evaluate_folder(render_suite(lines, Path(tmp) / "renders", per_prompt=1, size=size), vocab="shapes",
+                                progress=False)
+        ceiling = summarize(truth, n_boot=200)["overall"]["score"]
+
+    losses = np.array([r["loss"] for r in metrics])
+    window = max(1, min(100, len(losses) // 5))
     result = {
         "config": args.config,
         "overrides": args.overrides,
         "steps": summary["step"],
-        "seconds": summary["seconds"],
+        "train_seconds": summary["seconds"],
+        "median_step_s": float(np.median(step_times)),
         "params": summary["params"],
         "image_size": size,
-        "loss_by_window": loss_table,
-        "evals": [{"step": e["step"], **(e.get("judge") or {})} for e in evals],
+        "patch": cfg.data.patch,
+        "suite": {"path": "data/suites/shapes_geneval.jsonl", "stride": args.stride, "lines": len(lines),
+                  "per_prompt": args.per_prompt, "sampler": {"steps": args.sample_steps, "guidance": args.guidance},
+                  "prompts": "detailed (lenslib.world.suites.detailed_prompt)"},
+        "curve": curve,
+        "loss_by_window": [{"steps": f"{i + 1}-{min(i + window, len(losses))}", "mean_loss": float(losses[i:i + window].mean())}
+                           for i in range(0, len(losses), window)],
         "ceiling_true_renders": ceiling,
         "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
-        "load_avg": os.getloadavg(),
+        "load_avg_end": os.getloadavg(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    print(f"{args.config}: {summary['params'] / 1e6:.2f}M parameters, {summary['step']} steps in {summary['seconds']:.0f} s")
-    print(f"{'steps':<14}{'mean loss':>10}")
-    for r in loss_table:
-        print(f"{r['steps']:<14}{r['mean_loss']:>10.4f}")
-    print(f"{'step':<8}{'scene exact':>12}{'obj precision':>15}{'obj recall':>12}")
-    for e in result["evals"]:
-        print(f"{e['step']:<8}{e.get('scene_exact', float('nan')):>12.3f}{e.get('object_precision', float('nan')):>15.3f}"
-              f"{e.get('object_recall', float('nan')):>12.3f}")
-    print(f"{'renders':<8}{ceiling['scene_exact']:>12.3f}{ceiling['object_precision']:>15.3f}{ceiling['object_recall']:>12.3f}"
-          f"   <- true images at {size} px (ceiling)")
+    print(f"{args.config}: {summary['params'] / 1e6:.2f}M parameters, {summary['step']} steps in "
+          f"{summary['seconds']:.0f} s (median step {result['median_step_s']:.2f} s)")
+    print(f"{'step':>6}{'train s':>9}{'load':>6}{'overall':>9}  95% CI")
+    for r in curve:
+        print(f"{r['step']:>6}{r['train_s']:>9.0f}{r['load_avg_1m']:>6.1f}{r['overall']:>9.3f}  "
+              f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]")
+    if "suite_prompts" in curve[-1]:
+        sp = curve[-1]["suite_prompts"]
+        print(f"last checkpoint, the suite's short prompts: {sp['overall']:.3f} [{sp['ci95'][0]:.3f}, {sp['ci95'][1]:.3f}]")
+    print(f"true renders (ceiling): {ceiling:.3f}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = RESULTS.with_suffix(".json.tmp")
     tmp_path.write_text(json.dumps(result, indent=1))
     os.replace(tmp_path, RESULTS)
     return 0
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 if __name__ == "__main__":

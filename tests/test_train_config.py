@@ -92,7 +92,7 @@ def test_batch_arithmetic_is_checked_against_the_world_size():
 @pytest.mark.parametrize("items,pattern", [
     (["data.buckets={bases: [32], batches: [4]}"], r"data\.buckets and optim\.global_batch are both set"),
     (["data.buckets={bases: [32, 48], batches: [4]}", "optim.global_batch=null"], r"equal length"),
-    (["data.image_size=30"], r"not divisible by data\.patch=4"),
+    (["data.image_size=30"], r"not divisible by data\.patch=8"),
     (["flow.caption_dropout=1.0"], r"flow\.caption_dropout"),
     (["dist.strategy=zero3"], r"dist\.strategy='zero3' is not one of"),
     (["optim.lr=0"], r"optim\.lr must be > 0"),

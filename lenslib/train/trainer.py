@@ -63,7 +63,10 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 
 def build_model(cfg: TrainConfig, codec, text_encoder):
-    """The transformer of ``model.preset``, its input/output sized for the codec and text encoder."""
+    """The transformer of ``model.preset``, its input/output sized for the codec and text encoder.
+
+    From scratch it is DiT-initialised (``initialize_weights``: adaLN-Zero); ``model.init_from`` loads weights.
+    """
     from lenslib.model.presets import get_config
     from lenslib.model.transformer import LensTransformer2DModel
 
@@ -82,6 +85,7 @@ def build_model(cfg: TrainConfig, codec, text_encoder):
         kw.update(cfg.model.kwargs)
         torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank and every run
         model = LensTransformer2DModel(**get_config(cfg.model.preset, **kw))
+        model.initialize_weights()  # DiT's adaLN-Zero init: every block starts as the identity, trains faster
     if model.config.in_channels != codec.token_channels:
         raise ConfigError(
             f"model in_channels={model.config.in_channels} but the {cfg.data.codec} codec makes "
