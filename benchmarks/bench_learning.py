@@ -129,6 +129,8 @@ def main() -> int:
         "config": args.config,
         "overrides": args.overrides,
         "steps": summary["step"],
+        "steps_requested": steps,
+        "stopped_by_signal": bool(summary["preempted"]),  # SIGTERM/SIGINT ends training early; checkpoints so far are scored
         "train_seconds": summary["seconds"],
         "median_step_s": float(np.median(step_times)),
         "params": summary["params"],
