@@ -136,7 +136,7 @@ def test_fsdp2_checkpoint_is_sharded_and_loads_in_one_process(fsdp_run):
         hidden_size, num_layers = 384, 3
 
     cfg = load_config(TINY[1], TINY[2:])
-    model = build_model(cfg, PixelCodec(4), Sizes())
+    model = build_model(cfg, PixelCodec(cfg.data.patch), Sizes())
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     ema = EMA(model, 0.9)
     before = {k: v.clone() for k, v in model.state_dict().items()}
