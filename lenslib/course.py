@@ -8,6 +8,7 @@ blanked so the self-check cells test the student's own work. Run with ``make cou
 from __future__ import annotations
 
 import argparse
+import ast
 import re
 import shutil
 from pathlib import Path
@@ -45,6 +46,23 @@ def _trim(markdown: str) -> str:
     return "\n\n".join(kept)
 
 
+def _blank_answers(source: str) -> str | None:
+    """Replace each top-level ``answer_* = ...`` statement by ``answer_* = None``; None if there is none."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    lines = source.splitlines()
+    spans = [(node.lineno, node.end_lineno, node.targets[0].id) for node in tree.body
+             if isinstance(node, ast.Assign) and len(node.targets) == 1
+             and isinstance(node.targets[0], ast.Name) and ANSWER.match(f"{node.targets[0].id} =")]
+    if not spans:
+        return None
+    for start, end, name in reversed(spans):
+        lines[start - 1:end] = [f"{name} = None  # your answer"]
+    return "\n".join(lines)
+
+
 def course_notebook(chapter: Path) -> nbformat.NotebookNode:
     """One chapter as a course notebook."""
     nb = jupytext.read(chapter)
@@ -58,9 +76,9 @@ def course_notebook(chapter: Path) -> nbformat.NotebookNode:
                 cell.source = _trim(cell.source)
         elif cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
-            answers = ANSWER.findall(cell.source)
-            if in_exercises and answers and "self-check" not in cell.source:
-                cell.source = "# Your answer:\n" + "\n".join(f"{name} = None" for name in answers)
+            blanked = _blank_answers(cell.source) if in_exercises and "self-check" not in cell.source else None
+            if blanked is not None:
+                cell.source = blanked
         cells.append(cell)
     nb.cells = cells
     nb.metadata.pop("jupytext", None)

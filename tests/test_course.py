@@ -5,7 +5,7 @@ from __future__ import annotations
 import jupytext
 import nbformat
 
-from lenslib.course import _trim, chapters, course_notebook, write_course
+from lenslib.course import _blank_answers, _trim, chapters, course_notebook, write_course
 
 
 def test_trim_keeps_headings_lists_and_first_sentences():
@@ -36,5 +36,12 @@ def test_course_variant_of_every_chapter(tmp_path):
 def test_answers_are_blanked_but_checks_kept():
     nb = course_notebook(chapters()[0])
     sources = [c.source for c in nb.cells if c.cell_type == "code"]
-    assert any(s.startswith("# Your answer:") and "answer_1 = None" in s for s in sources)
+    assert any("answer_1 = None  # your answer" in s for s in sources)
+    assert not any("answer_1 = ablation" in s for s in sources)
     assert any(s.startswith("# self-check") and "assert" in s for s in sources)
+
+
+def test_blanking_keeps_the_setup_lines_of_an_answer_cell():
+    cell = "answer_2 = {\"left of\",\n            \"above\"}\ncircle = make(1)\n"
+    assert _blank_answers(cell) == "answer_2 = None  # your answer\ncircle = make(1)"
+    assert _blank_answers("x = 1") is None
