@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import io
-import json
 import os
 import platform
 import sys
@@ -23,6 +22,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
+from lenslib.train.checkpoint import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -156,9 +156,7 @@ def main():
               f"+ run {r['ray_pipeline_s']:.1f} s (overhead {r['ray_overhead_s']:.1f} s)")
     out = ROOT / "benchmarks" / "results" / "data.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, out)
+    write_json_atomic(out, results)
     print(f"wrote {out}")
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import tempfile
@@ -16,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from lenslib.train.checkpoint import write_json_atomic
 
 
 def main() -> None:
@@ -84,9 +84,7 @@ def main() -> None:
               "args": vars(args), "rows": rows, "detailed_word_counts": stats}
     path = Path(__file__).resolve().parent / "results" / "geneval.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_suffix(".json.tmp")
-    tmp_path.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp_path, path)
+    write_json_atomic(path, result)
     print(f"wrote {path}")
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from lenslib.train.checkpoint import write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results" / "learning.json"
 SUITE = Path(__file__).resolve().parent.parent / "data" / "suites" / "shapes_geneval.jsonl"
@@ -161,9 +162,7 @@ def main() -> int:
         print(f"last checkpoint, the suite's short prompts: {sp['overall']:.3f} [{sp['ci95'][0]:.3f}, {sp['ci95'][1]:.3f}]")
     print(f"true renders (ceiling): {ceiling:.3f}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = RESULTS.with_suffix(".json.tmp")
-    tmp_path.write_text(json.dumps(result, indent=1))
-    os.replace(tmp_path, RESULTS)
+    write_json_atomic(RESULTS, result)
     return 0
 
 

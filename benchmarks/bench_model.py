@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import statistics
@@ -24,6 +23,7 @@ import torch
 
 from lenslib.model.flops import transformer_flops
 from lenslib.model.presets import build_model, get_config
+from lenslib.train.checkpoint import write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results" / "model.json"
 # (name, image side in pixels, pixels per token side, batch, text tokens). "book" is the chapter-4 run
@@ -105,9 +105,7 @@ def main() -> int:
         date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, RESULTS)
+    write_json_atomic(RESULTS, result)
 
     print(f"{args.preset}: {n_params / 1e6:.2f}M parameters, {args.threads} threads, "
           f"fp32 matmul peak {peak / 1e9:.1f} GFLOP/s, load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from lenslib.train.checkpoint import write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
 
@@ -114,9 +115,7 @@ def main() -> int:
         print(f"{'MFU':<28}{result['mfu'] * 100:.1f} %")
     print(f"{'steps in 5 minutes':<28}{result['steps_per_5_min']}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, RESULTS)
+    write_json_atomic(RESULTS, result)
     return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
@@ -29,6 +28,7 @@ from lenslib.eval.judge import match_scene  # noqa: E402
 from lenslib.eval.parse import parse  # noqa: E402
 from lenslib.world.render import render  # noqa: E402
 from lenslib.world.spec import MAX_OBJECTS, VOCABS, sample_scene, within_limits  # noqa: E402
+from lenslib.train.checkpoint import write_json_atomic
 
 
 def bench(vocab: str, size: int, n: int) -> dict:
@@ -74,9 +74,7 @@ def main() -> int:
            "cpu_count": os.cpu_count(), "processes": 1, "quick": args.quick, "results": rows}
     path = ROOT / "benchmarks" / "results" / "world.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=2))
-    os.replace(tmp, path)
+    write_json_atomic(path, out)
     print(f"wrote {path}")
     return 0
 
