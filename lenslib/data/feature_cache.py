@@ -283,20 +283,12 @@ class FeatureCacheSource:
         return out
 
     def batch(self, indices, size):
-        import torch
-
+        from lenslib.model.text_encoders.base import fit_length
         from lenslib.train.data import Batch
 
         items = [self.cache[i] for i in self._items(indices, size)]
         b = FeatureCache.collate(items)
-        t = self.max_text_tokens
-        text, mask = b["text"], b["mask"]
-        if text[0].shape[1] >= t:
-            text, mask = [f[:, :t] for f in text], mask[:, :t]
-        else:
-            pad = t - text[0].shape[1]
-            text = [torch.nn.functional.pad(f, (0, 0, 0, pad)) for f in text]
-            mask = torch.nn.functional.pad(mask, (0, pad), value=False)
+        text, mask = fit_length(b["text"], b["mask"], self.max_text_tokens)
         captions = [self.cache._index[it["key"]].get(f"caption_{it['kind']}", "") for it in items]
         return Batch(b["latents"].float().contiguous(), tuple(b["hw"]), [f.float().contiguous() for f in text],
                      mask.bool(), captions, [int(i) for i in indices])

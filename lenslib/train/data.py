@@ -218,14 +218,9 @@ class TokenBatcher:
 
     @torch.no_grad()
     def encode_text(self, captions: list[str]) -> tuple[list[torch.Tensor], torch.Tensor]:
-        feats, mask = self.text_encoder.encode(list(captions))
-        t = self.max_text_tokens
-        if feats[0].shape[1] >= t:
-            feats, mask = [f[:, :t] for f in feats], mask[:, :t]
-        else:
-            pad = t - feats[0].shape[1]
-            feats = [torch.nn.functional.pad(f, (0, 0, 0, pad)) for f in feats]
-            mask = torch.nn.functional.pad(mask, (0, pad), value=False)
+        from lenslib.model.text_encoders.base import fit_length
+
+        feats, mask = fit_length(*self.text_encoder.encode(list(captions)), self.max_text_tokens)
         return [f.float().contiguous() for f in feats], mask.bool()
 
     @torch.no_grad()

@@ -59,3 +59,16 @@ def check_features(features, mask, num_layers: int | None = None, hidden_size: i
             raise ValueError(f"feature layer {i} has width {f.shape[2]}; the consumer expects {hidden_size}.")
     if mask is None or tuple(mask.shape) != (B, S):
         raise ValueError(f"text mask must be [{B}, {S}] to match the features, got {None if mask is None else tuple(mask.shape)}.")
+
+
+def fit_length(features, mask: torch.Tensor, length: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Truncate or right-pad per-layer features [B, S, H] and mask [B, S] to ``length`` tokens.
+
+    Training batches need one text length; padding is zeros with a False mask, which the DiT ignores
+    exactly (reference §2.8). Used by the trainer's text path and by the feature cache.
+    """
+    if features[0].shape[1] >= length:
+        return [f[:, :length] for f in features], mask[:, :length]
+    pad = length - features[0].shape[1]
+    return ([torch.nn.functional.pad(f, (0, 0, 0, pad)) for f in features],
+            torch.nn.functional.pad(mask, (0, pad), value=False))
