@@ -71,6 +71,7 @@ EMOJI_LEFT_OUT: dict[str, str] = {
     "stop sign": "its octagon is told from the round sports ball and donut only in clean images, not under noise",
     "truck": "told from car only in clean images, not under colour jitter",
     "sports ball": "its disc is told from the round stop sign and donut only in clean images, not under noise",
+    "cell phone": "its rounded rectangle differs from mouse's only at the corners: confused at the smallest sizes",
 }
 
 EMOJI_CLASSES: tuple[str, ...] = tuple(c for c in COCO_CLASSES if c in EMOJI_CODEPOINTS and c not in EMOJI_LEFT_OUT)
