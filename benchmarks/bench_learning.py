@@ -36,13 +36,13 @@ RESULTS = Path(__file__).resolve().parent / "results" / "learning.json"
 SUITE = Path(__file__).resolve().parent.parent / "data" / "suites" / "shapes_geneval.jsonl"
 
 
-def _score(model, source, lines, args, size, prompt, per_prompt):
+def _score(model, source, lines, args, size, prompt, per_prompt, prediction):
     from lenslib.eval.generate import generate_suite
     from lenslib.eval.geneval import summarize
 
     t = time.time()
     rows = generate_suite(model, source, lines, per_prompt=per_prompt, size=size, num_steps=args.sample_steps,
-                          guidance=args.guidance, prompt=prompt)
+                          guidance=args.guidance, prompt=prompt, prediction=prediction)
     s = summarize(rows, n_boot=1000)
     return {"overall": s["overall"]["score"], "ci95": list(s["overall"]["ci95"]),
             "tags": {k: v["accuracy"] for k, v in s["tags"].items()}, "n_images": s["n_images"],
@@ -101,7 +101,7 @@ def main() -> int:
         model = build_model(cfg, codec, text_encoder)  # step 0: the untrained (DiT-initialised) model
         ema = EMA(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None
         curve = [{"step": 0, "train_s": 0.0, "load_avg_1m": load_before[0],
-                  **_score(model, source, lines, args, size, "detailed", args.per_prompt)}]
+                  **_score(model, source, lines, args, size, "detailed", args.per_prompt, cfg.flow.prediction)}]
         print(f"step 0: {curve[0]['overall']:.3f} {curve[0]['ci95']}", flush=True)
         ckpts = list_checkpoints(tmp)
         for path in ckpts:
@@ -113,9 +113,9 @@ def main() -> int:
             ctx = ema.swapped_in(model) if ema is not None else _null()
             with ctx:
                 row = {"step": step, "train_s": hi, "load_avg_1m": float(np.mean(window)),
-                       **_score(model, source, lines, args, size, "detailed", args.per_prompt)}
+                       **_score(model, source, lines, args, size, "detailed", args.per_prompt, cfg.flow.prediction)}
                 if path == ckpts[-1]:
-                    row["suite_prompts"] = _score(model, source, lines, args, size, "suite", args.per_prompt)
+                    row["suite_prompts"] = _score(model, source, lines, args, size, "suite", args.per_prompt, cfg.flow.prediction)
             curve.append(row)
             print(f"step {step}: {row['overall']:.3f} {row['ci95']} after {hi:.0f} s (load {row['load_avg_1m']:.1f})",
                   flush=True)

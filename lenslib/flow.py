@@ -14,6 +14,13 @@ The whole training objective of Lens (paper §2.1) fits on one screen:
   training caption is replaced by the *official empty negative*: zero features with an all-False mask
   (reference §5.6), which the transformer treats exactly like "no text at all". The paper does not
   state a dropout rate; we use 0.1, the common choice for text-to-image flow models (SD3, PixArt use 10 %).
+* what the network outputs is a choice of parameterisation, not of objective. Lens outputs the velocity
+  (``prediction="velocity"``, the official weights). A network may instead output the clean sample
+  (``prediction="x"``, JiT: Li & He 2025, "Back to Basics: Let Denoising Generative Models Denoise"),
+  turned into a velocity by ``v = (x_t - x̂0) / t`` (t floored at ``X_PREDICTION_T_MIN``) and trained
+  with the same velocity MSE. Clean images lie on a low-dimensional manifold while noise fills every
+  channel, so a network narrow for its token width can still output x̂0 but not v: the CPU configs
+  (pixel patches of 192 channels, width 256) draw clean backgrounds only with x-prediction.
 
 Sampling (Euler steps on the learned velocity, CFG with Lens's per-token norm rescale) is here in its
 plain form for training-time previews and the 2-D chapter; the exact official schedule (empirical mu,
@@ -40,6 +47,10 @@ __all__ = [
     "sample_timesteps",
     "logit_normal_pdf",
     "drop_captions",
+    "PREDICTIONS",
+    "X_PREDICTION_T_MIN",
+    "velocity_from_x",
+    "predict_velocity",
     "flow_matching_loss",
     "time_shift",
     "euler_sigmas",
@@ -55,6 +66,10 @@ STAGE2_MU_POINTS = ((256, 1.0), (4096, 1.3))
 LOGIT_NORMAL_SCALE = 1.0
 # Not in the paper: 10 % caption dropout, the usual rate for CFG training.
 CAPTION_DROPOUT = 0.1
+# What the network outputs: the velocity (Lens) or the clean sample (JiT), see predict_velocity.
+PREDICTIONS = ("velocity", "x")
+# JiT's floor on t in v = (x_t - x0_hat) / t: keeps the last steps' division bounded (JiT uses 0.05).
+X_PREDICTION_T_MIN = 0.05
 
 
 def interpolate(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -138,21 +153,48 @@ def drop_captions(
     return text, mask, dropped
 
 
+def velocity_from_x(x_t: torch.Tensor, x0_hat: torch.Tensor, t: torch.Tensor,
+                    t_min: float = X_PREDICTION_T_MIN) -> torch.Tensor:
+    """The velocity ``(x_t - x̂0) / t`` implied by a clean-sample prediction (t floored at ``t_min``).
+
+    On the path ``x_t = (1 - t) x0 + t eps`` the velocity ``eps - x0`` equals ``(x_t - x0) / t``.
+    """
+    t = t.reshape(-1, *([1] * (x_t.dim() - 1))).float().clamp_min(t_min)
+    return ((x_t.float() - x0_hat.float()) / t).to(x0_hat.dtype)
+
+
+def predict_velocity(model: Callable[..., torch.Tensor], x_t: torch.Tensor, t: torch.Tensor,
+                     prediction: str = "velocity", **model_kwargs) -> torch.Tensor:
+    """The velocity at ``x_t`` of a network that outputs ``prediction`` ("velocity" or "x").
+
+    Training (``flow_matching_loss``) and every sampler go through here, so a model is always read the
+    way it was trained. ``model(x_t, timestep=t, **model_kwargs)``; t is σ ∈ [0, 1] as the official
+    transformer expects.
+    """
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+    out = model(x_t, timestep=t.to(x_t.dtype), **model_kwargs)
+    return out if prediction == "velocity" else velocity_from_x(x_t, out, t)
+
+
 def flow_matching_loss(
     model: Callable[..., torch.Tensor],
     x0: torch.Tensor,
     t: torch.Tensor,
     noise: torch.Tensor,
+    prediction: str = "velocity",
     **model_kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """MSE between the model's velocity at ``x_t`` and the target ``noise - x0``.
 
-    ``model(x_t, timestep=t, **model_kwargs)`` must return a velocity shaped like ``x0``. The timestep
-    passed is σ = t ∈ [0, 1], as the official transformer expects. Returns ``(loss, per_sample)`` where
-    ``per_sample`` [B] is the mean squared error of each sample (minRF's loss-vs-t diagnostic).
+    ``model(x_t, timestep=t, **model_kwargs)`` returns a tensor shaped like ``x0``: the velocity, or the
+    clean sample with ``prediction="x"`` (then converted by :func:`velocity_from_x`, so the loss is
+    JiT's "v-loss"). The timestep passed is σ = t ∈ [0, 1], as the official transformer expects.
+    Returns ``(loss, per_sample)`` where ``per_sample`` [B] is the mean squared error of each sample
+    (minRF's loss-vs-t diagnostic).
     """
     x_t = interpolate(x0, noise, t)
-    v = model(x_t, timestep=t.to(x0.dtype), **model_kwargs)
+    v = predict_velocity(model, x_t, t, prediction, **model_kwargs)
     err = (v.float() - velocity_target(x0, noise).float()) ** 2
     per_sample = err.reshape(err.shape[0], -1).mean(dim=1)
     return per_sample.mean(), per_sample

@@ -105,6 +105,32 @@ def test_loss_is_zero_for_the_true_velocity_and_mse_otherwise():
     torch.testing.assert_close(per0, ((eps - x0) ** 2).mean(dim=(1, 2)))
 
 
+def test_x_prediction_reads_a_clean_sample_as_the_velocity_of_its_path():
+    g = torch.Generator().manual_seed(8)
+    x0, eps = torch.randn(5, 4, 3, generator=g), torch.randn(5, 4, 3, generator=g)
+    t = torch.tensor([0.9, 0.5, 0.2, 0.06, 0.01])
+
+    def x_oracle(x_t, timestep):  # outputs the clean sample
+        return x0
+
+    loss, per = flow.flow_matching_loss(x_oracle, x0, t, eps, prediction="x")
+    # exact where t >= the floor; below it the velocity is scaled by t / t_min (JiT's clip)
+    assert float(per[:4].max()) < 1e-10
+    v = flow.velocity_from_x(flow.interpolate(x0, eps, t), x0, t)
+    torch.testing.assert_close(v[4], (eps - x0)[4] * 0.01 / flow.X_PREDICTION_T_MIN, atol=1e-5, rtol=1e-5)
+    # a velocity model read as an x-predictor (or the reverse) is wrong: the loss sees it
+    assert float(flow.flow_matching_loss(x_oracle, x0, t, eps)[0]) > 0.1
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        flow.flow_matching_loss(x_oracle, x0, t, eps, prediction="epsilon")
+
+
+def test_euler_with_an_x_predictor_of_one_point_lands_on_it():
+    c = torch.tensor([[0.5, -1.0, 2.0]])
+    noise = torch.randn(16, 3, generator=torch.Generator().manual_seed(9))
+    velocity = lambda x, s, cond: flow.predict_velocity(lambda x_t, timestep: c.expand_as(x_t), x, s, "x")  # noqa: E731
+    torch.testing.assert_close(flow.euler_sample(velocity, noise, num_steps=10), c.expand(16, 3), atol=1e-5, rtol=0)
+
+
 def test_euler_with_the_exact_field_lands_on_the_data_point():
     # Data = a single point c: x_s = (1-s) c + s eps, so the exact velocity is (x - c) / s and every
     # Euler step scales (x - c) by s_next / s, reaching c at s = 0 for any schedule.

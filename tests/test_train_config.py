@@ -95,6 +95,7 @@ def test_batch_arithmetic_is_checked_against_the_world_size():
     (["data.image_size=30"], r"not divisible by data\.patch=8"),
     (["flow.caption_dropout=1.0"], r"flow\.caption_dropout"),
     (["dist.strategy=zero3"], r"dist\.strategy='zero3' is not one of"),
+    (["flow.prediction=epsilon"], r"flow\.prediction='epsilon' is not one of"),
     (["optim.lr=0"], r"optim\.lr must be > 0"),
     (["optim.global_batch=null"], r"optim\.global_batch is null"),
 ])

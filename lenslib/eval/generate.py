@@ -17,27 +17,29 @@ import warnings
 import numpy as np
 import torch
 
-from lenslib.flow import euler_sample
+from lenslib.flow import euler_sample, predict_velocity
 
 __all__ = ["generate_suite", "sample_images"]
 
 
 @torch.no_grad()
 def sample_images(model, text, mask, codec, size: tuple[int, int], noise: torch.Tensor, num_steps: int = 20,
-                  guidance: float = 3.0, mu: float | None = None) -> np.ndarray:
+                  guidance: float = 3.0, mu: float | None = None, prediction: str = "velocity") -> np.ndarray:
     """Images (uint8, N x H x W x 3) from ``noise`` (N x tokens x channels) for text features ``text``/``mask``.
 
     The unconditional branch uses zeroed features and an all-false mask, as caption dropout trains it.
+    ``prediction`` is what the model outputs (its run's ``flow.prediction``, see ``lenslib.flow``).
     """
     h, w = size[0] // codec.patch, size[1] // codec.patch
     empty_text, empty_mask = [torch.zeros_like(t) for t in text], torch.zeros_like(mask)
 
     def velocity(x, sigma, conditional):
         tx, m = (text, mask) if conditional else (empty_text, empty_mask)
-        return model(x, encoder_hidden_states=tx, encoder_hidden_states_mask=m, timestep=sigma,
-                     img_shapes=[(1, h, w)]).float()
+        return predict_velocity(model, x, sigma, prediction, encoder_hidden_states=tx, encoder_hidden_states_mask=m,
+                                img_shapes=[(1, h, w)]).float()
 
-    tokens = euler_sample(velocity, noise, num_steps, guidance, mu)
+    tokens = euler_sample(velocity, noise, num_steps, guidance, mu,
+                                       prediction)
     images = codec.decode(tokens.float(), h, w).clamp(-1, 1)
     return np.clip(np.rint((images.numpy() + 1) * 127.5), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
 
@@ -45,11 +47,11 @@ def sample_images(model, text, mask, codec, size: tuple[int, int], noise: torch.
 @torch.no_grad()
 def generate_suite(model, batcher, lines: list[dict], *, per_prompt: int = 1, size: int = 64, num_steps: int = 20,
                    guidance: float = 3.0, mu: float | None = None, prompt: str = "detailed", vocab: str = "shapes",
-                   seed: int = 0, batch_size: int = 64, return_images: bool = False):
+                   seed: int = 0, batch_size: int = 64, return_images: bool = False, prediction: str = "velocity"):
     """GenEval result rows (``index, k, tag, prompt, correct, reason``) for model samples of ``lines``.
 
     ``batcher`` turns captions into padded text features (a :class:`lenslib.train.data.TokenBatcher`:
-    its ``encode_text`` and ``codec``). Image ``k`` of line ``index`` starts from noise seeded by
+    its ``encode_text`` and ``codec``); ``prediction`` is the model's ``flow.prediction``. Image ``k`` of line ``index`` starts from noise seeded by
     ``(seed, index, k)``, so a score is reproducible and independent of ``batch_size``.
     """
     from lenslib.eval.judge import judge
@@ -79,7 +81,8 @@ def generate_suite(model, batcher, lines: list[dict], *, per_prompt: int = 1, si
                 torch.randn((h * w, model.config.in_channels),
                             generator=torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i, k]).generate_state(1)[0])))
                 for i, k in chunk])
-            batch_imgs = sample_images(model, text, mask, codec, (size, size), noise, num_steps, guidance, mu)
+            batch_imgs = sample_images(model, text, mask, codec, (size, size), noise, num_steps, guidance, mu,
+                                       prediction)
             for (i, k), im in zip(chunk, batch_imgs):
                 line = lines[i]
                 with warnings.catch_warnings():

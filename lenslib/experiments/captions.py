@@ -241,7 +241,8 @@ def _score_checkpoints(cfg, p: Preset, lines: list[dict], modes, encoders: dict 
             batch = [x for m in modes for x in prompts[m]]
             got = generate_suite(model, batcher, batch, per_prompt=p.per_prompt, size=p.size,
                                  num_steps=p.sample_steps, guidance=p.guidance, mu=cfg.flow.mu, prompt="suite",
-                                 vocab=cfg.data.vocab, seed=10_000 + cfg.run.seed, batch_size=128)
+                                 vocab=cfg.data.vocab, seed=10_000 + cfg.run.seed, batch_size=128,
+                                 prediction=cfg.flow.prediction)
             for r in got:
                 mode, index = modes[r["index"] // len(lines)], r["index"] % len(lines)
                 rows.append({"kind": cfg.data.caption_kind, "seed": cfg.run.seed, "step": step, "mode": mode,

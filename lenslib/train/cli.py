@@ -121,7 +121,9 @@ def _cmd_train(args) -> int:
 def export(checkpoint: str | Path, out: str | Path, weights: str = "ema") -> Path:
     """Write ``weights`` ("ema" or "model") of a checkpoint as ``out/transformer`` (diffusers layout, safetensors).
 
-    Needs no process group and works for checkpoints saved by any number of ranks.
+    Needs no process group and works for checkpoints saved by any number of ranks. ``lens_export.json`` beside
+    the weights records the run's ``flow.prediction``: a model trained with ``x`` outputs clean samples, not the
+    official velocity, and must be sampled through ``lenslib.flow.predict_velocity``.
     """
     import json
     import shutil
@@ -149,7 +151,9 @@ def export(checkpoint: str | Path, out: str | Path, weights: str = "ema") -> Pat
     final, tmp = out / "transformer", out / "transformer.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
-    (tmp / "lens_export.json").write_text(json.dumps({"checkpoint": str(path), "step": state["step"], "weights": weights}, indent=1))
+    prediction = state.get("config", {}).get("flow", {}).get("prediction", "velocity")
+    (tmp / "lens_export.json").write_text(json.dumps({"checkpoint": str(path), "step": state["step"], "weights": weights,
+                                                      "prediction": prediction}, indent=1))
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

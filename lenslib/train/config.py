@@ -133,6 +133,7 @@ class FlowConfig:
     mu: float = 1.06  # location for the constant schedule
     logit_normal_scale: float = 1.0  # not in the paper; SD3/minRF value
     caption_dropout: float = 0.1  # not in the paper; probability of the empty (unconditional) caption
+    prediction: str = "velocity"  # what the network outputs: velocity (Lens) | x (JiT; lenslib.flow.predict_velocity)
 
 
 @dataclass
@@ -213,6 +214,7 @@ _CHOICES = {
     "data.source": ("world", "hf", "webdataset", "features"),
     "data.codec": ("pixel", "latent"),
     "flow.mu_schedule": ("constant", "tokens"),
+    "flow.prediction": ("velocity", "x"),
     "dist.strategy": ("auto", "none", "ddp", "fsdp"),
     "dist.backend": ("auto", "gloo", "nccl"),
     "dist.precision": ("auto", "fp32", "bf16"),

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lenslib.flow import drop_captions, euler_sample, flow_matching_loss, sample_timesteps, training_mu
+from lenslib.flow import (drop_captions, euler_sample, flow_matching_loss, predict_velocity, sample_timesteps,
+                          training_mu)
 
 from . import checkpoint as ckpt
 from .config import ConfigError, TrainConfig, bucket_batch, bucket_table, load_config, to_dict, to_yaml, validate
@@ -181,7 +182,8 @@ def sample_previews(model, source, cfg: TrainConfig, info, size: tuple[int, int]
     def velocity(x, sigma, conditional):
         text, mask = (batch.text, batch.text_mask) if conditional else (empty_text, empty_mask)
         with autocast(info):
-            return model(x, encoder_hidden_states=text, encoder_hidden_states_mask=mask, timestep=sigma, img_shapes=[(1, h, w)]).float()
+            return predict_velocity(model, x, sigma, cfg.flow.prediction, encoder_hidden_states=text,
+                                    encoder_hidden_states_mask=mask, img_shapes=[(1, h, w)]).float()
 
     g = torch.Generator(device=info.device).manual_seed(cfg.eval.seed)
     noise = torch.randn(batch.tokens.shape, generator=g, device=info.device)
@@ -361,8 +363,9 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
                 ctx = model.no_sync() if (info.strategy == "ddp" and not sync) else _null()
                 with ctx:
                     with autocast(info):
-                        loss, _ = flow_matching_loss(model, batch.tokens, t, noise, encoder_hidden_states=text,
-                                                     encoder_hidden_states_mask=mask, img_shapes=[(1, h, w)])
+                        loss, _ = flow_matching_loss(model, batch.tokens, t, noise, cfg.flow.prediction,
+                                                     encoder_hidden_states=text, encoder_hidden_states_mask=mask,
+                                                     img_shapes=[(1, h, w)])
                     (loss / accum).backward()
                 loss_sum += loss.detach()
                 n_samples += len(batch)
