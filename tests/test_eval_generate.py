@@ -60,3 +60,43 @@ def test_sizes_below_the_judges_limit_are_refused_before_sampling(batcher):
         generate_suite(_model(zero=False), batcher, LINES, size=32)
     with pytest.raises(ValueError, match="prompt must be"):
         generate_suite(_model(zero=False), batcher, LINES, prompt="long")
+
+
+def test_score_checkpoint_reads_the_runs_ema_weights_and_its_parameterisation(tmp_path):
+    from lenslib.eval.generate import score_checkpoint
+    from lenslib.train import train
+    from lenslib.train.checkpoint import latest_checkpoint, load_checkpoint
+    from lenslib.train.config import load_config
+    from lenslib.train.data import build_source
+    from lenslib.train.ema import EMA
+    from lenslib.train.trainer import build_model
+
+    cfg = load_config("cpu-tiny", [
+        f"run.out_dir={tmp_path}", "run.steps=2", "run.save_every=0", "run.progress=log", "eval.every=0",
+        "optim.global_batch=2", "optim.micro_batch=2", "optim.warmup_steps=1", "optim.lr=0.05",
+        "data.max_text_tokens=8", "data.text_encoder_kwargs.max_length=8", "model.kwargs.num_layers=1",
+        "flow.prediction=x", "ema.decay=0.5"])
+    train(cfg)
+    ckpt = latest_checkpoint(tmp_path)
+    batcher, codec, text_encoder = build_source(cfg)
+    kw = dict(per_prompt=1, num_steps=2, guidance=1.0, prompt="suite", return_images=True)
+    rows, images = score_checkpoint(cfg, ckpt, LINES, batcher=batcher, **kw)
+    assert [r["index"] for r in rows] == list(range(len(LINES)))
+
+    # the same samples by hand: EMA weights, x-prediction
+    model = build_model(cfg, codec, text_encoder)
+    ema = EMA(model, cfg.ema.decay, cfg.ema.warmup)
+    load_checkpoint(ckpt, model, ema=ema, restore_rng=False)
+    with ema.swapped_in(model):
+        _, by_hand = generate_suite(model, batcher, LINES, size=64, prediction="x", **kw)
+    _, raw = generate_suite(model, batcher, LINES, size=64, prediction="x", **kw)
+    _, raw_scored = score_checkpoint(cfg, ckpt, LINES, batcher=batcher, weights="model", **kw)
+    assert all(np.array_equal(a, b) for a, b in zip(images, by_hand))
+    assert all(np.array_equal(a, b) for a, b in zip(raw_scored, raw))
+    assert not all(np.array_equal(a, b) for a, b in zip(images, raw))  # EMA != raw weights after 2 steps
+
+    # no checkpoint: the untrained x-predictor outputs 0, so Euler shrinks the noise to a flat grey image
+    _, floor = score_checkpoint(cfg, None, LINES, batcher=batcher, **kw)
+    assert all(np.ptp(im) == 0 for im in floor)
+    with pytest.raises(ValueError, match="weights must be"):
+        score_checkpoint(cfg, ckpt, LINES, batcher=batcher, weights="best")

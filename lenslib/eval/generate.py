@@ -19,7 +19,7 @@ import torch
 
 from lenslib.flow import euler_sample, predict_velocity
 
-__all__ = ["generate_suite", "sample_images"]
+__all__ = ["generate_suite", "sample_images", "score_checkpoint"]
 
 
 @torch.no_grad()
@@ -96,3 +96,35 @@ def generate_suite(model, batcher, lines: list[dict], *, per_prompt: int = 1, si
         model.train(was_training)
     return (rows, images) if return_images else rows
 
+
+
+def score_checkpoint(cfg, checkpoint, lines: list[dict], *, batcher=None, weights: str = "ema", **kwargs) -> list[dict]:
+    """GenEval result rows for a training checkpoint of ``cfg`` (a ``TrainConfig``) on suite ``lines``.
+
+    ``checkpoint=None`` scores the untrained model of the same config (the trainer's initialisation, seeded
+    by ``run.seed``): the floor a run is compared with. ``weights`` is "ema" (what gets exported) or
+    "model". Size, vocabulary and the model's ``flow.prediction`` come from the config; ``kwargs`` go to
+    :func:`generate_suite` (``per_prompt``, ``num_steps``, ``guidance``, ``prompt``, ``seed``, ...). Pass the
+    run's ``batcher`` to reuse its text encoder. Used in chapter 4 and ``benchmarks/bench_learning.py``.
+    """
+    import contextlib
+
+    from lenslib.train.checkpoint import load_checkpoint
+    from lenslib.train.data import build_source
+    from lenslib.train.ema import EMA
+    from lenslib.train.trainer import build_model
+
+    if weights not in ("ema", "model"):
+        raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
+    if batcher is None:
+        batcher, codec, text_encoder = build_source(cfg)
+    else:
+        codec, text_encoder = batcher.codec, batcher.text_encoder
+    model = build_model(cfg, codec, text_encoder)
+    ema = EMA(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None
+    if checkpoint is not None:
+        load_checkpoint(checkpoint, model, ema=ema, restore_rng=False)  # refuses a checkpoint without the EMA
+    use_ema = checkpoint is not None and weights == "ema" and ema is not None
+    with ema.swapped_in(model) if use_ema else contextlib.nullcontext():
+        return generate_suite(model, batcher, lines, size=cfg.data.image_size, vocab=cfg.data.vocab,
+                              prediction=cfg.flow.prediction, **kwargs)
