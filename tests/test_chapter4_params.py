@@ -99,7 +99,7 @@ def _steps(run_dir):
 def test_a_short_cpu_tiny_run_leaves_its_record_and_a_rerun_resumes(tmp_path, capsys):
     run_dir = tmp_path / "tiny"
     args = ["run-notebook", str(CHAPTER_4), str(run_dir), "-p", "steps", "4", "-p", "eval_every", "4",
-            "-p", "stop_at", "2"]
+            "-p", "stop_at", "2", "-p", "eval_lines", "1"]
     assert main(args) == 0, capsys.readouterr().err
     for name in ("run.ipynb", "run.json", "config.yaml", "parameters.yaml", "metrics.jsonl", "evals.jsonl"):
         assert (run_dir / name).is_file(), name
@@ -115,6 +115,7 @@ def test_a_short_cpu_tiny_run_leaves_its_record_and_a_rerun_resumes(tmp_path, ca
     assert "[lens] stop requested" in text and "preempted: True" in text
     stopped = int(re.search(r"resumed at step (\d+)", text).group(1))
     assert 2 <= stopped < 4
+    assert "trained - untrained = " in text and "over 6 prompts" in text  # the suite score, one line per tag
     assert f"resumed from {run_dir.resolve()}/checkpoints/step_{stopped:07d} at step {stopped}" in \
         (run_dir / "logs" / "train-001.log").read_text()
 
