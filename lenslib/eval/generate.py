@@ -38,8 +38,7 @@ def sample_images(model, text, mask, codec, size: tuple[int, int], noise: torch.
         return predict_velocity(model, x, sigma, prediction, encoder_hidden_states=tx, encoder_hidden_states_mask=m,
                                 img_shapes=[(1, h, w)]).float()
 
-    tokens = euler_sample(velocity, noise, num_steps, guidance, mu,
-                                       prediction)
+    tokens = euler_sample(velocity, noise, num_steps, guidance, mu)
     images = codec.decode(tokens.float(), h, w).clamp(-1, 1)
     return np.clip(np.rint((images.numpy() + 1) * 127.5), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
 
@@ -51,8 +50,9 @@ def generate_suite(model, batcher, lines: list[dict], *, per_prompt: int = 1, si
     """GenEval result rows (``index, k, tag, prompt, correct, reason``) for model samples of ``lines``.
 
     ``batcher`` turns captions into padded text features (a :class:`lenslib.train.data.TokenBatcher`:
-    its ``encode_text`` and ``codec``); ``prediction`` is the model's ``flow.prediction``. Image ``k`` of line ``index`` starts from noise seeded by
-    ``(seed, index, k)``, so a score is reproducible and independent of ``batch_size``.
+    its ``encode_text`` and ``codec``); ``prediction`` is the model's ``flow.prediction``. Image ``k`` of line
+    ``index`` starts from noise seeded by ``(seed, index, k)``, so a score is reproducible and independent of
+    ``batch_size``.
     """
     from lenslib.eval.judge import judge
     from lenslib.world.spec import within_limits
@@ -95,7 +95,6 @@ def generate_suite(model, batcher, lines: list[dict], *, per_prompt: int = 1, si
     finally:
         model.train(was_training)
     return (rows, images) if return_images else rows
-
 
 
 def score_checkpoint(cfg, checkpoint, lines: list[dict], *, batcher=None, weights: str = "ema", **kwargs) -> list[dict]:
