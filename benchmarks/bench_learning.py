@@ -3,7 +3,7 @@
 Trains the shipped ``cpu-tiny`` config (or overrides) once with ``lenslib.train.train``, saving a
 checkpoint every ``--eval-every`` steps; then scores each checkpoint's EMA weights on the world's
 GenEval-format shape suite (``data/suites/shapes_geneval.jsonl``, every ``--stride``-th line) with
-``lenslib.eval.generate.generate_suite`` (Euler + CFG samples judged by the exact judge) and
+``lenslib.eval.generate.score_checkpoint`` (Euler + CFG samples judged by the exact judge) and
 ``lenslib.eval.geneval.summarize`` (GenEval's overall score with a bootstrap 95 % interval over
 prompts and seeds). Prompts are the suite lines rewritten in detail (``detailed_prompt``, how the
 model was trained and how Lens is prompted) and, for the last checkpoint, the suite's own short
@@ -36,13 +36,13 @@ RESULTS = Path(__file__).resolve().parent / "results" / "learning.json"
 SUITE = Path(__file__).resolve().parent.parent / "data" / "suites" / "shapes_geneval.jsonl"
 
 
-def _score(model, source, lines, args, size, prompt, per_prompt, prediction):
-    from lenslib.eval.generate import generate_suite
+def _score(cfg, checkpoint, source, lines, args, prompt):
+    from lenslib.eval.generate import score_checkpoint
     from lenslib.eval.geneval import summarize
 
     t = time.time()
-    rows = generate_suite(model, source, lines, per_prompt=per_prompt, size=size, num_steps=args.sample_steps,
-                          guidance=args.guidance, prompt=prompt, prediction=prediction)
+    rows = score_checkpoint(cfg, checkpoint, lines, batcher=source, per_prompt=args.per_prompt,
+                            num_steps=args.sample_steps, guidance=args.guidance, prompt=prompt)
     s = summarize(rows, n_boot=1000)
     return {"overall": s["overall"]["score"], "ci95": list(s["overall"]["ci95"]),
             "tags": {k: v["accuracy"] for k, v in s["tags"].items()}, "n_images": s["n_images"],
@@ -61,15 +61,11 @@ def main() -> int:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
 
-    from lenslib.eval.generate import generate_suite  # noqa: F401  (fail early if missing)
-    from lenslib.eval.geneval import render_suite
-    from lenslib.eval.geneval import evaluate_folder, summarize
+    from lenslib.eval.geneval import evaluate_folder, render_suite, summarize
     from lenslib.train import train
-    from lenslib.train.checkpoint import list_checkpoints, load_checkpoint
+    from lenslib.train.checkpoint import list_checkpoints, read_trainer_state
     from lenslib.train.config import load_config
     from lenslib.train.data import build_source
-    from lenslib.train.ema import EMA
-    from lenslib.train.trainer import build_model
 
     lines = [json.loads(x) for x in SUITE.read_text().splitlines()][:: args.stride]
     loads = []  # (elapsed training seconds, 1-min load average), sampled every 5 s
@@ -96,26 +92,22 @@ def main() -> int:
         elapsed = {r["step"]: r["elapsed_s"] for r in metrics}
         step_times = np.array([r["step_time_s"] for r in metrics])
 
-        source, codec, text_encoder = build_source(cfg)
+        source = build_source(cfg)[0]
         size = cfg.data.image_size
-        model = build_model(cfg, codec, text_encoder)  # step 0: the untrained (DiT-initialised) model
-        ema = EMA(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None
+        # step 0: the untrained (DiT-initialised) model; then every checkpoint's EMA weights
         curve = [{"step": 0, "train_s": 0.0, "load_avg_1m": load_before[0],
-                  **_score(model, source, lines, args, size, "detailed", args.per_prompt, cfg.flow.prediction)}]
+                  **_score(cfg, None, source, lines, args, "detailed")}]
         print(f"step 0: {curve[0]['overall']:.3f} {curve[0]['ci95']}", flush=True)
         ckpts = list_checkpoints(tmp)
         for path in ckpts:
-            state = load_checkpoint(path, model, None, ema)
-            step = int(state["step"])
+            step = int(read_trainer_state(path)["step"])
             lo = elapsed.get(step - args.eval_every, 0.0) if step > args.eval_every else 0.0
             hi = elapsed[step]
             window = [la for t, la in loads if lo <= t <= hi] or [os.getloadavg()[0]]
-            ctx = ema.swapped_in(model) if ema is not None else _null()
-            with ctx:
-                row = {"step": step, "train_s": hi, "load_avg_1m": float(np.mean(window)),
-                       **_score(model, source, lines, args, size, "detailed", args.per_prompt, cfg.flow.prediction)}
-                if path == ckpts[-1]:
-                    row["suite_prompts"] = _score(model, source, lines, args, size, "suite", args.per_prompt, cfg.flow.prediction)
+            row = {"step": step, "train_s": hi, "load_avg_1m": float(np.mean(window)),
+                   **_score(cfg, path, source, lines, args, "detailed")}
+            if path == ckpts[-1]:
+                row["suite_prompts"] = _score(cfg, path, source, lines, args, "suite")
             curve.append(row)
             print(f"step {step}: {row['overall']:.3f} {row['ci95']} after {hi:.0f} s (load {row['load_avg_1m']:.1f})",
                   flush=True)
@@ -164,14 +156,6 @@ def main() -> int:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(RESULTS, result)
     return 0
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 if __name__ == "__main__":
