@@ -66,6 +66,7 @@ def generate_suite(model, batcher, lines: list[dict], *, per_prompt: int = 1, si
     codec = batcher.codec
     if size % codec.patch:
         raise ValueError(f"size {size} is not a multiple of the codec's patch {codec.patch}")
+    h, w = size // codec.patch, size // codec.patch
     jobs = [(i, k) for i in range(len(lines)) for k in range(per_prompt)]
     texts = {i: (detailed_prompt(line, seed, vocab) if prompt == "detailed" else line["prompt"])
              for i, line in enumerate(lines)}
@@ -76,7 +77,6 @@ def generate_suite(model, batcher, lines: list[dict], *, per_prompt: int = 1, si
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start:start + batch_size]
             text, mask = batcher.encode_text([texts[i] for i, _ in chunk])
-            h, w = size // codec.patch, size // codec.patch
             noise = torch.stack([  # one generator per image: the batch size does not change the samples
                 torch.randn((h * w, model.config.in_channels),
                             generator=torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i, k]).generate_state(1)[0])))
@@ -103,8 +103,9 @@ def score_checkpoint(cfg, checkpoint, lines: list[dict], *, batcher=None, weight
     ``checkpoint=None`` scores the untrained model of the same config (the trainer's initialisation, seeded
     by ``run.seed``): the floor a run is compared with. ``weights`` is "ema" (what gets exported) or
     "model". Size, vocabulary and the model's ``flow.prediction`` come from the config; ``kwargs`` go to
-    :func:`generate_suite` (``per_prompt``, ``num_steps``, ``guidance``, ``prompt``, ``seed``, ...). Pass the
-    run's ``batcher`` to reuse its text encoder. Used in chapter 4 and ``benchmarks/bench_learning.py``.
+    :func:`generate_suite` (``per_prompt``, ``num_steps``, ``guidance``, ``prompt``, ``seed``, ``size`` to sample
+    at another size, ...). Pass the run's ``batcher`` to reuse its text encoder. Used in chapters 4 and 6
+    (``lenslib.experiments.captions``) and ``benchmarks/bench_learning.py``.
     """
     import contextlib
 
@@ -125,5 +126,5 @@ def score_checkpoint(cfg, checkpoint, lines: list[dict], *, batcher=None, weight
         load_checkpoint(checkpoint, model, ema=ema, restore_rng=False)  # refuses a checkpoint without the EMA
     use_ema = checkpoint is not None and weights == "ema" and ema is not None
     with ema.swapped_in(model) if use_ema else contextlib.nullcontext():
-        return generate_suite(model, batcher, lines, size=cfg.data.image_size, vocab=cfg.data.vocab,
-                              prediction=cfg.flow.prediction, **kwargs)
+        return generate_suite(model, batcher, lines, **{"size": cfg.data.image_size, **kwargs}, vocab=cfg.data.vocab,
+                              prediction=cfg.flow.prediction)

@@ -209,13 +209,10 @@ def _score_checkpoints(cfg, p: Preset, lines: list[dict], modes, encoders: dict 
 
     ``encoders`` caches the frozen text encoder and codec between arms (they are the same for every arm).
     """
-    import torch
-
-    from lenslib.eval.generate import generate_suite
+    from lenslib.eval.generate import score_checkpoint
     from lenslib.train import checkpoint as ckpt
     from lenslib.train.data import TokenBatcher, build_source
-    from lenslib.train.ema import EMA
-    from lenslib.train.trainer import build_model, run_dir_of
+    from lenslib.train.trainer import run_dir_of
 
     d = cfg.data
     enc_key = json.dumps([d.text_encoder, d.text_encoder_kwargs, d.codec, d.patch, d.vae, d.max_text_tokens], default=str)
@@ -224,7 +221,6 @@ def _score_checkpoints(cfg, p: Preset, lines: list[dict], modes, encoders: dict 
         _, codec, text_encoder = build_source(cfg)
         encoders[enc_key] = TokenBatcher(None, codec, text_encoder, d.max_text_tokens)
     batcher = encoders[enc_key]
-    codec, text_encoder = batcher.codec, batcher.text_encoder
     run_dir = run_dir_of(cfg)
     prompts = {m: prompt_lines(lines, m, cfg.data.vocab) for m in modes}
     rows = []
@@ -233,21 +229,15 @@ def _score_checkpoints(cfg, p: Preset, lines: list[dict], modes, encoders: dict 
         path = saved.get(ckpt.checkpoint_name(step), run_dir / ckpt.checkpoint_name(step))
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: the arm's run folder lost a checkpoint; delete {run_dir} to retrain it")
-        model = build_model(cfg, codec, text_encoder)
-        ema = EMA(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None
-        ckpt.load_checkpoint(path, model, ema=ema, restore_rng=False)
-        ctx = ema.swapped_in(model) if ema is not None else torch.no_grad()
-        with ctx:  # all prompt modes in one sampling pass (larger batches: cheaper per image on CPU)
-            batch = [x for m in modes for x in prompts[m]]
-            got = generate_suite(model, batcher, batch, per_prompt=p.per_prompt, size=p.size,
-                                 num_steps=p.sample_steps, guidance=p.guidance, mu=cfg.flow.mu, prompt="suite",
-                                 vocab=cfg.data.vocab, seed=10_000 + cfg.run.seed, batch_size=128,
-                                 prediction=cfg.flow.prediction)
-            for r in got:
-                mode, index = modes[r["index"] // len(lines)], r["index"] % len(lines)
-                rows.append({"kind": cfg.data.caption_kind, "seed": cfg.run.seed, "step": step, "mode": mode,
-                             "index": index, "k": r["k"], "tag": r["tag"], "correct": r["correct"],
-                             "reason": r["reason"]})
+        batch = [x for m in modes for x in prompts[m]]  # all prompt modes in one sampling pass (cheaper on CPU)
+        got = score_checkpoint(cfg, path, batch, batcher=batcher, per_prompt=p.per_prompt, size=p.size,
+                               num_steps=p.sample_steps, guidance=p.guidance, mu=cfg.flow.mu, prompt="suite",
+                               seed=10_000 + cfg.run.seed, batch_size=128)
+        for r in got:
+            mode, index = modes[r["index"] // len(lines)], r["index"] % len(lines)
+            rows.append({"kind": cfg.data.caption_kind, "seed": cfg.run.seed, "step": step, "mode": mode,
+                         "index": index, "k": r["k"], "tag": r["tag"], "correct": r["correct"],
+                         "reason": r["reason"]})
     return rows
 
 
