@@ -184,3 +184,12 @@ def test_suites_command_regenerates_the_shipped_files(tmp_path):
     assert main(["world", "suites", "--out", str(tmp_path)]) == 0
     for name in SUITE_FILES:
         assert (tmp_path / name).read_bytes() == (REPO_ROOT / "data" / "suites" / name).read_bytes()
+
+
+def test_detailed_prompts_vary_across_lines():
+    # Each line draws its own scene: single-object lines must not all get seed's first colour and size.
+    singles = [line for line in generate_geneval_suite("shapes") if line["tag"] == "single_object"]
+    firsts = [next(m for m in parse_mentions(detailed_prompt(line, seed=0, vocab="shapes"), "shapes"))
+              for line in singles]
+    assert len({m.color for m in firsts}) >= 3, [m.color for m in firsts]
+    assert detailed_prompt(singles[0], seed=0) != detailed_prompt(singles[0], seed=1)

@@ -46,6 +46,7 @@ so the suite can be rendered exactly.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -276,7 +277,9 @@ def detailed_prompt(line: dict, seed: int = 0, vocab: str | None = None) -> str:
     Lens's users (and its prompt "reasoner") give long, specific prompts; to evaluate a model
     "prompted in detail" we draw one concrete scene that satisfies the line (the world's
     ``scene_from_metadata``) and describe it with the detailed captioner. Long-suite lines are
-    already detailed and are returned as they are. Deterministic in (line, seed).
+    already detailed and are returned as they are. Deterministic in (line, seed); the scene's random
+    draws (colours left open, sizes, places, wording) are seeded by both, so the lines of a suite get
+    different scenes instead of all sharing seed's first draw (e.g. every object small and black).
     """
     if line.get("tag") == LONG_TAG:
         return line["prompt"]
@@ -284,8 +287,11 @@ def detailed_prompt(line: dict, seed: int = 0, vocab: str | None = None) -> str:
     from lenslib.world.spec import scene_from_metadata
 
     vocab = vocab or infer_vocab(line)
-    scene = scene_from_metadata(line, vocab, seed)
-    return detailed(scene, seed)
+    key = json.dumps({k: line[k] for k in ("include", "exclude") if k in line}, sort_keys=True).encode()
+    line_seed = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
+    line_seed = int(np.random.SeedSequence([int(seed), line_seed]).generate_state(1)[0])
+    scene = scene_from_metadata(line, vocab, line_seed)
+    return detailed(scene, line_seed)
 
 
 # --------------------------------------------------------------------------- reading + validation
