@@ -8,6 +8,8 @@ GenEval-format shape suite (``data/suites/shapes_geneval.jsonl``, every ``--stri
 prompts and seeds). Prompts are the suite lines rewritten in detail (``detailed_prompt``, how the
 model was trained and how Lens is prompted) and, for the last checkpoint, the suite's own short
 prompts. Step 0 (the untrained model) is the floor; true renders of the same lines the ceiling.
+Each checkpoint also gets the one-step denoising check of chapter 4 (``lenslib.eval.denoise``): how
+often its clean-image estimate of a held-out scene is exactly right at each noise level.
 
 Wall time is the training loop's own clock (evaluation is not counted). The CPU is shared, so each
 row also records the load average while that stretch of training ran; compare settings by steps.
@@ -36,6 +38,17 @@ RESULTS = Path(__file__).resolve().parent / "results" / "learning.json"
 SUITE = Path(__file__).resolve().parent.parent / "data" / "suites" / "shapes_geneval.jsonl"
 
 
+def _denoise(cfg, checkpoint, source, args):
+    """One-step denoising of held-out scenes, judged exactly per noise level (``lenslib.eval.denoise``)."""
+    from lenslib.eval.denoise import denoise_scores
+    from lenslib.eval.generate import checkpoint_model
+
+    with checkpoint_model(cfg, checkpoint, batcher=source) as (model, _):
+        rows = denoise_scores(model, source, [-(i + 1) for i in range(args.denoise_scenes)], cfg.data.image_size,
+                              prediction=cfg.flow.prediction)
+    return [{"t": r["t"], "scene_exact": r["scene_exact"], "ci95": list(r["ci95"])} for r in rows]
+
+
 def _score(cfg, checkpoint, source, lines, args, prompt):
     from lenslib.eval.generate import score_checkpoint
     from lenslib.eval.geneval import summarize
@@ -57,6 +70,7 @@ def main() -> int:
     parser.add_argument("--per-prompt", type=int, default=2)
     parser.add_argument("--sample-steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--denoise-scenes", type=int, default=48, help="held-out scenes for the one-step denoising check")
     parser.add_argument("--config", default="cpu-tiny")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
@@ -96,7 +110,7 @@ def main() -> int:
         size = cfg.data.image_size
         # step 0: the untrained (DiT-initialised) model; then every checkpoint's EMA weights
         curve = [{"step": 0, "train_s": 0.0, "load_avg_1m": load_before[0],
-                  **_score(cfg, None, source, lines, args, "detailed")}]
+                  **_score(cfg, None, source, lines, args, "detailed"), "denoise": _denoise(cfg, None, source, args)}]
         print(f"step 0: {curve[0]['overall']:.3f} {curve[0]['ci95']}", flush=True)
         ckpts = list_checkpoints(tmp)
         for path in ckpts:
@@ -105,7 +119,7 @@ def main() -> int:
             hi = elapsed[step]
             window = [la for t, la in loads if lo <= t <= hi] or [os.getloadavg()[0]]
             row = {"step": step, "train_s": hi, "load_avg_1m": float(np.mean(window)),
-                   **_score(cfg, path, source, lines, args, "detailed")}
+                   **_score(cfg, path, source, lines, args, "detailed"), "denoise": _denoise(cfg, path, source, args)}
             if path == ckpts[-1]:
                 row["suite_prompts"] = _score(cfg, path, source, lines, args, "suite")
             curve.append(row)
@@ -149,6 +163,9 @@ def main() -> int:
     for r in curve:
         print(f"{r['step']:>6}{r['train_s']:>9.0f}{r['load_avg_1m']:>6.1f}{r['overall']:>9.3f}  "
               f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]")
+    print("one-step denoising, scenes exactly right at t = " + ", ".join(f"{d['t']:g}" for d in curve[0]["denoise"]))
+    for r in curve:
+        print(f"{r['step']:>6}  " + "  ".join(f"{d['scene_exact']:.2f}" for d in r["denoise"]))
     if "suite_prompts" in curve[-1]:
         sp = curve[-1]["suite_prompts"]
         print(f"last checkpoint, the suite's short prompts: {sp['overall']:.3f} [{sp['ci95'][0]:.3f}, {sp['ci95'][1]:.3f}]")

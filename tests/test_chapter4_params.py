@@ -99,7 +99,7 @@ def _steps(run_dir):
 def test_a_short_cpu_tiny_run_leaves_its_record_and_a_rerun_resumes(tmp_path, capsys):
     run_dir = tmp_path / "tiny"
     args = ["run-notebook", str(CHAPTER_4), str(run_dir), "-p", "steps", "4", "-p", "eval_every", "4",
-            "-p", "stop_at", "2", "-p", "eval_lines", "1"]
+            "-p", "stop_at", "2", "-p", "eval_lines", "1", "-p", "denoise_scenes", "4"]
     assert main(args) == 0, capsys.readouterr().err
     for name in ("run.ipynb", "run.json", "config.yaml", "parameters.yaml", "metrics.jsonl", "evals.jsonl"):
         assert (run_dir / name).is_file(), name
@@ -116,6 +116,7 @@ def test_a_short_cpu_tiny_run_leaves_its_record_and_a_rerun_resumes(tmp_path, ca
     stopped = int(re.search(r"resumed at step (\d+)", text).group(1))
     assert 2 <= stopped < 4
     assert "trained - untrained = " in text and "over 6 prompts" in text  # the suite score, one line per tag
+    assert "4 held-out scenes x 5 noise levels x 2 models" in text  # the one-step denoising check
     assert f"resumed from {run_dir.resolve()}/checkpoints/step_{stopped:07d} at step {stopped}" in \
         (run_dir / "logs" / "train-001.log").read_text()
 

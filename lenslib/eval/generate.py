@@ -12,6 +12,7 @@ evaluation, ``benchmarks/bench_learning.py`` and chapter 4.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -19,7 +20,7 @@ import torch
 
 from lenslib.flow import euler_sample, predict_velocity
 
-__all__ = ["generate_suite", "sample_images", "score_checkpoint"]
+__all__ = ["checkpoint_model", "generate_suite", "sample_images", "score_checkpoint"]
 
 
 @torch.no_grad()
@@ -97,18 +98,15 @@ def generate_suite(model, batcher, lines: list[dict], *, per_prompt: int = 1, si
     return (rows, images) if return_images else rows
 
 
-def score_checkpoint(cfg, checkpoint, lines: list[dict], *, batcher=None, weights: str = "ema", **kwargs) -> list[dict]:
-    """GenEval result rows for a training checkpoint of ``cfg`` (a ``TrainConfig``) on suite ``lines``.
+@contextlib.contextmanager
+def checkpoint_model(cfg, checkpoint, *, batcher=None, weights: str = "ema"):
+    """Yield ``(model, batcher)``: the model of ``cfg`` (a ``TrainConfig``) holding a checkpoint's weights.
 
-    ``checkpoint=None`` scores the untrained model of the same config (the trainer's initialisation, seeded
+    ``checkpoint=None`` gives the untrained model of the same config (the trainer's initialisation, seeded
     by ``run.seed``): the floor a run is compared with. ``weights`` is "ema" (what gets exported) or
-    "model". Size, vocabulary and the model's ``flow.prediction`` come from the config; ``kwargs`` go to
-    :func:`generate_suite` (``per_prompt``, ``num_steps``, ``guidance``, ``prompt``, ``seed``, ``size`` to sample
-    at another size, ...). Pass the run's ``batcher`` to reuse its text encoder. Used in chapters 4 and 6
-    (``lenslib.experiments.captions``) and ``benchmarks/bench_learning.py``.
+    "model". Pass the run's ``batcher`` to reuse its text encoder. Loading refuses a checkpoint without the
+    EMA. Used by :func:`score_checkpoint` and chapter 4 (``lenslib.eval.denoise``).
     """
-    import contextlib
-
     from lenslib.train.checkpoint import load_checkpoint
     from lenslib.train.data import build_source
     from lenslib.train.ema import EMA
@@ -123,8 +121,21 @@ def score_checkpoint(cfg, checkpoint, lines: list[dict], *, batcher=None, weight
     model = build_model(cfg, codec, text_encoder)
     ema = EMA(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None
     if checkpoint is not None:
-        load_checkpoint(checkpoint, model, ema=ema, restore_rng=False)  # refuses a checkpoint without the EMA
+        load_checkpoint(checkpoint, model, ema=ema, restore_rng=False)
     use_ema = checkpoint is not None and weights == "ema" and ema is not None
     with ema.swapped_in(model) if use_ema else contextlib.nullcontext():
+        yield model, batcher
+
+
+def score_checkpoint(cfg, checkpoint, lines: list[dict], *, batcher=None, weights: str = "ema", **kwargs) -> list[dict]:
+    """GenEval result rows for a training checkpoint of ``cfg`` (a ``TrainConfig``) on suite ``lines``.
+
+    ``checkpoint``, ``batcher`` and ``weights`` are as in :func:`checkpoint_model` (``None``: the untrained
+    model). Size, vocabulary and the model's ``flow.prediction`` come from the config; ``kwargs`` go to
+    :func:`generate_suite` (``per_prompt``, ``num_steps``, ``guidance``, ``prompt``, ``seed``, ``size`` to sample
+    at another size, ...). Used in chapters 4 and 6 (``lenslib.experiments.captions``) and
+    ``benchmarks/bench_learning.py``.
+    """
+    with checkpoint_model(cfg, checkpoint, batcher=batcher, weights=weights) as (model, batcher):
         return generate_suite(model, batcher, lines, **{"size": cfg.data.image_size, **kwargs}, vocab=cfg.data.vocab,
                               prediction=cfg.flow.prediction)
