@@ -158,3 +158,18 @@ def test_chapter_full_preset_is_accepted_and_recorded(tmp_path):
     assert prep.config.run.steps == cap.PRESETS["full"].steps
     assert prep.config.data.caption_kind == "detailed"
     assert prep.merged["preset"] == "full" and prep.merged["run_dir"] == str((tmp_path / "run").resolve())
+
+
+@pytest.mark.parametrize("preset", list(cap.PRESETS))
+def test_every_arm_reads_whole_detailed_captions(tmp_path, preset):
+    # The detailed arm must not be cut to cpu-tiny's 32 text tokens: its captions would lose their layout.
+    from lenslib.model.text_encoders import get_text_encoder
+    from lenslib.train.data import WorldSource
+
+    cfg = cap.arm_configs(preset, tmp_path, kinds=("detailed",), seeds=(0,))[("detailed", 0)]
+    enc = get_text_encoder(cfg.data.text_encoder, **cfg.data.text_encoder_kwargs)
+    world = WorldSource(0, "shapes", "detailed", **cfg.data.world_kwargs)
+    captions = [e.caption for e in world.examples(range(200), (64, 64))]
+    lengths = [len(ids) for ids in enc.tokenizer(captions)["input_ids"]]
+    covered = np.mean([n <= min(cfg.data.max_text_tokens, cfg.data.text_encoder_kwargs["max_length"]) for n in lengths])
+    assert max(lengths) > 32 and covered >= 0.98, (max(lengths), covered)
