@@ -62,7 +62,7 @@ def denoise_scores(model, batcher, indices: Sequence[int], size: int, *, levels:
     if any("scene" not in e.meta for e in examples):
         raise ValueError("denoise_scores needs world scenes (a WorldSource batcher): the judge compares with each "
                          "example's scene")
-    batch = batcher.batch(list(indices), (size, size))
+    batch = batcher.from_examples(examples, list(indices))
     h, w = batch.grid
     x0 = batch.tokens.float()
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(int(seed)))

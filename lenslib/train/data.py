@@ -223,9 +223,12 @@ class TokenBatcher:
         feats, mask = fit_length(*self.text_encoder.encode(list(captions)), self.max_text_tokens)
         return [f.float().contiguous() for f in feats], mask.bool()
 
-    @torch.no_grad()
     def batch(self, indices: Sequence[int], size: tuple[int, int]) -> Batch:
-        examples = self.source.examples(indices, size)
+        return self.from_examples(self.source.examples(indices, size), indices)
+
+    @torch.no_grad()
+    def from_examples(self, examples: Sequence[Example], indices: Sequence[int]) -> Batch:
+        """The batch of already loaded ``examples`` (source positions ``indices``), e.g. to keep their metadata."""
         images = torch.from_numpy(np.stack([e.image for e in examples])).permute(0, 3, 1, 2).float()
         images = images / 127.5 - 1.0  # uint8 -> [-1, 1], the codec's input range
         tokens, grid = self.codec.encode(images)
