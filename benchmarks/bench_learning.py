@@ -3,7 +3,7 @@
 Trains the shipped ``cpu-tiny`` config (or overrides) once with ``lenslib.train.train``, saving a
 checkpoint every ``--eval-every`` steps; then scores each checkpoint's EMA weights on the world's
 GenEval-format shape suite (``data/suites/shapes_geneval.jsonl``, every ``--stride``-th line) with
-``lenslib.eval.generate.score_checkpoint`` (Euler + CFG samples judged by the exact judge) and
+``lenslib.eval.generate.generate_suite`` (Euler + CFG samples judged by the exact judge) and
 ``lenslib.eval.geneval.summarize`` (GenEval's overall score with a bootstrap 95 % interval over
 prompts and seeds). Prompts are the suite lines rewritten in detail (``detailed_prompt``, how the
 model was trained and how Lens is prompted) and, for the last checkpoint, the suite's own short
@@ -38,28 +38,33 @@ RESULTS = Path(__file__).resolve().parent / "results" / "learning.json"
 SUITE = Path(__file__).resolve().parent.parent / "data" / "suites" / "shapes_geneval.jsonl"
 
 
-def _denoise(cfg, checkpoint, source, args):
-    """One-step denoising of held-out scenes, judged exactly per noise level (``lenslib.eval.denoise``)."""
+def _evaluate(cfg, checkpoint, source, lines, args, prompts=("detailed",)):
+    """Score one checkpoint (None: the untrained model), loaded once: the suite for each of ``prompts``
+    ("detailed" first, flattened into the row; "suite" under ``suite_prompts``) and the one-step denoising
+    check of held-out scenes (``lenslib.eval.denoise``)."""
     from lenslib.eval.denoise import denoise_scores
-    from lenslib.eval.generate import checkpoint_model
-
-    with checkpoint_model(cfg, checkpoint, batcher=source) as (model, _):
-        rows = denoise_scores(model, source, [-(i + 1) for i in range(args.denoise_scenes)], cfg.data.image_size,
-                              prediction=cfg.flow.prediction)
-    return [{"t": r["t"], "scene_exact": r["scene_exact"], "ci95": list(r["ci95"])} for r in rows]
-
-
-def _score(cfg, checkpoint, source, lines, args, prompt):
-    from lenslib.eval.generate import score_checkpoint
+    from lenslib.eval.generate import checkpoint_model, generate_suite
     from lenslib.eval.geneval import summarize
 
-    t = time.time()
-    rows = score_checkpoint(cfg, checkpoint, lines, batcher=source, per_prompt=args.per_prompt,
-                            num_steps=args.sample_steps, guidance=args.guidance, prompt=prompt)
-    s = summarize(rows, n_boot=1000)
-    return {"overall": s["overall"]["score"], "ci95": list(s["overall"]["ci95"]),
-            "tags": {k: v["accuracy"] for k, v in s["tags"].items()}, "n_images": s["n_images"],
-            "eval_s": time.time() - t}
+    out = {}
+    with checkpoint_model(cfg, checkpoint, batcher=source) as (model, _):
+        for prompt in prompts:
+            t = time.time()
+            rows = generate_suite(model, source, lines, per_prompt=args.per_prompt, size=cfg.data.image_size,
+                                  num_steps=args.sample_steps, guidance=args.guidance, prompt=prompt,
+                                  vocab=cfg.data.vocab, prediction=cfg.flow.prediction)
+            s = summarize(rows, n_boot=1000)
+            score = {"overall": s["overall"]["score"], "ci95": list(s["overall"]["ci95"]),
+                     "tags": {k: v["accuracy"] for k, v in s["tags"].items()}, "n_images": s["n_images"],
+                     "eval_s": time.time() - t}
+            if prompt == "detailed":
+                out.update(score)
+            else:
+                out["suite_prompts"] = score
+        rows = denoise_scores(model, source, [-(i + 1) for i in range(args.denoise_scenes)], cfg.data.image_size,
+                              prediction=cfg.flow.prediction)
+    out["denoise"] = [{"t": r["t"], "scene_exact": r["scene_exact"], "ci95": list(r["ci95"])} for r in rows]
+    return out
 
 
 def main() -> int:
@@ -110,7 +115,7 @@ def main() -> int:
         size = cfg.data.image_size
         # step 0: the untrained (DiT-initialised) model; then every checkpoint's EMA weights
         curve = [{"step": 0, "train_s": 0.0, "load_avg_1m": load_before[0],
-                  **_score(cfg, None, source, lines, args, "detailed"), "denoise": _denoise(cfg, None, source, args)}]
+                  **_evaluate(cfg, None, source, lines, args)}]
         print(f"step 0: {curve[0]['overall']:.3f} {curve[0]['ci95']}", flush=True)
         ckpts = list_checkpoints(tmp)
         for path in ckpts:
@@ -118,10 +123,9 @@ def main() -> int:
             lo = elapsed.get(step - args.eval_every, 0.0) if step > args.eval_every else 0.0
             hi = elapsed[step]
             window = [la for t, la in loads if lo <= t <= hi] or [os.getloadavg()[0]]
+            prompts = ("detailed", "suite") if path == ckpts[-1] else ("detailed",)
             row = {"step": step, "train_s": hi, "load_avg_1m": float(np.mean(window)),
-                   **_score(cfg, path, source, lines, args, "detailed"), "denoise": _denoise(cfg, path, source, args)}
-            if path == ckpts[-1]:
-                row["suite_prompts"] = _score(cfg, path, source, lines, args, "suite")
+                   **_evaluate(cfg, path, source, lines, args, prompts)}
             curve.append(row)
             print(f"step {step}: {row['overall']:.3f} {row['ci95']} after {hi:.0f} s (load {row['load_avg_1m']:.1f})",
                   flush=True)

@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from lenslib.eval.generate import decode_uint8
 from lenslib.flow import interpolate, predict_velocity
 
 __all__ = ["denoise_scores", "NOISE_LEVELS"]
@@ -31,8 +32,6 @@ NOISE_LEVELS: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 0.95)
 
 def _interval(hits: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
     """Percentile bootstrap 95 % interval of a mean of 0/1 outcomes (resampling scenes)."""
-    if len(hits) == 0:
-        return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
     means = hits[rng.integers(0, len(hits), size=(n_boot, len(hits)))].mean(axis=1)
     return (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
@@ -76,8 +75,7 @@ def denoise_scores(model, batcher, indices: Sequence[int], size: int, *, levels:
             v = predict_velocity(model, x_t, t, prediction, encoder_hidden_states=batch.text,
                                  encoder_hidden_states_mask=batch.text_mask, img_shapes=[(1, h, w)]).float()
             x0_hat = x_t - t.reshape(-1, 1, 1) * v
-            images = batcher.codec.decode(x0_hat, h, w).clamp(-1, 1)
-            arrs = np.clip(np.rint((images.numpy() + 1) * 127.5), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+            arrs = decode_uint8(batcher.codec, x0_hat, h, w)
             matches = []
             for arr, ex in zip(arrs, examples):
                 with warnings.catch_warnings():

@@ -20,7 +20,7 @@ import torch
 
 from lenslib.flow import euler_sample, predict_velocity
 
-__all__ = ["checkpoint_model", "generate_suite", "sample_images", "score_checkpoint"]
+__all__ = ["checkpoint_model", "decode_uint8", "generate_suite", "sample_images", "score_checkpoint"]
 
 
 @torch.no_grad()
@@ -39,7 +39,11 @@ def sample_images(model, text, mask, codec, size: tuple[int, int], noise: torch.
         return predict_velocity(model, x, sigma, prediction, encoder_hidden_states=tx, encoder_hidden_states_mask=m,
                                 img_shapes=[(1, h, w)]).float()
 
-    tokens = euler_sample(velocity, noise, num_steps, guidance, mu)
+    return decode_uint8(codec, euler_sample(velocity, noise, num_steps, guidance, mu), h, w)
+
+
+def decode_uint8(codec, tokens: torch.Tensor, h: int, w: int) -> np.ndarray:
+    """Tokens on an ``h × w`` grid → images as the judge reads them (uint8, N x H x W x 3, no post-processing)."""
     images = codec.decode(tokens.float(), h, w).clamp(-1, 1)
     return np.clip(np.rint((images.numpy() + 1) * 127.5), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
 
