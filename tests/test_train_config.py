@@ -97,6 +97,7 @@ def test_batch_arithmetic_is_checked_against_the_world_size():
     (["dist.strategy=zero3"], r"dist\.strategy='zero3' is not one of"),
     (["flow.prediction=epsilon"], r"flow\.prediction='epsilon' is not one of"),
     (["optim.lr=0"], r"optim\.lr must be > 0"),
+    (["data.num_workers=-1"], r"data\.num_workers must be >= 0"),
     (["optim.global_batch=null"], r"optim\.global_batch is null"),
 ])
 def test_impossible_combinations(items, pattern):

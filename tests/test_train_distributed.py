@@ -204,3 +204,17 @@ def test_workers_of_a_sigkilled_launcher_save_and_exit(tmp_path):
     assert marker["signal"] == "SIGTERM"
     ck = run / "checkpoints" / f"step_{marker['step']:07d}"
     assert sorted(p.name for p in (ck / "rng").iterdir()) == ["rank_00000.safetensors", "rank_00001.safetensors"]
+
+
+def test_wrap_model_compiles_in_place():
+    """model.compile compiles the module itself (not a wrapper), so state-dict names stay official."""
+    from lenslib.model.presets import get_config
+    from lenslib.model.transformer import LensTransformer2DModel
+    from lenslib.train.distributed import DistInfo, wrap_model
+
+    model = LensTransformer2DModel(**get_config("cpu-tiny", num_layers=1))
+    names = list(model.state_dict())
+    wrapped = wrap_model(model, DistInfo(), compile=True)
+    assert wrapped is model and model._compiled_call_impl is not None
+    assert list(wrapped.state_dict()) == names
+    assert wrap_model(LensTransformer2DModel(**get_config("cpu-tiny", num_layers=1)), DistInfo())._compiled_call_impl is None

@@ -198,3 +198,26 @@ def test_export_writes_the_ema_as_an_official_transformer_folder(runs, tmp_path)
     assert set(sd) == set(ema)
     for k, v in sd.items():
         assert torch.equal(v, ema[k]), k
+
+
+def test_compiled_run_trains_the_same_model(runs, tmp_path):
+    """model.compile=true (torch.compile in place) keeps checkpoint names and follows the eager loss curve."""
+    compiled = tmp_path / "compiled"
+    out = _run(_train_cmd(compiled, "run.steps=3", "run.save_every=3", "eval.every=0", "model.compile=true"), timeout=400)
+    assert "torch.compile" in out.stdout + out.stderr
+    eager_ckpt = runs["straight"] / "checkpoints" / "step_0000006"
+    tensors = _tensors(compiled / "checkpoints" / "step_0000003")
+    assert set(tensors) == set(_tensors(eager_ckpt)), "compiling changed the checkpoint's tensor names"
+    eager, comp = _curve(runs["straight"])[:3], _curve(compiled)
+    assert [r[0] for r in comp] == [1, 2, 3]
+    for (_, le, ge, _), (_, lc, gc, _) in zip(eager, comp):
+        assert lc == pytest.approx(le, rel=1e-3) and gc == pytest.approx(ge, rel=1e-2)
+
+
+def test_data_workers_repeat_the_run_bit_for_bit(runs, tmp_path):
+    """Batches built ahead by data.num_workers threads are the batches the loop would build: same curve, same weights."""
+    ahead = tmp_path / "ahead"
+    _run(_train_cmd(ahead, f"run.steps={N}", "run.save_every=2", "run.keep_last=2", "data.num_workers=2"))
+    assert _curve(ahead) == _curve(runs["straight"])
+    a, b = _tensors(ahead / "checkpoints" / "step_0000006"), _tensors(runs["straight"] / "checkpoints" / "step_0000006")
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)

@@ -87,6 +87,7 @@ class ModelConfig:
     preset: str = "cpu-tiny"
     kwargs: dict[str, Any] = field(default_factory=dict)
     activation_checkpointing: bool = False
+    compile: bool = False  # torch.compile (inductor): ~25 % faster cpu-tiny steps, after a ~40 s first compile
     init_from: str | None = None  # a ``transformer/`` folder (e.g. stage 1's export) to start from
 
 
@@ -122,7 +123,7 @@ class DataConfig:
     caption_kind: str = "detailed"  # world captions: alt_text | brief | detailed | mixed (lenslib.world.captions)
     vocab: str = "shapes"  # world vocabulary (lenslib.world.vocab)
     world_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {max_objects: 2, text_prob: 0.0}
-    num_workers: int = 0
+    num_workers: int = 0  # threads building the next batches during the step (lenslib.train.prefetch); 0: in the loop
 
 
 @dataclass
@@ -481,6 +482,7 @@ def validate(cfg: TrainConfig, world_size: int | None = None, for_training: bool
     positive("optim.weight_decay", cfg.optim.weight_decay, allow_zero=True)
     positive("flow.logit_normal_scale", cfg.flow.logit_normal_scale)
     positive("eval.every", cfg.eval.every, allow_zero=True)
+    positive("data.num_workers", cfg.data.num_workers, allow_zero=True)
     positive("dist.timeout_s", cfg.dist.timeout_s)
     for i, b in enumerate(cfg.optim.betas):
         if not 0.0 <= b < 1.0:

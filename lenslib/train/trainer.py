@@ -21,6 +21,7 @@ Used in chapter 4, by ``lens train`` and ``torchrun -m lenslib.train``.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -40,6 +41,7 @@ from .config import ConfigError, TrainConfig, bucket_batch, bucket_table, load_c
 from .data import Batch, build_source, mix_seed
 from .distributed import all_reduce_mean, autocast, barrier, init_distributed, shutdown, wrap_model
 from .ema import EMA
+from .prefetch import Prefetcher
 from .signals import REQUEUE_EXIT_CODE, PreemptionHandler, die_with_parent
 
 __all__ = ["train", "run_dir_of", "build_model", "lr_at", "PREEMPTED_FILE"]
@@ -287,7 +289,8 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     model_config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(model.config).items()}
     model.train()
-    model = wrap_model(model, info, cfg.model.activation_checkpointing, cfg.dist.reshard_after_forward)
+    model = wrap_model(model, info, cfg.model.activation_checkpointing, cfg.dist.reshard_after_forward,
+                       compile=cfg.model.compile)
     ema = EMA(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr_at(cfg, 0), betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
@@ -317,7 +320,8 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
             logger.event("note: the config differs from the checkpoint's in " + ", ".join(changed)
                          + " (the run continues, but no longer repeats the original one exactly)")
     logger.event(f"{cfg.run.name}: {n_params / 1e6:.2f}M parameters, world size {world}, strategy {info.strategy}, "
-                 f"{info.dtype}, device {info.device}, steps {start}->{cfg.run.steps}")
+                 f"{info.dtype}, device {info.device}{', torch.compile' if cfg.model.compile else ''}, "
+                 f"steps {start}->{cfg.run.steps}")
 
     buckets = bucket_table(cfg)
     accum = cfg.grad_accum(world)
@@ -327,6 +331,33 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
     preempted = False
     t_start = time.time()
     step = start
+
+    def step_plan(s: int):
+        """Step ``s``'s bucket and per-micro-batch sample indices (a pure function of seed, step and rank)."""
+        if len(buckets) == 1:
+            b = buckets[0]
+        else:
+            b = buckets[int(np.random.default_rng(mix_seed(cfg.run.seed, s, rank, 2)).integers(len(buckets)))]
+        bsz = bucket_batch(cfg, b)
+        return b, [_sample_indices(cfg, s, rank, world, m, bsz, accum) for m in range(accum)]
+
+    def batch_job(s: int, m: int):
+        b, plan = step_plan(s)
+        return functools.partial(source.batch, plan[m], (b.height, b.width))
+
+    def upcoming(s: int, m: int, n: int):
+        """The next ``n`` (step, micro) batches after (s, m), within the run."""
+        jobs = []
+        m += 1
+        while len(jobs) < n and s < cfg.run.steps:
+            if m < accum:
+                jobs.append(((s, m), batch_job(s, m)))
+                m += 1
+            else:
+                s, m = s + 1, 0
+        return jobs
+
+    prefetch = Prefetcher(cfg.data.num_workers)
 
     def trainer_state(step: int) -> dict:
         return {"samples_seen": step * (cfg.optim.global_batch or 0), "data": {"position": "step", "step": step},
@@ -338,18 +369,15 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
             lr = lr_at(cfg, step)
             for g in opt.param_groups:
                 g["lr"] = lr
-            if len(buckets) == 1:
-                bucket = buckets[0]
-            else:
-                bucket = buckets[int(np.random.default_rng(mix_seed(cfg.run.seed, step, rank, 2)).integers(len(buckets)))]
-            bsz = bucket_batch(cfg, bucket)
+            bucket, _ = step_plan(step)
             loss_sum = torch.zeros((), device=info.device)
             n_samples = 0
             data_time = 0.0
             for micro in range(accum):
-                idx = _sample_indices(cfg, step, rank, world, micro, bsz, accum)
-                td = time.time()
-                batch = source.batch(idx, (bucket.height, bucket.width)).to(info.device)
+                for key, job in upcoming(step, micro, prefetch.workers):
+                    prefetch.ahead(key, job)
+                td = time.time()  # with workers: the time this step waited for its batch
+                batch = prefetch.get((step, micro), batch_job(step, micro)).to(info.device)
                 data_time += time.time() - td
                 h, w = batch.grid
                 gen = torch.Generator(device=info.device).manual_seed(mix_seed(cfg.run.seed, step, rank, micro, 1))
@@ -395,6 +423,7 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
                 raise FloatingPointError(f"loss became {last_loss} at step {step}; lower optim.lr or check the data.")
 
             if cfg.eval.every and step % cfg.eval.every == 0:
+                prefetch.drain()  # the evaluation uses the data source too
                 _evaluate(model, ema, source, cfg, info, run_dir, step, logger, buckets[0])
 
             preempted = handler.should_stop()
@@ -409,6 +438,7 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
                 break
         barrier()
     finally:
+        prefetch.close()
         handler.close()
         logger.close()
     return {
