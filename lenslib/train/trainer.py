@@ -374,11 +374,11 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
             n_samples = 0
             data_time = 0.0
             for micro in range(accum):
-                for key, job in upcoming(step, micro, prefetch.workers):
-                    prefetch.ahead(key, job)
                 td = time.time()  # with workers: the time this step waited for its batch
                 batch = prefetch.get((step, micro), batch_job(step, micro)).to(info.device)
                 data_time += time.time() - td
+                for key, job in upcoming(step, micro, prefetch.workers):  # built while this one trains
+                    prefetch.ahead(key, job)
                 h, w = batch.grid
                 gen = torch.Generator(device=info.device).manual_seed(mix_seed(cfg.run.seed, step, rank, micro, 1))
                 mu = training_mu(cfg.flow.mu_schedule, h * w, cfg.flow.mu)
