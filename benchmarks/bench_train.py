@@ -10,8 +10,8 @@ Run: ``.venv/bin/python benchmarks/bench_train.py [--steps N] [--threads N] [--o
 Writes ``benchmarks/results/train.json`` (``--out``: ``results/NAME.json``). The recorded variants:
 ``train.json`` (the config as shipped) and ``train_compiled.json`` (``--out train_compiled
 model.compile=true``: torch.compile; the first, compiling step is a warm-up step and is not timed).
-``data.num_workers=1`` is slower here (653 vs 517 ms a step on 2 cores, though it never waited for data: the data thread and the model
-contend for the cores and the GIL), so no record uses it.
+``data.num_workers=1`` is slower here (653 vs 517 ms a step on 2 cores, though it never waited for data:
+the data thread and the model contend for the cores and the GIL), so no record uses it.
 """
 
 from __future__ import annotations

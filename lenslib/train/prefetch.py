@@ -7,9 +7,10 @@ them bit for bit (tested in ``tests/test_train_resume.py``), and resume stays ex
 
 Threads, not processes: rendering (PIL, numpy), decoding and the text encoder's matmuls release the
 GIL, and the batch needs no pickling on its way back. ``num_workers = 0`` builds each batch in the loop.
-They pay off when the model runs elsewhere (a GPU). On a 2-core CPU they cost: ``cpu-tiny`` took 653 ms a
-step with one worker (waiting 0 ms for data) against 517 ms without (``benchmarks/bench_train.py``), as the data thread and the
-model contend for the cores and the GIL; so the CPU configs keep 0. Used by ``lenslib.train.trainer``.
+They pay off when the model runs elsewhere (a GPU). On a 2-core CPU they cost: ``cpu-tiny`` took 653 ms
+a step with one worker (waiting 0 ms for data) against 517 ms without (``benchmarks/bench_train.py``),
+as the data thread and the model contend for the cores and the GIL; so the CPU configs keep 0.
+Used by ``lenslib.train.trainer``.
 """
 
 from __future__ import annotations
