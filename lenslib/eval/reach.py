@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from lenslib.flow import interpolate
 from lenslib.model.attention import capture_attention_probs
 
 __all__ = ["attention_reach"]
@@ -45,7 +46,7 @@ def attention_reach(model, batch, t: float, seed: int = 0) -> list[dict]:
     s_img = h * w
     noise = torch.randn(batch.tokens.shape, generator=torch.Generator().manual_seed(seed))
     tt = torch.full((len(batch),), float(t))
-    x_t = (1 - tt.view(-1, 1, 1)) * batch.tokens + tt.view(-1, 1, 1) * noise
+    x_t = interpolate(batch.tokens, noise, tt)
     kwargs = dict(hidden_states=x_t, timestep=tt, encoder_hidden_states=batch.text,
                   encoder_hidden_states_mask=batch.text_mask, img_shapes=[(1, h, w)])
     near = _neighbour_mask(h, w)
