@@ -143,7 +143,7 @@ class LensEmbedRope(nn.Module):
         self.cache_size = cache_size
         self._cache: OrderedDict = OrderedDict()
 
-    @torch.compiler.disable  # cached Python-side tables: nothing to compile, and torch.compile would break its graph here
+    @torch.compiler.disable  # cached Python-side tables: nothing to compile, and a graph break if traced
     def forward(self, video_fhw, txt_seq_lens, device: torch.device | str | None = None):
         """``video_fhw``: a (f, h, w) triple or a list whose first element is one (only it is read).
         ``txt_seq_lens``: an int or a list whose first element is the text length."""

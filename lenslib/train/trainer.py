@@ -341,9 +341,8 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
         bsz = bucket_batch(cfg, b)
         return b, [_sample_indices(cfg, s, rank, world, m, bsz, accum) for m in range(accum)]
 
-    def batch_job(s: int, m: int):
-        b, plan = step_plan(s)
-        return functools.partial(source.batch, plan[m], (b.height, b.width))
+    def batch_job(b, indices):
+        return functools.partial(source.batch, indices, (b.height, b.width))
 
     def upcoming(s: int, m: int, n: int):
         """The next ``n`` (step, micro) batches after (s, m), within the run."""
@@ -351,7 +350,8 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
         m += 1
         while len(jobs) < n and s < cfg.run.steps:
             if m < accum:
-                jobs.append(((s, m), batch_job(s, m)))
+                b, plan = step_plan(s)
+                jobs.append(((s, m), batch_job(b, plan[m])))
                 m += 1
             else:
                 s, m = s + 1, 0
@@ -369,13 +369,13 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
             lr = lr_at(cfg, step)
             for g in opt.param_groups:
                 g["lr"] = lr
-            bucket, _ = step_plan(step)
+            bucket, plan = step_plan(step)
             loss_sum = torch.zeros((), device=info.device)
             n_samples = 0
             data_time = 0.0
             for micro in range(accum):
                 td = time.time()  # with workers: the time this step waited for its batch
-                batch = prefetch.get((step, micro), batch_job(step, micro)).to(info.device)
+                batch = prefetch.get((step, micro), batch_job(bucket, plan[micro])).to(info.device)
                 data_time += time.time() - td
                 for key, job in upcoming(step, micro, prefetch.workers):  # built while this one trains
                     prefetch.ahead(key, job)
