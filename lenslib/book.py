@@ -62,6 +62,35 @@ def check_version_pin(pin_file: Path = PIN_FILE) -> str:
     return pinned
 
 
+def explorer(fn, **controls):
+    """Sliders for ``fn``: its first view is ordinary cell output, later views redraw under the controls.
+
+    ``controls`` maps each keyword of ``fn`` to an ipywidgets control. ``fn`` runs once with the controls'
+    values while the cell executes, so a headless run (papermill, nbclient, the book build) records that view
+    as plain output and the built HTML shows it. Moving a control re-runs ``fn`` into an ``Output`` widget
+    below the controls. ``ipywidgets.interactive`` would instead capture the first view into its ``Output``
+    widget while the cell runs, and a headless executor sometimes never sees that cell finish
+    (jupyter/nbclient#312): nothing is captured here until a reader moves a control. Used in chapters 1 and 3.
+    """
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    out = widgets.Output()
+
+    def values() -> dict:
+        return {name: control.value for name, control in controls.items()}
+
+    def redraw(_change=None):
+        with out:
+            out.clear_output(wait=True)
+            fn(**values())
+
+    for control in controls.values():
+        control.observe(redraw, names="value")
+    fn(**values())
+    display(widgets.VBox([widgets.HBox(list(controls.values())), out]))
+
+
 def _register_plotly_renderer() -> str:
     """A plotly renderer for the built book: plotly.js inlined once per page, MathJax left to the book.
 

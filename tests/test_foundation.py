@@ -48,6 +48,20 @@ def test_book_is_pinned_to_this_package_version(tmp_path):
         check_version_pin(stale)
 
 
+def test_explorer_draws_its_first_view_in_the_cell_and_redraws_when_a_control_moves():
+    import ipywidgets as widgets
+
+    from lenslib.book import explorer
+
+    calls = []
+    steps, rescale = widgets.IntSlider(value=3, min=1, max=9), widgets.Checkbox(value=True)
+    explorer(lambda steps, rescale: calls.append((steps, rescale)), steps=steps, rescale=rescale)
+    assert calls == [(3, True)]  # once, with the controls' values, while the cell runs
+    steps.value = 5
+    rescale.value = False
+    assert calls == [(3, True), (5, True), (5, False)]
+
+
 def test_environment_yml_mirrors_pyproject():
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     declared = list(project["dependencies"])
