@@ -25,6 +25,15 @@ def test_every_chapter_has_one_parameters_cell():
         assert len(tagged) == 1, f"{chapter.name} needs exactly one cell tagged 'parameters' (papermill)"
 
 
+def test_no_chapter_captures_widget_output_while_it_runs():
+    # interact/interactive draw into an Output widget during the cell, which can stall a headless run for the
+    # whole cell timeout (jupyter/nbclient#312); lenslib.book.explorer draws the first view as plain output.
+    for chapter in CHAPTERS:
+        code = "\n".join(c.source for c in jupytext.read(chapter).cells if c.cell_type == "code")
+        for pattern in ("interactive(", "interact(", "interact_manual(", "with widgets.Output", "Output()"):
+            assert pattern not in code, f"{chapter.name} uses {pattern!r}: draw sliders with lenslib.book.explorer"
+
+
 @pytest.mark.book
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=[c.stem for c in CHAPTERS])
 def test_chapter_executes(chapter: Path, record_property):
