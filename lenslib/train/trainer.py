@@ -332,6 +332,7 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
     t_start = time.time()
     step = start
 
+    @functools.lru_cache(maxsize=8)  # asked for by the step and by the prefetch look-ahead
     def step_plan(s: int):
         """Step ``s``'s bucket and per-micro-batch sample indices (a pure function of seed, step and rank)."""
         if len(buckets) == 1:
