@@ -100,3 +100,21 @@ def test_score_checkpoint_reads_the_runs_ema_weights_and_its_parameterisation(tm
     assert all(np.ptp(im) == 0 for im in floor)
     with pytest.raises(ValueError, match="weights must be"):
         score_checkpoint(cfg, ckpt, LINES, batcher=batcher, weights="best")
+
+
+def test_the_unconditional_branch_needs_one_masked_text_token(batcher):
+    # sample_images runs CFG's empty prompt as a single masked token: it must equal the padded empty prompt
+    model = _model(zero=False).eval()
+    text, mask = batcher.encode_text(["a photo of a red circle"] * 2)
+    x, t = torch.randn(2, 64, 192, generator=torch.Generator().manual_seed(0)), torch.full((2,), 0.7)
+    with torch.no_grad():
+        def run(length, m=None):
+            feats = [torch.zeros(2, length, f.shape[2]) for f in text]
+            m = torch.zeros(2, length, dtype=torch.bool) if m is None else m
+            return model(hidden_states=x, encoder_hidden_states=feats, encoder_hidden_states_mask=m, timestep=t,
+                         img_shapes=[(1, 8, 8)])
+        padded, single = run(text[0].shape[1]), run(1)
+        conditional = model(hidden_states=x, encoder_hidden_states=text, encoder_hidden_states_mask=mask,
+                            timestep=t, img_shapes=[(1, 8, 8)])
+    assert (padded - single).abs().max() < 1e-5
+    assert (padded - conditional).abs().max() > 1e-3  # so the text does change the prediction

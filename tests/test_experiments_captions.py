@@ -49,6 +49,8 @@ def test_bad_arguments_fail_before_training(tmp_path):
         cap.arm_configs("micro", tmp_path, seeds=(1, 1))
     with pytest.raises(ValueError, match="prompt modes"):
         cap.run_captions("micro", tmp_path, modes=("shouted",))
+    with pytest.raises(ValueError, match="curve_modes"):
+        cap.run_captions(dataclasses.replace(cap.PRESETS["micro"], curve_modes=("loud",)), tmp_path)
     assert not (tmp_path / "runs").exists()
 
 
@@ -126,6 +128,12 @@ def test_runner_micro_end_to_end(tmp_path):
     third = cap.run_captions(p2, tmp_path, kinds=("brief",), progress=lambda *_: None)
     assert {r["step"] for r in third.rows} == {3}
     assert len(list((tmp_path / "stale").iterdir())) == 1
+    # curve_modes: earlier checkpoints are scored in those modes only, the last in every mode
+    p3 = dataclasses.replace(p, curve_modes=("detailed",))
+    fourth = cap.run_captions(p3, tmp_path / "curve", kinds=("brief",), progress=lambda *_: None)
+    assert {(r["step"], r["mode"]) for r in fourth.rows} == {(1, "detailed")} | {(2, m) for m in cap.MODES}
+    c = fourth.curves()
+    assert sorted(c[c.prompted == "detailed"].step) == [1, 2] and list(c[c.prompted == "brief"].step) == [2]
 
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]

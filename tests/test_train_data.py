@@ -37,6 +37,37 @@ def test_world_batches_are_a_pure_function_of_the_indices(minilm):
     assert mix_seed(1, 2) != mix_seed(2, 1)
 
 
+def test_batches_pad_text_to_their_longest_caption_and_the_dit_output_is_unchanged():
+    from lenslib.model.text_encoders import get_text_encoder
+    from lenslib.train.config import load_config
+    from lenslib.train.trainer import build_model
+
+    encoder = get_text_encoder("minilm", max_length=160)
+    fixed = TokenBatcher(WorldSource(seed=1, caption_kind="brief"), PixelCodec(8), encoder, max_text_tokens=160)
+    trimmed = TokenBatcher(WorldSource(seed=1, caption_kind="brief"), PixelCodec(8), encoder, max_text_tokens=160,
+                           text_pad_multiple=8)
+    a, b = fixed.batch([0, 1, 2, 3], (32, 32)), trimmed.batch([0, 1, 2, 3], (32, 32))
+    longest = int(a.text_mask.sum(1).max())
+    assert a.text_mask.shape == (4, 160)
+    assert b.text_mask.shape[1] % 8 == 0 and longest <= b.text_mask.shape[1] < longest + 8 and longest < 40
+    n = b.text_mask.shape[1]
+    assert torch.equal(a.text_mask[:, n:], torch.zeros(4, 160 - n, dtype=torch.bool))  # only padding was cut
+    assert all(torch.equal(x[:, :n], y) for x, y in zip(a.text, b.text))
+
+    cfg = load_config("cpu-tiny", ["data.image_size=32", "data.patch=8", "model.kwargs.num_layers=2"])
+    model = build_model(cfg, PixelCodec(8), encoder)
+    for p in model.parameters():  # leave the adaLN-Zero identity init so text reaches the output
+        torch.nn.init.normal_(p, std=0.05)
+    t = torch.full((4,), 0.5)
+    with torch.no_grad():
+        out = [model(hidden_states=x.tokens, encoder_hidden_states=x.text, encoder_hidden_states_mask=x.text_mask,
+                     timestep=t, img_shapes=[(1, 4, 4)]) for x in (a, b)]
+        other = model(hidden_states=a.tokens, encoder_hidden_states=[f.roll(1, 0) for f in a.text],
+                      encoder_hidden_states_mask=a.text_mask.roll(1, 0), timestep=t, img_shapes=[(1, 4, 4)])
+    assert (out[0] - out[1]).abs().max() < 1e-5
+    assert (out[0] - other).abs().max() > 1e-3  # the captions do matter to the output
+
+
 def test_hf_dataset_folder_source(tmp_path):
     from datasets import Dataset, Features, Image as HFImage, Value
 

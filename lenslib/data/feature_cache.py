@@ -253,11 +253,12 @@ class FeatureCacheSource:
     The trainer asks for global sample indices at a resolution; the cache holds each image at one bucket,
     so index ``i`` at size ``(h, w)`` maps to the images cached at that bucket, ``i mod n`` through a
     permutation seeded by ``(seed, i div n, bucket)``: a pure function of the index, as exact resume
-    needs. Text features are padded or cut to ``max_text_tokens`` like the trainer's on-the-fly path.
+    needs. Text features are padded or cut like the trainer's on-the-fly path (``max_text_tokens``, ``text_pad_multiple``).
     """
 
-    def __init__(self, cache: FeatureCache, max_text_tokens: int = 64, seed: int = 0):
+    def __init__(self, cache: FeatureCache, max_text_tokens: int = 64, seed: int = 0, text_pad_multiple: int = 0):
         self.cache, self.max_text_tokens, self.seed = cache, int(max_text_tokens), seed
+        self.text_pad_multiple = int(text_pad_multiple)
         self.by_size: dict[tuple[int, int], list[int]] = {}
         buckets = self.cache.doc["buckets"]
         for i, b in enumerate(self.cache.bucket_ids):
@@ -288,7 +289,7 @@ class FeatureCacheSource:
 
         items = [self.cache[i] for i in self._items(indices, size)]
         b = FeatureCache.collate(items)
-        text, mask = fit_length(b["text"], b["mask"], self.max_text_tokens)
+        text, mask = fit_length(b["text"], b["mask"], self.max_text_tokens, self.text_pad_multiple)
         captions = [self.cache._index[it["key"]].get(f"caption_{it['kind']}", "") for it in items]
         return Batch(b["latents"].float().contiguous(), tuple(b["hw"]), [f.float().contiguous() for f in text],
                      mask.bool(), captions, [int(i) for i in indices])
@@ -315,4 +316,4 @@ def open_source(path, cfg, text_encoder=None, codec=None) -> FeatureCacheSource:
         raise CacheMismatchError(
             f"{path} was built with text encoder {cache.identity['text_encoder']!r}, but data.text_encoder is "
             f"{d.text_encoder!r}: rebuild the cache with the configured encoder (`lens data cache`)")
-    return FeatureCacheSource(cache, d.max_text_tokens, cfg.run.seed)
+    return FeatureCacheSource(cache, d.max_text_tokens, cfg.run.seed, d.text_pad_multiple)

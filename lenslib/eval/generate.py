@@ -28,11 +28,14 @@ def sample_images(model, text, mask, codec, size: tuple[int, int], noise: torch.
                   guidance: float = 3.0, mu: float | None = None, prediction: str = "velocity") -> np.ndarray:
     """Images (uint8, N x H x W x 3) from ``noise`` (N x tokens x channels) for text features ``text``/``mask``.
 
-    The unconditional branch uses zeroed features and an all-false mask, as caption dropout trains it.
-    ``prediction`` is what the model outputs (its run's ``flow.prediction``, see ``lenslib.flow``).
+    The unconditional branch uses zeroed features and an all-false mask, as caption dropout trains it; one
+    such token does, since masked text never reaches the image (reference §2.8), so CFG costs less than
+    two conditional passes. ``prediction`` is what the model outputs (its run's ``flow.prediction``, see
+    ``lenslib.flow``).
     """
     h, w = size[0] // codec.patch, size[1] // codec.patch
-    empty_text, empty_mask = [torch.zeros_like(t) for t in text], torch.zeros_like(mask)
+    empty_text = [t.new_zeros(t.shape[0], 1, t.shape[2]) for t in text]
+    empty_mask = mask.new_zeros(mask.shape[0], 1)
 
     def velocity(x, sigma, conditional):
         tx, m = (text, mask) if conditional else (empty_text, empty_mask)
@@ -72,9 +75,10 @@ def generate_suite(model, batcher, lines: list[dict], *, per_prompt: int = 1, si
     if size % codec.patch:
         raise ValueError(f"size {size} is not a multiple of the codec's patch {codec.patch}")
     h, w = size // codec.patch, size // codec.patch
-    jobs = [(i, k) for i in range(len(lines)) for k in range(per_prompt)]
     texts = {i: (detailed_prompt(line, seed, vocab) if prompt == "detailed" else line["prompt"])
              for i, line in enumerate(lines)}
+    # similar lengths share a batch, so short prompts are not padded to long ones; rows come back in line order
+    jobs = sorted(((i, k) for i in range(len(lines)) for k in range(per_prompt)), key=lambda j: len(texts[j[0]]))
     was_training = model.training
     model.eval()
     rows, images = [], []
@@ -99,6 +103,9 @@ def generate_suite(model, batcher, lines: list[dict], *, per_prompt: int = 1, si
                     images.append(im)
     finally:
         model.train(was_training)
+    order = sorted(range(len(rows)), key=lambda j: (rows[j]["index"], rows[j]["k"]))
+    rows = [rows[j] for j in order]
+    images = [images[j] for j in order] if return_images else images
     return (rows, images) if return_images else rows
 
 

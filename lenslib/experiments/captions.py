@@ -43,14 +43,16 @@ GENEVAL_TAGS = ("single_object", "two_object", "counting", "colors", "position",
 class Preset:
     """One scale of the experiment. Every arm of a run uses the same values.
 
-    ``eval_at`` are the training steps whose checkpoints are scored (the score-vs-steps curve);
-    ``lines_per_tag`` suite lines are taken from each of GenEval's six tags; each line is sampled
+    ``eval_at`` are the training steps whose checkpoints are scored (the score-vs-steps curve): the last
+    in every prompt mode, the earlier ones in ``curve_modes`` only (sampling is most of a CPU run's
+    cost); ``lines_per_tag`` suite lines are taken from each of GenEval's six tags; each line is sampled
     ``per_prompt`` times per training seed with ``sample_steps`` Euler steps.
     """
 
     base: str = "cpu-tiny"
     steps: int = 300
     eval_at: tuple[int, ...] = (100, 200, 300)
+    curve_modes: tuple[str, ...] = MODES
     seeds: tuple[int, ...] = (0, 1, 2)
     lines_per_tag: int = 10
     per_prompt: int = 2
@@ -79,8 +81,9 @@ PRESETS: dict[str, Preset] = {
                       overrides=(*WORLD_64, *WHOLE_CAPTIONS, "optim.global_batch=8", "optim.micro_batch=8", "optim.warmup_steps=4"),
                       description="the book's CPU default: 8 steps of batch 8, 3 seeds, 12 suite lines"),
     # the experiment proper (hours on CPU, minutes on a GPU): cpu-tiny's own schedule and batch
-    "full": Preset(steps=1200, eval_at=(150, 300, 600, 900, 1200), seeds=(0, 1, 2), lines_per_tag=20, per_prompt=2,
-                   sample_steps=20, overrides=(*WORLD_64, *WHOLE_CAPTIONS), description="cpu-tiny's batch for 1200 steps, 3 seeds, 120 suite lines x 2 images"),
+    "full": Preset(steps=1200, eval_at=(150, 300, 600, 900, 1200), curve_modes=("brief", "detailed"), seeds=(0, 1, 2),
+                   lines_per_tag=20, per_prompt=2, sample_steps=20, overrides=(*WORLD_64, *WHOLE_CAPTIONS),
+                   description="cpu-tiny's batch for 1200 steps, 3 seeds, 120 suite lines x 2 images"),
 }
 
 
@@ -107,6 +110,8 @@ def _check(preset: Preset, kinds, modes, seeds) -> None:
         raise ValueError(f"seeds {list(seeds)!r} repeat a seed")
     if not preset.eval_at or any(s < 1 or s > preset.steps for s in preset.eval_at):
         raise ValueError(f"eval_at {preset.eval_at} must lie in 1..steps={preset.steps}")
+    if not set(preset.curve_modes) <= set(MODES):
+        raise ValueError(f"curve_modes {list(preset.curve_modes)!r}: choose from {', '.join(MODES)}")
     if preset.lines_per_tag < 1 or preset.per_prompt < 1 or preset.sample_steps < 1:
         raise ValueError("lines_per_tag, per_prompt and sample_steps must be >= 1")
 
@@ -230,15 +235,18 @@ def _score_checkpoints(cfg, p: Preset, lines: list[dict], modes, encoders: dict 
     rows = []
     saved = {c.name: c for c in ckpt.list_checkpoints(run_dir)}
     for step in p.eval_at:
+        here = modes if step == max(p.eval_at) else tuple(m for m in modes if m in p.curve_modes)
+        if not here:
+            continue
         path = saved.get(ckpt.checkpoint_name(step), run_dir / ckpt.checkpoint_name(step))
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: the arm's run folder lost a checkpoint; delete {run_dir} to retrain it")
-        batch = [x for m in modes for x in prompts[m]]  # all prompt modes in one sampling pass (cheaper on CPU)
+        batch = [x for m in here for x in prompts[m]]  # all prompt modes in one sampling pass (cheaper on CPU)
         got = score_checkpoint(cfg, path, batch, batcher=batcher, per_prompt=p.per_prompt, size=p.size,
                                num_steps=p.sample_steps, guidance=p.guidance, mu=cfg.flow.mu, prompt="suite",
                                seed=10_000 + cfg.run.seed, batch_size=128)
         for r in got:
-            mode, index = modes[r["index"] // len(lines)], r["index"] % len(lines)
+            mode, index = here[r["index"] // len(lines)], r["index"] % len(lines)
             rows.append({"kind": cfg.data.caption_kind, "seed": cfg.run.seed, "step": step, "mode": mode,
                          "index": index, "k": r["k"], "tag": r["tag"], "correct": r["correct"],
                          "reason": r["reason"]})
@@ -283,7 +291,7 @@ def run_captions(preset: str | Preset = "reduced", out_dir: str | Path | None = 
             _write_json(path, {"key": key, "rows": arm_rows, "train_seconds": seconds,
                                "final_loss": summary.get("final_loss")})
             progress(f"{kind:>9} seed {seed}: trained {p.steps} steps in {seconds:.0f} s, scored "
-                     f"{len(p.eval_at)} checkpoints x {len(modes)} prompt modes in {time.time() - t0 - seconds:.0f} s")
+                     f"{len(p.eval_at)} checkpoints (the last in {len(modes)} prompt modes) in {time.time() - t0 - seconds:.0f} s")
         rows += arm_rows
         meta[(kind, seed)] = {"train_seconds": seconds}
     return CaptionResults(rows, p, kinds, seeds, modes, configs, meta)
@@ -423,7 +431,8 @@ class CaptionResults:
         return pd.DataFrame(out)
 
     def curves(self):
-        """A pandas table of overall score vs training step, per arm and prompt mode (mean over seeds)."""
+        """A pandas table of overall score vs training step, per arm and prompt mode (mean over seeds); modes
+        outside ``preset.curve_modes`` have the last step only."""
         import pandas as pd
 
         out = []
@@ -431,6 +440,8 @@ class CaptionResults:
             for mode in self.modes:
                 for step in self.preset.eval_at:
                     rows = self.select(kind, mode, step)
+                    if not rows:  # this mode is scored at the last step only (Preset.curve_modes)
+                        continue
                     by_tag = defaultdict(list)
                     for r in rows:
                         by_tag[r["tag"]].append(float(bool(r["correct"])))

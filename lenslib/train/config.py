@@ -120,6 +120,7 @@ class DataConfig:
     text_encoder: str = "minilm"  # name understood by lenslib.model.text_encoders
     text_encoder_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {path: <lens>/text_encoder}
     max_text_tokens: int = 64
+    text_pad_multiple: int = 8  # pad each batch's text to its longest caption, rounded up to this; 0: always max_text_tokens
     caption_kind: str = "detailed"  # world captions: alt_text | brief | detailed | mixed (lenslib.world.captions)
     vocab: str = "shapes"  # world vocabulary (lenslib.world.vocab)
     world_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {max_objects: 2, text_prob: 0.0}
@@ -483,6 +484,7 @@ def validate(cfg: TrainConfig, world_size: int | None = None, for_training: bool
     positive("flow.logit_normal_scale", cfg.flow.logit_normal_scale)
     positive("eval.every", cfg.eval.every, allow_zero=True)
     positive("data.num_workers", cfg.data.num_workers, allow_zero=True)
+    positive("data.text_pad_multiple", cfg.data.text_pad_multiple, allow_zero=True)
     positive("dist.timeout_s", cfg.dist.timeout_s)
     for i, b in enumerate(cfg.optim.betas):
         if not 0.0 <= b < 1.0:

@@ -209,18 +209,19 @@ class WebDatasetSource:
 class TokenBatcher:
     """Example source → :class:`Batch`: images through a codec, captions through the frozen text encoder.
 
-    Text features are padded or cut to ``max_text_tokens`` so every batch has the same text length.
+    Text features are cut to ``max_text_tokens``; each batch is padded to its longest caption rounded up
+    to ``text_pad_multiple`` (0: always to ``max_text_tokens``), see :func:`~lenslib.model.text_encoders.base.fit_length`.
     """
 
-    def __init__(self, source: ExampleSource, codec, text_encoder, max_text_tokens: int = 64):
+    def __init__(self, source: ExampleSource, codec, text_encoder, max_text_tokens: int = 64, text_pad_multiple: int = 0):
         self.source, self.codec, self.text_encoder = source, codec, text_encoder
-        self.max_text_tokens = int(max_text_tokens)
+        self.max_text_tokens, self.text_pad_multiple = int(max_text_tokens), int(text_pad_multiple)
 
     @torch.no_grad()
     def encode_text(self, captions: list[str]) -> tuple[list[torch.Tensor], torch.Tensor]:
         from lenslib.model.text_encoders.base import fit_length
 
-        feats, mask = fit_length(*self.text_encoder.encode(list(captions)), self.max_text_tokens)
+        feats, mask = fit_length(*self.text_encoder.encode(list(captions)), self.max_text_tokens, self.text_pad_multiple)
         return [f.float().contiguous() for f in feats], mask.bool()
 
     def batch(self, indices: Sequence[int], size: tuple[int, int]) -> Batch:
@@ -265,4 +266,4 @@ def build_source(cfg, seed: int | None = None) -> tuple[BatchSource, object, obj
         return open_source(d.path, cfg, text_encoder=text_encoder, codec=codec), codec, text_encoder
     else:
         raise ValueError(f"unknown data.source {d.source!r}; choose world, hf, webdataset or features.")
-    return TokenBatcher(examples, codec, text_encoder, d.max_text_tokens), codec, text_encoder
+    return TokenBatcher(examples, codec, text_encoder, d.max_text_tokens, d.text_pad_multiple), codec, text_encoder
