@@ -175,6 +175,8 @@ def test_every_arm_reads_whole_detailed_captions(tmp_path, preset):
     from lenslib.train.data import WorldSource
 
     cfg = cap.arm_configs(preset, tmp_path, kinds=("detailed",), seeds=(0,))[("detailed", 0)]
+    lines = cap.suite_lines(cap.PRESETS[preset].lines_per_tag)  # the preset's suite slice exists
+    assert {x["tag"] for x in lines} == set(cap.GENEVAL_TAGS)
     enc = get_text_encoder(cfg.data.text_encoder, **cfg.data.text_encoder_kwargs)
     world = WorldSource(0, "shapes", "detailed", **cfg.data.world_kwargs)
     captions = [e.caption for e in world.examples(range(200), (64, 64))]
