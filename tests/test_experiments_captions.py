@@ -123,6 +123,17 @@ def test_runner_micro_end_to_end(tmp_path):
     assert [a.name for a in arms] == ["brief-s0.json", "detailed-s0.json"]
     again = cap.run_captions(p, tmp_path, kinds=("brief", "detailed"), progress=lambda *_: None)
     assert again.rows == res.rows
+    # results.json keeps every verdict: read back, it gives the same tables, intervals and findings
+    loaded = cap.load_results(tmp_path / cap.RESULTS_NAME)
+    strip = lambda rows: sorted(tuple(sorted((k, v) for k, v in r.items() if k not in ("reason", "failures")))
+                                for r in rows)
+    assert strip(loaded.rows) == strip(res.rows) and loaded.preset == p and loaded.kinds == ("brief", "detailed")
+    assert loaded.table(n_boot=100).equals(res.table(n_boot=100))
+    s1, s2 = loaded.summary("detailed", "detailed", n_boot=10), res.summary("detailed", "detailed", n_boot=10)
+    assert [v["failures"] for v in s1["tags"].values()] == [v["failures"] for v in s2["tags"].values()]
+    assert sum(sum(v["failures"].values()) for v in s2["tags"].values()) > 0  # 2 steps: failures to keep
+    assert loaded.findings(n_boot=100) == res.findings(n_boot=100) and len(res.findings(n_boot=100)) == 4
+    assert set(loaded.meta) == {("brief", 0), ("detailed", 0)}
     # a changed config retrains from scratch: the old run folder is set aside, not resumed
     p2 = dataclasses.replace(p, steps=3, eval_at=(3,))
     third = cap.run_captions(p2, tmp_path, kinds=("brief",), progress=lambda *_: None)
@@ -183,3 +194,39 @@ def test_every_arm_reads_whole_detailed_captions(tmp_path, preset):
     lengths = [len(ids) for ids in enc.tokenizer(captions)["input_ids"]]
     covered = np.mean([n <= min(cfg.data.max_text_tokens, cfg.data.text_encoder_kwargs["max_length"]) for n in lengths])
     assert max(lengths) > 32 and covered >= 0.98, (max(lengths), covered)
+
+
+def test_a_results_file_of_another_kind_is_refused(tmp_path):
+    (tmp_path / "results.json").write_text('{"format": "something-else/2"}')
+    with pytest.raises(ValueError, match="not a caption-ablation results file"):
+        cap.load_results(tmp_path / "results.json")
+
+
+@pytest.mark.slow
+def test_the_chapter_run_headless_is_recorded_and_its_record_renders_in_the_chapter(tmp_path):
+    # the acceptance path of the full experiment, at the micro preset: run the chapter headlessly, record it,
+    # then run the chapter again pointed at the recorded results: it shows them, recomputed
+    import nbformat
+
+    from lenslib.cluster.notebook import run_notebook
+    from lenslib.cluster.records import write_record_page
+
+    run_dir = tmp_path / "captions-micro"
+    first = run_notebook(ROOT / CHAPTER, run_dir, {"preset": "micro", "n_boot": 100,
+                                                   "full_record": str(tmp_path / "none.json")}, log_output=False)
+    assert first.status == "completed", first.error
+    page = write_record_page(run_dir, tmp_path / "book" / "runs" / "captions-micro.ipynb")
+    recorded = page.with_suffix(".json")
+    assert recorded.is_file() and cap.load_results(recorded).preset == cap.PRESETS["micro"]
+
+    second = run_notebook(ROOT / CHAPTER, tmp_path / "again", {"preset": "micro", "n_boot": 100,
+                                                                "full_record": str(recorded)}, log_output=False)
+    assert second.status == "completed", second.error
+    text = "\n".join(o.get("text", "") for c in nbformat.read(second.record, as_version=4).cells
+                     if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "Recorded run: preset 'micro'" in text
+    expected = cap.load_results(recorded).findings(n_boot=100)[0]
+    assert expected in text
+    first_text = "\n".join(o.get("text", "") for c in nbformat.read(first.record, as_version=4).cells
+                           if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "No full-run record" in first_text and "Recorded run" not in first_text

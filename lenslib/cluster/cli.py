@@ -3,7 +3,7 @@
     lens run-notebook book/04_training.md runs/stage1 -p preset lens-stage1 -p nodes 16 [-y params.yaml]
     lens submit book/04_training.md runs/stage1 -p preset lens-stage1 --slurm --nodes 16 --gpus-per-node 8 \\
         --time 2-00:00:00 --partition gpu [--sweep sweep.yaml] [--dry-run]
-    lens record runs/stage1 book/runs/stage1.md
+    lens record runs/stage1 book/runs/stage1.ipynb
 
 Exit codes of run-notebook: 0 done, 75 preempted after a checkpoint (requeue me), 1 failed, 2 bad parameter
 (nothing was executed). Used in chapter 7.
@@ -173,6 +173,6 @@ def register(subparsers) -> None:
 
     r = subparsers.add_parser("record", help="render a run folder (executed notebook + metrics) as a book page")
     r.add_argument("run_dir", help="a run folder written by lens run-notebook")
-    r.add_argument("out", help="the page to write (.ipynb or .md)")
+    r.add_argument("out", help="the page to write, an .ipynb in the book (an experiment's results.json is copied beside it as NAME.json)")
     r.add_argument("--title", default=None)
     r.set_defaults(func=_cmd_record)

@@ -149,8 +149,18 @@ def record_to_page(run_dir: str | Path, title: str | None = None):
     return nb
 
 
+#: An experiment's scored results in a run folder (e.g. the caption ablation's); copied beside the page.
+RESULTS_NAME = "results.json"
+
+
 def write_record_page(run_dir: str | Path, out: str | Path, title: str | None = None) -> Path:
-    """Write :func:`record_to_page` to ``out`` (an ``.ipynb`` inside the book, e.g. ``book/runs/NAME.ipynb``)."""
+    """Write :func:`record_to_page` to ``out`` (an ``.ipynb`` inside the book, e.g. ``book/runs/NAME.ipynb``).
+
+    A run folder holding an experiment's ``results.json`` also gets it copied to ``NAME.json`` beside the
+    page, so a chapter can recompute the recorded run's tables (chapter 6 reads ``book/runs/captions-full.json``).
+    """
+    import shutil
+
     import nbformat
 
     out = Path(out)
@@ -160,5 +170,10 @@ def write_record_page(run_dir: str | Path, out: str | Path, title: str | None = 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     nbformat.write(nb, tmp)
+    results = Path(run_dir) / RESULTS_NAME
+    if results.is_file():
+        tmp_json = out.with_name(out.stem + ".json.tmp")
+        shutil.copyfile(results, tmp_json)
+        os.replace(tmp_json, out.with_suffix(".json"))
     os.replace(tmp, out)
     return out

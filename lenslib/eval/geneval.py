@@ -151,7 +151,8 @@ def summarize(results: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
         summary["tags"][t] = {"accuracy": float(np.mean(vals)), "n_images": len(vals),
                               "n_prompts": tags.count(t), "ci95": ci.get(f"tag:{t}")}
     for t in tag_order:  # why images failed, per tag (GenEval prints only the raw reasons)
-        failures = Counter(k for r in scored if r["tag"] == t and not r["correct"] for k in failure_kinds(r["reason"]))
+        failures = Counter(k for r in scored if r["tag"] == t and not r["correct"]
+                           for k in (r["failures"] if "failures" in r else failure_kinds(r["reason"])))
         summary["tags"][t]["failures"] = dict(failures.most_common())
     long_rows = [r for r in scored if r["tag"] == LONG_TAG and "categories" in r]
     if long_rows:  # DPG-style per-category answers (before the dependency rule, as DPG-Bench reports them)

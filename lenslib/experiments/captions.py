@@ -32,7 +32,7 @@ import numpy as np
 
 __all__ = ["KINDS", "MODES", "Preset", "PRESETS", "get_preset", "suite_lines", "arm_configs",
            "config_differences", "prompt_lines", "run_captions", "CaptionResults", "paired_difference",
-           "summarize_rows", "conclusion"]
+           "summarize_rows", "conclusion", "RESULTS_NAME", "save_results", "load_results"]
 
 KINDS = ("alt_text", "brief", "detailed", "mixed")  # lenslib.world.captions
 MODES = ("brief", "reasoner", "detailed")  # how the suite is prompted at evaluation time
@@ -298,7 +298,87 @@ def run_captions(preset: str | Preset = "reduced", out_dir: str | Path | None = 
                      f"{len(p.eval_at)} checkpoints (the last in {len(modes)} prompt modes) in {time.time() - t0 - seconds:.0f} s")
         rows += arm_rows
         meta[(kind, seed)] = {"train_seconds": seconds}
-    return CaptionResults(rows, p, kinds, seeds, modes, configs, meta)
+    res = CaptionResults(rows, p, kinds, seeds, modes, configs, meta, preset_name=name)
+    save_results(res, out_dir / RESULTS_NAME, lines)
+    return res
+
+
+# --------------------------------------------------------------------------------------------------
+# The run's results file: every verdict, compact enough to commit beside a record page
+# --------------------------------------------------------------------------------------------------
+
+RESULTS_NAME = "results.json"
+_RESULTS_FORMAT = "lens-caption-ablation/1"
+
+
+def save_results(res: "CaptionResults", path: str | Path, lines: list[dict] | None = None) -> Path:
+    """Write every judged image of a run to ``path`` (atomic JSON, ~50 KB for the full preset).
+
+    Verdicts are stored per (arm, seed, step, prompt mode) as a string of 0/1, one character per image in
+    (suite line, image) order, with each failed image's failure kinds (``lenslib.eval.geneval.failure_kinds``)
+    as digits into a legend, not the judge's full reasons; the suite lines are stored once.
+    :func:`load_results` gives back a :class:`CaptionResults` whose tables and intervals equal the run's. ``run_captions`` writes it as
+    ``<out_dir>/results.json``; ``lens record`` copies it beside the record page, where chapter 6 reads it.
+    """
+    from lenslib import __version__
+    from lenslib.eval.geneval import failure_kinds
+
+    lines = suite_lines(res.preset.lines_per_tag) if lines is None else lines
+    per = res.preset.per_prompt
+    cells = defaultdict(lambda: ["?"] * (len(lines) * per))
+    failed = defaultdict(lambda: [""] * (len(lines) * per))
+    legend: dict[str, str] = {}
+    for r in res.rows:
+        key, j = (r["kind"], r["seed"], r["step"], r["mode"]), r["index"] * per + r["k"]
+        cells[key][j] = "1" if r["correct"] else "0"
+        if not r["correct"]:
+            kinds = r["failures"] if "failures" in r else failure_kinds(r["reason"])
+            failed[key][j] = "".join(legend.setdefault(k, str(len(legend))) for k in kinds)
+    missing = [key for key, v in cells.items() if "?" in v]
+    if missing or len(legend) > 10:
+        raise ValueError(f"results of {missing[:3]} lack some (line, image) verdicts; nothing was written to {path}"
+                         if missing else f"{len(legend)} failure kinds do not fit one digit each; nothing was written")
+    doc = {"format": _RESULTS_FORMAT, "preset": res.preset_name, "preset_values": dataclasses.asdict(res.preset),
+           "kinds": list(res.kinds), "seeds": list(res.seeds), "modes": list(res.modes),
+           "lines": [{"tag": x["tag"], "prompt": x["prompt"]} for x in lines],
+           "failure_kinds": sorted(legend, key=legend.get),
+           "cells": [{"kind": k, "seed": s, "step": st, "mode": m, "correct": "".join(v),
+                      "failures": ",".join(failed[(k, s, st, m)])}
+                     for (k, s, st, m), v in sorted(cells.items(), key=lambda kv: tuple(map(str, kv[0])))],
+           "train_seconds": {f"{k}-s{s}": v["train_seconds"] for (k, s), v in res.meta.items()},
+           "lenslib": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    _write_json(Path(path), doc)
+    return Path(path)
+
+
+def load_results(path: str | Path) -> "CaptionResults":
+    """A :class:`CaptionResults` from a file of :func:`save_results` (e.g. a recorded full run)."""
+    path = Path(path)
+    doc = json.loads(path.read_text())
+    if doc.get("format") != _RESULTS_FORMAT:
+        raise ValueError(f"{path} is not a caption-ablation results file (format {doc.get('format')!r}, "
+                         f"expected {_RESULTS_FORMAT!r}); write it with lenslib.experiments.captions.save_results")
+    values = dict(doc["preset_values"])
+    for key in ("eval_at", "curve_modes", "seeds", "overrides"):
+        values[key] = tuple(values[key])
+    preset, lines, per = Preset(**values), doc["lines"], doc["preset_values"]["per_prompt"]
+    rows = []
+    for c in doc["cells"]:
+        if len(c["correct"]) != len(lines) * per:
+            raise ValueError(f"{path}: a cell of {c['kind']} seed {c['seed']} has {len(c['correct'])} verdicts, "
+                             f"expected {len(lines)} lines x {per} images")
+        failures = c["failures"].split(",")
+        for j, v in enumerate(c["correct"]):
+            index, k = divmod(j, per)
+            rows.append({"kind": c["kind"], "seed": c["seed"], "step": c["step"], "mode": c["mode"], "index": index,
+                         "k": k, "tag": lines[index]["tag"], "correct": v == "1",
+                         "failures": [doc["failure_kinds"][int(d)] for d in failures[j]]})
+    meta = {}
+    for key, seconds in doc["train_seconds"].items():
+        kind, seed = key.rsplit("-s", 1)
+        meta[(kind, int(seed))] = {"train_seconds": seconds}
+    return CaptionResults(rows, preset, tuple(doc["kinds"]), tuple(doc["seeds"]), tuple(doc["modes"]),
+                          meta=meta, preset_name=doc["preset"], created=doc["created"], lenslib=doc["lenslib"])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -394,6 +474,9 @@ class CaptionResults:
     modes: tuple
     configs: dict = field(repr=False, default_factory=dict)
     meta: dict = field(repr=False, default_factory=dict)
+    preset_name: str = "custom"
+    created: str | None = None  # set when read back from a results file
+    lenslib: str | None = None
 
     @property
     def final_step(self) -> int:
@@ -417,6 +500,20 @@ class CaptionResults:
                         n_boot: int = 2000) -> dict:
         """Paired difference between two prompt modes for one arm (e.g. reasoner − brief)."""
         return paired_difference(self.select(kind, a, step), self.select(kind, b, step), n_boot=n_boot)
+
+    def findings(self, n_boot: int = 2000) -> list[str]:
+        """The run's conclusions, one sentence each (:func:`conclusion`): detailed − brief prompted in detail
+        and briefly, then the reasoner's gain on every arm. Chapter 6 prints them for a recorded full run."""
+        out = []
+        if {"detailed", "brief"} <= set(self.kinds):
+            for mode, what in (("detailed", "prompted in detail"), ("brief", "prompted briefly")):
+                if mode in self.modes:
+                    out.append(conclusion(self.difference("detailed", "brief", mode, n_boot=n_boot), what=what))
+        if {"reasoner", "brief"} <= set(self.modes):
+            for kind in self.kinds:
+                out.append(conclusion(self.mode_difference(kind, "reasoner", "brief", n_boot=n_boot),
+                                      "reasoner-rewritten prompts", "brief prompts", f"{kind}-trained model"))
+        return out
 
     def table(self, n_boot: int = 1000):
         """A pandas table: one row per (arm, prompt mode) at the last step, per-tag and overall scores with CIs."""
