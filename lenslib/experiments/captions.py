@@ -312,13 +312,14 @@ _RESULTS_FORMAT = "lens-caption-ablation/1"
 
 
 def save_results(res: "CaptionResults", path: str | Path, lines: list[dict] | None = None) -> Path:
-    """Write every judged image of a run to ``path`` (atomic JSON, ~50 KB for the full preset).
+    """Write every judged image of a run to ``path`` (atomic JSON, about 100 KB for the full preset).
 
     Verdicts are stored per (arm, seed, step, prompt mode) as a string of 0/1, one character per image in
     (suite line, image) order, with each failed image's failure kinds (``lenslib.eval.geneval.failure_kinds``)
     as digits into a legend, not the judge's full reasons; the suite lines are stored once.
-    :func:`load_results` gives back a :class:`CaptionResults` whose tables and intervals equal the run's. ``run_captions`` writes it as
-    ``<out_dir>/results.json``; ``lens record`` copies it beside the record page, where chapter 6 reads it.
+    :func:`load_results` gives back a :class:`CaptionResults` whose tables and intervals equal the run's.
+    ``run_captions`` writes it as ``<out_dir>/results.json``; ``lens record`` copies it beside the record
+    page, where chapter 6 reads it.
     """
     from lenslib import __version__
     from lenslib.eval.geneval import failure_kinds
