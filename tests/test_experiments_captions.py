@@ -147,6 +147,37 @@ def test_runner_micro_end_to_end(tmp_path):
     assert sorted(c[c.prompted == "detailed"].step) == [1, 2] and list(c[c.prompted == "brief"].step) == [2]
 
 
+def test_a_run_stopped_while_scoring_keeps_the_checkpoints_it_scored(tmp_path, monkeypatch):
+    import json
+
+    import lenslib.eval.generate as generate
+
+    p = cap.Preset(steps=2, eval_at=(1, 2), seeds=(0,), lines_per_tag=1, per_prompt=1, sample_steps=2,
+                   overrides=(*cap.WORLD_64, "optim.global_batch=2", "optim.micro_batch=2", "optim.warmup_steps=1"))
+    first = cap.run_captions(p, tmp_path, kinds=("brief",), modes=("brief",), progress=lambda *_: None)
+    scores = tmp_path / "runs" / "brief-s0" / cap.SCORES_DIR
+    assert sorted(f.name for f in scores.iterdir()) == ["step_0000001.json", "step_0000002.json"]
+    calls = []
+    real = generate.score_checkpoint
+    monkeypatch.setattr(generate, "score_checkpoint", lambda cfg, path, *a, **k: calls.append(path.name) or real(cfg, path, *a, **k))
+    # stopped after scoring step 2 but before the arm's file was written: nothing is sampled again
+    (tmp_path / "arms" / "brief-s0.json").unlink()
+    again = cap.run_captions(p, tmp_path, kinds=("brief",), modes=("brief",), progress=lambda *_: None)
+    assert calls == [] and again.rows == first.rows
+    # stopped before step 2 was scored: only step 2 is sampled, and the rows are the same
+    (tmp_path / "arms" / "brief-s0.json").unlink()
+    (scores / "step_0000002.json").unlink()
+    again = cap.run_captions(p, tmp_path, kinds=("brief",), modes=("brief",), progress=lambda *_: None)
+    assert calls == ["step_0000002"] and again.rows == first.rows
+    # a kept file from other sampler settings is not trusted
+    (tmp_path / "arms" / "brief-s0.json").unlink()
+    doc = json.loads((scores / "step_0000001.json").read_text())
+    doc["key"]["sampler"]["num_steps"] = 50
+    (scores / "step_0000001.json").write_text(json.dumps(doc))
+    again = cap.run_captions(p, tmp_path, kinds=("brief",), modes=("brief",), progress=lambda *_: None)
+    assert calls == ["step_0000002", "step_0000001"] and again.rows == first.rows
+
+
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 CHAPTER = "book/06_captions_matter.md"
 

@@ -217,10 +217,16 @@ def _set_aside_stale_run(cfg, out_dir: Path, key: dict) -> None:
     _write_json(key_file, key)
 
 
+#: Per-checkpoint scores inside an arm's run folder (they move aside with it when its config changes).
+SCORES_DIR = "scores"
+
+
 def _score_checkpoints(cfg, p: Preset, lines: list[dict], modes, encoders: dict | None = None) -> list[dict]:
     """Result rows for every ``eval_at`` checkpoint of a finished arm, every prompt mode (EMA weights).
 
     ``encoders`` caches the frozen text encoder and codec between arms (they are the same for every arm).
+    Each checkpoint's rows are kept in ``<run folder>/scores/`` (atomic JSON, keyed by prompts and sampler),
+    so a run stopped while scoring (a preempted job, a closed laptop) loses at most one checkpoint's work.
     """
     from lenslib.eval.generate import score_checkpoint
     from lenslib.train import checkpoint as ckpt
@@ -246,14 +252,23 @@ def _score_checkpoints(cfg, p: Preset, lines: list[dict], modes, encoders: dict 
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: the arm's run folder lost a checkpoint; delete {run_dir} to retrain it")
         batch = [x for m in here for x in prompts[m]]  # all prompt modes in one sampling pass (cheaper on CPU)
-        got = score_checkpoint(cfg, path, batch, batcher=batcher, per_prompt=p.per_prompt, size=p.size,
-                               num_steps=p.sample_steps, guidance=p.guidance, mu=cfg.flow.mu, prompt="suite",
-                               seed=10_000 + cfg.run.seed, batch_size=128)
+        sampler = dict(per_prompt=p.per_prompt, size=p.size, num_steps=p.sample_steps, guidance=p.guidance,
+                       mu=cfg.flow.mu, prompt="suite", seed=10_000 + cfg.run.seed)
+        key = json.loads(json.dumps({"checkpoint": path.name, "modes": list(here), "prompts": batch, "sampler": sampler}))
+        done = run_dir / SCORES_DIR / f"{path.name}.json"
+        kept = json.loads(done.read_text()) if done.is_file() else None
+        if kept is not None and kept["key"] == key:
+            rows += kept["rows"]
+            continue
+        got = score_checkpoint(cfg, path, batch, batcher=batcher, batch_size=128, **sampler)
+        here_rows = []
         for r in got:
             mode, index = here[r["index"] // len(lines)], r["index"] % len(lines)
-            rows.append({"kind": cfg.data.caption_kind, "seed": cfg.run.seed, "step": step, "mode": mode,
-                         "index": index, "k": r["k"], "tag": r["tag"], "correct": r["correct"],
-                         "reason": r["reason"]})
+            here_rows.append({"kind": cfg.data.caption_kind, "seed": cfg.run.seed, "step": step, "mode": mode,
+                              "index": index, "k": r["k"], "tag": r["tag"], "correct": r["correct"],
+                              "reason": r["reason"]})
+        _write_json(done, {"key": key, "rows": here_rows})
+        rows += here_rows
     return rows
 
 
