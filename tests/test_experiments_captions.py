@@ -160,10 +160,19 @@ def test_a_run_stopped_while_scoring_keeps_the_checkpoints_it_scored(tmp_path, m
     calls = []
     real = generate.score_checkpoint
     monkeypatch.setattr(generate, "score_checkpoint", lambda cfg, path, *a, **k: calls.append(path.name) or real(cfg, path, *a, **k))
-    # stopped after scoring step 2 but before the arm's file was written: nothing is sampled again
-    (tmp_path / "arms" / "brief-s0.json").unlink()
+    # stopped after scoring step 2 but before the arm's file was written: nothing is sampled again, and
+    # the arm keeps the training time and loss of its 2 steps (the job that resumed at step 2 trained none)
+    arm = tmp_path / "arms" / "brief-s0.json"
+    was = json.loads(arm.read_text())
+    arm.unlink()
     again = cap.run_captions(p, tmp_path, kinds=("brief",), modes=("brief",), progress=lambda *_: None)
     assert calls == [] and again.rows == first.rows
+    now = json.loads(arm.read_text())
+    metrics = [json.loads(x) for x in (tmp_path / "runs" / "brief-s0" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert now["final_loss"] == was["final_loss"] == metrics[-1]["loss"]
+    assert now["train_seconds"] == was["train_seconds"] == pytest.approx(metrics[0]["step_time_s"] + metrics[1]["step_time_s"])
+    assert again.meta[("brief", 0)]["train_seconds"] == now["train_seconds"]
     # stopped before step 2 was scored: only step 2 is sampled, and the rows are the same
     (tmp_path / "arms" / "brief-s0.json").unlink()
     (scores / "step_0000002.json").unlink()

@@ -151,6 +151,27 @@ def test_loss_curve_is_identical_and_continuous(runs):
     assert runs["logged_before_kill"] >= 3
 
 
+def test_a_job_resumed_at_its_last_step_reports_the_runs_loss_and_time(runs, tmp_path):
+    import shutil
+
+    from lenslib.train import load_config, train
+    from lenslib.train.trainer import run_totals
+
+    run = shutil.copytree(runs["broken"], tmp_path / "run")
+    curve = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    steps = [r for r in curve if "step_time_s" in r]
+    totals = run_totals(run)  # the broken run took 3 jobs: each of its 6 steps counts once
+    assert totals["steps"] == N and [r["step"] for r in steps] == list(range(1, N + 1))
+    assert totals["final_loss"] == steps[-1]["loss"]
+    assert totals["train_seconds"] == pytest.approx(sum(r["step_time_s"] for r in steps))
+    args = [a for a in TINY if a not in ("--config", "cpu-tiny")]
+    cfg = load_config("cpu-tiny", [*args, f"run.out_dir={run}", f"run.steps={N}", "run.save_every=3"])
+    summary = train(cfg)  # nothing left to train
+    assert summary["start_step"] == summary["step"] == N
+    assert summary["final_loss"] == steps[-1]["loss"]
+    assert run_totals(run) == totals
+
+
 def test_trainer_state_carries_everything_for_resume(runs):
     ck = runs["straight"] / "checkpoints" / "step_0000006"
     state = json.loads((ck / "trainer_state.json").read_text())

@@ -282,6 +282,7 @@ def run_captions(preset: str | Preset = "reduced", out_dir: str | Path | None = 
     from lenslib.paths import cache_dir
     from lenslib.train import train
     from lenslib.train.config import to_dict
+    from lenslib.train.trainer import run_dir_of, run_totals
 
     p = get_preset(preset)
     seeds = tuple(p.seeds if seeds is None else seeds)
@@ -301,16 +302,17 @@ def run_captions(preset: str | Preset = "reduced", out_dir: str | Path | None = 
             progress(f"{kind:>9} seed {seed}: cached ({path})")
         else:
             _set_aside_stale_run(cfg, out_dir, key)
-            t0 = time.time()
             summary = train(cfg)
-            seconds = time.time() - t0
             if summary.get("preempted"):
                 raise RuntimeError(f"arm {kind} seed {seed} was preempted at step {summary['step']}; run again to continue")
+            totals = run_totals(run_dir_of(cfg))  # across resumptions, not just this call's share
+            seconds = totals["train_seconds"]
+            t0 = time.time()
             arm_rows = _score_checkpoints(cfg, p, lines, modes, encoders)
             _write_json(path, {"key": key, "rows": arm_rows, "train_seconds": seconds,
-                               "final_loss": summary.get("final_loss")})
+                               "final_loss": totals["final_loss"]})
             progress(f"{kind:>9} seed {seed}: trained {p.steps} steps in {seconds:.0f} s, scored "
-                     f"{len(p.eval_at)} checkpoints (the last in {len(modes)} prompt modes) in {time.time() - t0 - seconds:.0f} s")
+                     f"{len(p.eval_at)} checkpoints (the last in {len(modes)} prompt modes) in {time.time() - t0:.0f} s")
         rows += arm_rows
         meta[(kind, seed)] = {"train_seconds": seconds}
     res = CaptionResults(rows, p, kinds, seeds, modes, configs, meta, preset_name=name)

@@ -59,6 +59,22 @@ def run_dir_of(cfg: TrainConfig) -> Path:
     return cache_dir() / "runs" / cfg.run.name
 
 
+def run_totals(run_dir: str | Path) -> dict:
+    """``{"steps", "train_seconds", "final_loss"}`` of a run folder, read from its metrics across resumptions.
+
+    A resumed run keeps only the metrics its checkpoint covers (:class:`_Logger`), so every step is counted
+    once: ``train_seconds`` is the time spent in the steps that made the current weights (with the saves and
+    evaluations between them, without start-up; steps lost to an interruption count once). ``final_loss`` is the
+    last step's, also when a job resumes at its last step and trains nothing. Chapter 6's caption
+    experiment reports each arm's training time with it.
+    """
+    path = Path(run_dir) / METRICS_FILE
+    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    recs = [r for r in recs if "step_time_s" in r]  # training steps only (not evaluations)
+    return {"steps": recs[-1]["step"] if recs else 0, "train_seconds": sum(r["step_time_s"] for r in recs),
+            "final_loss": recs[-1]["loss"] if recs else None}
+
+
 def lr_at(cfg: TrainConfig, step: int) -> float:
     """Linear warmup over ``optim.warmup_steps``, then constant (paper: constant LR)."""
     w = cfg.optim.warmup_steps
@@ -442,6 +458,8 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
         prefetch.close()
         handler.close()
         logger.close()
+    if step == start and info.is_main:  # resumed at its last step: the loss is the run's, not NaN
+        last_loss = run_totals(run_dir)["final_loss"]
     return {
         "run_dir": str(run_dir),
         "start_step": start,
