@@ -80,7 +80,7 @@ PRESETS: dict[str, Preset] = {
     "reduced": Preset(steps=8, eval_at=(4, 8), seeds=(0, 1, 2), lines_per_tag=2, per_prompt=1, sample_steps=2,
                       overrides=(*WORLD_64, *WHOLE_CAPTIONS, "optim.global_batch=8", "optim.micro_batch=8", "optim.warmup_steps=4"),
                       description="the book's CPU default: 8 steps of batch 8, 3 seeds, 12 suite lines"),
-    # the experiment proper (hours on CPU, minutes on a GPU): cpu-tiny's own schedule and batch
+    # the experiment proper (hours on two CPU cores): cpu-tiny's own schedule and batch
     "full": Preset(steps=1200, eval_at=(150, 300, 600, 900, 1200), curve_modes=("brief", "detailed"), seeds=(0, 1, 2),
                    lines_per_tag=20, per_prompt=2, sample_steps=20, overrides=(*WORLD_64, *WHOLE_CAPTIONS),
                    description="cpu-tiny's batch for 1200 steps, 3 seeds, 110 suite lines x 2 images"),
