@@ -187,6 +187,33 @@ def test_a_run_stopped_while_scoring_keeps_the_checkpoints_it_scored(tmp_path, m
     assert calls == ["step_0000002", "step_0000001"] and again.rows == first.rows
 
 
+def test_a_run_folder_moved_elsewhere_keeps_its_finished_arms(tmp_path, monkeypatch):
+    """Arms are cached by config, not by where the run folder lives: a folder copied from cluster scratch
+    (or only its arms/) is reused without training or sampling; a changed config still retrains."""
+    import shutil
+
+    import lenslib.eval.generate as generate
+    import lenslib.train as train_pkg
+
+    p = cap.Preset(steps=2, eval_at=(2,), seeds=(0,), lines_per_tag=1, per_prompt=1, sample_steps=2,
+                   overrides=(*cap.WORLD_64, "optim.global_batch=2", "optim.micro_batch=2", "optim.warmup_steps=1"))
+    first = cap.run_captions(p, tmp_path / "scratch", kinds=("brief",), modes=("brief",), progress=lambda *_: None)
+    shutil.copytree(tmp_path / "scratch" / "arms", tmp_path / "home" / "arms")
+    class Trains(Exception):
+        pass
+
+    def no_training(cfg):
+        raise Trains(cfg.run.out_dir)
+
+    monkeypatch.setattr(train_pkg, "train", no_training)
+    monkeypatch.setattr(generate, "score_checkpoint", lambda *a, **k: pytest.fail("sampled a cached arm again"))
+    moved = cap.run_captions(p, tmp_path / "home", kinds=("brief",), modes=("brief",), progress=lambda *_: None)
+    assert moved.rows == first.rows and moved.meta == first.meta
+    with pytest.raises(Trains, match="home"):  # another config is not taken from the copied arm
+        cap.run_captions(dataclasses.replace(p, sample_steps=3), tmp_path / "home", kinds=("brief",),
+                         modes=("brief",), progress=lambda *_: None)
+
+
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 CHAPTER = "book/06_captions_matter.md"
 

@@ -200,6 +200,14 @@ def _write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
+def _arm_key(key: dict) -> dict:
+    """An arm's cache key without its run folder's path: a run folder copied or moved elsewhere (from cluster
+    scratch to a laptop, say) keeps its finished arms. Keys written with the path compare equal too."""
+    key = json.loads(json.dumps(key))
+    key["config"]["run"].pop("out_dir", None)
+    return key
+
+
 def _set_aside_stale_run(cfg, out_dir: Path, key: dict) -> None:
     """Move an arm's run folder aside when it was trained under another config (the base config or preset
     changed), so training starts afresh instead of resuming incompatible checkpoints. An unfinished run
@@ -210,7 +218,7 @@ def _set_aside_stale_run(cfg, out_dir: Path, key: dict) -> None:
     key_file = run_dir.parent / f"{run_dir.name}.key.json"
     if run_dir.exists():
         old = json.loads(key_file.read_text()) if key_file.exists() else None
-        if old != json.loads(json.dumps(key)):
+        if old is None or _arm_key(old) != key:
             stale = out_dir / "stale" / f"{run_dir.name}-{time.strftime('%Y%m%dT%H%M%S')}"
             stale.parent.mkdir(parents=True, exist_ok=True)
             os.replace(run_dir, stale)
@@ -294,10 +302,10 @@ def run_captions(preset: str | Preset = "reduced", out_dir: str | Path | None = 
     lines = suite_lines(p.lines_per_tag)
     rows, meta, encoders = [], {}, {}
     for (kind, seed), cfg in configs.items():
-        key = {"config": to_dict(cfg), "preset": dataclasses.asdict(p), "modes": list(modes), "lines": lines}
+        key = _arm_key({"config": to_dict(cfg), "preset": dataclasses.asdict(p), "modes": list(modes), "lines": lines})
         path = out_dir / "arms" / f"{kind}-s{seed}.json"
         cached = json.loads(path.read_text()) if path.exists() else None
-        if cached is not None and cached["key"] == json.loads(json.dumps(key)):
+        if cached is not None and _arm_key(cached["key"]) == key:
             arm_rows, seconds = cached["rows"], cached["train_seconds"]
             progress(f"{kind:>9} seed {seed}: cached ({path})")
         else:
