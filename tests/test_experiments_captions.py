@@ -199,6 +199,7 @@ def test_a_run_folder_moved_elsewhere_keeps_its_finished_arms(tmp_path, monkeypa
                    overrides=(*cap.WORLD_64, "optim.global_batch=2", "optim.micro_batch=2", "optim.warmup_steps=1"))
     first = cap.run_captions(p, tmp_path / "scratch", kinds=("brief",), modes=("brief",), progress=lambda *_: None)
     shutil.copytree(tmp_path / "scratch" / "arms", tmp_path / "home" / "arms")
+
     class Trains(Exception):
         pass
 
