@@ -231,6 +231,29 @@ def test_minilm_encoder():
         get_text_encoder("minilm", layers=(6,))
 
 
+def test_minilm_groups_by_length_like_one_padded_pass():
+    # prompts of very different lengths, out of order, in groups of 2: each group is padded to its own longest
+    prompts = ["a cube", "a large red cube to the left of a small blue sphere, both resting on a grey floor",
+               "a cat", "two green triangles", "an orange cylinder behind a purple cone", "a dog"]
+    grouped = get_text_encoder("minilm", group_size=2)
+    assert grouped.group_size == 2
+    feats, mask = grouped.encode(prompts)
+    single = get_text_encoder("minilm", group_size=0)
+    one_feats, one_mask = single.encode(prompts)
+    assert torch.equal(mask, one_mask) and feats[0].shape == one_feats[0].shape
+    with torch.no_grad():
+        for j, prompt in enumerate(prompts):  # each prompt alone, no padding at all
+            hs = grouped.model(**grouped.tokenizer([prompt], return_tensors="pt"), output_hidden_states=True).hidden_states
+            n = int(mask[j].sum())
+            for f, i in zip(feats, grouped.layers):
+                torch.testing.assert_close(f[j, :n], hs[i + 1][0], atol=1e-5, rtol=1e-5)
+                assert (f[j, n:] == 0).all()  # padding is zeros, not the encoder's output for [PAD]
+    for a, b in zip(feats, one_feats):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="group_size"):
+        get_text_encoder("minilm", group_size=-1)
+
+
 def test_registry():
     with pytest.raises(ValueError, match="Unknown text encoder"):
         get_text_encoder("clip")

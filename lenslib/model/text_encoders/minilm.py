@@ -13,6 +13,12 @@ the mask comes from the tokenizer; there is no chat template (BERT is not a chat
 model), and ``[CLS]``/``[SEP]`` stay in the sequence as ordinary tokens.
 Loading takes a few seconds; encoding a batch of short prompts well under a second on CPU.
 
+A batch is encoded in groups of ``group_size`` prompts of similar length, each padded only to its own
+longest, then laid back into one ``[B, S, 384]`` tensor (padding zeros). BERT's valid tokens never attend
+to padding, so the features are those of one padded pass up to float rounding, while a training batch of
+detailed captions (median 81 tokens, longest up to 160) or of mixed brief and detailed ones no longer
+spends most of its encoder time on padding (``benchmarks/bench_text_encode.py``).
+
 Used in chapters 2 (architecture) and 4 (CPU training runs).
 """
 
@@ -43,7 +49,7 @@ class MiniLMEncoder(TextEncoder):
     """Frozen MiniLM-L6 multi-layer features: ``encode(prompts) -> ([B,S,384] x len(layers), mask)``."""
 
     def __init__(self, layers: Sequence[int] = DEFAULT_LAYERS, max_length: int = 128,
-                 path: str | os.PathLike | None = None, device: torch.device | str = "cpu"):
+                 path: str | os.PathLike | None = None, device: torch.device | str = "cpu", group_size: int = 8):
         from transformers import AutoModel, AutoTokenizer
 
         self.path = os.fspath(path) if path is not None else minilm_dir()
@@ -55,6 +61,9 @@ class MiniLMEncoder(TextEncoder):
             raise ValueError(f"layers must be distinct 0-based indices in 0..{n - 1}, got {layers}.")
         self.layers = layers
         self.max_length = int(max_length)
+        if int(group_size) < 0:
+            raise ValueError(f"group_size must be >= 0 (0: the whole batch in one padded pass), got {group_size}.")
+        self.group_size = int(group_size)
         self.device = torch.device(device)
 
     @property
@@ -79,7 +88,15 @@ class MiniLMEncoder(TextEncoder):
             prompts = [prompts]
         batch = self.tokenizer(list(prompts), padding="longest", truncation=True, max_length=self.max_length,
                                return_tensors="pt").to(self.device)
-        out = self.model(**batch, output_hidden_states=True)
-        # hidden_states[0] is the embedding output; layer i (0-based) is hidden_states[i + 1].
-        feats = [out.hidden_states[i + 1] for i in self.layers]
-        return feats, batch["attention_mask"].bool()
+        mask = batch["attention_mask"].bool()
+        lengths = mask.sum(dim=1)
+        order = torch.argsort(lengths, stable=True)
+        step = self.group_size or len(order)
+        feats = [torch.zeros(*mask.shape, self.hidden_size, dtype=self.model.dtype, device=self.device) for _ in self.layers]
+        for rows in order.split(max(step, 1)):
+            n = int(lengths[rows].max())
+            out = self.model(**{k: v[rows, :n] for k, v in batch.items()}, output_hidden_states=True)
+            # hidden_states[0] is the embedding output; layer i (0-based) is hidden_states[i + 1].
+            for f, i in zip(feats, self.layers):
+                f[rows, :n] = out.hidden_states[i + 1] * mask[rows, :n, None]
+        return feats, mask
