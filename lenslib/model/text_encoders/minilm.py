@@ -90,10 +90,8 @@ class MiniLMEncoder(TextEncoder):
                                return_tensors="pt").to(self.device)
         mask = batch["attention_mask"].bool()
         lengths = mask.sum(dim=1)
-        order = torch.argsort(lengths, stable=True)
-        step = self.group_size or len(order)
         feats = [torch.zeros(*mask.shape, self.hidden_size, dtype=self.model.dtype, device=self.device) for _ in self.layers]
-        for rows in order.split(max(step, 1)):
+        for rows in torch.argsort(lengths, stable=True).split(self.group_size or max(len(lengths), 1)):
             n = int(lengths[rows].max())
             out = self.model(**{k: v[rows, :n] for k, v in batch.items()}, output_hidden_states=True)
             # hidden_states[0] is the embedding output; layer i (0-based) is hidden_states[i + 1].
