@@ -45,6 +45,24 @@ def test_page_summarises_the_run_from_its_files(finished_run):
     assert html and "Plotly.newPlot" in html[0]["data"]["text/html"]
 
 
+def test_a_note_follows_the_summary_and_cannot_go_missing(finished_run, tmp_path):
+    from lenslib.cli import main
+
+    page = record_to_page(finished_run, title="tiny", note="Ran on two cores.\n\n# Resumed once")
+    assert page.cells[1].source.startswith("## Notes on this run\n\nRan on two cores.")
+    assert "\n## Resumed once" in page.cells[1].source  # its headings sit below the page title
+    assert record_to_page(finished_run, title="tiny").cells[1].source != page.cells[1].source
+
+    out = tmp_path / "page.ipynb"
+    with pytest.raises(SystemExit, match="no such file"):
+        main(["record", str(finished_run), str(out), "--note", str(tmp_path / "missing.md")])
+    assert not out.exists()
+    (tmp_path / "note.md").write_text("Arms ran side by side.")
+    assert main(["record", str(finished_run), str(out), "--note", str(tmp_path / "note.md")]) == 0
+    assert "Arms ran side by side." in nbformat.read(out, as_version=4).cells[1].source
+
+
+# Deletes the module's run folder: keep it after every test that reads it.
 def test_record_page_builds_into_the_book_without_rerunning(finished_run, tmp_path):
     book = tmp_path / "book"
     (book / "book").mkdir(parents=True)

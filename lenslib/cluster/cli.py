@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 __all__ = ["register"]
 
@@ -127,7 +128,12 @@ def _cmd_submit(args) -> int:
 def _cmd_record(args) -> int:
     from .records import write_record_page
 
-    page = write_record_page(args.run_dir, args.out, title=args.title)
+    note = None
+    if args.note is not None:
+        if not Path(args.note).is_file():
+            raise SystemExit(f"--note {args.note}: no such file; pass a markdown file describing how the run was made.")
+        note = Path(args.note).read_text()
+    page = write_record_page(args.run_dir, args.out, title=args.title, note=note)
     print(f"wrote {page}")
     return 0
 
@@ -175,4 +181,6 @@ def register(subparsers) -> None:
     r.add_argument("run_dir", help="a run folder written by lens run-notebook")
     r.add_argument("out", help="the page to write, an .ipynb in the book (an experiment's results.json is copied beside it as NAME.json)")
     r.add_argument("--title", default=None)
+    r.add_argument("--note", default=None, metavar="FILE",
+                   help="a markdown file shown after the summary: how the run was made (machines, threads, resumes)")
     r.set_defaults(func=_cmd_record)

@@ -120,14 +120,20 @@ def _demote_headings(source: str) -> str:
     return "\n".join(out)
 
 
-def record_to_page(run_dir: str | Path, title: str | None = None):
-    """The executed notebook with a summary in front, as an nbformat notebook marked ``execution_mode: off``."""
+def record_to_page(run_dir: str | Path, title: str | None = None, note: str | None = None):
+    """The executed notebook with a summary in front, as an nbformat notebook marked ``execution_mode: off``.
+
+    ``note`` (markdown) follows the summary under "Notes on this run": what the run folder cannot say
+    itself, such as arms run side by side on a shared machine or resumed on another one.
+    """
     import nbformat
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
 
     run = read_run(run_dir)
     nb = nbformat.read(run["record"], as_version=4)
     head = [new_markdown_cell(summary_markdown(run, title))]
+    if note and note.strip():
+        head.append(new_markdown_cell("## Notes on this run\n\n" + _demote_headings(note.strip())))
     html = _loss_figure_html(run["metrics"])
     if html:
         cell = new_code_cell("# loss curve from metrics.jsonl", metadata={"tags": ["remove-input"]})
@@ -153,7 +159,7 @@ def record_to_page(run_dir: str | Path, title: str | None = None):
 RESULTS_NAME = "results.json"
 
 
-def write_record_page(run_dir: str | Path, out: str | Path, title: str | None = None) -> Path:
+def write_record_page(run_dir: str | Path, out: str | Path, title: str | None = None, note: str | None = None) -> Path:
     """Write :func:`record_to_page` to ``out`` (an ``.ipynb`` inside the book, e.g. ``book/runs/NAME.ipynb``).
 
     A run folder holding an experiment's ``results.json`` also gets it copied to ``NAME.json`` beside the
@@ -166,7 +172,7 @@ def write_record_page(run_dir: str | Path, out: str | Path, title: str | None = 
     out = Path(out)
     if out.suffix != ".ipynb":
         raise ValueError(f"{out}: a record page keeps the run's outputs, so it must be an .ipynb file.")
-    nb = record_to_page(run_dir, title)
+    nb = record_to_page(run_dir, title, note)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     nbformat.write(nb, tmp)
