@@ -63,8 +63,12 @@ def build_from_executed(out: Path) -> subprocess.CompletedProcess:
     for doc in toc_files():
         source = REPO_ROOT / f"{doc}.md"
         executed = EXECUTED / f"{Path(doc).name}.ipynb"
+        record = REPO_ROOT / f"{doc}.ipynb"  # a run record page: already executed, shown as stored
+        (out / doc).parent.mkdir(parents=True, exist_ok=True)
         if source in CHAPTERS:
             shutil.copy(executed, out / f"{doc}.ipynb")
+        elif record.is_file():
+            shutil.copy(record, out / f"{doc}.ipynb")
         else:
             shutil.copy(source, out / f"{doc}.md")
     return subprocess.run(
