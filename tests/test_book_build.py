@@ -1,7 +1,9 @@
-"""`make book`'s build step on a one-chapter book: plotly figures survive, a broken cell fails the build."""
+"""`make book`'s build step on a one-chapter book: plotly figures survive, execution times are reported, a broken
+cell fails the build."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import textwrap
@@ -36,6 +38,12 @@ def test_built_page_contains_plotly_figure_and_library(tmp_path):
     assert '"type":"scatter"' in html.replace(" ", "")   # ... the score-vs-size scatter
     assert "plotly.js v" in html                         # plotly.js itself is inlined: renders offline
     assert "cdn.plot.ly/plotly" not in html
+    # make book reports what the chapter cost to execute, on screen and in a file
+    assert "chapter execution times" in result.stdout + result.stderr
+    times = json.loads((tmp_path / "_build" / "html" / "execution_times.json").read_text())
+    assert set(times["chapters"]) == {"book/00_lens_in_one_page"}
+    assert times["chapters"]["book/00_lens_in_one_page"]["succeeded"] is True
+    assert times["chapters"]["book/00_lens_in_one_page"]["seconds"] > 0
 
 
 @pytest.mark.slow
