@@ -41,3 +41,16 @@ def test_chapter_executes(chapter: Path, record_property):
     CHAPTER_TIMES[chapter.stem] = seconds
     record_property("wall_seconds", round(seconds, 1))
     print(f"{chapter.stem}: {seconds:.1f} s")
+
+
+def test_every_chapter_has_the_same_structure():
+    # objectives, prerequisites, (body), summary, exercises whose answers a self-check cell asserts
+    marks = ["**Objectives**", "**Prerequisites:**", "\n## Summary", "\n## Exercises"]
+    for chapter in CHAPTERS:
+        text = chapter.read_text()
+        positions = [text.find(mark) for mark in marks]
+        assert -1 not in positions, f"{chapter.name} lacks {marks[positions.index(-1)].strip()!r}"
+        assert positions == sorted(positions), f"{chapter.name}: sections out of order, expected {marks}"
+        exercises = text[positions[-1]:]
+        assert "answer_" in exercises and "assert " in exercises, \
+            f"{chapter.name}: exercises need answer_* variables checked by a self-check cell"
