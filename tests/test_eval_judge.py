@@ -106,6 +106,32 @@ def test_parse_tolerates_documented_perturbations(vocab, kind):
                           f"(reproduce with np.random.default_rng({seed})):\n" + "\n".join(failures[:5]))
 
 
+BOOK_OR_TIE = ('{"background": "warm gray", "objects": ['
+               '{"box": [0.3334, 0.3868, 0.4589, 0.7138], "class": "person", "color": "blue"}, '
+               '{"box": [0.6577, 0.4028, 0.9228, 0.668], "class": "book", "color": "white"}, '
+               '{"box": [0.6386, 0.0558, 0.8573, 0.3127], "class": "pizza", "color": "brown"}, '
+               '{"box": [0.3057, 0.0835, 0.5096, 0.2477], "class": "suitcase", "color": "black"}, '
+               '{"box": [0.046, 0.6027, 0.2523, 0.809], "class": "book", "color": "pink"}], '
+               '"texts": [{"box": [0.5073, 0.9069, 0.6353, 0.9649], "color": "black", "text": "Zoe"}], '
+               '"texture": "gradient", "vocab": "emoji"}')
+
+
+def test_similar_sprites_are_told_apart_after_refinement():
+    # a scene the random tolerance test once found: under one jitter pattern the pink book's coarse
+    # box fitted a tie slightly better than a book; every sign pattern of the documented jitter
+    scene = Scene.from_json(BOOK_OR_TIE)
+    side = BLUR_TOLERANCE["emoji"][0]
+    clean = np.asarray(render(scene, side)).astype(float)
+    failures = []
+    for signs in itertools.product([-1, 1], repeat=6):
+        gain, offset = 1 + JITTER_TOLERANCE * np.array(signs[:3]), 255 * JITTER_TOLERANCE * np.array(signs[3:])
+        image = Image.fromarray(np.clip(np.rint(clean * gain + offset), 0, 255).astype(np.uint8))
+        problem = _compare(scene, image, side, side, box_tol=2.0, check_relations=False)
+        if problem:
+            failures.append(f"signs {signs}: {problem}")
+    assert not failures, "\n".join(failures)
+
+
 def test_strong_blur_is_outside_the_tolerance():
     # the limits are real: far beyond them the parse does fail, so the tolerance test can fail too
     rng = np.random.default_rng(0)

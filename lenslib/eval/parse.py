@@ -18,10 +18,10 @@ reader can be exact: every step below undoes one step of ``lenslib.world.render`
    it around but keeps its total (the object's area) and its centroid.
 4. *Template matching.* For every class, a box with the class's aspect ratio is fitted to that area
    and centroid, the renderer's own sprite is drawn into it and compared with the coverage by soft
-   IoU; the best class's box is then refined pixel by pixel. A clean render matches its class with
-   score 1. White objects are the exception: on grey, white fill and black outline blur into
-   background grey, so they are matched on their projection on the white axis (fill +1, outline
-   about -1) after a light smoothing of both sides.
+   IoU; the boxes of the closest classes are then refined pixel by pixel and the best one wins.
+   A clean render matches its class with score 1. White objects are the exception: on grey, white
+   fill and black outline blur into background grey, so they are matched on their projection on
+   the white axis (fill +1, outline about -1) after a light smoothing of both sides.
 5. *Colour.* The majority palette colour over the matched sprite's fill pixels (black wins only
    when no other colour reaches ``FILL_COLOR_SHARE`` of them, since the outline is black).
 
@@ -54,6 +54,7 @@ BACKGROUND_BIAS = 1.6  # a pixel is background only if 1.6x closer to it than to
                        # blurred thin parts stay in the silhouette
 ASPECT_PENALTY = 0.3  # per unit of |log(class aspect / silhouette box aspect)|, when choosing a class
 MIN_SCORE = 0.5  # groups that match no sprite this well are not objects
+REFINE_MARGIN = 0.05  # classes this close to the best coarse fit are refined before one is chosen
 FILL_COLOR_SHARE = 0.3  # share of a sprite's fill pixels a colour needs to beat the black outline
 PALETTE_NAMES: tuple[str, ...] = ("background",) + tuple(COLORS)
 assert MIN_DETECTION_SIDE < MIN_SHORT_SIDE
@@ -294,10 +295,12 @@ def _classify(vocab: str, classes: list[str], cov: np.ndarray, obs_box: tuple[in
 
     For each class the box is fitted from the coverage's total and centroid (both blur-invariant)
     and the class's aspect ratio; the class's sprite is drawn into that box and compared with the
-    coverage by soft IoU (sum of minima over sum of maxima). The winner's box is then refined
-    pixel by pixel. For white objects (``signed`` = observed projection on the white axis, raw and
-    smoothed, and the ink's value on it) the comparison is with the predicted fill/outline pattern
-    instead: smoothed to choose the class, raw for the final pixel refinement of its box.
+    coverage by soft IoU (sum of minima over sum of maxima). The boxes of the classes within
+    ``REFINE_MARGIN`` of the best fit are then refined pixel by pixel, and the best refined match
+    wins (similar sprites, a tie and a book, can swap places before refinement). For white objects
+    (``signed`` = observed projection on the white axis, raw and smoothed, and the ink's value on
+    it) the comparison is with the predicted fill/outline pattern instead: smoothed to choose the
+    class, raw for the final pixel refinement of its box.
     """
     ch, cw = cov.shape
     mass = float(cov.sum())
@@ -318,7 +321,7 @@ def _classify(vocab: str, classes: list[str], cov: np.ndarray, obs_box: tuple[in
         return _synth_score(_signed_template(vocab, cls, X1 - X0, Y1 - Y0, ink), obs, total_obs,
                             X0 - SMOOTH_PAD, Y0 - SMOOTH_PAD)
 
-    best_cls, best_score, best_box, best_chosen = classes[0], -1.0, [0, 0, cw, ch], -math.inf
+    candidates = []  # (score - penalty, class, score, box, penalty)
     for cls in classes:
         aspect = sprite_aspect(vocab, cls) * W / H
         if abs(math.log(aspect * obs_h / obs_w)) > 0.5:
@@ -333,15 +336,26 @@ def _classify(vocab: str, classes: list[str], cov: np.ndarray, obs_box: tuple[in
         X1, Y1 = max(X0 + 1, int(round(x0 + w))), max(Y0 + 1, int(round(y0 + h)))
         score = score_fn(cls, X0, Y0, X1, Y1)
         # a class whose shape needs a box unlike the silhouette's own box loses a little
-        chosen = score - ASPECT_PENALTY * abs(math.log(aspect * obs_h / obs_w))
-        if chosen > best_chosen:
-            best_cls, best_score, best_box, best_chosen = cls, score, [X0, Y0, X1, Y1], chosen
+        penalty = ASPECT_PENALTY * abs(math.log(aspect * obs_h / obs_w))
+        candidates.append((score - penalty, cls, score, [X0, Y0, X1, Y1], penalty))
+    if not candidates:
+        return classes[0], -1.0, (0, 0, cw, ch)
+    candidates.sort(key=lambda c: -c[0])
+    best_cls, best_score, best_box, best_chosen = classes[0], -1.0, [0, 0, cw, ch], -math.inf
+    for chosen, cls, score, box, penalty in candidates:
+        if chosen < candidates[0][0] - REFINE_MARGIN:
+            break
+        if score <= 0:
+            continue
+        # refine each close contender from the better of its fitted box and the silhouette's own
+        # box, and choose on the refined scores (a coarse fit can favour a similar class)
+        seed_score = score_fn(cls, *obs_box)
+        if seed_score > score:
+            box, score = list(obs_box), seed_score
+        box, score = _refine(lambda *b, c=cls: score_fn(c, *b), box, score)
+        if score - penalty > best_chosen:
+            best_cls, best_score, best_box, best_chosen = cls, score, box, score - penalty
     if best_score > 0:
-        # refine from the better of the fitted box and the silhouette's own box
-        seed_score = score_fn(best_cls, *obs_box)
-        if seed_score > best_score:
-            best_box, best_score = list(obs_box), seed_score
-        best_box, best_score = _refine(lambda *b: score_fn(best_cls, *b), best_box, best_score)
         if signed is not None:
             total_raw = float(np.abs(raw).sum())
 
