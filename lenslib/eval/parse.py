@@ -338,8 +338,6 @@ def _classify(vocab: str, classes: list[str], cov: np.ndarray, obs_box: tuple[in
         # a class whose shape needs a box unlike the silhouette's own box loses a little
         penalty = ASPECT_PENALTY * abs(math.log(aspect * obs_h / obs_w))
         candidates.append((score - penalty, cls, score, [X0, Y0, X1, Y1], penalty))
-    if not candidates:
-        return classes[0], -1.0, (0, 0, cw, ch)
     candidates.sort(key=lambda c: -c[0])
     best_cls, best_score, best_box, best_chosen = classes[0], -1.0, [0, 0, cw, ch], -math.inf
     for chosen, cls, score, box, penalty in candidates:
