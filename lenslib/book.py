@@ -91,6 +91,30 @@ def explorer(fn, **controls):
     display(widgets.VBox([widgets.HBox(list(controls.values())), out]))
 
 
+class LiveFigure:
+    """A plotly figure redrawn in place while a cell runs (chapter 4's live loss curve).
+
+    ``display(fig)`` of a plotly figure always emits a *new* output (plotly's ``_ipython_display_`` ignores
+    display ids), so redrawing that way stacks every half-drawn state in the saved notebook and the built
+    page. Here the figure's mime bundle is displayed once under a display id and each :meth:`update`
+    replaces that output: a live kernel shows the curve growing, and an executed notebook (the built
+    book, papermill) keeps one output holding the final figure.
+    """
+
+    def __init__(self, fig):
+        from IPython.display import display
+
+        self.fig = fig
+        self.handle = display(self._bundle(), raw=True, display_id=True)
+
+    def _bundle(self) -> dict:
+        return self.fig._repr_mimebundle_(include=None, exclude=None)  # the current default renderer's bundle
+
+    def update(self) -> None:
+        """Replace the displayed figure with the current state of ``fig``."""
+        self.handle.update(self._bundle(), raw=True)
+
+
 def _register_plotly_renderer() -> str:
     """A plotly renderer for the built book: plotly.js inlined once per page, MathJax left to the book.
 

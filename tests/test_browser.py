@@ -15,6 +15,7 @@ from book_utils import REPO_ROOT, build_from_executed, toc_files
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = REPO_ROOT / "_build" / "screenshots"
+MAX_FIGURES = 25  # the most plotly figures any chapter draws (chapter 4 once stored 156 redraws of one curve)
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
@@ -60,6 +61,10 @@ def test_every_page_loads_without_console_errors(site, browser):
         page.screenshot(path=str(SCREENSHOTS / f"{Path(doc).name}.png"), full_page=False)
         assert not problems, f"{doc}: {problems}"
         figures = page.locator(".plotly-graph-div").count()
+        # a live figure whose every redraw was stored as its own output shows up as repeats of one title
+        titles = [t for t in page.locator(".plotly-graph-div .gtitle").all_text_contents() if t.strip()]
+        assert len(titles) == len(set(titles)), f"{doc}: figures repeated on the page: {sorted(titles)}"
+        assert figures <= MAX_FIGURES, f"{doc}: {figures} plotly figures (at most {MAX_FIGURES} expected)"
         if figures:
             # plotly draws each figure into an SVG: present only if plotly.js ran offline
             page.wait_for_selector(".plotly-graph-div svg.main-svg", timeout=10_000)

@@ -574,3 +574,40 @@ def test_initialize_weights_adaln_zero():
     assert model.proj_out.bias.grad.abs().sum() > 0
     # without zero_init the output is not zero
     assert small_model().initialize_weights(zero_init=False)(**inputs).abs().sum() > 0
+
+
+def test_pixel_stem_and_head_are_options_off_by_default_and_mix_across_patch_borders():
+    """Not Lens: the CPU recipe's conv stem and head. Off, the state dict is exactly the official layout."""
+    from lenslib.model.presets import get_config
+
+    base = get_config("cpu-tiny", in_channels=3 * 16, patch_size=4, num_layers=2)
+    plain = LensTransformer2DModel(**base).initialize_weights()
+    for name in ("lens", "lens-toy"):
+        assert get_config(name).get("pixel_stem", 0) == 0 and get_config(name).get("pixel_head", 0) == 0
+    assert not any(k.startswith(("img_stem", "img_head")) for k in plain.state_dict())
+    torch.manual_seed(0)
+    both = LensTransformer2DModel(**base, pixel_stem=8, pixel_head=16).initialize_weights()
+    assert both.img_in.in_features == 8 * 16
+
+    # the head starts as the identity: the same weights give the same output with and without it
+    headed = LensTransformer2DModel(**base, pixel_head=16)
+    missing = headed.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["img_head.conv1.bias", "img_head.conv1.weight", "img_head.conv2.bias",
+                               "img_head.conv2.weight"]
+    for p in plain.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    headed.load_state_dict(plain.state_dict(), strict=False)
+    x, txt = torch.randn(2, 16, 48), [torch.randn(2, 3, 384) for _ in range(3)]
+    kw = dict(timestep=torch.tensor([0.3, 0.8]), img_shapes=[(1, 4, 4)])
+    torch.testing.assert_close(headed(x, txt, **kw), plain(x, txt, **kw))
+
+    # the stem lets a pixel at a patch's right edge reach the next patch's embedding
+    def embedding(model, tokens):
+        return model.img_in(model.img_stem(tokens, (4, 4), 4) if model.img_stem is not None else tokens)
+
+    edge = torch.zeros(1, 16, 48)
+    edge[0, 0, 3] = 1.0  # token 0, channel 0, row 0, column 3 (its right border)
+    zero = torch.zeros(1, 16, 48)
+    assert torch.equal(embedding(plain, edge)[0, 1], embedding(plain, zero)[0, 1])
+    assert not torch.allclose(embedding(both, edge)[0, 1], embedding(both, zero)[0, 1])
+    assert both(x, txt, **kw).shape == (2, 16, 48)

@@ -242,3 +242,16 @@ def test_data_workers_repeat_the_run_bit_for_bit(runs, tmp_path):
     assert _curve(ahead) == _curve(runs["straight"])
     a, b = _tensors(ahead / "checkpoints" / "step_0000006"), _tensors(runs["straight"] / "checkpoints" / "step_0000006")
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_loss_is_logged_per_noise_band(runs):
+    """Every step records its loss in t-bins (``loss_by_t``): where along the noise range the model still errs."""
+    from lenslib.train.trainer import T_BIN_EDGES
+
+    rows = [json.loads(x) for x in (runs["straight"] / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    rows = [r for r in rows if "step_time_s" in r]
+    assert rows and all(len(r["loss_by_t"]) == len(T_BIN_EDGES) + 1 for r in rows)
+    for r in rows:  # the bins' sample-weighted mean is the step's loss (one micro-batch size, 2 micro-batches)
+        seen = [v for v in r["loss_by_t"] if v is not None]
+        assert seen and all(v >= 0 for v in seen)
+        assert min(seen) <= r["loss"] + 1e-6 and max(seen) >= r["loss"] - 1e-6

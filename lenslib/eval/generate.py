@@ -144,9 +144,10 @@ def score_checkpoint(cfg, checkpoint, lines: list[dict], *, batcher=None, weight
     ``checkpoint``, ``batcher`` and ``weights`` are as in :func:`checkpoint_model` (``None``: the untrained
     model). Size, vocabulary and the model's ``flow.prediction`` come from the config; ``kwargs`` go to
     :func:`generate_suite` (``per_prompt``, ``num_steps``, ``guidance``, ``prompt``, ``seed``, ``size`` to sample
-    at another size, ...). Used in chapters 4 and 6 (``lenslib.experiments.captions``) and
+    at another size, ...); the sampler's shift ``mu`` defaults to the run's ``eval.sample_mu``. Used in chapters 4 and 6 (``lenslib.experiments.captions``) and
     ``benchmarks/bench_learning.py``.
     """
     with checkpoint_model(cfg, checkpoint, batcher=batcher, weights=weights) as (model, batcher):
-        return generate_suite(model, batcher, lines, **{"size": cfg.data.image_size, **kwargs}, vocab=cfg.data.vocab,
+        return generate_suite(model, batcher, lines, **{"size": cfg.data.image_size, "mu": cfg.eval.sample_mu, **kwargs},
+                              vocab=cfg.data.vocab,
                               prediction=cfg.flow.prediction)

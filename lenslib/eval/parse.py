@@ -201,6 +201,13 @@ def _observed_palette(arr: np.ndarray, idx: np.ndarray, core: np.ndarray) -> dic
     return out
 
 
+def _unmix(diff: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """How far each pixel's offset from the background goes along ``direction`` (0 where the colour *is* the
+    background: an image outside the world, e.g. a flat palette colour, has no such object)."""
+    norm2 = float(direction @ direction)
+    return diff @ (direction / norm2) if norm2 > 1e-6 else np.zeros(diff.shape[:-1], np.float32)
+
+
 def _coverage(arr: np.ndarray, bg: tuple[int, int, int], color: str,
               palette: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """Per-pixel coverage of an object painted ``color`` with a black outline over ``bg``.
@@ -213,11 +220,11 @@ def _coverage(arr: np.ndarray, bg: tuple[int, int, int], color: str,
     b = np.asarray(bg, np.float32)
     diff = arr.astype(np.float32) - b
     ink = palette["black"] - b
-    a_ink = diff @ (ink / float(ink @ ink))
+    a_ink = _unmix(diff, ink)
     if color == "black":
         return a_ink
     fill = palette[color] - b
-    a_fill = diff @ (fill / float(fill @ fill))
+    a_fill = _unmix(diff, fill)
     cos = float(fill @ ink) / (np.linalg.norm(fill) * np.linalg.norm(ink) + 1e-6)
     if cos < -0.9:
         # white on grey: fill and ink lie on one line through the background, so a pixel can be

@@ -89,6 +89,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 _EXTRA_KEYS = ("num_text_layers", "text_encoder_layers")
+#: Constructor options that are not Lens (``LensTransformer2DModel``: off unless given; chapter 4's CPU recipe).
+OPTION_KEYS = ("pixel_stem", "pixel_head")
 
 
 def spread_layers(num_encoder_layers: int, num_taps: int) -> list[int]:
@@ -119,10 +121,11 @@ def get_config(name: str, **overrides: Any) -> dict[str, Any]:
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; valid presets: {', '.join(sorted(PRESETS))}")
     config = copy.deepcopy(PRESETS[name])
-    unknown = set(overrides) - set(config) - set(_EXTRA_KEYS)
+    unknown = set(overrides) - set(config) - set(_EXTRA_KEYS) - set(OPTION_KEYS)
     if unknown:
         raise ValueError(
-            f"unknown config keys {sorted(unknown)}; valid keys: {sorted(config)} and {list(_EXTRA_KEYS)}"
+            f"unknown config keys {sorted(unknown)}; valid keys: {sorted(config)}, {list(_EXTRA_KEYS)} and the "
+            f"non-Lens options {list(OPTION_KEYS)}"
         )
     num_text_layers = overrides.pop("num_text_layers", None)
     encoder_layers = overrides.pop("text_encoder_layers", None)

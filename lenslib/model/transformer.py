@@ -34,6 +34,7 @@ from torch import nn
 
 from .attention import LensJointAttention, joint_attention_mask
 from .embeddings import LensTimestepEmbedding
+from .latents import latent_to_tokens, tokens_to_latent
 from .rope import LensEmbedRope
 
 try:  # optional mixins; present in diffusers 0.42
@@ -68,6 +69,45 @@ class LensSwiGLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.w2(nn.functional.silu(self.w1(x)) * self.w3(x))
+
+
+class PixelStem(nn.Module):
+    """Not in Lens: two 3x3 convolutions over the unpatchified input before the patch embedding.
+
+    A linear patch embedding sees each p x p patch alone, so a shape cut by a patch border starts as
+    unrelated tokens; the convolutions mix each pixel with its neighbours across the border first (the
+    convolutional stem of minRF's DiT). ``channels`` features per pixel are then patchified for ``img_in``.
+    """
+
+    def __init__(self, in_channels: int, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int], patch: int) -> torch.Tensor:
+        x = tokens_to_latent(tokens, *grid, patch)
+        x = self.conv2(nn.functional.silu(self.conv1(x)))
+        return latent_to_tokens(x, patch)
+
+
+class PixelHead(nn.Module):
+    """Not in Lens: a residual 3x3 convolution over the unpatchified output (minRF's DiT ends the same way).
+
+    The last linear layer writes each patch independently; this lets neighbouring pixels across a patch
+    border agree. Its second convolution starts at zero, so a new model's output is the linear one.
+    """
+
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, hidden, 3, padding=1)
+        self.conv2 = nn.Conv2d(hidden, channels, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int], patch: int) -> torch.Tensor:
+        x = tokens_to_latent(tokens, *grid, patch)
+        x = x + self.conv2(nn.functional.silu(self.conv1(x)))
+        return latent_to_tokens(x, patch)
 
 
 def _block_norm(dim: int, rms_norm: bool, eps: float) -> nn.Module:
@@ -151,6 +191,12 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
         multi_layer_encoder_feature: the text input is a list of per-layer tensors (True) or one tensor.
         selected_layer_index: text-encoder layers the pipeline taps; the model uses only its length.
 
+    Options that are *not* Lens (off by default and in every ``lens`` preset, where the state dict stays
+    exactly the official one; the CPU recipe of chapter 4 turns them on):
+        pixel_stem: channels of a :class:`PixelStem` before ``img_in`` (0: none, Lens). The input is read
+            as ``in_channels / patch_size²`` channels per pixel on ``patch_size`` x ``patch_size`` patches.
+        pixel_head: hidden channels of a residual :class:`PixelHead` after ``proj_out`` (0: none, Lens).
+
     Forward: see :meth:`forward`. Used in chapter 2 and by the pipeline and the trainer.
     """
 
@@ -175,6 +221,8 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
         rms_norm: bool = True,
         multi_layer_encoder_feature: bool = True,
         selected_layer_index: Sequence[int] = (5, 11, 17, 23),
+        pixel_stem: int = 0,
+        pixel_head: int = 0,
     ):
         super().__init__()
         axes = [int(a) for a in axes_dims_rope]
@@ -197,7 +245,11 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
         else:
             self.txt_norm = RMSNorm(enc_hidden_dim, eps=1e-5)
         self.txt_in = nn.Linear(enc_hidden_dim * self.num_text_layers, dim)
-        self.img_in = nn.Linear(in_channels, dim)
+        patch_in = patch_size * patch_size
+        if pixel_stem and in_channels % patch_in:
+            raise ValueError(f"pixel_stem needs in_channels ({in_channels}) to be a multiple of patch_size² ({patch_in})")
+        self.img_stem = PixelStem(in_channels // patch_in, pixel_stem) if pixel_stem else None
+        self.img_in = nn.Linear(pixel_stem * patch_in if pixel_stem else in_channels, dim)
         self.transformer_blocks = nn.ModuleList(
             [
                 LensTransformerBlock(dim, num_attention_heads, attention_head_dim, gate_mlp=gate_mlp,
@@ -207,6 +259,7 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
         )
         self.norm_out = AdaLayerNormContinuous(dim, dim, elementwise_affine=False, eps=1e-6)
         self.proj_out = nn.Linear(dim, patch_size * patch_size * self.out_channels, bias=True)
+        self.img_head = PixelHead(self.out_channels, pixel_head) if pixel_head else None
         self.gradient_checkpointing = False
 
     # -- initialisation ---------------------------------------------------------------------------
@@ -327,6 +380,9 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
             raise ValueError("timestep is required: pass σ in [0, 1], one value per sample ([B])")
 
         attention_mask = joint_attention_mask(encoder_hidden_states_mask, s_img)
+        grid, patch = tuple(img_shapes[0][1:]), self.config.patch_size
+        if self.img_stem is not None:
+            hidden_states = self.img_stem(hidden_states, grid, patch)
         hidden_states = self.img_in(hidden_states)
         if not isinstance(timestep, torch.Tensor):
             timestep = torch.tensor(float(timestep), device=hidden_states.device)
@@ -347,5 +403,7 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
                     hidden_states, encoder_hidden_states, temb, image_rotary_emb, attention_mask
                 )
 
-        hidden_states = self.norm_out(hidden_states, temb)
-        return self.proj_out(hidden_states)
+        hidden_states = self.proj_out(self.norm_out(hidden_states, temb))
+        if self.img_head is not None:
+            hidden_states = self.img_head(hidden_states, grid, patch)
+        return hidden_states

@@ -124,6 +124,7 @@ class DataConfig:
     caption_kind: str = "detailed"  # world captions: alt_text | brief | detailed | mixed (lenslib.world.captions)
     vocab: str = "shapes"  # world vocabulary (lenslib.world.vocab)
     world_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {max_objects: 2, text_prob: 0.0}
+    num_scenes: int | None = None  # world only: a finite pool of scenes, rendered and encoded once (lenslib.data.world_cache)
     num_workers: int = 0  # threads building the next batches during the step (lenslib.train.prefetch); 0: in the loop
 
 
@@ -182,6 +183,7 @@ class EvalConfig:
     num_images: int = 8
     num_steps: int = 20
     guidance: float = 4.0
+    sample_mu: float | None = None  # Euler steps shifted towards noise by lenslib.flow.time_shift (None: unshifted)
     seed: int = 1234
     judge: bool = True  # score world samples with lenslib.eval's exact judge when available
 
@@ -485,6 +487,11 @@ def validate(cfg: TrainConfig, world_size: int | None = None, for_training: bool
     positive("eval.every", cfg.eval.every, allow_zero=True)
     positive("data.num_workers", cfg.data.num_workers, allow_zero=True)
     positive("data.text_pad_multiple", cfg.data.text_pad_multiple, allow_zero=True)
+    if cfg.data.num_scenes is not None:
+        positive("data.num_scenes", cfg.data.num_scenes)
+        if cfg.data.source != "world" or cfg.data.buckets is not None or "num_scenes" in cfg.data.world_kwargs:
+            raise ConfigError("data.num_scenes (a cached finite world pool) needs data.source=world at one image size "
+                              "(no data.buckets) and no data.world_kwargs.num_scenes: remove one of them.")
     positive("dist.timeout_s", cfg.dist.timeout_s)
     for i, b in enumerate(cfg.optim.betas):
         if not 0.0 <= b < 1.0:

@@ -29,10 +29,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
+
+from lenslib.data.world_cache import WorldCache
+from lenslib.model.text_encoders.base import fit_length
 
 __all__ = [
     "Batch",
@@ -43,6 +47,7 @@ __all__ = [
     "HFImageSource",
     "WebDatasetSource",
     "TokenBatcher",
+    "CachedWorldBatcher",
     "mix_seed",
     "build_source",
 ]
@@ -99,7 +104,8 @@ class WorldSource:
     """Procedural scenes from ``lenslib.world``: example ``i`` is scene ``sample_scene(mix_seed(seed, i))``.
 
     Infinite and exact: every index gives a new scene whose caption describes it exactly. ``num_scenes``
-    (optional) wraps indices to a fixed pool, for experiments on a finite data set.
+    (optional) wraps indices to a fixed pool of scenes and their captions, for a finite data set: the pool
+    :class:`CachedWorldBatcher` reads from a :class:`~lenslib.data.world_cache.WorldCache`.
     """
 
     def __init__(self, seed: int = 0, vocab: str = "shapes", caption_kind: str = "detailed", num_scenes: int | None = None,
@@ -122,9 +128,10 @@ class WorldSource:
         h, w = size
         out = []
         for i in indices:
-            scene = self.scene(int(i))
+            i = int(i) % self.num_scenes if self.num_scenes else int(i)  # a finite pool repeats captions too
+            scene = self.scene(i)
             image = np.asarray(render(scene, w, h))
-            out.append(Example(image, caption(scene, self.caption_kind, mix_seed(self.seed, int(i), 1)), {"scene": scene}))
+            out.append(Example(image, caption(scene, self.caption_kind, mix_seed(self.seed, i, 1)), {"scene": scene}))
         return out
 
 
@@ -219,8 +226,6 @@ class TokenBatcher:
 
     @torch.no_grad()
     def encode_text(self, captions: list[str]) -> tuple[list[torch.Tensor], torch.Tensor]:
-        from lenslib.model.text_encoders.base import fit_length
-
         feats, mask = fit_length(*self.text_encoder.encode(list(captions)), self.max_text_tokens, self.text_pad_multiple)
         return [f.float().contiguous() for f in feats], mask.bool()
 
@@ -237,8 +242,53 @@ class TokenBatcher:
         return Batch(tokens.float().contiguous(), tuple(grid), text, mask, [e.caption for e in examples], [int(i) for i in indices])
 
 
-def build_source(cfg, seed: int | None = None) -> tuple[BatchSource, object, object]:
-    """The configured ``(batch source, codec, text encoder)`` for a :class:`~lenslib.train.config.TrainConfig`."""
+class CachedWorldBatcher(TokenBatcher):
+    """A :class:`TokenBatcher` over a finite world pool that reads renders and text features from a
+    :class:`~lenslib.data.world_cache.WorldCache` (built once, shared by every run with the same world,
+    size and encoder) instead of rendering and encoding every step.
+
+    Index ``i >= 0`` is pool scene ``i % num_scenes``, exactly the example that
+    ``WorldSource(num_scenes=...)`` renders on the fly (features rounded to float16); negative indices
+    (held-out previews) and other sizes are rendered and encoded on the fly as before.
+    """
+
+    def __init__(self, source: WorldSource, codec, text_encoder, max_text_tokens: int, text_pad_multiple: int,
+                 size: int, root, progress: bool = True):
+        super().__init__(source, codec, text_encoder, max_text_tokens, text_pad_multiple)
+        if not source.num_scenes:
+            raise ValueError("CachedWorldBatcher needs a finite world (num_scenes >= 1)")
+        self.size = int(size)
+        identity = {"world_seed": int(source.seed), "vocab": source.vocab, "caption_kind": source.caption_kind,
+                    "scene_kwargs": dict(sorted(source.scene_kwargs.items())), "num_scenes": int(source.num_scenes),
+                    "size": self.size, "text_encoder": text_encoder.name, "num_layers": int(text_encoder.num_layers),
+                    "hidden_size": int(text_encoder.hidden_size), "max_text_tokens": self.max_text_tokens}
+
+        def render(i: int):
+            example = source.examples([i], (self.size, self.size))[0]
+            return example.image, example.caption
+
+        self.cache = WorldCache.open_or_build(root, identity, render, text_encoder.encode, progress=progress)
+
+    @torch.no_grad()
+    def batch(self, indices: Sequence[int], size: tuple[int, int]) -> Batch:
+        if tuple(size) != (self.size, self.size) or any(int(i) < 0 for i in indices):
+            return super().batch(indices, size)
+        pos = [int(i) % len(self.cache) for i in indices]
+        images = torch.from_numpy(self.cache.images(pos)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        tokens, grid = self.codec.encode(images)
+        feats, lengths = self.cache.text(pos)
+        mask = torch.arange(self.max_text_tokens)[None, :] < torch.from_numpy(lengths.astype(np.int64))[:, None]
+        text, mask = fit_length([torch.from_numpy(f) for f in feats], mask, self.max_text_tokens, self.text_pad_multiple)
+        return Batch(tokens.float().contiguous(), tuple(grid), [f.float().contiguous() for f in text], mask,
+                     [self.cache.captions[p] for p in pos], [int(i) for i in indices])
+
+
+def build_source(cfg, seed: int | None = None, progress: bool = True) -> tuple[BatchSource, object, object]:
+    """The configured ``(batch source, codec, text encoder)`` for a :class:`~lenslib.train.config.TrainConfig`.
+
+    A world with ``data.num_scenes`` set reads its finite pool from a world cache under ``data.path`` (default
+    ``<cache>/world``), built on first use with a progress bar.
+    """
     from lenslib.model.text_encoders import get_text_encoder
     from lenslib.model.vae import Flux2Codec, PixelCodec
 
@@ -251,6 +301,14 @@ def build_source(cfg, seed: int | None = None) -> tuple[BatchSource, object, obj
             raise ValueError("data.codec=latent needs data.vae=<folder of the FLUX.2 VAE> (e.g. <lens>/vae).")
         codec = Flux2Codec.from_pretrained(d.vae)
     text_encoder = get_text_encoder(d.text_encoder, **d.text_encoder_kwargs)
+    if d.source == "world" and d.num_scenes:
+        from lenslib.paths import cache_dir  # paths reads the environment; only needed for the default cache root
+
+        world = WorldSource(seed, d.vocab, d.caption_kind, num_scenes=d.num_scenes, **d.world_kwargs)
+        root = Path(d.path) if d.path else cache_dir() / "world"
+        batcher = CachedWorldBatcher(world, codec, text_encoder, d.max_text_tokens, d.text_pad_multiple,
+                                     d.image_size, root, progress=progress)
+        return batcher, codec, text_encoder
     if d.source == "world":
         examples = WorldSource(seed, d.vocab, d.caption_kind, **d.world_kwargs)
     elif d.source == "hf":

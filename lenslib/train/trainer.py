@@ -47,6 +47,9 @@ from .signals import REQUEUE_EXIT_CODE, PreemptionHandler, die_with_parent
 __all__ = ["train", "run_dir_of", "build_model", "lr_at", "PREEMPTED_FILE"]
 
 PREEMPTED_FILE = "PREEMPTED"
+# Edges of the t-bins the loss is logged in (``loss_by_t``, this rank's samples): where in the noise range a model
+# still errs. Layout is decided near t = 1 and fine detail near t = 0 (minRF logs its loss the same way).
+T_BIN_EDGES = torch.tensor([0.25, 0.5, 0.75, 0.9])
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -205,7 +208,7 @@ def sample_previews(model, source, cfg: TrainConfig, info, size: tuple[int, int]
 
     g = torch.Generator(device=info.device).manual_seed(cfg.eval.seed)
     noise = torch.randn(batch.tokens.shape, generator=g, device=info.device)
-    tokens = euler_sample(velocity, noise, cfg.eval.num_steps, cfg.eval.guidance)
+    tokens = euler_sample(velocity, noise, cfg.eval.num_steps, cfg.eval.guidance, cfg.eval.sample_mu)
     images = source.codec.decode(tokens.float().cpu(), h, w).clamp(-1, 1)
     return images, batch.captions, batch
 
@@ -388,6 +391,7 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
                 g["lr"] = lr
             bucket, plan = step_plan(step)
             loss_sum = torch.zeros((), device=info.device)
+            t_bins = torch.zeros(len(T_BIN_EDGES) + 1, 2, device=info.device)  # (loss sum, count) per t-bin
             n_samples = 0
             data_time = 0.0
             for micro in range(accum):
@@ -408,11 +412,13 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
                 ctx = model.no_sync() if (info.strategy == "ddp" and not sync) else _null()
                 with ctx:
                     with autocast(info):
-                        loss, _ = flow_matching_loss(model, batch.tokens, t, noise, cfg.flow.prediction,
-                                                     encoder_hidden_states=text, encoder_hidden_states_mask=mask,
-                                                     img_shapes=[(1, h, w)])
+                        loss, per_sample = flow_matching_loss(model, batch.tokens, t, noise, cfg.flow.prediction,
+                                                              encoder_hidden_states=text,
+                                                              encoder_hidden_states_mask=mask, img_shapes=[(1, h, w)])
                     (loss / accum).backward()
                 loss_sum += loss.detach()
+                t_bins.index_add_(0, torch.bucketize(t, T_BIN_EDGES.to(t.device)), torch.stack(
+                    [per_sample.detach().float(), torch.ones_like(per_sample, dtype=torch.float32)], 1))
                 n_samples += len(batch)
             if cfg.optim.grad_clip > 0:
                 gn = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
@@ -432,7 +438,8 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
             dt = time.time() - t0
             rec = {"step": step, "loss": last_loss, "grad_norm": float(gn), "lr": lr, "samples": int(samples),
                    "step_time_s": dt, "data_time_s": data_time, "samples_per_s": float(samples) / max(dt, 1e-9),
-                   "tokens": h * w, "elapsed_s": time.time() - t_start}
+                   "tokens": h * w, "elapsed_s": time.time() - t_start,
+                   "loss_by_t": [round(float(a / n), 6) if n else None for a, n in t_bins.cpu().tolist()]}
             if len(buckets) > 1 and world > 1:  # mixed-resolution step: every rank's token count
                 rec["rank_tokens"] = _gather_ints(h * w, info)
             logger.log(rec)

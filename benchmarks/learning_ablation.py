@@ -1,0 +1,129 @@
+"""What makes ``cpu-tiny`` learn the world? Each change to the recipe alone and together, at one step budget.
+
+Every arm is the shipped ``cpu-tiny`` config plus a few overrides, trained by ``lenslib.train.train`` for the
+same number of steps on this CPU, then scored once: its EMA weights sample the GenEval-format shape suite
+(``data/suites/shapes_geneval.jsonl``, every ``--stride``-th line, ``--per-prompt`` images each, detailed
+prompts, Euler + CFG) and the exact judge gives GenEval's overall score with a bootstrap 95 % interval
+(``lenslib.eval.geneval.summarize``). Rows keep the training seconds, so speed and quality are read together.
+
+Arms run one after another and are kept as they finish: a stopped run resumes at the arm it was training
+(its checkpoints) and skips finished arms whose overrides and budget are unchanged. Arms share one world
+cache (``data.num_scenes``), built on first use.
+
+Run: ``.venv/bin/python benchmarks/learning_ablation.py [--arms a,b] [--steps N]``.
+Writes ``benchmarks/results/learning_ablation.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from lenslib.eval.generate import score_checkpoint
+from lenslib.eval.geneval import summarize
+from lenslib.paths import cache_dir
+from lenslib.train import train
+from lenslib.train.checkpoint import latest_checkpoint, write_json_atomic
+from lenslib.train.config import load_config
+
+RESULTS = Path(__file__).resolve().parent / "results" / "learning_ablation.json"
+SUITE = Path(__file__).resolve().parent.parent / "data" / "suites" / "shapes_geneval.jsonl"
+
+# name -> (what it tests, overrides of the shipped cpu-tiny config)
+ARMS: dict[str, tuple[str, list[str]]] = {}
+
+
+def arm(name: str, what: str, *overrides: str) -> None:
+    ARMS[name] = (what, list(overrides))
+
+
+def score(cfg, lines, args) -> dict:
+    """GenEval summary of the run's last checkpoint; its first 32 samples go to ``samples.png`` in the run folder."""
+    rows, images = score_checkpoint(cfg, latest_checkpoint(cfg.run.out_dir), lines, per_prompt=args.per_prompt,
+                                    num_steps=args.sample_steps, guidance=args.guidance, prompt="detailed",
+                                    batch_size=140, return_images=True)
+    grid = np.concatenate([np.concatenate(images[r * 8:(r + 1) * 8], 1) for r in range(min(4, len(images) // 8))], 0)
+    Image.fromarray(grid).save(Path(cfg.run.out_dir) / "samples.png")
+    s = summarize(rows, n_boot=1000)
+    return {"overall": s["overall"]["score"], "ci95": list(s["overall"]["ci95"]),
+            "tags": {k: v["accuracy"] for k, v in s["tags"].items()}, "n_images": s["n_images"]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arms", default="", help="comma-separated arm names (default: all)")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--stride", type=int, default=5)
+    parser.add_argument("--per-prompt", type=int, default=2)
+    parser.add_argument("--sample-steps", type=int, default=20)
+    parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--out", default=None, help="run folders (default <cache>/ablation)")
+    parser.add_argument("--list", action="store_true", help="print the arms and exit")
+    args = parser.parse_args()
+    if args.list:
+        for name, (what, ov) in ARMS.items():
+            print(f"{name:24s} {what}  {' '.join(ov)}")
+        return 0
+    names = [a for a in args.arms.split(",") if a] or list(ARMS)
+    unknown = [a for a in names if a not in ARMS]
+    if unknown:
+        parser.error(f"unknown arms {unknown}; --list shows them")
+    out = Path(args.out) if args.out else cache_dir() / "ablation"
+    lines = [json.loads(x) for x in SUITE.read_text().splitlines()][:: args.stride]
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"arms": {}}
+    for name in names:
+        what, overrides = ARMS[name]
+        key = {"overrides": overrides, "steps": args.steps, "stride": args.stride, "per_prompt": args.per_prompt,
+               "sample_steps": args.sample_steps, "guidance": args.guidance}
+        done = results["arms"].get(name)
+        if done and done.get("key") == key:
+            print(f"{name}: kept ({done['overall']:.3f})")
+            continue
+        cfg = load_config("cpu-tiny", [*overrides, f"run.steps={args.steps}", "eval.every=0", "run.progress=log",
+                                       f"run.save_every={args.steps}", "run.log_every=100", f"run.name={name}",
+                                       f"run.out_dir={out / name}"])
+        summary = train(cfg)
+        t = time.time()
+        row = {"what": what, "key": key, "params": summary["params"], "train_s": summary["seconds"],
+               "final_loss": summary["final_loss"], **score(cfg, lines, args), "eval_s": time.time() - t,
+               "load_avg_end": os.getloadavg()[0]}
+        results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"arms": {}}  # other runs may have added arms
+        results["arms"][name] = row
+        results.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
+                       cpu=platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
+                       date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(RESULTS, results)
+        print(f"{name}: overall {row['overall']:.3f} [{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}] "
+              f"after {row['train_s']:.0f} s; tags {row['tags']}", flush=True)
+    print(f"{'arm':24s}{'train s':>9}{'overall':>9}  95% CI")
+    for name, r in results["arms"].items():
+        print(f"{name:24s}{r['train_s']:>9.0f}{r['overall']:>9.3f}  [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]")
+    return 0
+
+
+POOL = "data.num_scenes=20000"
+arm("base", "cpu-tiny as shipped before, on a cached pool of 20k scenes", POOL)
+arm("mu1", "train and sample towards noise (logit-normal mu 1, Euler shift 1)", POOL, "flow.mu=1.0", "eval.sample_mu=1.0")
+arm("mu1-conv", "mu1 with a conv stem and head around the patches (not Lens: pixel_stem 16, pixel_head 32)", POOL,
+    "flow.mu=1.0", "eval.sample_mu=1.0", "model.kwargs.pixel_stem=16", "model.kwargs.pixel_head=32")
+arm("mu1-conv-w128", "mu1-conv with the narrow preset (width 128): 2.5x the steps per second", POOL,
+    "flow.mu=1.0", "eval.sample_mu=1.0", "model.kwargs.pixel_stem=16", "model.kwargs.pixel_head=32",
+    "model.preset=cpu-tiny")
+arm("mu2", "train and sample further towards noise (mu 2)", POOL, "flow.mu=2.0", "eval.sample_mu=2.0")
+arm("mu1-p4-w128", "mu1 with 4x4 patches (256 tokens) and the narrow preset: about the cost of 8x8 at width 256",
+    POOL, "flow.mu=1.0", "eval.sample_mu=1.0", "model.preset=cpu-tiny", "data.patch=4")
+arm("mu1-w128", "mu1 with the narrow cpu-tiny preset (width 128)", POOL, "flow.mu=1.0", "eval.sample_mu=1.0",
+    "model.preset=cpu-tiny")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
