@@ -109,7 +109,7 @@ class DataConfig:
     """Where images and captions come from and how they become tokens and text features."""
 
     source: str = "world"  # world | hf | webdataset | features
-    path: str | None = None  # dataset folder / shard pattern / feature cache (not for world)
+    path: str | None = None  # dataset folder / shard pattern / feature cache; world: where world caches go
     image_key: str = "image"
     caption_key: str = "caption"
     image_size: int = 32  # square training resolution (stage 1); ignored when buckets are set

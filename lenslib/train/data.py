@@ -37,6 +37,7 @@ import torch
 
 from lenslib.data.world_cache import WorldCache
 from lenslib.model.text_encoders.base import fit_length
+from lenslib.paths import cache_dir
 
 __all__ = [
     "Batch",
@@ -302,8 +303,6 @@ def build_source(cfg, seed: int | None = None, progress: bool = True) -> tuple[B
         codec = Flux2Codec.from_pretrained(d.vae)
     text_encoder = get_text_encoder(d.text_encoder, **d.text_encoder_kwargs)
     if d.source == "world" and d.num_scenes:
-        from lenslib.paths import cache_dir  # paths reads the environment; only needed for the default cache root
-
         world = WorldSource(seed, d.vocab, d.caption_kind, num_scenes=d.num_scenes, **d.world_kwargs)
         root = Path(d.path) if d.path else cache_dir() / "world"
         batcher = CachedWorldBatcher(world, codec, text_encoder, d.max_text_tokens, d.text_pad_multiple,
