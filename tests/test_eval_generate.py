@@ -74,7 +74,8 @@ def test_score_checkpoint_reads_the_runs_ema_weights_and_its_parameterisation(tm
     cfg = load_config("cpu-tiny", [
         f"run.out_dir={tmp_path}", "run.steps=2", "run.save_every=0", "run.progress=log", "eval.every=0",
         "optim.global_batch=2", "optim.micro_batch=2", "optim.warmup_steps=1", "optim.lr=0.05",
-        "data.max_text_tokens=8", "data.text_encoder_kwargs.max_length=8", "model.kwargs.num_layers=1",
+        "data.max_text_tokens=8", "data.text_encoder_kwargs.max_length=8", "model.preset=cpu-small",
+        "model.kwargs={num_layers: 1}", "eval.sample_mu=null",
         "flow.prediction=x", "ema.decay=0.5"])
     train(cfg)
     ckpt = latest_checkpoint(tmp_path)
