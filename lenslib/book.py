@@ -115,6 +115,9 @@ class LiveFigure:
         self.handle.update(self._bundle(), raw=True)
 
 
+_PLOTLY_ACTIVATED: list[bool] = []  # plotly.js is inlined into this kernel's output once (BookRenderer.activate)
+
+
 def _register_plotly_renderer() -> str:
     """A plotly renderer for the built book: plotly.js inlined once per page, MathJax left to the book.
 
@@ -125,6 +128,13 @@ def _register_plotly_renderer() -> str:
     from plotly.io._base_renderers import NotebookRenderer
 
     class BookRenderer(NotebookRenderer):
+        def activate(self):
+            # plotly activates a renderer named in a figure's _repr_mimebundle_ on every call, and each activation
+            # inlines plotly.js (4.8 MB) again: a redrawn figure (LiveFigure) would repeat it. Once per kernel.
+            if not _PLOTLY_ACTIVATED:
+                _PLOTLY_ACTIVATED.append(True)
+                super().activate()
+
         def to_mimebundle(self, fig_dict):
             html = pio.to_html(
                 fig_dict, config=self.config, include_plotlyjs=False, include_mathjax=False,
