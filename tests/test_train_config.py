@@ -53,7 +53,8 @@ def test_dotted_overrides_are_typed():
     c = load_config("cpu-tiny", ["optim.lr=3e-4", "run.steps=7", "model.kwargs.num_layers=2", "ema.enabled=false",
                                  "optim.betas=[0.8, 0.95]", "run.out_dir=/tmp/x"])
     assert c.optim.lr == pytest.approx(3e-4) and isinstance(c.optim.lr, float)
-    assert c.run.steps == 7 and c.model.kwargs == {"num_layers": 2} and c.ema.enabled is False
+    assert c.run.steps == 7 and c.model.kwargs == {"pixel_stem": 16, "pixel_head": 32, "num_layers": 2}
+    assert c.ema.enabled is False
     assert c.optim.betas == (0.8, 0.95) and c.run.out_dir == "/tmp/x"
 
 
