@@ -66,8 +66,12 @@ def small_inputs(batch=2, grid=(1, 3, 4), s_txt=5, n_layers=4, enc=24, in_ch=16,
 
 # ---- official layout ------------------------------------------------------------------------------
 def test_constructor_arguments_are_exactly_the_official_config_keys(official_meta):
+    from lenslib.model.presets import OPTION_KEYS
+
     config = {k: v for k, v in official_meta.config.items() if not k.startswith("_")}
-    assert set(config) == set(OFFICIAL_CONFIG)
+    # the official keys, plus the documented non-Lens options, which default to off
+    assert set(config) == set(OFFICIAL_CONFIG) | set(OPTION_KEYS)
+    assert all(config[k] == 0 for k in OPTION_KEYS)
     for key, value in OFFICIAL_CONFIG.items():
         assert (list(config[key]) if isinstance(value, list) else config[key]) == value, key
 
