@@ -82,7 +82,7 @@ class WorldCache:
 
     def images(self, indices: Sequence[int]) -> np.ndarray:
         """uint8 ``[B, H, W, 3]``."""
-        return np.stack([self._images[int(i)] for i in indices])
+        return self._images[np.asarray(indices, dtype=np.int64)]  # one gather from the memory map
 
     def text(self, indices: Sequence[int]) -> tuple[list[np.ndarray], np.ndarray]:
         """Per tapped layer float16 ``[B, T, hidden]`` and the valid lengths ``[B]``."""
