@@ -60,9 +60,9 @@ def score(cfg, lines, args) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arms", default="", help="comma-separated arm names (default: all)")
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--stride", type=int, default=5)
-    parser.add_argument("--per-prompt", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--stride", type=int, default=1, help="score every N-th suite line (default: all 350)")
+    parser.add_argument("--per-prompt", type=int, default=1)
     parser.add_argument("--sample-steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--out", default=None, help="run folders (default <cache>/ablation)")
@@ -81,23 +81,30 @@ def main() -> int:
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"arms": {}}
     for name in names:
         what, overrides = ARMS[name]
-        key = {"overrides": overrides, "steps": args.steps, "stride": args.stride, "per_prompt": args.per_prompt,
-               "sample_steps": args.sample_steps, "guidance": args.guidance}
+        train_key = {"overrides": overrides, "steps": args.steps}
+        eval_key = {"stride": args.stride, "per_prompt": args.per_prompt, "sample_steps": args.sample_steps,
+                    "guidance": args.guidance}
         done = results["arms"].get(name)
-        if done and done.get("key") == key:
+        if done and done.get("key") == {**train_key, **eval_key}:
             print(f"{name}: kept ({done['overall']:.3f})")
             continue
         cfg = load_config("cpu-tiny", [*overrides, f"run.steps={args.steps}", "eval.every=0", "run.progress=log",
                                        f"run.save_every={args.steps}", "run.log_every=100", f"run.name={name}",
                                        f"run.out_dir={out / name}"])
-        summary = train(cfg)
+        trained = done and {k: done["key"].get(k) for k in train_key} == train_key
+        if trained and latest_checkpoint(cfg.run.out_dir) is not None:  # same training: score it again only
+            summary = {"params": done["params"], "seconds": done["train_s"], "final_loss": done["final_loss"]}
+        else:
+            summary = train(cfg)
         t = time.time()
-        row = {"what": what, "key": key, "params": summary["params"], "train_s": summary["seconds"],
-               "final_loss": summary["final_loss"], **score(cfg, lines, args), "eval_s": time.time() - t,
-               "load_avg_end": os.getloadavg()[0]}
+        row = {"what": what, "key": {**train_key, **eval_key}, "params": summary["params"],
+               "train_s": summary["seconds"], "final_loss": summary["final_loss"], **score(cfg, lines, args),
+               "eval_s": time.time() - t, "torch_threads": torch.get_num_threads(), "load_avg_end": os.getloadavg()[0]}
+        if trained:
+            row.update(load_avg_end=done.get("load_avg_end"), torch_threads=done.get("torch_threads"))  # the training's
         results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"arms": {}}  # other runs may have added arms
         results["arms"][name] = row
-        results.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
+        results.update(torch=torch.__version__,
                        cpu=platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
                        date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -129,6 +136,17 @@ arm("mu1-p4-w128", "mu1 with 4x4 patches (256 tokens) and width 128: about the c
 arm("mu1-w128", "mu1 at width 128", POOL, *W128, *MU1)
 arm("conv-w128", "the conv stem and head at width 128, without the shift towards noise (mu 0)", POOL, *W128_CONV, *MU0)
 arm("mu1-conv-w128", "all three: conv stem and head, width 128, mu 1 (the shipped cpu-tiny)", POOL, *W128_CONV, *MU1)
+
+# Second round, on top of the shipped recipe (mu1-conv-w128).
+SHIPPED = (POOL, *W128_CONV, *MU1)
+arm("wsd", "shipped, with the LR decayed linearly to 0 over the last 30 % of steps (warmup-stable-decay)", *SHIPPED,
+    "optim.decay_ratio=0.3")
+arm("p4-w64-conv", "4x4 patches (256 tokens) at width 64 (2 heads), conv stem and head: about the shipped cost", POOL,
+    *MU1, "model.preset=cpu-tiny", "model.kwargs={inner_dim: 64, num_attention_heads: 2, pixel_stem: 16, pixel_head: 32}",
+    "data.patch=4")
+arm("depth6", "shipped with 6 blocks instead of 4", POOL, *MU1, "model.preset=cpu-tiny",
+    "model.kwargs={num_layers: 6, pixel_stem: 16, pixel_head: 32}")
+arm("velocity", "shipped, predicting the velocity (Lens) instead of the clean image", *SHIPPED, "flow.prediction=velocity")
 
 
 if __name__ == "__main__":

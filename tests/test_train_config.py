@@ -100,6 +100,9 @@ def test_batch_arithmetic_is_checked_against_the_world_size():
     (["optim.lr=0"], r"optim\.lr must be > 0"),
     (["data.num_workers=-1"], r"data\.num_workers must be >= 0"),
     (["optim.global_batch=null"], r"optim\.global_batch is null"),
+    (["optim.decay_ratio=1.5"], r"optim\.decay_ratio and optim\.min_lr_factor are fractions"),
+    (["run.steps=100", "optim.warmup_steps=50", "optim.decay_ratio=0.6"], r"exceed run\.steps"),
+    (["optim.decay_type=step"], r"optim\.decay_type='step' is not one of"),
 ])
 def test_impossible_combinations(items, pattern):
     with pytest.raises(ConfigError, match=pattern):
@@ -147,3 +150,19 @@ def test_bad_model_keys_fail_before_data_and_encoders_load(tmp_path):
         train("cpu-tiny", ["model.kwargs.num_blocks=2", f"run.out_dir={tmp_path}"])
     with pytest.raises(ConfigError, match=r"unknown model preset 'cpu-huge'"):
         train("cpu-tiny", ["model.preset=cpu-huge", f"run.out_dir={tmp_path}"])
+
+
+@pytest.mark.parametrize("kind,mid", [("linear", 0.5), ("sqrt", 1 - 0.5 ** 0.5), ("cosine", 0.5)])
+def test_lr_schedule_warmup_stable_decay(kind, mid):
+    from lenslib.train.trainer import lr_at
+
+    cfg = load_config("cpu-tiny", ["run.steps=100", "optim.lr=1.0", "optim.warmup_steps=10", "optim.decay_ratio=0.2",
+                                   f"optim.decay_type={kind}", "optim.min_lr_factor=0.1"])
+    lrs = [lr_at(cfg, s) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)  # warmup reaches the LR at its last step
+    assert lrs[10:80] == [1.0] * 70  # stable: the paper's constant LR
+    assert lrs[89] == pytest.approx(0.1 + 0.9 * mid)  # half-way through the 20 decay steps
+    assert lrs[99] == pytest.approx(0.1)  # ends at min_lr_factor
+    assert all(a >= b for a, b in zip(lrs[80:], lrs[81:]))
+    constant = load_config("cpu-tiny", ["run.steps=100", "optim.lr=1.0", "optim.warmup_steps=0"])
+    assert [lr_at(constant, s) for s in range(100)] == [1.0] * 100

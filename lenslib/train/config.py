@@ -141,13 +141,16 @@ class FlowConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW, gradient clipping, warmup-then-constant LR, batch arithmetic."""
+    """AdamW, gradient clipping, the LR schedule (warmup, constant, optional final decay), batch arithmetic."""
 
     lr: float = 3e-4
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     eps: float = 1e-8
     warmup_steps: int = 0
+    decay_ratio: float = 0.0  # final share of run.steps over which the LR decays (torchtitan's WSD); 0: constant (paper)
+    decay_type: str = "linear"  # linear | sqrt | cosine
+    min_lr_factor: float = 0.0  # LR at the last step, as a fraction of optim.lr
     grad_clip: float = 1.0  # 0 disables clipping
     global_batch: int | None = 16  # samples per optimizer step over all ranks (None with buckets)
     micro_batch: int = 16  # samples per forward pass per rank
@@ -219,6 +222,7 @@ _CHOICES = {
     "data.codec": ("pixel", "latent"),
     "flow.mu_schedule": ("constant", "tokens"),
     "flow.prediction": ("velocity", "x"),
+    "optim.decay_type": ("linear", "sqrt", "cosine"),
     "dist.strategy": ("auto", "none", "ddp", "fsdp"),
     "dist.backend": ("auto", "gloo", "nccl"),
     "dist.precision": ("auto", "fp32", "bf16"),
@@ -482,6 +486,13 @@ def validate(cfg: TrainConfig, world_size: int | None = None, for_training: bool
     positive("optim.micro_batch", cfg.optim.micro_batch)
     positive("optim.warmup_steps", cfg.optim.warmup_steps, allow_zero=True)
     positive("optim.grad_clip", cfg.optim.grad_clip, allow_zero=True)
+    if not (0.0 <= cfg.optim.decay_ratio <= 1.0 and 0.0 <= cfg.optim.min_lr_factor <= 1.0):
+        raise ConfigError(f"optim.decay_ratio and optim.min_lr_factor are fractions in [0, 1], got "
+                          f"{cfg.optim.decay_ratio} and {cfg.optim.min_lr_factor}.")
+    if cfg.optim.decay_ratio > 0 and cfg.optim.warmup_steps + round(cfg.optim.decay_ratio * cfg.run.steps) > cfg.run.steps:
+        raise ConfigError(f"optim.warmup_steps ({cfg.optim.warmup_steps}) plus the decay "
+                          f"(optim.decay_ratio {cfg.optim.decay_ratio} of {cfg.run.steps} steps) exceed run.steps: "
+                          "shorten the warmup or lower optim.decay_ratio.")
     positive("optim.weight_decay", cfg.optim.weight_decay, allow_zero=True)
     positive("flow.logit_normal_scale", cfg.flow.logit_normal_scale)
     positive("eval.every", cfg.eval.every, allow_zero=True)

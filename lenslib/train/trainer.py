@@ -79,9 +79,25 @@ def run_totals(run_dir: str | Path) -> dict:
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
-    """Linear warmup over ``optim.warmup_steps``, then constant (paper: constant LR)."""
-    w = cfg.optim.warmup_steps
-    return cfg.optim.lr * min(1.0, (step + 1) / w) if w > 0 else cfg.optim.lr
+    """Warmup-stable-decay (torchtitan's schedule): linear warmup over ``optim.warmup_steps``, constant (the
+    paper's LR), then over the last ``optim.decay_ratio`` of ``run.steps`` a decay to ``optim.min_lr_factor``
+    times the LR. A short run ends at a low LR, where the weights settle instead of circling a minimum
+    (chapter 4's recipe; ``benchmarks/learning_ablation.py`` measures it)."""
+    o = cfg.optim
+    if o.warmup_steps > 0 and step < o.warmup_steps:
+        return o.lr * (step + 1) / o.warmup_steps
+    decay_steps = round(o.decay_ratio * cfg.run.steps)
+    start = cfg.run.steps - decay_steps
+    if decay_steps == 0 or step < start:
+        return o.lr
+    progress = (step - start + 1) / decay_steps  # 1 at the last step
+    if o.decay_type == "linear":
+        keep = 1.0 - progress
+    elif o.decay_type == "sqrt":
+        keep = 1.0 - math.sqrt(progress)
+    else:
+        keep = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return o.lr * (o.min_lr_factor + (1.0 - o.min_lr_factor) * keep)
 
 
 def build_model(cfg: TrainConfig, codec, text_encoder):
