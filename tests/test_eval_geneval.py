@@ -27,11 +27,12 @@ def test_summary_matches_genevals_definitions():
             + [{"index": 3, "k": 0, "tag": "position", "prompt": "p", "error": "gone", "kind": "missing_image"}])
     s = summarize(rows, n_boot=200)
     assert s["tags"]["colors"]["accuracy"] == 0.75
-    assert s["tags"]["position"]["accuracy"] == 0.0
+    assert s["tags"]["position"]["accuracy"] == 0.0 and s["tags"]["position"]["n_images"] == 5
     assert s["overall"]["score"] == pytest.approx(0.375)  # unweighted mean over tags, not over images
-    assert s["pct_correct_images"]["value"] == pytest.approx(6 / 12)
-    assert s["pct_prompts_any_correct"]["value"] == pytest.approx(2 / 3)
-    assert s["n_errors"] == 1 and s["errors"] == {"missing_image": 1} and s["n_scored"] == 12
+    assert s["pct_correct_images"]["value"] == pytest.approx(6 / 13)  # the missing image is a failure
+    assert s["pct_prompts_any_correct"]["value"] == pytest.approx(2 / 4)
+    assert s["n_errors"] == 1 and s["errors"] == {"missing_image": 1}
+    assert (s["n_judged"], s["n_scored"], s["n_missing"], s["n_unreadable"]) == (12, 13, 1, 0)
     lo, hi = s["overall"]["ci95"]
     assert lo <= 0.375 <= hi
 
@@ -121,7 +122,7 @@ def test_every_long_line_scores_full_marks(tmp_path):
     assert long_summary["categories"] == {"attribute": 1.0, "count": 1.0, "entity": 1.0, "relation": 1.0}
 
 
-def test_bad_input_gives_per_line_errors_and_the_run_completes(shapes_render, tmp_path):
+def test_bad_input_gives_per_line_errors_and_the_run_completes(shapes_render, tmp_path, capsys):
     images = tmp_path / "images"
     shutil.copytree(shapes_render, images)
     meta = images / "00001" / "metadata.jsonl"
@@ -138,6 +139,7 @@ def test_bad_input_gives_per_line_errors_and_the_run_completes(shapes_render, tm
 
     out = tmp_path / "scores"
     assert main(["eval", "--images", str(images), "--out", str(out), "--n-boot", "100"]) == 1
+    printed = capsys.readouterr().out
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     errors = {(r["index"], r["k"]): r["kind"] for r in rows if "error" in r}
     assert errors == {(1, 0): "unknown_class", (1, 1): "unknown_class", (2, 1): "missing_image",
@@ -145,10 +147,17 @@ def test_bad_input_gives_per_line_errors_and_the_run_completes(shapes_render, tm
                       (5, 1): "unknown_color"}
     assert "dragon" in next(r["error"] for r in rows if r["index"] == 1)
     assert "80x80" in next(r["error"] for r in rows if r["index"] == 4)
-    assert all(r["correct"] for r in rows if "error" not in r)
+    judged = [r for r in rows if "error" not in r]
+    assert all(r["correct"] for r in judged)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_errors"] == 7 and summary["n_images"] == len(rows)
-    assert summary["overall"]["score"] == 1.0
+    # the missing, corrupt and wrong-size images are failures; the two unreadable lines are not scored
+    assert (summary["n_missing"], summary["n_unreadable"]) == (1, 2)
+    assert summary["n_scored"] == len(judged) + 3
+    assert summary["pct_correct_images"]["value"] == pytest.approx(len(judged) / (len(judged) + 3))
+    assert summary["overall"]["score"] < 1.0
+    assert "1 missing and 2 unreadable images are scored as failures" in printed
+    assert "(1 missing, 2 unreadable: 3 scored as failures)" in printed
 
 
 def test_suite_mismatch_and_missing_prompt_folders_are_reported(shapes_render, tmp_path):

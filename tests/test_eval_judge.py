@@ -189,7 +189,9 @@ def test_position_clauses():
 
 def test_judge_errors_and_limits():
     img = _img(("circle", "red", (0.1, 0.1, 0.4, 0.4)))
-    with pytest.raises(ValueError, match=r"include\[0\].*unknown shapes class 'cat'"):
+    with pytest.raises(ValueError, match=r"include\[0\].*unknown shapes class 'dragon'"):
+        judge(img, {"include": [{"class": "dragon", "count": 1}]})
+    with pytest.raises(ValueError, match=r"include\[0\].*the shapes world cannot draw 'cat'"):
         judge(img, {"include": [{"class": "cat", "count": 1}]})
     with pytest.raises(ValueError, match=r"include\[1\].*unknown relation"):
         judge(img, {"include": [{"class": "circle", "count": 1},

@@ -188,7 +188,9 @@ def test_scene_from_metadata_satisfies_every_clause(line, seed):
 
 def test_scene_from_metadata_errors_name_the_clause():
     good = {"class": "circle", "count": 1}
-    with pytest.raises(ValueError, match=r"include\[1\].*unknown shapes class 'dog'"):
+    with pytest.raises(ValueError, match=r"include\[1\].*unknown shapes class 'dragon'"):
+        scene_from_metadata({"include": [good, {"class": "dragon", "count": 1}]}, "shapes")
+    with pytest.raises(ValueError, match=r"include\[1\].*the shapes world cannot draw 'dog'"):  # a known object
         scene_from_metadata({"include": [good, {"class": "dog", "count": 1}]}, "shapes")
     with pytest.raises(ValueError, match=r"include\[0\].*unknown colour 'teal'"):
         scene_from_metadata({"include": [{"class": "circle", "count": 1, "color": "teal"}]}, "shapes")

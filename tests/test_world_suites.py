@@ -152,15 +152,20 @@ def test_read_metadata_reports_every_bad_line_and_keeps_the_good_ones(tmp_path):
         {"tag": "sizes", "include": [{"class": "circle", "count": 1}], "prompt": "a big circle"},
         {"tag": "counting", "include": [{"class": "circle", "count": 0}], "prompt": "no circle"},
         good,
+        # a real object the shapes world has no drawing for: a valid line it cannot draw, not an error
+        {"tag": "single_object", "include": [{"class": "refrigerator", "count": 1}], "prompt": "a photo of a fridge"},
+        {"tag": "colors", "include": [{"class": "cat", "count": 1, "color": "teal"}], "prompt": "a teal cat"},
     ]
     report = read_metadata(_write(tmp_path, lines), "shapes")
     assert [i for i, _ in report.lines] == [0, 8]
     kinds = {e["line"]: e["kind"] for e in report.errors}
     assert kinds == {1: "unknown_class", 2: "unknown_color", 3: "unknown_relation", 4: "bad_json",
-                     5: "bad_format", 6: "unknown_tag", 7: "bad_format"}
+                     5: "bad_format", 6: "unknown_tag", 7: "bad_format", 10: "unknown_color"}
     assert "dragon" in report.errors[0]["error"] and "circle" in report.errors[0]["error"]
     assert "teal" in report.errors[1]["error"]
-    assert report.n_undrawable == 1 and report.undrawable_classes == {"dragon": 1}
+    assert [(u["line"], u["classes"]) for u in report.undrawable] == [(9, ["refrigerator"])]
+    assert report.n_undrawable == 1 and report.undrawable_classes == {"refrigerator": 1}
+    assert report.n_lines == 11
 
 
 def test_read_metadata_counts_genevals_coco_lines_the_world_cannot_draw(tmp_path):
@@ -170,12 +175,12 @@ def test_read_metadata_counts_genevals_coco_lines_the_world_cannot_draw(tmp_path
     expected = sum(any(c["class"] in left_out for c in line["include"] + line.get("exclude", []))
                    for line in coco)
     report = read_metadata(path, "emoji")
-    assert report.n_undrawable == expected > 0
+    assert report.n_undrawable == expected > 0 and not report.errors
     assert len(report.lines) == 553 - expected
     assert set(report.undrawable_classes) <= left_out
-    assert f"{expected} lines name classes" in report.summary()
+    assert f"{553 - expected} drawable in the emoji world, {expected} not drawable, 0 with errors" in report.summary()
     shapes = read_metadata(path, "shapes")
-    assert shapes.n_undrawable == 553 and not shapes.lines
+    assert shapes.n_undrawable == 553 and not shapes.lines and not shapes.errors
 
 
 def test_suites_command_regenerates_the_shipped_files(tmp_path):

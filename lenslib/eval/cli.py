@@ -7,8 +7,11 @@
 The folder is laid out as GenEval's generation script writes it (``<index:05d>/metadata.jsonl``,
 ``<index:05d>/samples/<k:04d>.png``). Writes ``results.jsonl`` (one line per image) and
 ``summary.json`` (per-tag accuracy, overall, bootstrap 95 % intervals) into ``--out`` (default:
-the image folder) and prints GenEval's summary table. Lines or images that cannot be judged get an
-error record and the run completes; the exit status is then 1. Used in chapter 5.
+the image folder) and prints GenEval's summary table. Missing or unreadable images score as
+failures and are counted; lines or images that cannot be judged get an error record and the run
+completes; the exit status is then 1. Lines naming a class the world cannot draw are not judged:
+they are listed in ``summary.json`` and counted in the table (``--strict`` refuses them, exit 2).
+Used in chapter 5.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ def _eval(args) -> int:
 
     try:
         rows = evaluate_folder(args.images, args.metadata, vocab=args.vocab, size=args.size,
-                               per_prompt=args.per_prompt)
+                               per_prompt=args.per_prompt, strict=args.strict)
     except (FileNotFoundError, ValueError) as err:  # no folder / no prompts at all: nothing to score
         print(f"lens eval: error: {err}", file=sys.stderr)
         return 2
@@ -30,7 +33,10 @@ def _eval(args) -> int:
     print(format_summary(summary))
     print(f"results: {results}\nsummary: {summary_path}")
     if summary["n_errors"]:
-        print(f"{summary['n_errors']} images could not be judged; see the 'error' lines in {results}")
+        lost = summary["n_missing"] + summary["n_unreadable"]
+        print(f"{summary['n_errors']} images could not be judged ({summary['n_missing']} missing, "
+              f"{summary['n_unreadable']} unreadable: {lost} scored as failures); "
+              f"see the 'error' lines in {results}")
         return 1
     return 0
 
@@ -50,4 +56,6 @@ def register(subparsers) -> None:
                    help="expected images per prompt (default: the most found for any prompt)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse lines this world cannot draw (default: list and count them, unjudged)")
     p.set_defaults(func=_eval)

@@ -6,7 +6,11 @@ every image and ``summary_scores.py`` reports per-tag accuracy, the overall scor
 of the six tags), % correct images and % prompts with at least one correct image. We keep that
 layout and those numbers, replace the learned detector with the exact judge
 (``lenslib.eval.judge``), and add what GenEval lacks: a per-image error record instead of a crash
-for bad input, and bootstrap 95 % intervals over prompts and seeds. Long-prompt lines
+for bad input, and bootstrap 95 % intervals over prompts and seeds. An image that should be there
+but is missing or unreadable scores as a failure (a headline never rises because images are
+lost), and is counted. Lines naming a class the world cannot draw (GenEval's refrigerator in the
+emoji world) are neither rendered nor judged: each gets one ``not_judged`` row and the summary
+lists and counts them. Long-prompt lines
 (``tag: "long"``, see ``lenslib.world.suites``) are scored with DPG-Bench's dependency rule and
 reported beside, not inside, the GenEval overall. Used in chapter 5.
 """
@@ -22,9 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from lenslib.world.outdir import atomic_output_dir, check_output_dir
-from lenslib.world.suites import GENEVAL_TAGS, LONG_TAG, read_metadata, validate_line
+from lenslib.world.suites import GENEVAL_TAGS, LONG_TAG, MetadataReport, check_line, read_metadata, some
 
 SAMPLE_RE = re.compile(r"^(\d+)\.png$")  # GenEval's own filter on sample file names
+NOT_DRAWN = "not_drawn.jsonl"  # what render_suite writes beside the prompt folders: the lines it could not draw
+IMAGE_FAILURES = ("missing_image", "corrupt_image", "wrong_size", "judge_error")  # scored as failures
+UNREADABLE = ("corrupt_image", "wrong_size", "judge_error")
 
 
 # --------------------------------------------------------------------------- statistics
@@ -119,28 +126,45 @@ def bootstrap_ci(per_prompt, tags=None, n_boot: int = 2000, seed: int = 0, level
 def summarize(results: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
     """GenEval's summary of per-image results, with bootstrap intervals and an error census.
 
-    Rows with an ``error`` are not scored (they are counted under ``errors``); long-prompt rows
-    score their DPG fraction ``score``. ``overall`` is the unweighted mean of the GenEval tags
-    present, as in GenEval's ``summary_scores.py``.
+    An image that should exist but is missing or unreadable (``kind`` in ``IMAGE_FAILURES``) scores
+    as a failure of its prompt, so losing images can only lower a score; ``n_missing`` and
+    ``n_unreadable`` count them. Rows whose metadata line cannot be read (a bad line, a folder from
+    another suite) are not scored: they are counted under ``errors``. ``not_judged`` rows (lines
+    the world cannot draw) are listed under ``lines_not_judged`` and counted, outside every score.
+    Long-prompt rows score their DPG fraction ``score``. ``overall`` is the unweighted mean of the
+    GenEval tags present, as in GenEval's ``summary_scores.py``.
     """
-    scored = [r for r in results if "error" not in r]
-    errors = [r for r in results if "error" in r]
+    not_judged = [r for r in results if "not_judged" in r]
+    images = [r for r in results if "not_judged" not in r]
+    judged = [r for r in images if "error" not in r]
+    errors = [r for r in images if "error" in r]
+    failed = [r for r in errors if r.get("kind") in IMAGE_FAILURES and r.get("tag")]
     by_prompt: dict[int, list[float]] = defaultdict(list)
     tag_of: dict[int, str] = {}
-    for r in scored:
+    for r in judged:
         by_prompt[r["index"]].append(float(r["score"]) if r["tag"] == LONG_TAG else float(bool(r["correct"])))
+        tag_of[r["index"]] = r["tag"]
+    for r in failed:
+        by_prompt[r["index"]].append(0.0)
         tag_of[r["index"]] = r["tag"]
     order = sorted(by_prompt)
     per_prompt = [by_prompt[i] for i in order]
     tags = [tag_of[i] for i in order]
 
     summary: dict = {
-        "n_prompts": len({r["index"] for r in results}),
-        "n_images": len(results),
-        "n_scored": len(scored),
+        "n_prompts": len({r["index"] for r in images}),
+        "n_images": len(images),
+        "n_judged": len(judged),
+        "n_scored": len(judged) + len(failed),
         "n_errors": len(errors),
         "errors": dict(Counter(r.get("kind", "error") for r in errors)),
-        "n_outside_limits": sum(1 for r in scored if r.get("within_limits") is False),
+        "n_missing": sum(1 for r in failed if r["kind"] == "missing_image"),
+        "n_unreadable": sum(1 for r in failed if r["kind"] in UNREADABLE),
+        "n_outside_limits": sum(1 for r in judged if r.get("within_limits") is False),
+        "n_lines_not_judged": len(not_judged),
+        "not_judged_classes": dict(Counter(c for r in not_judged for c in r.get("classes", [])).most_common()),
+        "lines_not_judged": [{"index": r["index"], "tag": r.get("tag"), "prompt": r.get("prompt"),
+                              "classes": r.get("classes", [])} for r in not_judged],
         "tags": {},
     }
     tag_order = [t for t in (*GENEVAL_TAGS, LONG_TAG) if t in tags] + \
@@ -151,10 +175,11 @@ def summarize(results: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
         summary["tags"][t] = {"accuracy": float(np.mean(vals)), "n_images": len(vals),
                               "n_prompts": tags.count(t), "ci95": ci.get(f"tag:{t}")}
     for t in tag_order:  # why images failed, per tag (GenEval prints only the raw reasons)
-        failures = Counter(k for r in scored if r["tag"] == t and not r["correct"]
+        failures = Counter(k for r in judged if r["tag"] == t and not r["correct"]
                            for k in (r["failures"] if "failures" in r else failure_kinds(r["reason"])))
+        failures.update(r["kind"].replace("_", " ") for r in failed if r["tag"] == t)
         summary["tags"][t]["failures"] = dict(failures.most_common())
-    long_rows = [r for r in scored if r["tag"] == LONG_TAG and "categories" in r]
+    long_rows = [r for r in judged if r["tag"] == LONG_TAG and "categories" in r]
     if long_rows:  # DPG-style per-category answers (before the dependency rule, as DPG-Bench reports them)
         cats = sorted({c for r in long_rows for c in r["categories"]})
         summary["tags"][LONG_TAG]["categories"] = {
@@ -178,8 +203,16 @@ def format_summary(summary: dict) -> str:
     def ci(c):
         return f"[{c[0]:.1%}, {c[1]:.1%}]" if c else ""
 
-    lines = [f"images: {summary['n_images']}  scored: {summary['n_scored']}  errors: {summary['n_errors']}"
-             + (f" {summary['errors']}" if summary["errors"] else "")]
+    lines = [f"images: {summary['n_images']}  judged: {summary.get('n_judged', summary['n_scored'])}  "
+             f"errors: {summary['n_errors']}" + (f" {summary['errors']}" if summary["errors"] else "")]
+    lost = {"missing": summary.get("n_missing", 0), "unreadable": summary.get("n_unreadable", 0)}
+    if any(lost.values()):
+        lines.append(" and ".join(f"{n} {what}" for what, n in lost.items() if n)
+                     + " images are scored as failures")
+    if summary.get("n_lines_not_judged"):
+        classes = some(f"{c} ({n})" for c, n in summary["not_judged_classes"].items())
+        lines.append(f"{summary['n_lines_not_judged']} lines not judged: they name classes this world cannot draw "
+                     f"({classes})")
     if summary.get("n_outside_limits"):
         lines.append(f"({summary['n_outside_limits']} scored images are outside the judge's exact limits)")
     for t, s in summary["tags"].items():
@@ -255,18 +288,24 @@ def _sample_indices(folder: Path) -> list[int]:
 
 def evaluate_folder(images: str | Path, metadata: str | Path | None = None, vocab: str = "shapes",
                     size: int | tuple[int, int] | None = None, per_prompt: int | None = None,
-                    progress: bool | None = None) -> list[dict]:
+                    progress: bool | None = None, strict: bool = False) -> list[dict]:
     """Judge every image of a GenEval-layout folder; one result row per image, never a crash.
 
     Rows: ``{"index", "k", "tag", "prompt", "correct", "reason"}`` (plus ``score``/``answers``
     for long-prompt lines), or ``{"index", "k", "tag", "prompt", "error", "kind"}`` when the
     line or image cannot be judged: an unknown class/colour/relation (``unknown_*``), a missing
     image or prompt folder (``missing_image``), a corrupt PNG (``corrupt_image``), an image of
-    the wrong size (``wrong_size``). ``metadata`` (a suite file) is optional: without it each
-    folder's own ``metadata.jsonl`` is used; with it, folders are matched to its lines by index
-    and a folder whose line differs is an error. ``size`` is the expected image size (default:
-    the most common size in the folder); ``per_prompt`` the expected images per prompt
-    (default: the most found in any prompt folder).
+    the wrong size (``wrong_size``); ``summarize`` scores the image kinds as failures. A line
+    naming a class the world cannot draw gets one row ``{"index", "tag", "prompt", "not_judged",
+    "kind": "undrawable", "classes"}`` instead of image rows; ``strict`` raises ``ValueError``
+    for such a line before any image is judged.
+
+    ``metadata`` (a suite file) is optional: without it each folder's own ``metadata.jsonl`` is
+    used (and ``not_drawn.jsonl``, the lines ``render_suite`` left out); with it, folders are
+    matched to its lines by index and a folder whose line differs is an error. ``size`` is the
+    expected image size (default: the most common size in the folder); ``per_prompt`` the
+    expected images per prompt (default: the most found in any prompt folder). Used in chapter 5
+    and by ``lens eval``.
     """
     from tqdm.auto import tqdm
 
@@ -278,11 +317,33 @@ def evaluate_folder(images: str | Path, metadata: str | Path | None = None, voca
     suite_errors: dict[int, dict] = {}
     if metadata is not None:
         report = read_metadata(metadata, vocab)
+        if not report.n_lines:
+            raise ValueError(f"metadata file {metadata} has no lines; nothing to score")
         suite = dict(report.lines)
         suite_errors = {e["line"]: e for e in report.errors}
-    indices = sorted(set(folders) | set(suite) | set(suite_errors))
+        undrawable = {u["line"]: u for u in report.undrawable}
+    else:
+        undrawable = {i: u for i, u in _read_not_drawn(images).items() if i not in folders}
+    indices = sorted(set(folders) | set(suite) | set(suite_errors) | set(undrawable))
     if not indices:
         raise ValueError(f"{images} holds no GenEval prompt folders (<index:05d>/samples/<k>.png)")
+
+    plan = []  # (index, line, error or not-judged fields) for every prompt, before any image is read
+    for index in indices:
+        if index in undrawable:
+            u = undrawable[index]
+            plan.append((index, {"tag": u.get("tag"), "prompt": u.get("prompt")},
+                         {"not_judged": f"line {index}: {u['why']}", "kind": "undrawable", "classes": u["classes"]}))
+        else:
+            plan.append((index, *_line_for(index, folders.get(index), suite, suite_errors, metadata is not None,
+                                           vocab)))
+    skipped = [(index, err) for index, _, err in plan if err and "not_judged" in err]
+    if strict and skipped:
+        classes = Counter(c for _, err in skipped for c in err["classes"])
+        raise ValueError(f"{len(skipped)} lines name classes the {vocab} world cannot draw "
+                         f"({some(classes)}); first: {skipped[0][1]['not_judged']}; "
+                         "drop --strict to judge the drawable lines and list these")
+
     found = {i: _sample_indices(folders[i]) if i in folders else [] for i in indices}
     if per_prompt is None:
         per_prompt = max((max(ks) + 1 for ks in found.values() if ks), default=0)
@@ -293,9 +354,11 @@ def evaluate_folder(images: str | Path, metadata: str | Path | None = None, voca
 
     rows: list[dict] = []
     show = progress if progress is not None else _interactive()
-    for index in tqdm(indices, desc="judging prompts", disable=not show):
-        line, err = _line_for(index, folders.get(index), suite, suite_errors, metadata is not None, vocab)
+    for index, line, err in tqdm(plan, desc="judging prompts", disable=not show):
         base = {"index": index, "tag": (line or {}).get("tag"), "prompt": (line or {}).get("prompt")}
+        if err is not None and "not_judged" in err:
+            rows.append({**base, **err})
+            continue
         ks = sorted(set(range(per_prompt)) | set(found[index]))
         for k in ks:
             row = {**base, "k": k}
@@ -314,8 +377,28 @@ def evaluate_folder(images: str | Path, metadata: str | Path | None = None, voca
     return rows
 
 
+def _read_not_drawn(images: Path) -> dict[int, dict]:
+    """The lines ``render_suite`` could not draw, by index, from ``<images>/not_drawn.jsonl`` (if any)."""
+    path = images / NOT_DRAWN
+    if not path.is_file():
+        return {}
+    out = {}
+    for n, raw in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+            out[int(rec["index"])] = {"tag": rec.get("tag"), "prompt": rec.get("prompt"),
+                                      "classes": list(rec["classes"]), "why": rec["why"]}
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path} line {n}: not a record of a line left out ({err}); "
+                             f"render the folder again or remove {path.name}") from None
+    return out
+
+
 def _line_for(index, folder, suite, suite_errors, have_suite, vocab):
-    """The metadata line for a prompt index, or (None, error fields)."""
+    """The metadata line for a prompt index, or (None, error fields); (line, not-judged fields) for a
+    line that names a class the world cannot draw."""
     if index in suite_errors:
         e = suite_errors[index]
         return None, {"error": f"metadata line {index}: {e['error']}", "kind": e["kind"]}
@@ -340,9 +423,13 @@ def _line_for(index, folder, suite, suite_errors, have_suite, vocab):
         return line, None
     if own is None:
         return None, {"error": f"{folder}/metadata.jsonl is missing", "kind": "missing_metadata"}
-    problems = validate_line(own, vocab)
-    if problems:
-        return own, {"error": "; ".join(m for _, m, _ in problems), "kind": problems[0][0]}
+    report = MetadataReport(path=str(folder / "metadata.jsonl"), vocab=vocab)
+    check_line(report, index, own)
+    if report.errors:
+        return own, {"error": report.errors[0]["error"], "kind": report.errors[0]["kind"]}
+    if report.undrawable:
+        u = report.undrawable[0]
+        return own, {"not_judged": f"line {index}: {u['why']}", "kind": "undrawable", "classes": u["classes"]}
     return own, None
 
 
@@ -384,16 +471,23 @@ def write_results(rows: list[dict], summary: dict, out: str | Path) -> tuple[Pat
 
 # --------------------------------------------------------------------------- ground-truth renders
 def render_suite(metadata, out: str | Path, per_prompt: int = 4, vocab: str = "shapes", size: int | None = None,
-                 seed: int = 0, overwrite: bool = False, progress: bool | None = None) -> Path:
+                 seed: int = 0, overwrite: bool = False, progress: bool | None = None, strict: bool = False) -> Path:
     """Render ground-truth images for a suite in GenEval's folder layout.
 
     ``metadata`` is a path or a list of lines. Image ``k`` of prompt ``index`` is the world's
     scene for that line drawn with seed ``(seed, index, k)`` (long-prompt lines carry their scene
     and are drawn as is). Every image is correct by construction, so judging this folder must
-    give 100 %; chapter 5 uses it to show the judge has no error. ``size`` defaults to the
-    vocabulary's smallest exact size (64 px shapes, 128 px emoji) and may not be below it. Refuses
-    a non-empty ``out`` unless ``overwrite``; builds in a temporary folder beside ``out`` and
-    renames it into place.
+    give 100 %; chapter 5 uses it to show the judge has no error, on our suites and on GenEval's
+    own published one. Folders keep the line's index in the file, as GenEval's do.
+
+    A line naming a known class the world cannot draw (GenEval's refrigerator in the emoji world)
+    gets no folder; it is listed in ``not_drawn.jsonl`` beside the folders (index, tag, prompt,
+    classes, why, the line itself), which ``evaluate_folder`` reads, so it is counted, never lost.
+    ``strict`` refuses such lines instead. ``ValueError`` before any work, with one line saying
+    why, for bad lines, an empty suite, a suite with nothing drawable, or an unknown vocabulary or
+    too small a ``size``. ``size`` defaults to the vocabulary's smallest exact size (64 px
+    shapes, 128 px emoji). Refuses a non-empty ``out`` unless ``overwrite``; builds in a
+    temporary folder beside ``out`` and renames it into place, so no partial folder is left.
     """
     from tqdm.auto import tqdm
 
@@ -406,21 +500,24 @@ def render_suite(metadata, out: str | Path, per_prompt: int = 4, vocab: str = "s
     if not within_limits(vocab, size, size):
         raise ValueError(f"size {size} px is below the {vocab} world's limit of {VOCAB_MIN_SIDE[vocab]} px, where "
                          "the judge is no longer exact; render at a larger size")
+    if per_prompt < 1:
+        raise ValueError(f"per_prompt must be >= 1, got {per_prompt}")
 
     if isinstance(metadata, (str, Path)):
         report = read_metadata(metadata, vocab)
-        if report.errors:
-            raise ValueError(f"cannot render {report.summary()}; first error: line {report.errors[0]['line']}: "
-                             f"{report.errors[0]['error']}")
-        lines = [line for _, line in report.lines]
     else:
-        lines = list(metadata)
-        for i, line in enumerate(lines):
-            problems = validate_line(line, vocab)
-            if problems:
-                raise ValueError(f"metadata line {i}: {problems[0][1]}")
-    if per_prompt < 1:
-        raise ValueError(f"per_prompt must be >= 1, got {per_prompt}")
+        report = MetadataReport(path="metadata lines", vocab=vocab)
+        for i, line in enumerate(metadata):
+            check_line(report, i, line)
+    if report.errors:
+        raise ValueError(report.error_message())
+    if not report.n_lines:
+        raise ValueError(f"{report.path} has no lines; nothing to render")
+    if report.undrawable and strict:
+        raise ValueError(report.undrawable_message())
+    if not report.lines:
+        raise ValueError(f"{report.path}: none of its {report.n_lines} lines can be drawn in the {vocab} world "
+                         f"(they name {some(report.undrawable_classes)}); pick the right --vocab")
     check_output_dir(out, overwrite)
     show = progress if progress is not None else _interactive()
     with atomic_output_dir(out, overwrite) as tmp:
@@ -428,7 +525,11 @@ def render_suite(metadata, out: str | Path, per_prompt: int = 4, vocab: str = "s
             from lenslib.world.dataset import write_attribution
 
             write_attribution(tmp)  # OpenMoji's CC BY-SA 4.0 travels with its renders
-        for index, line in enumerate(tqdm(lines, desc="rendering", disable=not show)):
+        if report.undrawable:
+            (tmp / NOT_DRAWN).write_text("".join(
+                json.dumps({"index": u["line"], "tag": u["tag"], "prompt": u["prompt"], "classes": u["classes"],
+                            "why": u["why"], "metadata": json.loads(u["raw"])}) + "\n" for u in report.undrawable))
+        for index, line in tqdm(report.lines, desc="rendering", disable=not show):
             folder = tmp / f"{index:05d}"
             (folder / "samples").mkdir(parents=True)
             (folder / "metadata.jsonl").write_text(json.dumps(line) + "\n")

@@ -2,7 +2,7 @@
 
 - ``spec``: scene specs (objects, colours, boxes, texts), GenEval's relation rule, the scene
   sampler, GenEval metadata -> ground-truth scene, and the judge's operating limits;
-- ``vocab``: the shapes and emoji (OpenMoji) vocabularies;
+- ``vocab``: the shapes and emoji (OpenMoji) vocabularies, and GenEval's class names mapped onto them;
 - ``sprites``: every class's silhouette and outline drawing at any size;
 - ``render``: scene -> RGB image at any size.
 

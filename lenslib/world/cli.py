@@ -3,7 +3,7 @@
 ::
 
     lens world make --n 10000 --size 64 --vocab shapes --out data/world-shapes [--shards] [--seed 0] [--overwrite]
-    lens world render --metadata data/suites/shapes_geneval.jsonl --out renders/ [--per-prompt 4] [--vocab shapes] [--size 64]
+    lens world render --metadata data/suites/shapes_geneval.jsonl --out renders/ [--per-prompt 4] [--vocab shapes] [--size 64] [--strict]
     lens world suites [--out data/suites]
 
 Used in chapters 4 to 6; heavy imports happen inside the commands so ``lens --help`` stays fast.
@@ -33,25 +33,21 @@ def _make(args) -> int:
 
 
 def _render(args) -> int:
-    from lenslib.eval.geneval import render_suite
+    from lenslib.eval.geneval import NOT_DRAWN, render_suite
     from lenslib.world.suites import read_metadata
 
-    try:
+    try:  # cheap: reads and checks every line; render_suite refuses (one line, before any work) what it cannot do
         report = read_metadata(args.metadata, args.vocab)
-    except FileNotFoundError as err:
-        return _fail("render", err)
-    if report.errors:
-        print(report.summary(), file=sys.stderr)
-        for e in report.errors[:10]:
-            print(f"  line {e['line']}: {e['error']}", file=sys.stderr)
-        print("fix or remove these lines (or pick the right --vocab) and run again", file=sys.stderr)
-        return 2
-    try:
         out = render_suite(args.metadata, args.out, per_prompt=args.per_prompt, vocab=args.vocab,
-                           size=args.size, seed=args.seed, overwrite=args.overwrite)
-    except (FileExistsError, ValueError) as err:
+                           size=args.size, seed=args.seed, overwrite=args.overwrite, strict=args.strict)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
         return _fail("render", err)
-    print(f"rendered {len(report.lines)} prompts x {args.per_prompt} images to {out}")
+    print(f"rendered {len(report.lines)} of {report.n_lines} prompts x {args.per_prompt} images to {out}")
+    if report.undrawable:
+        classes = ", ".join(f"{c} ({n})" for c, n in report.undrawable_classes.most_common())
+        print(f"{report.n_undrawable} of {report.n_lines} lines not drawn: they name classes the {args.vocab} "
+              f"world cannot draw: {classes}")
+        print(f"lines not drawn are listed in {out / NOT_DRAWN} (pass --strict to refuse such a file instead)")
     return 0
 
 
@@ -83,7 +79,8 @@ def register(subparsers) -> None:
     make.set_defaults(func=_make)
 
     render = sub.add_parser("render", help="render ground-truth images for a suite in GenEval's folder layout")
-    render.add_argument("--metadata", required=True, help="GenEval-format evaluation_metadata.jsonl")
+    render.add_argument("--metadata", required=True,
+                        help="GenEval-format evaluation_metadata.jsonl (GenEval's own: data/geneval/)")
     render.add_argument("--out", required=True, help="output folder (<index>/samples/<k>.png)")
     render.add_argument("--per-prompt", type=int, default=4, help="images per prompt (GenEval uses 4)")
     render.add_argument("--vocab", choices=("shapes", "emoji"), default="shapes")
@@ -91,6 +88,9 @@ def register(subparsers) -> None:
                         help="image side in pixels (default and minimum: 64 for shapes, 128 for emoji)")
     render.add_argument("--seed", type=int, default=0)
     render.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    render.add_argument("--strict", action="store_true",
+                        help="refuse a file with lines this world cannot draw (default: render the others and "
+                             "list those in not_drawn.jsonl)")
     render.set_defaults(func=_render)
 
     suites = sub.add_parser("suites", help="regenerate the shipped prompt suites (data/suites)")

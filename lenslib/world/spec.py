@@ -38,7 +38,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from lenslib.world.vocab import EMOJI_ATTRIBUTION, EMOJI_CLASSES, EMOJI_LEFT_OUT, SHAPES
+from lenslib.world.vocab import EMOJI_ATTRIBUTION, EMOJI_LEFT_OUT, VOCAB_CLASSES, why_not_drawn, world_class
 
 __all__ = [
     "COLORS", "RELATIONS", "VOCABS", "BACKGROUNDS", "TEXTURES", "EMOJI_ATTRIBUTION", "EMOJI_LEFT_OUT",
@@ -89,11 +89,9 @@ Box = tuple[float, float, float, float]
 
 def vocab_classes(vocab: str) -> list[str]:
     """The class names of a vocabulary ("shapes" or "emoji")."""
-    if vocab == "shapes":
-        return list(SHAPES)
-    if vocab == "emoji":
-        return list(EMOJI_CLASSES)
-    raise ValueError(f"unknown vocabulary {vocab!r}; choose one of {VOCABS}")
+    if vocab not in VOCAB_CLASSES:
+        raise ValueError(f"unknown vocabulary {vocab!r}; choose one of {VOCABS}")
+    return list(VOCAB_CLASSES[vocab])
 
 
 def within_limits(vocab: str, width: int, height: int) -> bool:
@@ -365,6 +363,11 @@ _ASPECT_CHECKS = ((1.0, 1.0), (2.0, 1.0), (1.0, 2.0))
 
 
 def _validate_metadata(line: dict, vocab: str) -> tuple[list[dict], list[dict]]:
+    """The line's include and exclude clauses, each a copy whose ``class`` is the world's own class.
+
+    GenEval's names are read through ``lenslib.world.vocab.world_class`` ("computer keyboard" is the
+    emoji world's ``keyboard``), so the judge and the scene builder take GenEval's file as published.
+    """
     if not isinstance(line, dict):
         raise ValueError(f"metadata line must be a dict with 'include'/'exclude', got {type(line).__name__}")
     classes = set(vocab_classes(vocab))
@@ -374,9 +377,14 @@ def _validate_metadata(line: dict, vocab: str) -> tuple[list[dict], list[dict]]:
     for kind, clauses in (("include", include), ("exclude", exclude)):
         for i, cl in enumerate(clauses):
             where = f"{kind}[{i}] {json.dumps(cl, ensure_ascii=False)}"
-            if cl.get("class") not in classes:
-                raise ValueError(f"{where}: unknown {vocab} class {cl.get('class')!r}; "
-                                 f"choose one of {sorted(classes)}")
+            name = cl.get("class")
+            cls = world_class(name, vocab) if isinstance(name, str) else None
+            if cls is None:
+                why = why_not_drawn(name, vocab) if isinstance(name, str) else None
+                if why:
+                    raise ValueError(f"{where}: the {vocab} world cannot draw {name!r} ({why})")
+                raise ValueError(f"{where}: unknown {vocab} class {name!r}; choose one of {sorted(classes)}")
+            clauses[i] = cl = {**cl, "class": cls}
             count = cl.get("count", 1)
             if not isinstance(count, int) or count < 1:
                 raise ValueError(f"{where}: count must be a positive integer, got {count!r}")

@@ -17,7 +17,9 @@ sampling scheme (one ``single_object`` line per class, then ``n`` draws per othe
 removed), so our scores are comparable in spirit to GenEval's 553-prompt suite. It also defines a
 *long-prompt* suite in the spirit of DPG-Bench: a Lens-style detailed prompt per scene, with
 questions that depend on one another (format below), and ``read_metadata`` to validate any
-metadata file against what the world can draw. Used in chapter 5.
+metadata file against what the world can draw. GenEval's own published suite ships beside ours
+(``geneval_metadata_path``) and is read as published: its lines that name a class the world has
+no drawing for are *undrawable*, listed and counted, never silently dropped. Used in chapter 5.
 
 Long-prompt line format (``tag: "long"``)
 ----------------------------------------
@@ -55,6 +57,7 @@ from pathlib import Path
 import numpy as np
 
 from lenslib.world.spec import COLORS, RELATIONS, VOCABS, vocab_classes
+from lenslib.world.vocab import why_not_drawn, world_class
 from lenslib.world.wording import number_word, plural, with_article
 
 COLOR_NAMES = list(COLORS)  # GenEval's 10 colours, in GenEval's order
@@ -248,6 +251,21 @@ def write_suites(folder: str | Path | None = None) -> list[Path]:
     return written
 
 
+GENEVAL_METADATA = "geneval/evaluation_metadata.jsonl"  # GenEval's published suite, under data/ (MIT)
+
+
+def geneval_metadata_path() -> Path:
+    """GenEval's own published ``prompts/evaluation_metadata.jsonl`` (553 lines over its 80 COCO
+    classes), shipped unchanged in ``data/geneval`` with GenEval's MIT licence. Chapter 5 renders
+    and judges it in the emoji world."""
+    from lenslib.paths import data_dir
+
+    path = data_dir() / GENEVAL_METADATA
+    if not path.is_file():
+        raise FileNotFoundError(f"GenEval's metadata file is missing at {path}")
+    return path
+
+
 def suite_path(name: str) -> Path:
     """Path of a shipped suite in ``data/suites`` (``shapes_geneval`` or ``shapes_geneval.jsonl``)."""
     from lenslib.paths import data_dir
@@ -262,10 +280,10 @@ def suite_path(name: str) -> Path:
 
 # --------------------------------------------------------------------------- detailed prompts
 def infer_vocab(line: dict) -> str:
-    """The vocabulary whose classes cover every class a metadata line names."""
+    """The vocabulary that draws every class a metadata line names (GenEval's names included)."""
     names = {c["class"] for c in _all_clauses(line) if isinstance(c, dict) and "class" in c}
     for vocab in VOCABS:
-        if names <= set(vocab_classes(vocab)):
+        if all(isinstance(n, str) and world_class(n, vocab) is not None for n in names):
             return vocab
     raise ValueError(f"no vocabulary of the world contains all of {sorted(names)}; "
                      f"vocabularies: {list(VOCABS)}")
@@ -297,27 +315,64 @@ def detailed_prompt(line: dict, seed: int = 0, vocab: str | None = None) -> str:
 # --------------------------------------------------------------------------- reading + validation
 @dataclass
 class MetadataReport:
-    """What ``read_metadata`` found: valid lines (with their 0-based index in the file), one error
-    record per bad line, and how many lines name classes this world cannot draw."""
+    """What ``read_metadata`` found, line by line, so nothing is dropped silently.
+
+    ``lines``: the drawable, valid lines with their 0-based index in the file. ``undrawable``: valid
+    lines that name a known class (GenEval's, COCO's, or another vocabulary's) this world has no
+    drawing for, one record ``{"line", "tag", "prompt", "classes", "why", "raw"}`` each; they can
+    be neither rendered nor judged, so they are listed and counted. ``errors``: one record per bad
+    line (bad JSON, unknown class, colour, relation or tag, bad format).
+    """
 
     path: str
     vocab: str
     lines: list[tuple[int, dict]] = field(default_factory=list)
+    undrawable: list[dict] = field(default_factory=list)
     errors: list[dict] = field(default_factory=list)
-    undrawable_classes: Counter = field(default_factory=Counter)
+
+    @property
+    def n_lines(self) -> int:
+        """Every line of the file (blank lines excepted)."""
+        return len(self.lines) + len(self.undrawable) + len(self.errors)
 
     @property
     def n_undrawable(self) -> int:
-        """Lines rejected (at least) because they name a class the world cannot draw."""
-        return sum(1 for e in self.errors if "unknown_class" in e["kinds"])
+        """Valid lines that name a class the world cannot draw."""
+        return len(self.undrawable)
+
+    @property
+    def undrawable_classes(self) -> Counter:
+        """Undrawable lines per class they name that the world cannot draw."""
+        return Counter(c for u in self.undrawable for c in u["classes"])
 
     def summary(self) -> str:
-        text = f"{self.path}: {len(self.lines)} valid lines, {len(self.errors)} with errors"
-        if self.undrawable_classes:
-            top = ", ".join(f"{c} ({n})" for c, n in self.undrawable_classes.most_common(8))
-            text += (f"; {self.n_undrawable} lines name classes the {self.vocab!r} world cannot draw: "
-                     f"{top}{', ...' if len(self.undrawable_classes) > 8 else ''}")
+        """One line: how many lines are drawable, undrawable (by class) and wrong."""
+        text = (f"{self.path}: {self.n_lines} lines, {len(self.lines)} drawable in the {self.vocab} world, "
+                f"{self.n_undrawable} not drawable, {len(self.errors)} with errors")
+        if self.undrawable:
+            top = some(f"{c} ({n})" for c, n in self.undrawable_classes.most_common())
+            text += f"; not drawable: lines naming {top}"
         return text
+
+    def error_message(self) -> str:
+        """One line for a refusal over bad lines: how many, and the first one."""
+        first = self.errors[0]
+        return (f"{self.path}: {len(self.errors)} of {self.n_lines} lines have errors; first: line {first['line']}: "
+                f"{first['error']}; fix or remove these lines (or pick the right --vocab) and run again")
+
+    def undrawable_message(self) -> str:
+        """One line for a refusal over undrawable lines (strict mode)."""
+        first = self.undrawable[0]
+        return (f"{self.path}: {self.n_undrawable} of {self.n_lines} lines name classes the {self.vocab} world "
+                f"cannot draw ({some(self.undrawable_classes)}); first: line {first['line']}: {first['why']}; "
+                "drop --strict to render and judge only the drawable lines")
+
+
+def some(names, n: int = 8) -> str:
+    """The first ``n`` of ``names``, comma-separated, and how many more: a refusal stays one readable
+    line even when it names GenEval's 80 classes. Used by ``lens world render`` and ``lens eval``."""
+    names = list(names)
+    return ", ".join(map(str, names[:n])) + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
 def _all_clauses(line: dict) -> list:
@@ -328,7 +383,7 @@ def _all_clauses(line: dict) -> list:
     return clauses
 
 
-def _check_clauses(include, exclude, classes, where: str) -> list[tuple[str, str, str | None]]:
+def _check_clauses(include, exclude, vocab, where: str) -> list[tuple[str, str, str | None]]:
     """Problems as (kind, message, class name or None)."""
     problems = []
     if not isinstance(include, list) or not include:
@@ -338,12 +393,17 @@ def _check_clauses(include, exclude, classes, where: str) -> list[tuple[str, str
     for part, clauses in (("include", include), ("exclude", exclude or [])):
         for i, c in enumerate(clauses):
             at = f"{where}{part}[{i}]"
-            if not isinstance(c, dict) or "class" not in c:
-                problems.append(("bad_format", f"{at} must be an object with a 'class'", None))
+            if not isinstance(c, dict) or not isinstance(c.get("class"), str):
+                problems.append(("bad_format", f"{at} must be an object with a 'class' name", None))
                 continue
-            if c["class"] not in classes:
-                problems.append(("unknown_class", f"{at}: class {c['class']!r} is not in this world's "
-                                 f"vocabulary (classes: {', '.join(classes)})", c["class"]))
+            if world_class(c["class"], vocab) is None:
+                why = why_not_drawn(c["class"], vocab)
+                if why:
+                    problems.append(("undrawable", f"{at}: the {vocab} world cannot draw {c['class']!r}: {why}",
+                                     c["class"]))
+                else:
+                    problems.append(("unknown_class", f"{at}: class {c['class']!r} is not in this world's "
+                                     f"vocabulary (classes: {', '.join(vocab_classes(vocab))})", c["class"]))
             count = c.get("count", 1)
             if not isinstance(count, int) or isinstance(count, bool) or count < 1:
                 problems.append(("bad_format", f"{at}: 'count' must be a positive integer, got {count!r}", None))
@@ -371,20 +431,22 @@ def _check_clauses(include, exclude, classes, where: str) -> list[tuple[str, str
 def validate_line(line, vocab: str) -> list[tuple[str, str, str | None]]:
     """Every problem with one metadata line as (kind, message, class), empty when it is valid.
 
-    Kinds: ``bad_format``, ``unknown_tag``, ``unknown_class``, ``unknown_color``, ``unknown_relation``.
+    Kinds: ``undrawable`` (a known class this vocabulary has no drawing for: the line is fine, the
+    world just cannot render or judge it), and the errors ``bad_format``, ``unknown_tag``,
+    ``unknown_class``, ``unknown_color``, ``unknown_relation``. GenEval's class names count as the
+    world's own where it draws them (``lenslib.world.vocab.world_class``).
     """
     if vocab not in VOCABS:
         raise ValueError(f"unknown vocabulary {vocab!r}; choose one of {list(VOCABS)}")
     if not isinstance(line, dict):
         return [("bad_format", f"a metadata line must be a JSON object, got {type(line).__name__}", None)]
-    classes = list(vocab_classes(vocab))
     tag = line.get("tag")
     if tag not in (*GENEVAL_TAGS, LONG_TAG):
         return [("unknown_tag", f"tag {tag!r} is not one of {', '.join((*GENEVAL_TAGS, LONG_TAG))}", None)]
     if not isinstance(line.get("prompt"), str) or not line["prompt"].strip():
         return [("bad_format", "missing or empty 'prompt'", None)]
     if tag != LONG_TAG:
-        return _check_clauses(line.get("include"), line.get("exclude"), classes, "")
+        return _check_clauses(line.get("include"), line.get("exclude"), vocab, "")
     questions = line.get("questions")
     if not isinstance(questions, list) or not questions:
         return [("bad_format", "a long-prompt line needs a non-empty 'questions' list", None)]
@@ -399,18 +461,39 @@ def validate_line(line, vocab: str) -> list[tuple[str, str, str | None]]:
             problems.append(("bad_format", f"{where}dependency {deps!r} must list ids of earlier "
                              "questions, or [0] for none", None))
         ids.add(q["id"])
-        problems += _check_clauses(q.get("include"), q.get("exclude"), classes, where)
+        problems += _check_clauses(q.get("include"), q.get("exclude"), vocab, where)
     return problems
+
+
+def check_line(report: MetadataReport, index: int, line, raw: str | None = None) -> None:
+    """File one parsed line into ``report``: drawable, undrawable or an error (see ``MetadataReport``).
+
+    The one place that decides what becomes of a line, shared by ``read_metadata`` (a file),
+    ``render_suite`` (a list of lines) and ``evaluate_folder`` (a folder's own line). Chapter 5."""
+    raw = json.dumps(line) if raw is None else raw
+    problems = validate_line(line, report.vocab)
+    kinds = list(dict.fromkeys(kind for kind, _, _ in problems))
+    if not problems:
+        report.lines.append((index, line))
+    elif kinds == ["undrawable"]:
+        classes = list(dict.fromkeys(cls for _, _, cls in problems))
+        report.undrawable.append({"line": index, "tag": line.get("tag"), "prompt": line.get("prompt"),
+                                  "classes": classes, "why": "; ".join(msg for _, msg, _ in problems), "raw": raw})
+    else:
+        errors = [(kind, msg) for kind, msg, _ in problems if kind != "undrawable"]
+        report.errors.append({"line": index, "kind": errors[0][0], "kinds": kinds,
+                              "error": "; ".join(msg for _, msg in errors), "raw": raw})
 
 
 def read_metadata(path: str | Path, vocab: str = "shapes") -> MetadataReport:
     """Read and validate a GenEval-format metadata file against the world.
 
-    Nothing is dropped silently: every unparsable or invalid line becomes an error record
+    Nothing is dropped silently: every line is drawable, undrawable or an error record
     ``{"line": i, "kind": ..., "error": ..., "raw": ...}`` (``line`` is the 0-based prompt index,
-    blank lines excepted, as GenEval numbers its image folders). Run on GenEval's own COCO
-    ``evaluation_metadata.jsonl``, the lines naming classes our world cannot draw are counted in
-    ``undrawable_classes`` and reported by ``summary()``. Used in chapter 5 and by ``lens eval``.
+    blank lines excepted, as GenEval numbers its image folders). Run on GenEval's own
+    ``evaluation_metadata.jsonl`` in the emoji world, the lines naming its classes without a glyph
+    (refrigerator, ...) are ``undrawable``, counted per class and reported by ``summary()``. Used in
+    chapter 5, by ``lens world render`` and by ``lens eval``.
     """
     path = Path(path)
     if not path.is_file():
@@ -425,17 +508,7 @@ def read_metadata(path: str | Path, vocab: str = "shapes") -> MetadataReport:
         except json.JSONDecodeError as err:
             report.errors.append({"line": index, "kind": "bad_json", "kinds": ["bad_json"],
                                   "error": f"not valid JSON ({err}); each line must be one JSON object", "raw": raw})
-            index += 1
-            continue
-        problems = validate_line(line, vocab)
-        if problems:
-            for _, _, cls in problems:
-                if cls is not None:
-                    report.undrawable_classes[cls] += 1
-            kinds = list(dict.fromkeys(kind for kind, _, _ in problems))
-            report.errors.append({"line": index, "kind": kinds[0], "kinds": kinds,
-                                  "error": "; ".join(msg for _, msg, _ in problems), "raw": raw})
         else:
-            report.lines.append((index, line))
+            check_line(report, index, line, raw)
         index += 1
     return report

@@ -5,7 +5,13 @@ every other class of that vocabulary at the smallest object size the world allow
 emoji, in 128 px images), in any of the ten colours (a black object hides its outline drawing, so
 its silhouette must do), and only if it can be drawn at its own aspect ratio within the size limits
 with enough fill to show its colour. ``EMOJI_LEFT_OUT`` records, for each of GenEval's 80 COCO classes that is not in
-the emoji vocabulary, why. Used in chapters 3 and 5.
+the emoji vocabulary, why.
+
+GenEval's prompts name its classes as its ``prompts/object_names.txt`` does (``GENEVAL_CLASSES``):
+COCO's names, except three spelled out for a text-to-image prompt ("computer mouse" for COCO's
+"mouse"). ``world_class`` maps any of these names to the class a vocabulary draws for it, or to
+``None`` with ``why_not_drawn`` saying why, so GenEval's own metadata file is read as published.
+Used in chapters 3 and 5.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ SHAPES: tuple[str, ...] = (
     "circle", "square", "triangle", "star", "heart", "diamond", "cross", "ring", "crescent", "arrow",
 )
 
-# GenEval's 80 COCO class names (GenEval `object_names.txt` order).
+# COCO's 80 class names, in COCO's (and GenEval's) order.
 COCO_CLASSES: tuple[str, ...] = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
     "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
@@ -75,3 +81,58 @@ EMOJI_LEFT_OUT: dict[str, str] = {
 }
 
 EMOJI_CLASSES: tuple[str, ...] = tuple(c for c in COCO_CLASSES if c in EMOJI_CODEPOINTS and c not in EMOJI_LEFT_OUT)
+
+# GenEval's names for the three COCO classes it renames (its prompts/object_names.txt, MIT licence).
+GENEVAL_RENAMED: dict[str, str] = {"computer mouse": "mouse", "tv remote": "remote", "computer keyboard": "keyboard"}
+_COCO_TO_GENEVAL = {coco: geneval for geneval, coco in GENEVAL_RENAMED.items()}
+
+# GenEval's 80 class names, exactly as its prompts/object_names.txt lists them, in its order.
+GENEVAL_CLASSES: tuple[str, ...] = tuple(_COCO_TO_GENEVAL.get(c, c) for c in COCO_CLASSES)
+
+# GenEval class name -> the emoji class drawn for it, or None where the emoji world has no glyph for it
+# (EMOJI_LEFT_OUT says why). The one alias table between GenEval's names and the world's classes.
+GENEVAL_TO_EMOJI: dict[str, str | None] = {
+    geneval: (coco if coco in EMOJI_CLASSES else None) for geneval, coco in zip(GENEVAL_CLASSES, COCO_CLASSES)
+}
+
+
+# Each vocabulary's classes (``lenslib.world.spec.vocab_classes`` reads them from here).
+VOCAB_CLASSES: dict[str, tuple[str, ...]] = {"shapes": SHAPES, "emoji": EMOJI_CLASSES}
+
+
+def world_class(name: str, vocab: str) -> str | None:
+    """The class ``vocab`` draws for ``name``, or ``None`` when it draws none.
+
+    ``name`` is a class of the vocabulary itself, or one of GenEval's or COCO's names for an object
+    ("computer keyboard" and "keyboard" both give the emoji world's ``keyboard``). The judge and the
+    scene builder read GenEval metadata through it, so GenEval's published file needs no rewriting.
+    Used in chapter 5.
+    """
+    if vocab not in VOCAB_CLASSES:
+        raise ValueError(f"unknown vocabulary {vocab!r}; choose one of {list(VOCAB_CLASSES)}")
+    classes = VOCAB_CLASSES[vocab]
+    if name in classes:
+        return name
+    coco = GENEVAL_RENAMED.get(name, name)
+    return coco if coco in classes else None
+
+
+def known_class(name: str) -> bool:
+    """Whether ``name`` names an object of GenEval, COCO or any vocabulary of the world.
+
+    A known class the chosen vocabulary cannot draw makes a metadata line *undrawable* (listed and
+    counted, not an error); an unknown name is a mistake in the file. Used in chapter 5.
+    """
+    return name in GENEVAL_CLASSES or name in COCO_CLASSES or name in SHAPES
+
+
+def why_not_drawn(name: str, vocab: str) -> str | None:
+    """Why ``vocab`` has no drawing for the known class ``name`` (``None`` if it draws it or does not know it)."""
+    if world_class(name, vocab) is not None or not known_class(name):
+        return None
+    coco = GENEVAL_RENAMED.get(name, name)
+    if vocab == "emoji":
+        if coco in EMOJI_LEFT_OUT:
+            return EMOJI_LEFT_OUT[coco]
+        return "the emoji world draws COCO objects, not flat shapes"
+    return "the shapes world draws only its ten flat shapes"
