@@ -615,3 +615,30 @@ def test_pixel_stem_and_head_are_options_off_by_default_and_mix_across_patch_bor
     assert torch.equal(embedding(plain, edge)[0, 1], embedding(plain, zero)[0, 1])
     assert not torch.allclose(embedding(both, edge)[0, 1], embedding(both, zero)[0, 1])
     assert both(x, txt, **kw).shape == (2, 16, 48)
+
+
+def test_pixel_skip_gives_the_head_the_input_at_full_resolution_and_the_timestep():
+    """Not Lens: with pixel_skip the head sees the stem's features of the noisy input, so a pixel of the input
+    reaches the output at that pixel without passing through a token; with all transformer outputs at zero
+    (a fresh model) the output then depends on the input only through the skip."""
+    from lenslib.model.presets import get_config
+
+    base = get_config("cpu-tiny", in_channels=3 * 16, patch_size=4, num_layers=1)
+    with pytest.raises(ValueError, match="pixel_skip feeds the pixel_stem features"):
+        LensTransformer2DModel(**base, pixel_head=16, pixel_skip=True)
+    torch.manual_seed(0)
+    model = LensTransformer2DModel(**base, pixel_stem=8, pixel_head=16, pixel_skip=True).initialize_weights()
+    torch.nn.init.normal_(model.img_head.conv2.weight, std=0.05)  # a trained head
+    x, txt = torch.randn(2, 16, 48), [torch.randn(2, 3, 384) for _ in range(3)]
+    kw = dict(timestep=torch.tensor([0.3, 0.3]), img_shapes=[(1, 4, 4)])
+    x2 = x.clone()
+    x2[1, 5, 7] += 1.0  # one input pixel of the second sample
+    out, out2 = model(x, txt, **kw), model(x2, txt, **kw)
+    assert torch.equal(out[0], out2[0]) and not torch.allclose(out[1], out2[1])
+    plain = LensTransformer2DModel(**base, pixel_stem=8, pixel_head=16).initialize_weights()
+    torch.nn.init.normal_(plain.img_head.conv2.weight, std=0.05)
+    assert torch.equal(plain(x, txt, **kw), plain(x2, txt, **kw))  # without the skip the fresh model ignores x
+    # the head is modulated by the timestep once its FiLM has learned something
+    torch.nn.init.normal_(model.img_head.film.weight, std=0.5)
+    later = dict(kw, timestep=torch.tensor([0.9, 0.9]))
+    assert not torch.allclose(model(x, txt, **kw), model(x, txt, **later))

@@ -84,29 +84,51 @@ class PixelStem(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, channels, 3, padding=1)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
 
-    def forward(self, tokens: torch.Tensor, grid: tuple[int, int], patch: int) -> torch.Tensor:
+    def features(self, tokens: torch.Tensor, grid: tuple[int, int], patch: int) -> torch.Tensor:
+        """The [B, channels, H, W] feature map of the input, before patchifying."""
         x = tokens_to_latent(tokens, *grid, patch)
-        x = self.conv2(nn.functional.silu(self.conv1(x)))
-        return latent_to_tokens(x, patch)
+        return self.conv2(nn.functional.silu(self.conv1(x)))
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int], patch: int) -> torch.Tensor:
+        return latent_to_tokens(self.features(tokens, grid, patch), patch)
 
 
 class PixelHead(nn.Module):
     """Not in Lens: a residual 3x3 convolution over the unpatchified output (minRF's DiT ends the same way).
 
     The last linear layer writes each patch independently; this lets neighbouring pixels across a patch
-    border agree. Its second convolution starts at zero, so a new model's output is the linear one.
+    border agree. Its last convolution starts at zero, so a new model's output is the linear one.
+
+    With ``skip_channels`` (``pixel_skip``) the head also reads the :class:`PixelStem` features of the noisy
+    input at full resolution, a U-Net's long skip, and its hidden channels are scaled and shifted by the
+    timestep embedding: near t = 0 the clean image is mostly in the input, and a 3x3 convolution that sees
+    it redraws sharp edges that a p x p token, written by one linear layer, blurs.
     """
 
-    def __init__(self, channels: int, hidden: int):
+    def __init__(self, channels: int, hidden: int, skip_channels: int = 0, temb_dim: int = 0):
         super().__init__()
-        self.conv1 = nn.Conv2d(channels, hidden, 3, padding=1)
+        self.conv1 = nn.Conv2d(channels + skip_channels, hidden, 3, padding=1)
+        if skip_channels:
+            self.film = nn.Linear(temb_dim, 2 * hidden)
+            self.conv_mid = nn.Conv2d(hidden, hidden, 3, padding=1)
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
+        else:
+            self.film = self.conv_mid = None
         self.conv2 = nn.Conv2d(hidden, channels, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
 
-    def forward(self, tokens: torch.Tensor, grid: tuple[int, int], patch: int) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int], patch: int, skip: torch.Tensor | None = None,
+                temb: torch.Tensor | None = None) -> torch.Tensor:
         x = tokens_to_latent(tokens, *grid, patch)
-        x = x + self.conv2(nn.functional.silu(self.conv1(x)))
+        if self.film is None:
+            h = nn.functional.silu(self.conv1(x))
+        else:
+            scale, shift = self.film(nn.functional.silu(temb)).chunk(2, dim=-1)
+            h = self.conv1(torch.cat([x, skip.to(x.dtype)], dim=1)) * (1 + scale[..., None, None]) + shift[..., None, None]
+            h = nn.functional.silu(self.conv_mid(nn.functional.silu(h)))
+        x = x + self.conv2(h)
         return latent_to_tokens(x, patch)
 
 
@@ -196,6 +218,8 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
         pixel_stem: channels of a :class:`PixelStem` before ``img_in`` (0: none, Lens). The input is read
             as ``in_channels / patch_size²`` channels per pixel on ``patch_size`` x ``patch_size`` patches.
         pixel_head: hidden channels of a residual :class:`PixelHead` after ``proj_out`` (0: none, Lens).
+        pixel_skip: the head also reads the stem's full-resolution features of the input and the timestep
+            (a U-Net long skip; needs ``pixel_stem`` and ``pixel_head``).
 
     Forward: see :meth:`forward`. Used in chapter 2 and by the pipeline and the trainer.
     """
@@ -223,6 +247,7 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
         selected_layer_index: Sequence[int] = (5, 11, 17, 23),
         pixel_stem: int = 0,
         pixel_head: int = 0,
+        pixel_skip: bool = False,
     ):
         super().__init__()
         axes = [int(a) for a in axes_dims_rope]
@@ -246,6 +271,8 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
             self.txt_norm = RMSNorm(enc_hidden_dim, eps=1e-5)
         self.txt_in = nn.Linear(enc_hidden_dim * self.num_text_layers, dim)
         patch_in = patch_size * patch_size
+        if pixel_skip and not (pixel_stem and pixel_head):
+            raise ValueError("pixel_skip feeds the pixel_stem features to the pixel_head: set both (e.g. 16 and 32)")
         if pixel_stem and in_channels % patch_in:
             raise ValueError(f"pixel_stem needs in_channels ({in_channels}) to be a multiple of patch_size² ({patch_in})")
         self.img_stem = PixelStem(in_channels // patch_in, pixel_stem) if pixel_stem else None
@@ -259,7 +286,8 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
         )
         self.norm_out = AdaLayerNormContinuous(dim, dim, elementwise_affine=False, eps=1e-6)
         self.proj_out = nn.Linear(dim, patch_size * patch_size * self.out_channels, bias=True)
-        self.img_head = PixelHead(self.out_channels, pixel_head) if pixel_head else None
+        self.img_head = (PixelHead(self.out_channels, pixel_head, pixel_stem if pixel_skip else 0, dim)
+                         if pixel_head else None)
         self.gradient_checkpointing = False
 
     # -- initialisation ---------------------------------------------------------------------------
@@ -292,6 +320,9 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
             for linear in (self.norm_out.linear, self.proj_out):
                 nn.init.zeros_(linear.weight)
                 nn.init.zeros_(linear.bias)
+        if self.img_head is not None and self.img_head.film is not None:  # starts unmodulated
+            nn.init.zeros_(self.img_head.film.weight)
+            nn.init.zeros_(self.img_head.film.bias)
         return self
 
     # -- inputs -----------------------------------------------------------------------------------
@@ -381,8 +412,11 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
 
         attention_mask = joint_attention_mask(encoder_hidden_states_mask, s_img)
         grid, patch = tuple(img_shapes[0][1:]), self.config.patch_size
+        skip = None
         if self.img_stem is not None:
-            hidden_states = self.img_stem(hidden_states, grid, patch)
+            features = self.img_stem.features(hidden_states, grid, patch)
+            skip = features if self.config.pixel_skip else None
+            hidden_states = latent_to_tokens(features, patch)
         hidden_states = self.img_in(hidden_states)
         if not isinstance(timestep, torch.Tensor):
             timestep = torch.tensor(float(timestep), device=hidden_states.device)
@@ -405,5 +439,5 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
 
         hidden_states = self.proj_out(self.norm_out(hidden_states, temb))
         if self.img_head is not None:
-            hidden_states = self.img_head(hidden_states, grid, patch)
+            hidden_states = self.img_head(hidden_states, grid, patch, skip, temb)
         return hidden_states
