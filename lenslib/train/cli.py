@@ -8,7 +8,12 @@ script can requeue::
     lens train --config lens-stage1 --nproc-per-node 8 data.path=... ; [ $? -eq 75 ] && scontrol requeue $SLURM_JOB_ID
 
 ``lens export RUN_OR_CHECKPOINT OUT`` writes the EMA weights as an official-layout ``OUT/transformer/``
-folder (``config.json`` + safetensors) that ``LensTransformer2DModel.from_pretrained`` loads.
+folder (``config.json`` + safetensors) that ``LensTransformer2DModel.from_pretrained`` loads, after checking
+the checkpoint's files against its ``SHA256SUMS``.
+
+Exit codes: 0 done, 2 a config error (including a run folder whose checkpoint was trained with another
+config: resuming it is refused, see ``lenslib.train.config.RESUMABLE_KEYS``), 1 a damaged checkpoint with
+nothing intact to fall back on, 75 preempted (requeue).
 
 Used in chapter 4.
 """
@@ -25,6 +30,7 @@ from pathlib import Path
 __all__ = ["register", "main_train", "export", "launch"]
 
 EXIT_CONFIG_ERROR = 2
+EXIT_DAMAGED = 1
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -72,10 +78,19 @@ def main_train(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG_ERROR
     if args.print_config:
         return 0
+    from .checkpoint import DamagedCheckpointError
+    from .config import ConfigError
     from .signals import REQUEUE_EXIT_CODE
     from .trainer import train
 
-    summary = train(cfg)
+    try:
+        summary = train(cfg)
+    except ConfigError as err:  # a mismatched resume, inputs missing: the message names the keys and the fix
+        print(f"lens train: config error: {err}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    except DamagedCheckpointError as err:
+        print(f"lens train: {err}", file=sys.stderr)
+        return EXIT_DAMAGED
     return REQUEUE_EXIT_CODE if summary["preempted"] else 0
 
 
@@ -83,9 +98,10 @@ def launch(config: str, overrides: list[str], nproc: int, shutdown_timeout: int 
     """Run ``torchrun --standalone --nproc-per-node nproc -m lenslib.train``; map a preemption to exit 75."""
     from .config import load_config
     from .signals import PREEMPT_SIGNALS, REQUEUE_EXIT_CODE
-    from .trainer import PREEMPTED_FILE, run_dir_of
+    from .trainer import PREEMPTED_FILE, preflight_resume, run_dir_of
 
     cfg = load_config(config, overrides, world_size=nproc)  # fail here, before starting N processes
+    preflight_resume(cfg)  # a run folder holding another config's checkpoint: refused here too
     marker = run_dir_of(cfg) / PREEMPTED_FILE
     marker.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
@@ -114,7 +130,13 @@ def _cmd_train(args) -> int:
             return EXIT_CONFIG_ERROR
         if args.print_config:
             return 0
-        return launch(args.config, args.overrides, args.nproc_per_node, args.shutdown_timeout)
+        from .config import ConfigError
+
+        try:
+            return launch(args.config, args.overrides, args.nproc_per_node, args.shutdown_timeout)
+        except ConfigError as err:
+            print(f"lens train: config error: {err}", file=sys.stderr)
+            return EXIT_CONFIG_ERROR
     return main_train([*(["--print-config"] if args.print_config else []), "--config", args.config, *args.overrides])
 
 
@@ -124,6 +146,11 @@ def export(checkpoint: str | Path, out: str | Path, weights: str = "ema") -> Pat
     Needs no process group and works for checkpoints saved by any number of ranks. ``lens_export.json`` beside
     the weights records the run's ``flow.prediction``: a model trained with ``x`` outputs clean samples, not the
     official velocity, and must be sampled through ``lenslib.flow.predict_velocity``.
+
+    The checkpoint is verified against its ``SHA256SUMS`` first: a damaged checkpoint folder is refused
+    (:class:`~lenslib.train.checkpoint.DamagedCheckpointError`); for a run folder a damaged newest checkpoint is
+    reported on stderr and the newest intact one exported (its step is in ``lens_export.json``). Chapter 4
+    exports its run this way.
     """
     import json
     import shutil
@@ -133,18 +160,32 @@ def export(checkpoint: str | Path, out: str | Path, weights: str = "ema") -> Pat
     from . import checkpoint as ckpt
 
     path = Path(checkpoint)
-    if not (path / "trainer_state.json").is_file():
-        found = ckpt.latest_checkpoint(path)
-        if found is None:
+    if (path / "trainer_state.json").is_file():
+        check = ckpt.verify_checkpoint(path)
+        if not check.ok:
+            raise ckpt.DamagedCheckpointError(check.describe() + "; nothing exported (give the run folder to export "
+                                              "its newest intact checkpoint)", path, check.problems)
+    else:
+        check, damaged = ckpt.find_intact_checkpoint(path)
+        for bad in damaged:
+            print(f"!! WARNING: {bad.describe()}", file=sys.stderr, flush=True)
+        if check is None:
+            if damaged:
+                raise ckpt.DamagedCheckpointError(f"{path}: every checkpoint is damaged (above); nothing exported.")
             raise FileNotFoundError(f"{path} is neither a checkpoint folder nor a run folder with checkpoints.")
-        path = found
-    state = ckpt.read_trainer_state(path)
+        if damaged:
+            print(f"!! WARNING: exporting {check.path.name}, the newest intact checkpoint of {path}", file=sys.stderr,
+                  flush=True)
+        path = check.path
+    if not check.verified:
+        print(f"!! WARNING: {path} was written without {ckpt.CHECKSUMS}: exporting it unverified", file=sys.stderr)
+    state = check.state
     if weights == "ema" and not state.get("has_ema", False):
         raise ValueError(f"{path} has no EMA weights (ema.enabled was false); use --weights model.")
     model_config = {k: v for k, v in state["model_config"].items() if not k.startswith("_")}
     model = LensTransformer2DModel(**model_config)
     like = model.state_dict()
-    tensors = ckpt.load_tensors(path, weights, like)
+    tensors = ckpt.load_tensors(path, weights, like, verify=False)  # verified above
     model.load_state_dict(tensors, strict=True)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -153,7 +194,7 @@ def export(checkpoint: str | Path, out: str | Path, weights: str = "ema") -> Pat
     model.save_pretrained(tmp, safe_serialization=True)
     prediction = state.get("config", {}).get("flow", {}).get("prediction", "velocity")
     (tmp / "lens_export.json").write_text(json.dumps({"checkpoint": str(path), "step": state["step"], "weights": weights,
-                                                      "prediction": prediction}, indent=1))
+                                                      "prediction": prediction, "verified": check.verified}, indent=1))
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -161,6 +202,12 @@ def export(checkpoint: str | Path, out: str | Path, weights: str = "ema") -> Pat
 
 
 def _cmd_export(args) -> int:
-    final = export(args.checkpoint, args.out, args.weights)
+    from .checkpoint import DamagedCheckpointError
+
+    try:
+        final = export(args.checkpoint, args.out, args.weights)
+    except (DamagedCheckpointError, FileNotFoundError) as err:
+        print(f"lens export: {err}", file=sys.stderr)
+        return EXIT_DAMAGED
     print(f"wrote {final}")
     return 0

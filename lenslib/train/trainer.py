@@ -5,7 +5,9 @@ Read top to bottom (nanoGPT style):
 1. join the job (``torchrun`` env or one process), pick device, strategy and precision;
 2. build data (a :class:`~lenslib.train.data.BatchSource`), the model from its preset (sized to the
    codec's token width and the text encoder's layers), wrap it (AC, DDP/FSDP2), EMA, AdamW;
-3. resume from the run's ``latest`` checkpoint if there is one;
+3. resume from the run's newest intact checkpoint if there is one: verified against its checksums (a
+   damaged one is reported and moved aside) and refused unless its config differs from this run's only in
+   :data:`~lenslib.train.config.RESUMABLE_KEYS` (checked before the model and encoders are built);
 4. each step: per micro-batch, draw t (logit-normal), noise and caption dropout from a generator seeded
    by (seed, step, rank, micro), take the flow-matching loss, backprop (gradient sync on the last
    micro-batch only); clip; AdamW; EMA; log; maybe evaluate; maybe save;
@@ -37,14 +39,15 @@ from lenslib.flow import (drop_captions, euler_sample, flow_matching_loss, predi
                           training_mu)
 
 from . import checkpoint as ckpt
-from .config import ConfigError, TrainConfig, bucket_batch, bucket_table, load_config, to_dict, to_yaml, validate
+from .config import (ConfigError, ResumeMismatchError, TrainConfig, bucket_batch, bucket_table, check_resume, load_config,
+                     to_dict, to_yaml, validate)
 from .data import Batch, build_source, mix_seed
 from .distributed import all_reduce_mean, autocast, barrier, init_distributed, shutdown, wrap_model
 from .ema import EMA
 from .prefetch import Prefetcher
 from .signals import REQUEUE_EXIT_CODE, PreemptionHandler, die_with_parent
 
-__all__ = ["train", "run_dir_of", "build_model", "lr_at", "PREEMPTED_FILE"]
+__all__ = ["train", "run_dir_of", "build_model", "lr_at", "read_metrics", "preflight_resume", "PREEMPTED_FILE"]
 
 PREEMPTED_FILE = "PREEMPTED"
 # Edges of the t-bins the loss is logged in (``loss_by_t``, this rank's samples): where in the noise range a model
@@ -62,6 +65,36 @@ def run_dir_of(cfg: TrainConfig) -> Path:
     return cache_dir() / "runs" / cfg.run.name
 
 
+def _metric_lines(path: Path) -> tuple[list[tuple[str, dict]], list[str]]:
+    """``([(line, record)], notes)`` of a JSONL file; lines that are not a JSON object are dropped and noted."""
+    if not path.is_file():
+        return [], []
+    lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    last = max((i for i, ln in enumerate(lines) if ln.strip()), default=-1)
+    kept, notes = [], []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            where = "its last line, cut short by an interrupted write" if i == last else f"line {i + 1}"
+            notes.append(f"{path.name}: dropped {where} ({len(line)} characters: {line[:40]!r}...)")
+            continue
+        kept.append((line, rec))
+    return kept, notes
+
+
+def read_metrics(run_dir: str | Path) -> tuple[list[dict], list[str]]:
+    """``(records, notes)`` of a run's ``metrics.jsonl``, tolerating what a killed job leaves: a torn last line
+    (or any unreadable one) is dropped and described in ``notes`` instead of failing the reader. The
+    trainer's resume, :func:`run_totals` and chapter 4's loss curves read metrics this way."""
+    kept, notes = _metric_lines(Path(run_dir) / METRICS_FILE)
+    return [rec for _, rec in kept], notes
+
+
 def run_totals(run_dir: str | Path) -> dict:
     """``{"steps", "train_seconds", "final_loss"}`` of a run folder, read from its metrics across resumptions.
 
@@ -71,8 +104,7 @@ def run_totals(run_dir: str | Path) -> dict:
     last step's, also when a job resumes at its last step and trains nothing. Chapter 6's caption
     experiment reports each arm's training time with it.
     """
-    path = Path(run_dir) / METRICS_FILE
-    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    recs, _ = read_metrics(run_dir)
     recs = [r for r in recs if "step_time_s" in r]  # training steps only (not evaluations)
     return {"steps": recs[-1]["step"] if recs else 0, "train_seconds": sum(r["step_time_s"] for r in recs),
             "final_loss": recs[-1]["loss"] if recs else None}
@@ -146,11 +178,11 @@ class _Logger:
         if not is_main:
             return
         path = run_dir / METRICS_FILE
+        self.dropped: list[str] = []
         if path.exists():  # keep only the steps the checkpoint covers: the curve continues seamlessly
-            kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= start]
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(ln + "\n" for ln in kept))
-            os.replace(tmp, path)
+            lines, self.dropped = _metric_lines(path)  # a torn last line (a kill mid-write) is dropped, not fatal
+            kept = [ln for ln, rec in lines if rec.get("step", 0) <= start]
+            ckpt.write_text_atomic(path, "".join(ln + "\n" for ln in kept))
         self.file = open(path, "a")
         interactive = cfg.run.progress == "bar" or (cfg.run.progress == "auto" and sys.stderr.isatty())
         if interactive:
@@ -284,7 +316,11 @@ def train(cfg: TrainConfig | str | Path, overrides: list[str] | None = None, on_
     (``kind == "eval"``, with the sample grid's path): chapter 4 draws live curves with it.
 
     Summary keys: ``run_dir``, ``start_step``, ``step``, ``final_loss``, ``checkpoint``, ``preempted``,
-    ``seconds``, ``params``, ``world_size``.
+    ``seconds``, ``params``, ``world_size``, ``damaged_checkpoints`` (names of damaged checkpoints passed over).
+
+    Raises :class:`~lenslib.train.config.ResumeMismatchError` (a ``ConfigError``) when the run folder's
+    checkpoint belongs to another config, and :class:`~lenslib.train.checkpoint.DamagedCheckpointError` when
+    no intact checkpoint is left to resume.
     """
     if not isinstance(cfg, TrainConfig):
         cfg = load_config(cfg, overrides)
@@ -308,6 +344,8 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / PREEMPTED_FILE).unlink(missing_ok=True)
+        for stale in ckpt.remove_stale_tmp(run_dir):  # a killed job's half-written files
+            print(f"removed {stale}, left by an interrupted job", file=sys.stderr, flush=True)
     if not cfg.model.init_from:  # unknown preset or model keys: fail before loading data and encoders
         from lenslib.model.presets import get_config
 
@@ -315,6 +353,9 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
             get_config(cfg.model.preset, **cfg.model.kwargs)
         except (ValueError, TypeError) as err:
             raise ConfigError(f"model.preset / model.kwargs: {err}") from None
+    barrier()
+    # Which checkpoint to continue, verified and identity-checked before any model or encoder is built.
+    resume_from, resume_state, allowed_changes, damaged = _resume_point(cfg, run_dir, info)
     _seed_everything(mix_seed(cfg.run.seed, rank))
     if cfg.run.deterministic and info.device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -323,6 +364,8 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
     model = build_model(cfg, codec, text_encoder)
     n_params = sum(p.numel() for p in model.parameters())
     model_config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(model.config).items()}
+    if resume_state is not None and "model_config" in resume_state:  # e.g. a preset whose definition changed
+        _check_model_config(resume_state["model_config"], model_config, resume_from, _init_defaults(model))
     model.train()
     model = wrap_model(model, info, cfg.model.activation_checkpointing, cfg.dist.reshard_after_forward,
                        compile=cfg.model.compile)
@@ -333,27 +376,19 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
 
     # -- resume ------------------------------------------------------------------------------------
     start = 0
-    resume_from = None
-    if cfg.run.resume == "auto":
-        resume_from = ckpt.latest_checkpoint(run_dir)
-    elif cfg.run.resume != "never":
-        resume_from = Path(cfg.run.resume)
-        if not (resume_from / "trainer_state.json").is_file():
-            raise FileNotFoundError(f"run.resume={cfg.run.resume}: not a checkpoint folder (no trainer_state.json).")
     if resume_from is not None:
-        state = ckpt.load_checkpoint(resume_from, model, opt, ema)
+        state = ckpt.load_checkpoint(resume_from, model, opt, ema, verify=False)  # verified by _resume_point
         start = int(state["step"])
     if info.is_main:
-        tmp = run_dir / "config.yaml.tmp"
-        tmp.write_text(to_yaml(cfg))
-        os.replace(tmp, run_dir / "config.yaml")
+        ckpt.write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
     logger = _Logger(cfg, run_dir, start, info.is_main, on_log)
+    for note in logger.dropped if info.is_main else []:
+        logger.event(f"WARNING: {note}")
     if resume_from is not None:
         logger.event(f"resumed from {resume_from} at step {start}")
-        changed = _changed_keys(state.get("config", {}), to_dict(cfg))
-        if changed:
-            logger.event("note: the config differs from the checkpoint's in " + ", ".join(changed)
-                         + " (the run continues, but no longer repeats the original one exactly)")
+        if allowed_changes:
+            logger.event("changed since the checkpoint (allowed on resume, RESUMABLE_KEYS): "
+                         + ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in allowed_changes))
     logger.event(f"{cfg.run.name}: {n_params / 1e6:.2f}M parameters, world size {world}, strategy {info.strategy}, "
                  f"{info.dtype}, device {info.device}{', torch.compile' if cfg.model.compile else ''}, "
                  f"steps {start}->{cfg.run.steps}")
@@ -493,26 +528,105 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
         "seconds": time.time() - t_start,
         "params": n_params,
         "world_size": world,
+        "damaged_checkpoints": damaged,
     }
 
 
-# Keys that may change between a job and its resumption without changing the training itself.
-_BOOKKEEPING = {"run.steps", "run.resume", "run.out_dir", "run.log_every", "run.save_every", "run.keep_last",
-                "run.progress", "run.tensorboard", "dist.timeout_s", "eval"}
+def _loud(text: str, info) -> None:
+    """A warning that must not scroll by unnoticed (rank 0, stderr)."""
+    if info.is_main:
+        print(f"!! WARNING: {text}", file=sys.stderr, flush=True)
 
 
-def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(old) | set(new)):
-        key = f"{prefix}{k}"
-        if key in _BOOKKEEPING or key.split(".")[0] in _BOOKKEEPING:
-            continue
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict) and key.count(".") == 0:
-            out += _changed_keys(a, b, key + ".")
-        elif a != b:
-            out.append(key)
-    return out
+def _resume_point(cfg: TrainConfig, run_dir: Path, info):
+    """``(checkpoint, its trainer state, allowed config changes, damaged checkpoints passed over)`` to resume
+    from, or Nones when the run starts fresh; every rank calls it.
+
+    ``run.resume=auto`` takes the newest *intact* checkpoint: damaged newer ones are reported loudly and moved
+    to ``checkpoints/damaged/``. A checkpoint named in ``run.resume`` must itself be intact. Either way the
+    checkpoint's config must equal this run's up to :data:`~lenslib.train.config.RESUMABLE_KEYS`
+    (:class:`~lenslib.train.config.ResumeMismatchError` otherwise). Chapter 4's stop-and-resume runs through it.
+    """
+    if cfg.run.resume == "never":
+        return None, None, [], []
+    damaged: list = []
+    if cfg.run.resume == "auto":
+        check, damaged = ckpt.find_intact_checkpoint(run_dir)
+        for bad in damaged:
+            _loud(bad.describe(), info)
+        if check is None:
+            if damaged:
+                raise ckpt.DamagedCheckpointError(
+                    f"no intact checkpoint in {run_dir / ckpt.CHECKPOINT_DIR}: every one is damaged (above). Resume "
+                    "one of them explicitly only after repairing it, or start over with run.resume=never.")
+            return None, None, [], []
+    else:
+        path = Path(cfg.run.resume)
+        if not (path / "trainer_state.json").is_file():
+            raise FileNotFoundError(f"run.resume={cfg.run.resume}: not a checkpoint folder (no trainer_state.json).")
+        check = ckpt.verify_checkpoint(path).raise_if_damaged()  # a named checkpoint is never swapped for another
+    if not check.verified:
+        _loud(f"checkpoint {check.path} was written without {ckpt.CHECKSUMS}: resuming from it unverified", info)
+    allowed = check_resume(check.state["config"], cfg, str(check.path)) if "config" in check.state else []
+    if damaged:
+        barrier()  # every rank has verified before rank 0 moves anything
+        if info.is_main:
+            moved = ckpt.set_aside_damaged(run_dir, damaged, check.path)
+            _loud(f"moved {', '.join(p.name for p in moved)} to {run_dir / ckpt.CHECKPOINT_DIR / ckpt.DAMAGED_DIR}; "
+                  f"resuming from {check.path.name}, the newest intact checkpoint (step {check.state['step']}): "
+                  "the steps after it are trained again", info)
+        barrier()
+    return check.path, check.state, allowed, [str(c.path.name) for c in damaged]
+
+
+def _init_defaults(model) -> dict:
+    """Constructor defaults of a model class: the value a config key had before the key existed."""
+    import inspect
+
+    params = inspect.signature(type(model).__init__).parameters.values()
+    return json.loads(json.dumps({p.name: p.default for p in params if p.default is not inspect.Parameter.empty},
+                                 default=lambda v: None))
+
+
+def _check_model_config(saved: dict, built: dict, checkpoint, defaults: dict | None = None) -> None:
+    """The model the run builds must have the checkpoint's resulting config (``model_config`` in its trainer
+    state), not only the same config keys: a preset or default that changed in the code changes the model too.
+
+    A key the checkpoint does not record (an option added to the model since) compares at its constructor
+    default; a key the model no longer has is left to the tensor-name check of ``load_checkpoint``."""
+    norm = json.loads(json.dumps(built))
+    defaults = defaults or {}
+    missing = object()
+
+    def old(k):
+        return saved[k] if k in saved else defaults.get(k, missing)
+
+    def show(v):
+        return "(unset)" if v is missing else repr(v)
+
+    keys = sorted(k for k in norm if not k.startswith("_") and old(k) != norm[k])
+    if keys:
+        shown = "; ".join(f"{k}: {show(old(k))} -> {norm[k]!r}" for k in keys)
+        raise ResumeMismatchError(
+            f"cannot resume {checkpoint}: the model this run builds differs from the checkpoint's in {shown} "
+            "(architecture). Give this run a new run.out_dir, or set run.resume=never to start over in this folder.")
+
+
+def preflight_resume(cfg: TrainConfig) -> None:
+    """The identity check of :func:`_resume_point` on the checkpoint a run would resume, without hashing or
+    building anything: ``lens train --nproc-per-node`` refuses a mismatched run with exit code 2 before it
+    starts N processes (chapter 7). A damaged or unreadable checkpoint is left to the trainer."""
+    if cfg.run.resume == "never":
+        return
+    path = ckpt.latest_checkpoint(run_dir_of(cfg)) if cfg.run.resume == "auto" else Path(cfg.run.resume)
+    if path is None:
+        return
+    try:
+        state = ckpt.read_trainer_state(path)
+    except (OSError, ckpt.DamagedCheckpointError):
+        return
+    if isinstance(state, dict) and isinstance(state.get("config"), dict):
+        check_resume(state["config"], cfg, str(path))
 
 
 def _gather_ints(value: int, info) -> list[int]:
