@@ -23,8 +23,11 @@ def data_dir() -> Path:
     return path
 
 
-def cache_dir() -> Path:
-    """The cache for generated data and runs (override with ``LENS_CACHE``); created on demand."""
+def cache_dir(create: bool = True) -> Path:
+    """The cache for generated data and runs (override with ``LENS_CACHE``); created on demand.
+
+    ``create=False`` only names it: config checks look at where a run would go without writing anything."""
     path = Path(os.environ.get("LENS_CACHE", REPO_ROOT / ".cache" / "lens"))
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path

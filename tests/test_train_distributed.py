@@ -56,7 +56,7 @@ def ddp_preempted(tmp_path_factory):
     run = tmp_path_factory.mktemp("ddp") / "run"
     cmd = [sys.executable, "-m", "lenslib", "train", "--nproc-per-node", "2", *TINY, "run.steps=1000",
            "run.save_every=0", f"run.out_dir={run}", "dist.strategy=ddp",
-           "data.buckets={bases: [16, 24], batches: [3, 2], multiple: 8}", "optim.global_batch=null",
+           "data.buckets={bases: [24, 32], batches: [3, 2], multiple: 8}", "optim.global_batch=null",
            "flow.mu_schedule=tokens"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 240

@@ -11,9 +11,11 @@ script can requeue::
 folder (``config.json`` + safetensors) that ``LensTransformer2DModel.from_pretrained`` loads, after checking
 the checkpoint's files against its ``SHA256SUMS``.
 
-Exit codes: 0 done, 2 a config error (including a run folder whose checkpoint was trained with another
-config: resuming it is refused, see ``lenslib.train.config.RESUMABLE_KEYS``), 1 a damaged checkpoint with
-nothing intact to fall back on, 75 preempted (requeue).
+Exit codes: 0 done, 2 a config error (one line on stderr naming the key and the fix, found before a model,
+encoder or process is started and before the run folder is created; this includes a run folder whose
+checkpoint was trained with another config: resuming it is refused, see
+``lenslib.train.config.RESUMABLE_KEYS``) or, for ``lens export``, a path that is not a run or checkpoint
+folder; 1 a damaged checkpoint with nothing intact to fall back on; 75 preempted (requeue).
 
 Used in chapter 4.
 """
@@ -27,7 +29,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["register", "main_train", "export", "launch"]
+__all__ = ["register", "main_train", "prepare_run", "export", "launch"]
 
 EXIT_CONFIG_ERROR = 2
 EXIT_DAMAGED = 1
@@ -35,7 +37,8 @@ EXIT_DAMAGED = 1
 
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", default="cpu-tiny", help="shipped config name (cpu-tiny, lens-toy, lens-stage1, lens-stage2) or a YAML file")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. optim.lr=3e-4 run.steps=100")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="dotted overrides, e.g. optim.lr=3e-4 run.steps=100 (before or after the options)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
@@ -43,7 +46,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a Lens transformer (one process, or torchrun with --nproc-per-node)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _train_args(p)
-    p.add_argument("--nproc-per-node", type=int, default=0, help="launch torchrun with this many processes")
+    p.add_argument("--nproc-per-node", type=int, default=None,
+                   help="launch torchrun with this many processes (>= 1; omit to train in this process)")
     p.add_argument("--shutdown-timeout", type=int, default=300, help="seconds torchrun waits for workers to save on a signal")
     p.set_defaults(func=_cmd_train)
 
@@ -54,30 +58,34 @@ def register(subparsers) -> None:
     e.set_defaults(func=_cmd_export)
 
 
-def _load(args, world_size=None):
-    from .config import ConfigError, load_config, to_yaml
+def prepare_run(config: str, overrides: list[str], world_size: int, print_config: bool = False):
+    """The checked config of a run, or None after printing it (``print_config``).
 
-    try:
-        cfg = load_config(args.config, args.overrides, world_size=world_size)
-    except ConfigError as err:
-        print(f"lens train: config error: {err}", file=sys.stderr)
-        return None
-    if args.print_config:
+    Every check runs here, before a process is started, a model or encoder loaded, or the run folder created: the
+    config's keys, types, values and names (:func:`~lenslib.train.config.validate`), the inputs it needs and the
+    paths it points to (:func:`~lenslib.train.config.check_paths`: data, checkpoints, the run folder), and whether
+    the run folder's checkpoint may be resumed by this config (:func:`~lenslib.train.trainer.preflight_resume`).
+    Raises :class:`~lenslib.train.config.ConfigError`. Chapter 4's ``lens train`` and chapter 7's launches go
+    through it.
+    """
+    from .config import check_paths, load_config, to_yaml, validate
+
+    cfg = load_config(config, overrides, world_size=world_size)
+    if print_config:
         print(to_yaml(cfg), end="")
+        return None
+    validate(cfg, world_size, for_training=True)
+    check_paths(cfg)
+    from .trainer import preflight_resume  # imports torch: only for a run that will train
+
+    preflight_resume(cfg)
     return cfg
 
 
-def main_train(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m lenslib.train`` (each torchrun worker)."""
-    p = argparse.ArgumentParser(prog="python -m lenslib.train")
-    _train_args(p)
-    args = p.parse_args(argv)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    cfg = _load(args, world)
-    if cfg is None:
-        return EXIT_CONFIG_ERROR
-    if args.print_config:
-        return 0
+def _run_here(cfg) -> int:
+    """Train ``cfg`` in this process; the exit code of ``lens train`` / a torchrun worker."""
+    from lenslib.cli import fail
+
     from .checkpoint import DamagedCheckpointError
     from .config import ConfigError
     from .signals import REQUEUE_EXIT_CODE
@@ -86,22 +94,38 @@ def main_train(argv: list[str] | None = None) -> int:
     try:
         summary = train(cfg)
     except ConfigError as err:  # a mismatched resume, inputs missing: the message names the keys and the fix
-        print(f"lens train: config error: {err}", file=sys.stderr)
-        return EXIT_CONFIG_ERROR
+        return fail("train", err, EXIT_CONFIG_ERROR)
     except DamagedCheckpointError as err:
-        print(f"lens train: {err}", file=sys.stderr)
-        return EXIT_DAMAGED
+        return fail("train", err, EXIT_DAMAGED)
     return REQUEUE_EXIT_CODE if summary["preempted"] else 0
+
+
+def main_train(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m lenslib.train`` (each torchrun worker): the same checks and exit codes as
+    ``lens train``; overrides may stand before or after the options."""
+    from lenslib import cli
+
+    p = cli.OneLineParser(prog="python -m lenslib.train")
+    _train_args(p)
+    p.add_argument("--debug", action="store_true", help="show tracebacks of expected errors")
+    args = p.parse_intermixed_args(argv)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cli._DEBUG = args.debug
+    try:
+        cfg = prepare_run(args.config, args.overrides, world, args.print_config)
+        return 0 if cfg is None else _run_here(cfg)
+    except cli.EXPECTED_ERRORS as err:
+        return cli.fail("train", err, EXIT_CONFIG_ERROR)
+    finally:
+        cli._DEBUG = False
 
 
 def launch(config: str, overrides: list[str], nproc: int, shutdown_timeout: int = 300) -> int:
     """Run ``torchrun --standalone --nproc-per-node nproc -m lenslib.train``; map a preemption to exit 75."""
-    from .config import load_config
     from .signals import PREEMPT_SIGNALS, REQUEUE_EXIT_CODE
-    from .trainer import PREEMPTED_FILE, preflight_resume, run_dir_of
+    from .trainer import PREEMPTED_FILE, run_dir_of
 
-    cfg = load_config(config, overrides, world_size=nproc)  # fail here, before starting N processes
-    preflight_resume(cfg)  # a run folder holding another config's checkpoint: refused here too
+    cfg = prepare_run(config, overrides, nproc)  # fail here, before starting N processes
     marker = run_dir_of(cfg) / PREEMPTED_FILE
     marker.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
@@ -124,20 +148,26 @@ def launch(config: str, overrides: list[str], nproc: int, shutdown_timeout: int 
 
 
 def _cmd_train(args) -> int:
-    if args.nproc_per_node and args.nproc_per_node > 0:
-        cfg = _load(args, args.nproc_per_node)
-        if cfg is None:
-            return EXIT_CONFIG_ERROR
-        if args.print_config:
-            return 0
-        from .config import ConfigError
+    from lenslib.cli import fail
 
-        try:
+    if args.nproc_per_node is not None and args.nproc_per_node < 1:
+        return fail("train", f"--nproc-per-node {args.nproc_per_node}: give at least 1 process, or omit the option "
+                             "to train in this process.")
+    if args.shutdown_timeout < 0:
+        return fail("train", f"--shutdown-timeout {args.shutdown_timeout}: give the seconds (>= 0) torchrun waits "
+                             "for its workers to save.")
+    from .config import ConfigError
+
+    world = args.nproc_per_node or 1
+    try:
+        cfg = prepare_run(args.config, args.overrides, world, args.print_config)
+        if cfg is None:
+            return 0
+        if args.nproc_per_node:
             return launch(args.config, args.overrides, args.nproc_per_node, args.shutdown_timeout)
-        except ConfigError as err:
-            print(f"lens train: config error: {err}", file=sys.stderr)
-            return EXIT_CONFIG_ERROR
-    return main_train([*(["--print-config"] if args.print_config else []), "--config", args.config, *args.overrides])
+    except ConfigError as err:
+        return fail("train", err, EXIT_CONFIG_ERROR)
+    return _run_here(cfg)
 
 
 def export(checkpoint: str | Path, out: str | Path, weights: str = "ema") -> Path:
@@ -155,11 +185,18 @@ def export(checkpoint: str | Path, out: str | Path, weights: str = "ema") -> Pat
     import json
     import shutil
 
+    path, out = Path(checkpoint), Path(out)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: give a run folder or a checkpoint folder "
+                                "(RUN/checkpoints/step_XXXXXXX).")
+    if not path.is_dir():
+        raise NotADirectoryError(f"{path} is a file: give a run folder or a checkpoint folder "
+                                 "(RUN/checkpoints/step_XXXXXXX).")
+    _check_output_folder(out)
     from lenslib.model.transformer import LensTransformer2DModel
 
     from . import checkpoint as ckpt
 
-    path = Path(checkpoint)
     if (path / "trainer_state.json").is_file():
         check = ckpt.verify_checkpoint(path)
         if not check.ok:
@@ -172,7 +209,8 @@ def export(checkpoint: str | Path, out: str | Path, weights: str = "ema") -> Pat
         if check is None:
             if damaged:
                 raise ckpt.DamagedCheckpointError(f"{path}: every checkpoint is damaged (above); nothing exported.")
-            raise FileNotFoundError(f"{path} is neither a checkpoint folder nor a run folder with checkpoints.")
+            raise FileNotFoundError(f"{path} is neither a checkpoint folder (no trainer_state.json) nor a run folder "
+                                    "with checkpoints: give RUN or RUN/checkpoints/step_XXXXXXX.")
         if damaged:
             print(f"!! WARNING: exporting {check.path.name}, the newest intact checkpoint of {path}", file=sys.stderr,
                   flush=True)
@@ -187,7 +225,6 @@ def export(checkpoint: str | Path, out: str | Path, weights: str = "ema") -> Pat
     like = model.state_dict()
     tensors = ckpt.load_tensors(path, weights, like, verify=False)  # verified above
     model.load_state_dict(tensors, strict=True)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     final, tmp = out / "transformer", out / "transformer.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -201,13 +238,25 @@ def export(checkpoint: str | Path, out: str | Path, weights: str = "ema") -> Pat
     return final
 
 
+def _check_output_folder(out: Path) -> None:
+    """``out`` must be a folder or creatable as one, and ``out/transformer`` a folder or absent (checked before loading)."""
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise NotADirectoryError(f"output {out}: {p} is a file, not a folder; give another output folder.")
+            break
+    if (out / "transformer").exists() and not (out / "transformer").is_dir():
+        raise NotADirectoryError(f"output {out}: {out / 'transformer'} is a file; move it or give another output folder.")
+
+
 def _cmd_export(args) -> int:
+    from lenslib.cli import fail
+
     from .checkpoint import DamagedCheckpointError
 
     try:
         final = export(args.checkpoint, args.out, args.weights)
-    except (DamagedCheckpointError, FileNotFoundError) as err:
-        print(f"lens export: {err}", file=sys.stderr)
-        return EXIT_DAMAGED
+    except DamagedCheckpointError as err:
+        return fail("export", err, EXIT_DAMAGED)
     print(f"wrote {final}")
     return 0

@@ -39,8 +39,8 @@ from lenslib.flow import (drop_captions, euler_sample, flow_matching_loss, predi
                           training_mu)
 
 from . import checkpoint as ckpt
-from .config import (ConfigError, ResumeMismatchError, TrainConfig, bucket_batch, bucket_table, check_resume, load_config,
-                     to_dict, to_yaml, validate)
+from .config import (ConfigError, ResumeMismatchError, TrainConfig, bucket_batch, bucket_table, check_paths, check_resume,
+                     load_config, to_dict, to_yaml, validate)
 from .data import Batch, build_source, mix_seed
 from .distributed import all_reduce_mean, autocast, barrier, init_distributed, shutdown, wrap_model
 from .ema import EMA
@@ -318,14 +318,20 @@ def train(cfg: TrainConfig | str | Path, overrides: list[str] | None = None, on_
     Summary keys: ``run_dir``, ``start_step``, ``step``, ``final_loss``, ``checkpoint``, ``preempted``,
     ``seconds``, ``params``, ``world_size``, ``damaged_checkpoints`` (names of damaged checkpoints passed over).
 
-    Raises :class:`~lenslib.train.config.ResumeMismatchError` (a ``ConfigError``) when the run folder's
-    checkpoint belongs to another config, and :class:`~lenslib.train.checkpoint.DamagedCheckpointError` when
-    no intact checkpoint is left to resume.
+    Raises :class:`~lenslib.train.config.ConfigError` for a config that cannot run (checked before anything is
+    created or loaded: :func:`~lenslib.train.config.validate`, :func:`~lenslib.train.config.check_paths`),
+    :class:`~lenslib.train.config.ResumeMismatchError` (a ``ConfigError``) when the run folder's checkpoint
+    belongs to another config, and :class:`~lenslib.train.checkpoint.DamagedCheckpointError` when no intact
+    checkpoint is left to resume.
     """
     if not isinstance(cfg, TrainConfig):
         cfg = load_config(cfg, overrides)
     elif overrides:
         raise ValueError("pass overrides only together with a config name or path")
+    # Every check before a process group, a folder, a model or an encoder exists: a bad config changes nothing.
+    validate(cfg, int(os.environ.get("WORLD_SIZE", "1")), for_training=True)
+    check_paths(cfg)
+    preflight_resume(cfg)
     info = init_distributed(cfg.dist.strategy, cfg.dist.backend, cfg.dist.timeout_s, cfg.dist.precision)
     deterministic = torch.are_deterministic_algorithms_enabled()
     try:
@@ -346,13 +352,6 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
         (run_dir / PREEMPTED_FILE).unlink(missing_ok=True)
         for stale in ckpt.remove_stale_tmp(run_dir):  # a killed job's half-written files
             print(f"removed {stale}, left by an interrupted job", file=sys.stderr, flush=True)
-    if not cfg.model.init_from:  # unknown preset or model keys: fail before loading data and encoders
-        from lenslib.model.presets import get_config
-
-        try:
-            get_config(cfg.model.preset, **cfg.model.kwargs)
-        except (ValueError, TypeError) as err:
-            raise ConfigError(f"model.preset / model.kwargs: {err}") from None
     barrier()
     # Which checkpoint to continue, verified and identity-checked before any model or encoder is built.
     resume_from, resume_state, allowed_changes, damaged = _resume_point(cfg, run_dir, info)
