@@ -40,4 +40,4 @@ def test_lens_data_buckets_and_errors(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "352     704" in out and "1472     736" in out and len(out.strip().splitlines()) == 28
     assert main(["recaption", "--input", str(tmp_path), "--output", str(tmp_path / "o")]) == 2
-    assert main(["data", "report", str(tmp_path / "nothing")]) == 1
+    assert main(["data", "report", str(tmp_path / "nothing")]) == 2

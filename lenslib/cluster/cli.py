@@ -70,8 +70,9 @@ def _cmd_run_notebook(args) -> int:
                               log_output=not args.no_log_output, execution_timeout=args.execution_timeout,
                               allow_config_change=args.allow_config_change)
     except (ParameterError, FileNotFoundError, RuntimeError) as err:
-        print(f"lens run-notebook: {err}", file=sys.stderr)
-        return EXIT_PARAMETER_ERROR
+        from lenslib.cli import fail
+
+        return fail("run-notebook", err, EXIT_PARAMETER_ERROR)
     line = f"lens run-notebook: {result.status} in {result.seconds:.1f} s; record {result.record}"
     if result.error:
         line += f"\n  {result.error}"
@@ -84,8 +85,9 @@ def _cmd_submit(args) -> int:
     from .slurm import SlurmError, SlurmResources, load_sweep, submit_notebook, wait_for_job
 
     if not args.slurm:
-        print("lens submit: choose a scheduler (--slurm), or run here with `lens run-notebook`.", file=sys.stderr)
-        return 2
+        from lenslib.cli import fail
+
+        return fail("submit", "choose a scheduler (--slurm), or run here with `lens run-notebook`.")
     try:
         params = _collect(args)
         nodes = args.nodes if args.nodes is not None else int(params.pop("nodes", 1) or 1)
@@ -100,8 +102,9 @@ def _cmd_submit(args) -> int:
         sub = submit_notebook(args.notebook, args.run_dir, params, res, sweep=sweep, name=args.name,
                               dry_run=args.dry_run, python=args.python, prologue=args.prologue)
     except (ParameterError, SlurmError, FileNotFoundError, ValueError) as err:
-        print(f"lens submit: {err}", file=sys.stderr)
-        return 2
+        from lenslib.cli import fail
+
+        return fail("submit", err)
     if args.dry_run:
         print(sub.script, end="")
         return 0
@@ -126,13 +129,20 @@ def _cmd_submit(args) -> int:
 
 
 def _cmd_record(args) -> int:
-    from .records import write_record_page
+    from lenslib.cli import fail
 
-    note = None
-    if args.note is not None:
-        if not Path(args.note).is_file():
-            raise SystemExit(f"--note {args.note}: no such file; pass a markdown file describing how the run was made.")
-        note = Path(args.note).read_text()
+    from .records import check_record_args, write_record_page
+
+    try:
+        check_record_args(args.run_dir, args.out)
+        note = None
+        if args.note is not None:
+            if not Path(args.note).is_file():
+                raise FileNotFoundError(f"--note {args.note}: no such file; pass a markdown file describing how the "
+                                        "run was made.")
+            note = Path(args.note).read_text()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError) as err:
+        return fail("record", err)
     page = write_record_page(args.run_dir, args.out, title=args.title, note=note)
     print(f"wrote {page}")
     return 0

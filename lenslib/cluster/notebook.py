@@ -139,13 +139,28 @@ def read_parameters_file(path_or_yaml: str | Path) -> dict:
 
 
 def load_notebook(path: str | Path):
-    """Read a notebook (``.ipynb``, or a jupytext ``.md``/``.py``) as an nbformat v4 notebook."""
+    """Read a notebook (``.ipynb``, or a jupytext ``.md``/``.py``) as an nbformat v4 notebook.
+
+    A missing path is a ``FileNotFoundError``; a folder, a file of another kind or one that does not parse is a
+    :class:`ParameterError` naming the file, so ``lens run-notebook`` and ``lens submit`` (chapter 7) refuse it
+    in one line before anything runs."""
     import jupytext
+    from jupytext.formats import NOTEBOOK_EXTENSIONS
 
     path = Path(path)
+    if path.is_dir():
+        raise ParameterError(f"notebook {path} is a folder: give a notebook file (.ipynb, or MyST .md).")
     if not path.is_file():
-        raise FileNotFoundError(f"notebook {path} not found.")
-    nb = jupytext.read(path)
+        raise FileNotFoundError(f"notebook {path} not found: give a notebook file (.ipynb, or MyST .md).")
+    if path.suffix not in NOTEBOOK_EXTENSIONS:
+        raise ParameterError(f"notebook {path}: {path.suffix or 'no extension'} is not a notebook format; give an "
+                             ".ipynb or a MyST .md file.")
+    try:
+        nb = jupytext.read(path)
+    except (ValueError, UnicodeDecodeError) as err:  # NotJSONError, a jupytext format error, a binary file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ParameterError(f"notebook {path} cannot be read as a notebook ({first}); give an .ipynb or MyST "
+                             ".md file.") from None
     for cell in nb.cells:  # papermill expects every cell to carry a tags list
         cell.metadata.setdefault("tags", [])
     return nb
@@ -386,6 +401,9 @@ def prepare(notebook: str | Path, run_dir: str | Path, parameters: dict | None =
     run_dir = Path(run_dir).resolve()
     if "\n" in str(run_dir):
         raise ParameterError(f"RUN_DIR {str(run_dir)!r} contains a newline; choose a plainer folder name.")
+    above = next((p for p in (run_dir, *run_dir.parents) if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise ParameterError(f"RUN_DIR {run_dir}: {above} is a file; give a folder (existing or new) for the run.")
     passed = dict(parameters or {})
     if "run_dir" in passed and Path(str(passed["run_dir"])).resolve() != run_dir:
         raise ParameterError(

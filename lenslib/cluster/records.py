@@ -14,33 +14,46 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import re
 from pathlib import Path
 
 import yaml
 
-__all__ = ["read_run", "record_to_page", "write_record_page", "summary_markdown"]
+__all__ = ["read_run", "record_to_page", "check_record_args", "write_record_page", "summary_markdown"]
+
+log = logging.getLogger(__name__)
 
 
 def read_run(run_dir: str | Path) -> dict:
-    """Everything a report needs from a run folder: manifest, config, metrics, samples, record path."""
+    """Everything a report needs from a run folder: manifest, config, metrics, samples, record path.
+
+    Metrics are read with the trainer's tolerant reader (:func:`lenslib.train.trainer.read_metrics`): the
+    metrics of a job killed mid-write still make a page, without their torn line."""
+    from lenslib.train.trainer import read_metrics
+
     from .notebook import MANIFEST_NAME, RECORD_NAME
 
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir} is {'a file' if run_dir.exists() else 'missing'}, not a run folder: give "
+                                "the RUN_DIR of a `lens run-notebook` run.")
     manifest_path = run_dir / MANIFEST_NAME
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder of `lens run-notebook` (no {MANIFEST_NAME}).")
-    manifest = json.loads(manifest_path.read_text())
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{manifest_path} is not valid JSON ({err}): the run folder is damaged; re-run it with "
+                         "`lens run-notebook` or restore run.json.") from None
     record = run_dir / manifest.get("record", RECORD_NAME)
     if not record.is_file():
         raise FileNotFoundError(f"{record} is missing: the run has no executed notebook yet.")
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else None
-    metrics = []
-    if (run_dir / "metrics.jsonl").is_file():
-        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-            if line.strip():
-                metrics.append(json.loads(line))
+    metrics, notes = read_metrics(run_dir)  # a killed job's torn last line is dropped and noted, not fatal
+    for note in notes:
+        log.warning("%s: %s", run_dir, note)
     samples = sorted((run_dir / "samples").glob("*.png")) if (run_dir / "samples").is_dir() else []
     return {"run_dir": run_dir, "manifest": manifest, "config": config, "metrics": metrics, "samples": samples,
             "record": record}
@@ -157,6 +170,28 @@ def record_to_page(run_dir: str | Path, title: str | None = None, note: str | No
 
 #: An experiment's scored results in a run folder (e.g. the caption ablation's); copied beside the page.
 RESULTS_NAME = "results.json"
+
+
+def check_record_args(run_dir: str | Path, out: str | Path) -> None:
+    """Refuse a record that cannot be written, before the run is read: ``run_dir`` must be a run folder of
+    ``lens run-notebook`` (with its ``run.json``) and ``out`` an ``.ipynb`` path whose folder can exist.
+    ``lens record`` (chapter 7) calls it first."""
+    from .notebook import MANIFEST_NAME
+
+    run_dir, out = Path(run_dir), Path(out)
+    if not run_dir.exists():
+        raise FileNotFoundError(f"{run_dir} does not exist: give the RUN_DIR of a `lens run-notebook` run.")
+    if not run_dir.is_dir():
+        raise NotADirectoryError(f"{run_dir} is a file: give the RUN_DIR of a `lens run-notebook` run.")
+    if not (run_dir / MANIFEST_NAME).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder of `lens run-notebook` (no {MANIFEST_NAME}).")
+    if out.suffix != ".ipynb":
+        raise ValueError(f"{out}: a record page keeps the run's outputs, so it must be an .ipynb file.")
+    if out.is_dir():
+        raise IsADirectoryError(f"{out} is a folder: give the path of the .ipynb page to write.")
+    above = next((p for p in out.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise NotADirectoryError(f"{out} cannot be written: {above} is a file; give another page path.")
 
 
 def write_record_page(run_dir: str | Path, out: str | Path, title: str | None = None, note: str | None = None) -> Path:

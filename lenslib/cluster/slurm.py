@@ -88,6 +88,12 @@ class SlurmResources:
             value = getattr(self, name)
             if value is not None and not _PLAIN.match(value):
                 raise SlurmError(f"{name}={value!r} contains characters SLURM does not accept in that option.")
+        for opt in self.extra:  # each becomes one `#SBATCH` line: a line break would add directives of its own
+            if not isinstance(opt, str) or any(ord(c) < 32 or ord(c) == 127 for c in opt):
+                raise SlurmError(f"sbatch option {opt!r} contains a newline or another control character; give one "
+                                 "option per --sbatch-arg, on one line.")
+            if not opt.startswith("-"):
+                raise SlurmError(f"sbatch option {opt!r} is not an option: give it as --name=value (e.g. --exclusive).")
 
 
 def _job_name(name: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 
 
 def register(subparsers) -> None:
@@ -76,14 +75,34 @@ def register(subparsers) -> None:
     d.set_defaults(func=lambda a: (d.print_help(), 0)[1])
 
 
+def _output_folder(flag: str, value: str) -> None:
+    """``value`` must be a folder or creatable as one (no file in its place or on its path)."""
+    from pathlib import Path
+
+    out = Path(value)
+    above = next((p for p in (out, *out.parents) if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise NotADirectoryError(f"{flag} {out}: {above} is a file; give a folder (existing or new).")
+
+
 def _recaption(a) -> int:
+    from lenslib.cli import fail
+
     from .pipeline import PipelineConfig, run_pipeline
+    from .shards import list_shards
 
     logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO, format="%(levelname)s %(message)s")
     if not a.captioner:
-        print("lens recaption: give at least one --captioner (e.g. openai:gpt-4.1 or vlm:/path/to/model)",
-              file=sys.stderr)
-        return 2
+        return fail("recaption", "give at least one --captioner (e.g. openai:gpt-4.1 or vlm:/path/to/model)")
+    try:  # the inputs and the output folder, before any model or captioner is loaded
+        for flag, value in (("--batch-size", a.batch_size), ("--images-per-shard", a.images_per_shard),
+                            ("--max-concurrency", a.max_concurrency), ("--max-new-tokens", a.max_new_tokens)):
+            if value < 1:
+                raise ValueError(f"{flag} {value}: give a positive number")
+        list_shards(a.input, a.images_per_shard)
+        _output_folder("--output", a.output)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as err:
+        return fail("recaption", err)
     funnel = {"thresholds": {"min_area": a.min_area, "blur": a.blur, "entropy": a.entropy,
                              "exposure_min": a.exposure_min, "exposure_max": a.exposure_max},
               "embedder": None if a.embedder == "none" else a.embedder, "dedup_threshold": a.dedup_threshold,
@@ -114,8 +133,9 @@ def _report(a) -> int:
 
     p = Path(a.output) / "funnel.json"
     if not p.is_file():
-        print(f"{p} not found: run `lens recaption` first (it writes funnel.json when it finishes)", file=sys.stderr)
-        return 1
+        from lenslib.cli import fail
+
+        return fail("data report", f"{p} not found: run `lens recaption` first (it writes funnel.json when it finishes)")
     print(FunnelReport.load(p).table())
     return 0
 
@@ -132,24 +152,39 @@ def _buckets(a) -> int:
 def _cache(a) -> int:
     from pathlib import Path
 
-    from lenslib.model.text_encoders.registry import get_text_encoder
+    from lenslib.cli import fail
+    from lenslib.model.text_encoders.registry import available_text_encoders, get_text_encoder
 
     from .feature_cache import build_feature_cache
     from .shards import read_output
 
-    m = json.loads((Path(a.input) / "manifest.json").read_text())
+    manifest = Path(a.input) / "manifest.json"
+    kind, _, arg = a.codec.partition(":")
+    try:  # every argument, before the encoder, the codec or any image is loaded
+        if not manifest.is_file():
+            raise FileNotFoundError(f"--input {a.input} is not a recaption output (no manifest.json): give a folder "
+                                    "written by `lens recaption`.")
+        m = json.loads(manifest.read_text())
+        if a.text_encoder not in available_text_encoders():
+            raise ValueError(f"--text-encoder {a.text_encoder!r}: choose one of {', '.join(available_text_encoders())}.")
+        if kind == "pixel" and (not (arg or "2").isdigit() or int(arg or "2") < 1):
+            raise ValueError(f"--codec {a.codec!r}: the pixel codec's patch is a positive integer, e.g. pixel:2.")
+        if kind not in ("pixel", "flux2"):
+            raise ValueError(f"unknown --codec {a.codec!r}: use pixel:P or flux2:FOLDER")
+        for flag, value in (("--shard-size", a.shard_size), ("--square", a.square), ("--base", a.base)):
+            if value is not None and value < 1:
+                raise ValueError(f"{flag} {value}: give a positive number")
+        _output_folder("--output", a.output)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as err:
+        return fail("data cache", err)
     kw = {"path": a.text_encoder_path} if a.text_encoder_path else {}
     enc = get_text_encoder(a.text_encoder, **kw)
-    kind, _, arg = a.codec.partition(":")
     if kind == "pixel":
         from lenslib.model.vae import PixelCodec
         codec = PixelCodec(patch_size=int(arg or 2))
-    elif kind == "flux2":
+    else:
         from lenslib.model.vae import Flux2Codec
         codec = Flux2Codec.from_pretrained(arg)
-    else:
-        print(f"unknown --codec {a.codec!r}: use pixel:P or flux2:FOLDER", file=sys.stderr)
-        return 2
     records = [r for s in m["shards"] for r in read_output(Path(a.input) / s["output"])]
     from .buckets import LENS_BUCKETS, Bucket
 

@@ -61,7 +61,8 @@ def list_shards(source: str, images_per_shard: int = 256) -> list[ShardRef]:
                 for i in range(0, len(imgs), images_per_shard)]
     paths = sorted({q for pat in braceexpand.braceexpand(source) for q in glob.glob(pat)})
     if not paths:
-        raise FileNotFoundError(f"no input shards match {source!r}")
+        raise FileNotFoundError(f"no input shards match {source!r}: give a folder of images or shards, a shard file "
+                                "(.tar, .parquet, .arrow), a glob or a {a..b} pattern")
     fmt = {".tar": "tar", ".parquet": "parquet", ".arrow": "arrow"}
     out = []
     for q in paths:

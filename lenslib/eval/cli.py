@@ -11,23 +11,47 @@ the image folder) and prints GenEval's summary table. Missing or unreadable imag
 failures and are counted; lines or images that cannot be judged get an error record and the run
 completes; the exit status is then 1. Lines naming a class the world cannot draw are not judged:
 they are listed in ``summary.json`` and counted in the table (``--strict`` refuses them, exit 2).
-Used in chapter 5.
+Bad arguments (a count below 1, an ``--out`` that is a file) are refused with exit 2 before any image
+is read. Used in chapter 5.
 """
 
 from __future__ import annotations
 
-import sys
+
+def check_args(args) -> None:
+    """Refuse what would fail after judging: counts below 1 and an output path that cannot be a folder.
+
+    ``lens eval`` calls it before any image is read (chapter 5 runs it on its samples)."""
+    from pathlib import Path
+
+    for flag, value in (("--per-prompt", args.per_prompt), ("--size", args.size)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} {value}: give a positive number, or omit it to take it from the folder")
+    if args.n_boot < 1:
+        raise ValueError(f"--n-boot {args.n_boot}: the bootstrap needs at least 1 replicate (2000, the default, "
+                         "gives stable 95 % intervals)")
+    out = Path(args.out or args.images)
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise NotADirectoryError(f"--out {out}: {p} is a file; give a folder for results.jsonl and "
+                                         "summary.json")
+            break
+    for name in ("results.jsonl", "summary.json"):
+        if (out / name).is_dir():
+            raise IsADirectoryError(f"--out {out}: {out / name} is a folder; move it or give another --out")
 
 
 def _eval(args) -> int:
+    from lenslib.cli import fail
     from lenslib.eval.geneval import evaluate_folder, format_summary, summarize, write_results
 
     try:
+        check_args(args)
         rows = evaluate_folder(args.images, args.metadata, vocab=args.vocab, size=args.size,
                                per_prompt=args.per_prompt, strict=args.strict)
-    except (FileNotFoundError, ValueError) as err:  # no folder / no prompts at all: nothing to score
-        print(f"lens eval: error: {err}", file=sys.stderr)
-        return 2
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError) as err:
+        return fail("eval", err)  # bad arguments, no folder, no prompts at all: nothing to score
     summary = summarize(rows, n_boot=args.n_boot, seed=args.seed)
     results, summary_path = write_results(rows, summary, args.out or args.images)
     print(format_summary(summary))

@@ -30,17 +30,22 @@ def register(subparsers) -> None:
 
 
 def _cmd_captions(args) -> int:
+    from lenslib.cli import fail
     from lenslib.experiments import captions as cap
     from lenslib.paths import cache_dir
 
     kinds = tuple(args.kinds or cap.KINDS)
     try:
+        if args.n_boot < 1:
+            raise ValueError(f"--n-boot {args.n_boot}: the bootstrap needs at least 1 replicate (default 2000)")
         preset = cap.get_preset(args.preset)
-        out = Path(args.out) if args.out else cache_dir() / "experiments" / "captions" / args.preset
+        out = Path(args.out) if args.out else cache_dir(create=False) / "experiments" / "captions" / args.preset
+        above = next((p for p in (out, *out.parents) if p.exists()), None)
+        if above is not None and not above.is_dir():
+            raise NotADirectoryError(f"--out {out}: {above} is a file; give a folder (existing or new)")
         cap.arm_configs(preset, out, kinds, args.seeds, args.overrides)  # fail before any training
-    except ValueError as err:
-        print(f"error: {err}")
-        return 2
+    except (ValueError, NotADirectoryError) as err:
+        return fail("experiment captions", err)
     res = cap.run_captions(preset, out, kinds, args.seeds, overrides=args.overrides)
     print(res.table(n_boot=args.n_boot).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     report = {"preset": args.preset, "kinds": list(kinds), "seeds": list(res.seeds)}

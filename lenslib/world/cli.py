@@ -11,12 +11,11 @@ Used in chapters 4 to 6; heavy imports happen inside the commands so ``lens --he
 
 from __future__ import annotations
 
-import sys
-
 
 def _fail(command: str, err: Exception) -> int:
-    print(f"lens world {command}: error: {err}", file=sys.stderr)
-    return 2
+    from lenslib.cli import fail
+
+    return fail(f"world {command}", err)
 
 
 def _make(args) -> int:
@@ -25,7 +24,7 @@ def _make(args) -> int:
     try:
         out = make_dataset(args.n, args.size, args.vocab, args.out, seed=args.seed, shards=args.shards,
                            overwrite=args.overwrite, shard_size=args.shard_size)
-    except (FileExistsError, ValueError) as err:  # bad arguments or an occupied --out: nothing was written
+    except (FileExistsError, NotADirectoryError, ValueError) as err:  # bad arguments or an occupied --out: nothing written
         return _fail("make", err)
     print(f"wrote {args.n} {args.vocab} examples to {out}"
           + (" (with webdataset shards)" if args.shards else ""))
@@ -40,7 +39,7 @@ def _render(args) -> int:
         report = read_metadata(args.metadata, args.vocab)
         out = render_suite(args.metadata, args.out, per_prompt=args.per_prompt, vocab=args.vocab,
                            size=args.size, seed=args.seed, overwrite=args.overwrite, strict=args.strict)
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
+    except (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError) as err:
         return _fail("render", err)
     print(f"rendered {len(report.lines)} of {report.n_lines} prompts x {args.per_prompt} images to {out}")
     if report.undrawable:

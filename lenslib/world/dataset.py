@@ -95,6 +95,8 @@ def make_dataset(n: int, size: int | None = None, vocab: str = "shapes", out: st
     if size is None and vocab in VOCAB_MIN_SIDE:
         size = VOCAB_MIN_SIDE[vocab]
     _check_args(n, size, vocab)
+    if shards and (not isinstance(shard_size, int) or shard_size < 1):
+        raise ValueError(f"shard_size (--shard-size) must be a positive number of examples per shard, got {shard_size!r}")
     out = check_output_dir(out, overwrite)
     features = datasets.Features({
         "image": datasets.Image(), "spec": datasets.Value("string"),
