@@ -451,7 +451,7 @@ def tally(trials: list[dict]) -> dict:
     """Counts over trials: kills by kind, what the jobs resumed from, and whether every run came out identical."""
     kills = [k for t in trials for k in t["kills"]]
     # A timed kill whose job's last line logged a step fell between that step and the end of its save (or evaluation).
-    after_step_line = sum(k.kind != "save" and k.last_line.startswith("step ") for k in kills)
+    after_step_line = sum(k.kind in ("startup", "training") and k.last_line.startswith("step ") for k in kills)
     return {
         "kills": len(kills),
         "by_kind": {kind: sum(k.kind == kind for k in kills) for kind in KINDS},
