@@ -665,10 +665,6 @@ def validate(cfg: TrainConfig, world_size: int | None = None, for_training: bool
     if not (0.0 <= cfg.optim.decay_ratio <= 1.0 and 0.0 <= cfg.optim.min_lr_factor <= 1.0):
         raise ConfigError(f"optim.decay_ratio and optim.min_lr_factor are fractions in [0, 1], got "
                           f"{cfg.optim.decay_ratio} and {cfg.optim.min_lr_factor}.")
-    if cfg.optim.decay_ratio > 0 and cfg.optim.warmup_steps + round(cfg.optim.decay_ratio * cfg.run.steps) > cfg.run.steps:
-        raise ConfigError(f"optim.warmup_steps ({cfg.optim.warmup_steps}) plus the decay "
-                          f"(optim.decay_ratio {cfg.optim.decay_ratio} of {cfg.run.steps} steps) exceed run.steps: "
-                          "shorten the warmup or lower optim.decay_ratio.")
     positive("optim.weight_decay", cfg.optim.weight_decay, allow_zero=True)
     positive("flow.logit_normal_scale", cfg.flow.logit_normal_scale)
     positive("eval.every", cfg.eval.every, allow_zero=True)

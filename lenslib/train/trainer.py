@@ -112,17 +112,16 @@ def run_totals(run_dir: str | Path) -> dict:
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
     """Warmup-stable-decay (torchtitan's schedule): linear warmup over ``optim.warmup_steps``, constant (the
-    paper's LR), then over the last ``optim.decay_ratio`` of ``run.steps`` a decay to ``optim.min_lr_factor``
-    times the LR. A short run ends at a low LR, where the weights settle instead of circling a minimum
+    paper's LR), then over the last ``optim.decay_ratio`` of ``run.steps`` (never before the warmup ends) a decay
+    to ``optim.min_lr_factor`` times the LR. A short run ends at a low LR, where the weights settle instead of circling a minimum
     (chapter 4's recipe; ``benchmarks/learning_ablation.py`` measures it)."""
     o = cfg.optim
     if o.warmup_steps > 0 and step < o.warmup_steps:
         return o.lr * (step + 1) / o.warmup_steps
-    decay_steps = round(o.decay_ratio * cfg.run.steps)
-    start = cfg.run.steps - decay_steps
-    if decay_steps == 0 or step < start:
+    start = max(o.warmup_steps, cfg.run.steps - round(o.decay_ratio * cfg.run.steps))  # a short run: after warmup
+    if o.decay_ratio == 0 or step < start or start >= cfg.run.steps:
         return o.lr
-    progress = (step - start + 1) / decay_steps  # 1 at the last step
+    progress = (step - start + 1) / (cfg.run.steps - start)  # 1 at the last step
     if o.decay_type == "linear":
         keep = 1.0 - progress
     elif o.decay_type == "sqrt":
