@@ -1,7 +1,7 @@
 """A real single-node SLURM cluster for the cluster tests: munge, slurmctld and slurmd on localhost.
 
 ``.ci/slurm-setup.sh start`` installs Debian's packages when missing, writes the config and starts the
-daemons as root without systemd (facts in ../shared/notes/slurm-local.md). The fixture stops them again
+daemons as root without systemd. The fixture stops them again
 only if it started them. Where SLURM cannot start, the tests **fail** with the setup log: they are part
 of CI, not optional. ``LENS_SLURM_TESTS=0`` opts out explicitly on a machine that cannot run them.
 """

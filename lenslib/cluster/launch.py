@@ -1,7 +1,7 @@
 """Multi-process training from a notebook: ``torchrun`` as a subprocess, never DDP inside the kernel.
 
 A Jupyter kernel is one process (and papermill runs it in its own session), so the training notebook is
-the *control plane* (design-references.md §D2): it validates the config, starts
+the *control plane*: it validates the config, starts
 ``torchrun -m lenslib.train --config RUN_DIR/config.yaml`` and waits, echoing the log, then plots and
 evaluates from what the trainer wrote. :func:`launch_training` returns or raises with the return code
 and the last lines of the log, so both surface in the executed notebook.
@@ -9,7 +9,7 @@ and the last lines of the log, so both surface in the executed notebook.
 Inside a SLURM job the command runs under ``srun`` (one task per node, torchrun's c10d rendezvous on
 the job's first node for several nodes). That makes torchrun an *srun task*, the only process that
 ``scancel --signal=USR1`` and ``#SBATCH --signal=USR1@120`` reach under ``proctrack/cgroup``
-(slurm-local.md §3); torchrun forwards SIGUSR1 to the workers (``--signals-to-handle``), every rank
+(tested against a local SLURM cluster in ``tests/test_cluster_slurm.py``); torchrun forwards SIGUSR1 to the workers (``--signals-to-handle``), every rank
 saves at the next step and the trainer leaves a ``PREEMPTED`` file. A stop request that reaches the job
 script or ``lens run-notebook`` instead (``scancel -b``, ``--signal=B:USR1@…``, SIGTERM) touches the run's
 preempt flag (``$LENS_PREEMPT_FLAG``); this launcher polls it and signals its child. Either way the

@@ -1,6 +1,6 @@
 """``lens run-notebook``: a training notebook, executed headlessly, whose executed copy is the run's record.
 
-The Netflix pattern (design-references.md §D): the input notebook and its parameters are immutable
+The Netflix pattern: the input notebook and its parameters are immutable
 inputs, the executed notebook is the record and the log. What this adds to papermill:
 
 1. the MyST notebook is converted with jupytext (``book/04_training.md`` runs as it is);

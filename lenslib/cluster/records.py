@@ -2,7 +2,7 @@
 
 ``lens run-notebook`` leaves the executed notebook (``run.ipynb``), a manifest of every attempt
 (``run.json``), the resolved config and the trainer's metrics and samples in the run folder. The
-executed notebook *is* the report (design-references.md §D4): :func:`record_to_page` prepends a summary
+executed notebook *is* the report: :func:`record_to_page` prepends a summary
 (status, attempts and SLURM job ids, parameters, key config values, final metrics, a loss curve and the
 last preview samples) and marks the page as not-to-be-executed, so the book shows the outputs the
 cluster produced instead of re-running a 128-GPU job.

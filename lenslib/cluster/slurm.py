@@ -2,7 +2,7 @@
 
 The job script runs ``lens run-notebook`` on the job's first node; the notebook starts ``torchrun`` on
 every node through ``srun`` (:mod:`lenslib.cluster.launch`). The script is built from what was measured
-on a real cluster (slurm-local.md §3):
+on a real cluster (and tested against a local SLURM cluster in ``tests/test_cluster_slurm.py``):
 
 * ``--signal=USR1@120`` warns the *srun tasks* (torchrun, which forwards to the workers) two minutes
   before the time limit; under ``proctrack/cgroup`` nothing else receives it.

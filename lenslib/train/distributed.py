@@ -11,7 +11,7 @@ nothing here communicates. The strategy comes from ``dist.strategy``:
 
 Activation checkpointing is switched on before wrapping (diffusers' own per-block checkpointing when the
 model supports it). On CPU everything runs in fp32: this CPU has no bf16 units and bf16 matmuls are >10×
-slower (notes/distributed-cpu.md), so ``precision=auto`` means bf16 autocast on CUDA only.
+slower, so ``precision=auto`` means bf16 autocast on CUDA only.
 
 Used by the trainer; chapter 4 explains the choices.
 """

@@ -7,7 +7,7 @@ if only one was signalled, and then all exit with :data:`REQUEUE_EXIT_CODE` so a
 
     lens train --config lens-stage1 --nproc-per-node 8 ...; [ $? -eq 75 ] && scontrol requeue $SLURM_JOB_ID
 
-Two traps, measured on this machine (notes/distributed-cpu.md §1e):
+Two traps, measured with torch 2.13 on Linux:
 
 * ``torchrun`` forwards SIGTERM/SIGINT to its workers, but SIGUSR1 only when started with
   ``--signals-to-handle ...,SIGUSR1`` (``lens train --nproc-per-node`` passes it); and torchrun's own exit
