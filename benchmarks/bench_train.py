@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 from lenslib.train.checkpoint import write_json_atomic
+from lenslib.train.trainer import read_metrics
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
 
@@ -66,7 +67,7 @@ def main() -> int:
         cfg = load_config(args.config, [f"run.steps={args.steps}", "run.save_every=0", "eval.every=0", "run.progress=log",
                                         f"run.out_dir={tmp}", "run.resume=never", *args.overrides])
         summary = train(cfg)
-        rows = [json.loads(x) for x in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(tmp)[0]
         state = json.loads((Path(summary["checkpoint"]) / "trainer_state.json").read_text())
 
     step_times = [r["step_time_s"] for r in rows[args.warmup:]]
