@@ -74,8 +74,9 @@ def main() -> int:
     parser.add_argument("--eval-every", type=int, default=1000)
     parser.add_argument("--pool", type=int, default=20000,
                         help="train on a cached pool of this many world scenes (data.num_scenes; 0: render every step)")
-    parser.add_argument("--stride", type=int, default=5, help="score every N-th suite line (350/5 = 70 lines)")
-    parser.add_argument("--per-prompt", type=int, default=2)
+    parser.add_argument("--stride", type=int, default=1, help="score every N-th suite line (default: all 350; "
+                        "a stride leaves single_object, 10 lines, with a handful of images)")
+    parser.add_argument("--per-prompt", type=int, default=1)
     parser.add_argument("--sample-steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--denoise-scenes", type=int, default=48, help="held-out scenes for the one-step denoising check")
@@ -88,6 +89,7 @@ def main() -> int:
     from lenslib.train.checkpoint import list_checkpoints, read_trainer_state
     from lenslib.train.config import load_config
     from lenslib.train.data import build_source
+    from lenslib.train.trainer import read_metrics
 
     lines = [json.loads(x) for x in SUITE.read_text().splitlines()][:: args.stride]
     loads = []  # (elapsed training seconds, 1-min load average), sampled every 5 s
@@ -112,7 +114,7 @@ def main() -> int:
         load_before = os.getloadavg()
         summary = train(cfg)
         stop.set()
-        metrics = [json.loads(x) for x in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
+        metrics = read_metrics(tmp)[0]
         elapsed = {r["step"]: r["elapsed_s"] for r in metrics}
         step_times = np.array([r["step_time_s"] for r in metrics])
 

@@ -1,6 +1,6 @@
 """What makes ``cpu-tiny`` learn the world? Each change to the recipe alone and together, at one step budget.
 
-Every arm is the shipped ``cpu-tiny`` config plus a few overrides, trained by ``lenslib.train.train`` for the
+Every arm is ``cpu-tiny`` as it was when the ablation began (``ABLATION_BASE``) plus a few overrides, trained by ``lenslib.train.train`` for the
 same number of steps on this CPU, then scored once: its EMA weights sample the GenEval-format shape suite
 (``data/suites/shapes_geneval.jsonl``, every ``--stride``-th line, ``--per-prompt`` images each, detailed
 prompts, Euler + CFG) and the exact judge gives GenEval's overall score with a bootstrap 95 % interval
@@ -37,7 +37,7 @@ from lenslib.train.config import load_config
 RESULTS = Path(__file__).resolve().parent / "results" / "learning_ablation.json"
 SUITE = Path(__file__).resolve().parent.parent / "data" / "suites" / "shapes_geneval.jsonl"
 
-# name -> (what it tests, overrides of the shipped cpu-tiny config)
+# name -> (what it tests, overrides of ABLATION_BASE)
 ARMS: dict[str, tuple[str, list[str]]] = {}
 
 
@@ -88,7 +88,7 @@ def main() -> int:
         if done and done.get("key") == {**train_key, **eval_key}:
             print(f"{name}: kept ({done['overall']:.3f})")
             continue
-        cfg = load_config("cpu-tiny", [*overrides, f"run.steps={args.steps}", "eval.every=0", "run.progress=log",
+        cfg = load_config("cpu-tiny", [*ABLATION_BASE, *overrides, f"run.steps={args.steps}", "eval.every=0", "run.progress=log",
                                        f"run.save_every={args.steps}", "run.log_every=100", f"run.name={name}",
                                        f"run.out_dir={out / name}"])
         trained = done and {k: done["key"].get(k) for k in train_key} == train_key
@@ -117,8 +117,10 @@ def main() -> int:
     return 0
 
 
-# Every arm spells out the four choices (width, conv options, training mu, sampling shift), so the table keeps its
-# meaning when the shipped cpu-tiny.yaml changes. "base" is cpu-tiny as it was before this ablation.
+# Every arm starts from ABLATION_BASE, cpu-tiny as it was when the ablation began (8x8 patches, constant LR), and
+# spells out the four choices of the first round (width, conv options, training mu, sampling shift), so the table
+# keeps its meaning when the shipped cpu-tiny.yaml changes. "base" is cpu-tiny before this ablation.
+ABLATION_BASE = ("data.patch=8", "optim.decay_ratio=0.0")
 POOL = "data.num_scenes=20000"
 W256 = ("model.preset=cpu-small", "model.kwargs={num_layers: 4}")  # width 256, 4 blocks, ~10M parameters
 W128 = ("model.preset=cpu-tiny", "model.kwargs={}")  # width 128, 4 blocks, ~2.7M parameters
@@ -135,19 +137,29 @@ arm("mu1-p4-w128", "mu1 with 4x4 patches (256 tokens) and width 128: about the c
     *W128, *MU1, "data.patch=4")
 arm("mu1-w128", "mu1 at width 128", POOL, *W128, *MU1)
 arm("conv-w128", "the conv stem and head at width 128, without the shift towards noise (mu 0)", POOL, *W128_CONV, *MU0)
-arm("mu1-conv-w128", "all three: conv stem and head, width 128, mu 1 (the shipped cpu-tiny)", POOL, *W128_CONV, *MU1)
+arm("mu1-conv-w128", "all three: conv stem and head, width 128, mu 1 (cpu-tiny after the first round)", POOL, *W128_CONV, *MU1)
 
-# Second round, on top of the shipped recipe (mu1-conv-w128).
-SHIPPED = (POOL, *W128_CONV, *MU1)
-arm("wsd", "shipped, with the LR decayed linearly to 0 over the last 30 % of steps (warmup-stable-decay)", *SHIPPED,
+# Second round, on top of the first round's recipe (mu1-conv-w128).
+ROUND1 = (POOL, *W128_CONV, *MU1)  # mu1-conv-w128
+arm("wsd", "mu1-conv-w128, with the LR decayed linearly to 0 over the last 30 % of steps (warmup-stable-decay)", *ROUND1,
     "optim.decay_ratio=0.3")
-arm("p4-w64-conv", "4x4 patches (256 tokens) at width 64 (2 heads), conv stem and head: about the shipped cost", POOL,
+arm("p4-w64-conv", "4x4 patches (256 tokens) at width 64 (2 heads), conv stem and head: about the cost of mu1-conv-w128", POOL,
     *MU1, "model.preset=cpu-tiny", "model.kwargs={inner_dim: 64, num_attention_heads: 2, pixel_stem: 16, pixel_head: 32}",
     "data.patch=4")
-arm("depth6", "shipped with 6 blocks instead of 4", POOL, *MU1, "model.preset=cpu-tiny",
+arm("depth6", "mu1-conv-w128 with 6 blocks instead of 4", POOL, *MU1, "model.preset=cpu-tiny",
     "model.kwargs={num_layers: 6, pixel_stem: 16, pixel_head: 32}")
-arm("velocity", "shipped, predicting the velocity (Lens) instead of the clean image", *SHIPPED, "flow.prediction=velocity")
+arm("velocity", "mu1-conv-w128, predicting the velocity (Lens) instead of the clean image", *ROUND1, "flow.prediction=velocity")
 
+arm("skip", "mu1-conv-w128, with the head also reading the stem's features of the input and the timestep (pixel_skip, "
+    "not Lens)", POOL, *MU1, "model.preset=cpu-tiny", "model.kwargs={pixel_stem: 16, pixel_head: 32, pixel_skip: true}")
+
+P4_W64 = ("model.preset=cpu-tiny", "data.patch=4")  # with model.kwargs {inner_dim: 64, num_attention_heads: 2, ...}
+arm("p4-w64-wsd", "p4-w64-conv with the LR decay of wsd (the shipped cpu-tiny)", POOL, *MU1, *P4_W64,
+    "model.kwargs={inner_dim: 64, num_attention_heads: 2, pixel_stem: 16, pixel_head: 32}", "optim.decay_ratio=0.3")
+TEXT96 = ("data.max_text_tokens=96", "data.text_encoder_kwargs.max_length=96")
+arm("p4-w64-wsd-t96", "p4-w64-wsd reading 96 caption tokens instead of 32 (every suite prompt's relations fit, not "
+    "only its first sentence)", POOL, *MU1, *P4_W64, *TEXT96,
+    "model.kwargs={inner_dim: 64, num_attention_heads: 2, pixel_stem: 16, pixel_head: 32}", "optim.decay_ratio=0.3")
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -19,8 +19,9 @@ The whole training objective of Lens (paper §2.1) fits on one screen:
   (``prediction="x"``, JiT: Li & He 2025, "Back to Basics: Let Denoising Generative Models Denoise"),
   turned into a velocity by ``v = (x_t - x̂0) / t`` (t floored at ``X_PREDICTION_T_MIN``) and trained
   with the same velocity MSE. Clean images lie on a low-dimensional manifold while noise fills every
-  channel, so a network narrow for its token width can still output x̂0 but not v: the CPU configs
-  (pixel patches of 192 channels, width 128) draw clean backgrounds only with x-prediction.
+  channel, so a network narrow for its token width can still output x̂0 but not v: the CPU recipe of
+  chapter 4 scored 0.000 on GenEval with velocity outputs and draws clean backgrounds only with x-prediction
+  (``benchmarks/results/learning_ablation.json``).
 
 Sampling (Euler steps on the learned velocity, CFG with Lens's per-token norm rescale) is here in its
 plain form for training-time previews and the 2-D chapter; the exact official schedule (empirical mu,

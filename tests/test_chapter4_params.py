@@ -99,7 +99,7 @@ def _steps(run_dir):
 def test_a_short_cpu_tiny_run_leaves_its_record_and_a_rerun_resumes(tmp_path, capsys):
     run_dir = tmp_path / "tiny"
     args = ["run-notebook", str(CHAPTER_4), str(run_dir), "-p", "steps", "4", "-p", "eval_every", "4",
-            "-p", "stop_at", "2", "-p", "eval_lines", "1", "-p", "denoise_scenes", "4"]
+            "-p", "stop_at", "2", "-p", "eval_lines", "1", "-p", "denoise_scenes", "4", "-p", "world_pool", "64"]
     assert main(args) == 0, capsys.readouterr().err
     for name in ("run.ipynb", "run.json", "config.yaml", "parameters.yaml", "metrics.jsonl", "evals.jsonl"):
         assert (run_dir / name).is_file(), name
