@@ -77,6 +77,17 @@ def test_yaml_file_and_p_values_build_the_config(tmp_path):
     assert not (run_dir / "run.ipynb").exists()
 
 
+def test_world_pool_is_the_world_presets_scene_pool_and_ignored_by_data_sets():
+    """Chapter 4's ``world_pool``: part of the validated config for a world preset, so a re-run compares like with like."""
+    assert config_key("world_pool") is None
+    tiny = config_from_parameters({"preset": "cpu-tiny", "world_pool": 64}, for_training=False)
+    assert tiny.data.num_scenes == 64
+    assert config_from_parameters({"preset": "cpu-tiny", "world_pool": 0}, for_training=False).data.num_scenes is None
+    stage1 = config_from_parameters({"preset": "lens-stage1", "nodes": 16, "world_pool": 64}, for_training=False)
+    assert stage1.data.source != "world" and stage1.data.num_scenes is None
+    with pytest.raises(ParameterError, match="world_pool"):
+        config_from_parameters({"preset": "cpu-tiny", "world_pool": -3}, for_training=False)
+
 def test_paper_preset_validates_at_its_scale(tmp_path):
     # lens-stage1 at 16 nodes x 8 GPUs: global batch 3072 = 128 x 24, and it needs a data path
     with pytest.raises(ParameterError, match="data.path"):

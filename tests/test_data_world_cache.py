@@ -90,7 +90,7 @@ def test_num_scenes_in_a_config_reads_the_cache(tmp_path, monkeypatch):
     assert meta["caption_kind"] == "brief" and meta["size"] == 64 and meta["text_encoder"] == batcher.text_encoder.name
     assert batcher.cache.path.parent == tmp_path / "world"
     b = batcher.batch(list(range(8)), (64, 64))
-    assert b.tokens.shape == (8, 64, 192) and np.array_equal(b.captions[:2], b.captions[6:])
+    assert b.tokens.shape == (8, 256, 48) and np.array_equal(b.captions[:2], b.captions[6:])
     for bad in (["data.num_scenes=0"], ["data.num_scenes=4", "data.world_kwargs.num_scenes=4"]):
         with pytest.raises(ConfigError, match="num_scenes"):
             load_config("cpu-tiny", bad)

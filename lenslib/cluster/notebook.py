@@ -85,7 +85,7 @@ ATTEMPTS_DIR = "attempts"
 PREEMPT_FLAG_NAME = ".preempt"  # touched when this process (or the job script) is asked to stop
 
 #: Parameters with a fixed meaning (see the module docstring).
-CONTROL_PARAMETERS = ("run_dir", "preset", "overrides", "nodes", "nproc_per_node")
+CONTROL_PARAMETERS = ("run_dir", "preset", "overrides", "nodes", "nproc_per_node", "world_pool")
 #: Key names that occur in several sections but have an obvious meaning as a notebook parameter.
 ALIASES = {"seed": "run.seed"}
 
@@ -265,6 +265,16 @@ def config_from_parameters(params: dict, world_size: int | None = None, for_trai
     if params.get("run_dir"):
         overrides.append(f"run.out_dir={json.dumps(str(params['run_dir']))}")
     preset = params.get("preset")
+    pool = params.get("world_pool")
+    if pool:  # world presets train on a finite pool, rendered and encoded once (chapter 4); other sources ignore it
+        if isinstance(pool, bool) or not isinstance(pool, int) or pool < 0:
+            raise ParameterError(f"parameter world_pool={pool!r} must be a whole number of scenes (0: render every step).")
+        try:
+            is_world = load_config(preset).data.source == "world"
+        except ConfigError:
+            is_world = False  # the preset's own error is reported below, naming the parameter
+        if is_world:
+            overrides.insert(0, f"data.num_scenes={pool}")
     try:
         cfg = load_config(preset, overrides, world_size=world_size)
         if for_training:
