@@ -161,5 +161,15 @@ arm("p4-w64-wsd-t96", "p4-w64-wsd reading 96 caption tokens instead of 32 (every
     "only its first sentence)", POOL, *MU1, *P4_W64, *TEXT96,
     "model.kwargs={inner_dim: 64, num_attention_heads: 2, pixel_stem: 16, pixel_head: 32}", "optim.decay_ratio=0.3")
 
+# Third round, on top of the shipped recipe (p4-w64-wsd).
+P4_W64_WSD = (POOL, *MU1, *P4_W64, "optim.decay_ratio=0.3")
+arm("pooled", "p4-w64-wsd with the mean caption token added to the timestep embedding (pooled_text, not Lens): every "
+    "block's modulation sees the caption, as DiT's class label does", *P4_W64_WSD,
+    "model.kwargs={inner_dim: 64, num_attention_heads: 2, pixel_stem: 16, pixel_head: 32, pooled_text: true}")
+P4_W64_POOLED = "model.kwargs={inner_dim: 64, num_attention_heads: 2, pixel_stem: 16, pixel_head: 32, pooled_text: true}"
+arm("single", "p4-w64-wsd trained on one object per scene (a diagnostic: can the model draw a shape when nothing else "
+    "is asked of it?)", *P4_W64_WSD, "data.world_kwargs.max_objects=1",
+    "model.kwargs={inner_dim: 64, num_attention_heads: 2, pixel_stem: 16, pixel_head: 32}")
+
 if __name__ == "__main__":
     raise SystemExit(main())

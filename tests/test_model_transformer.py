@@ -642,3 +642,37 @@ def test_pixel_skip_gives_the_head_the_input_at_full_resolution_and_the_timestep
     torch.nn.init.normal_(model.img_head.film.weight, std=0.5)
     later = dict(kw, timestep=torch.tensor([0.9, 0.9]))
     assert not torch.allclose(model(x, txt, **kw), model(x, txt, **later))
+
+
+def test_pooled_text_modulates_every_block_with_the_mean_of_the_valid_caption_tokens():
+    """Not Lens: ``pooled_text`` adds the masked mean of the embedded caption to the timestep embedding. It starts
+    at zero (the model is then the plain one), padding tokens do not move it, and a dropped caption adds nothing."""
+    from lenslib.model.presets import get_config
+
+    base = get_config("cpu-tiny", in_channels=3 * 16, patch_size=4, num_layers=1)
+    torch.manual_seed(0)
+    plain = LensTransformer2DModel(**base)
+    for p in plain.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    pooled = LensTransformer2DModel(**base, pooled_text=True).initialize_weights()
+    assert pooled.load_state_dict(plain.state_dict(), strict=False).missing_keys == ["pooled_in.weight", "pooled_in.bias"]
+    assert torch.count_nonzero(pooled.pooled_in.weight) == 0
+    x, txt = torch.randn(2, 16, 48), [torch.randn(2, 5, 384) for _ in range(3)]
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    kw = dict(timestep=torch.tensor([0.3, 0.8]), img_shapes=[(1, 4, 4)])
+    torch.testing.assert_close(pooled(x, txt, mask, **kw), plain(x, txt, mask, **kw))
+
+    torch.nn.init.normal_(pooled.pooled_in.weight, std=0.5)  # a trained path
+    out = pooled(x, txt, mask, **kw)
+    assert not torch.allclose(out, plain(x, txt, mask, **kw), atol=1e-4)
+    # sample 0's padding (positions 3-4) changes neither the pooled vector nor the output
+    txt2 = [t.clone() for t in txt]
+    for t in txt2:
+        t[0, 3:] = torch.randn(2, 384)
+    torch.testing.assert_close(pooled(x, txt2, mask, **kw)[0], out[0])
+    # a dropped caption (all tokens masked, the trainer's caption dropout) leaves only the timestep embedding
+    dropped = torch.zeros_like(mask)
+    pooled_out = pooled(x, txt, dropped, **kw)
+    pooled.pooled_in.weight.data.zero_()
+    pooled.pooled_in.bias.data.zero_()
+    torch.testing.assert_close(pooled_out, pooled(x, txt, dropped, **kw))

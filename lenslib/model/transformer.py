@@ -220,6 +220,9 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
         pixel_head: hidden channels of a residual :class:`PixelHead` after ``proj_out`` (0: none, Lens).
         pixel_skip: the head also reads the stem's full-resolution features of the input and the timestep
             (a U-Net long skip; needs ``pixel_stem`` and ``pixel_head``).
+        pooled_text: the mean of the embedded caption tokens is added to the timestep embedding, so every
+            block's modulation sees the caption (SD3's pooled-text path, DiT's adaLN class conditioning);
+            Lens reads the caption only through joint attention. Zero-initialised by ``initialize_weights``.
 
     Forward: see :meth:`forward`. Used in chapter 2 and by the pipeline and the trainer.
     """
@@ -248,6 +251,7 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
         pixel_stem: int = 0,
         pixel_head: int = 0,
         pixel_skip: bool = False,
+        pooled_text: bool = False,
     ):
         super().__init__()
         axes = [int(a) for a in axes_dims_rope]
@@ -270,6 +274,7 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
         else:
             self.txt_norm = RMSNorm(enc_hidden_dim, eps=1e-5)
         self.txt_in = nn.Linear(enc_hidden_dim * self.num_text_layers, dim)
+        self.pooled_in = nn.Linear(dim, dim) if pooled_text else None
         patch_in = patch_size * patch_size
         if pixel_skip and not (pixel_stem and pixel_head):
             raise ValueError("pixel_skip feeds the pixel_stem features to the pixel_head: set both (e.g. 16 and 32)")
@@ -317,7 +322,7 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
                 for mod in (block.img_mod[1], block.txt_mod[1]):
                     nn.init.zeros_(mod.weight)
                     nn.init.zeros_(mod.bias)
-            for linear in (self.norm_out.linear, self.proj_out):
+            for linear in (self.norm_out.linear, self.proj_out, *([self.pooled_in] if self.pooled_in else [])):
                 nn.init.zeros_(linear.weight)
                 nn.init.zeros_(linear.bias)
         if self.img_head is not None and self.img_head.film is not None:  # starts unmodulated
@@ -425,6 +430,10 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
         timestep = timestep.to(hidden_states.dtype)
         encoder_hidden_states = self.embed_text(encoder_hidden_states)
         temb = self.time_text_embed(timestep, hidden_states)
+        if self.pooled_in is not None:  # masked mean: a dropped or empty caption adds nothing
+            valid = encoder_hidden_states_mask.to(encoder_hidden_states.dtype).unsqueeze(-1)
+            pooled = (encoder_hidden_states * valid).sum(1) / valid.sum(1).clamp_min(1.0)
+            temb = temb + self.pooled_in(pooled)
         image_rotary_emb = self.pos_embed(img_shapes, s_txt, device=hidden_states.device)
 
         for block in self.transformer_blocks:
