@@ -9,17 +9,38 @@ The main path is ``torch.nn.functional.scaled_dot_product_attention``. :meth:`Le
 attention_probs` recomputes the softmax weights explicitly for inspection (chapter 2 draws an
 attention map with it); it is not used in the forward pass.
 
-Used in chapter 2 and by :class:`lenslib.model.transformer.LensTransformerBlock`.
+The fast paths compute the same function without the float mask, which keeps SDPA off its fused
+flash/cuDNN kernels (chapter 7). :func:`joint_key_mask` prepares, once per forward, which keys each
+sample may read; the attention then runs one of (:data:`ATTENTION_MODES`):
+
+- ``"reference"``: the additive float mask above, as the official code does (the default);
+- ``"sdpa"``: no mask at all when no text token is padded; otherwise the samples are grouped by their
+  number of valid keys and each group attends over exactly its valid keys (a slice when the text is
+  right-padded, a gather otherwise), with plain mask-free SDPA;
+- ``"flex"``: no mask when nothing is padded; otherwise FlexAttention with a block mask that skips
+  padded keys (fast inside a compiled block, where it becomes one fused kernel; eager it is a slow
+  reference implementation).
+
+Padded keys get weight exactly 0 in every mode, so the three agree to float rounding. Padded text
+*queries* still attend to the valid keys in every mode; their outputs never reach an image token.
+
+Used in chapters 2 and 7 and by :class:`lenslib.model.transformer.LensTransformerBlock`.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from diffusers.models.normalization import RMSNorm
 from torch import nn
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
 from .rope import apply_rotary_emb
+
+#: How the joint attention hides padded text keys (see the module docstring).
+ATTENTION_MODES = ("reference", "sdpa", "flex")
 
 
 def joint_attention_mask(encoder_hidden_states_mask: torch.Tensor, num_image_tokens: int) -> torch.Tensor:
@@ -38,6 +59,101 @@ def joint_attention_mask(encoder_hidden_states_mask: torch.Tensor, num_image_tok
     mask = torch.zeros(valid.shape, dtype=torch.float32, device=valid.device)
     mask = mask.masked_fill(~valid, float("-inf"))
     return mask[:, None, None, :]
+
+
+@dataclass
+class JointKeyMask:
+    """Valid keys per sample for the fast attention paths, prepared once per forward by :func:`joint_key_mask`.
+
+    ``valid`` [B, S_img + S_txt] bool. ``groups`` (mode ``"sdpa"``): one ``(rows, keys)`` per distinct
+    count of valid keys, where ``rows`` is a LongTensor of samples (None: the whole batch) and ``keys``
+    is either an int n (the valid keys are the first n) or a LongTensor [len(rows), n] of key positions.
+    ``block_mask`` (mode ``"flex"``): the FlexAttention block mask.
+    """
+
+    valid: torch.Tensor
+    groups: list | None = None
+    block_mask: BlockMask | None = None
+
+    def float_mask(self) -> torch.Tensor:
+        """The reference additive mask [B, 1, 1, S] that this stands for (for inspection, not the forward)."""
+        mask = torch.zeros(self.valid.shape, dtype=torch.float32, device=self.valid.device)
+        return mask.masked_fill(~self.valid, float("-inf"))[:, None, None, :]
+
+
+def _key_groups(valid: torch.Tensor) -> list:
+    counts = valid.sum(dim=1).tolist()  # one host sync per forward, not per block
+    batch = valid.shape[0]
+    groups = []
+    for n in sorted(set(counts)):
+        rows = [i for i, c in enumerate(counts) if c == n]
+        sub = valid[rows]
+        if bool(sub[:, :n].all()):
+            keys = n  # right-padded (the pipeline's and the trainer's layout): a slice
+        else:  # stable sort puts each row's valid positions first, in their order
+            keys = torch.argsort((~sub).to(torch.uint8), dim=1, stable=True)[:, :n]
+        index = None if len(rows) == batch else torch.tensor(rows, device=valid.device)
+        groups.append((index, keys))
+    return groups
+
+
+def joint_key_mask(encoder_hidden_states_mask: torch.Tensor | None, num_image_tokens: int,
+                   mode: str = "sdpa") -> JointKeyMask | None:
+    """What the fast attention modes need to hide padded text keys, or None when no text token is padded.
+
+    ``mode`` is ``"sdpa"`` (key groups) or ``"flex"`` (a FlexAttention block mask); see the module
+    docstring. Image keys are always valid. Called once per forward, outside the blocks.
+    """
+    if mode not in ("sdpa", "flex"):
+        raise ValueError(f"joint_key_mask builds the fast paths 'sdpa' or 'flex', got {mode!r}; "
+                         "the reference path uses joint_attention_mask")
+    if encoder_hidden_states_mask is None:
+        return None
+    text_valid = encoder_hidden_states_mask.to(torch.bool)
+    if bool(text_valid.all()):
+        return None
+    batch = text_valid.shape[0]
+    valid = torch.cat([torch.ones(batch, num_image_tokens, dtype=torch.bool, device=text_valid.device),
+                       text_valid], dim=1)
+    if mode == "sdpa":
+        return JointKeyMask(valid, groups=_key_groups(valid))
+    length = valid.shape[1]
+
+    def keys_only(b, h, q_idx, kv_idx):
+        return valid[b, kv_idx]
+
+    block_mask = create_block_mask(keys_only, batch, None, length, length, device=valid.device)
+    return JointKeyMask(valid, block_mask=block_mask)
+
+
+def _grouped_sdpa(q, k, v, groups) -> torch.Tensor:
+    """Mask-free SDPA per group of samples over exactly their valid keys (see :class:`JointKeyMask`)."""
+    out = None
+    for rows, keys in groups:
+        qg, kg, vg = (q, k, v) if rows is None else (q[rows], k[rows], v[rows])
+        if isinstance(keys, int):
+            kg, vg = kg[:, :, :keys], vg[:, :, :keys]
+        else:
+            index = keys[:, None, :, None].expand(-1, kg.shape[1], -1, kg.shape[3])
+            kg, vg = kg.gather(2, index), vg.gather(2, index)
+        og = F.scaled_dot_product_attention(qg, kg, vg)
+        if rows is None:
+            return og
+        out = (q.new_zeros(q.shape) if out is None else out).index_copy(0, rows, og)
+    return out
+
+
+def joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    attention_mask: torch.Tensor | JointKeyMask | None) -> torch.Tensor:
+    """SDPA over q, k, v [B, H, S, D] with padded keys hidden by whichever form ``attention_mask`` has:
+    a reference float mask [B, 1, 1, S], a :class:`JointKeyMask`, or None (nothing padded)."""
+    if attention_mask is None:
+        return F.scaled_dot_product_attention(q, k, v)
+    if isinstance(attention_mask, torch.Tensor):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask.to(q.dtype))
+    if attention_mask.block_mask is not None:
+        return flex_attention(q, k, v, block_mask=attention_mask.block_mask)
+    return _grouped_sdpa(q, k, v, attention_mask.groups)
 
 
 class LensJointAttention(nn.Module):
@@ -78,10 +194,16 @@ class LensJointAttention(nn.Module):
             raise ValueError(
                 f"the text RoPE table has {txt_freqs.shape[0]} rows but there are {s_txt} text tokens"
             )
-        expected = (hidden_states.shape[0], 1, 1, s_img + s_txt)
-        if attention_mask is None or tuple(attention_mask.shape) != expected:
-            got = None if attention_mask is None else tuple(attention_mask.shape)
-            raise ValueError(f"the attention mask must have shape {expected} (B, 1, 1, S_img + S_txt), got {got}")
+        if isinstance(attention_mask, JointKeyMask):
+            expected = (hidden_states.shape[0], s_img + s_txt)
+            if tuple(attention_mask.valid.shape) != expected:
+                raise ValueError(f"the key mask covers {tuple(attention_mask.valid.shape)} keys but the batch has "
+                                 f"{expected} (B, S_img + S_txt); build it with joint_key_mask for these inputs")
+        elif attention_mask is not None:
+            expected = (hidden_states.shape[0], 1, 1, s_img + s_txt)
+            if tuple(attention_mask.shape) != expected:
+                raise ValueError(f"the attention mask must have shape {expected} (B, 1, 1, S_img + S_txt), "
+                                 f"got {tuple(attention_mask.shape)}")
 
         img_q, img_k, img_v = self._split_qkv(self.img_qkv(hidden_states))
         txt_q, txt_k, txt_v = self._split_qkv(self.txt_qkv(encoder_hidden_states))
@@ -106,12 +228,14 @@ class LensJointAttention(nn.Module):
         hidden_states: torch.Tensor,
         encoder_hidden_states: torch.Tensor,
         image_rotary_emb: tuple[torch.Tensor, torch.Tensor],
-        attention_mask: torch.Tensor,
+        attention_mask: torch.Tensor | JointKeyMask | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(image [B, S_img, dim], text [B, S_txt, dim]) → (image_out, text_out)."""
+        """(image [B, S_img, dim], text [B, S_txt, dim]) → (image_out, text_out).
+
+        ``attention_mask``: the reference float mask, a :class:`JointKeyMask`, or None (nothing padded).
+        """
         q, k, v = self._qkv(hidden_states, encoder_hidden_states, image_rotary_emb, attention_mask)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask.to(q.dtype), dropout_p=0.0,
-                                             is_causal=False)
+        out = joint_attention(q, k, v, attention_mask)
         out = out.transpose(1, 2).flatten(2)  # [B, S, dim], head-major
         s_img = hidden_states.shape[1]
         img_out = self.to_out[1](self.to_out[0](out[:, :s_img]))
@@ -124,7 +248,7 @@ class LensJointAttention(nn.Module):
         hidden_states: torch.Tensor,
         encoder_hidden_states: torch.Tensor,
         image_rotary_emb: tuple[torch.Tensor, torch.Tensor],
-        attention_mask: torch.Tensor,
+        attention_mask: torch.Tensor | JointKeyMask | None,
     ) -> torch.Tensor:
         """The softmax weights [B, H, S, S] (queries × keys, image tokens first) that the forward uses.
 
@@ -132,7 +256,9 @@ class LensJointAttention(nn.Module):
         """
         q, k, _ = self._qkv(hidden_states, encoder_hidden_states, image_rotary_emb, attention_mask)
         scores = (q.float() @ k.float().transpose(-1, -2)) / self.head_dim**0.5
-        return torch.softmax(scores + attention_mask.float(), dim=-1)
+        if isinstance(attention_mask, JointKeyMask):
+            attention_mask = attention_mask.float_mask()
+        return torch.softmax(scores if attention_mask is None else scores + attention_mask.float(), dim=-1)
 
 
 @torch.no_grad()

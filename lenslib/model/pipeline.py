@@ -11,6 +11,11 @@ encode prompts and negatives, align their lengths, build the CFG batch, draw the
 token layout, compute μ and the sigmas, run the Euler loop with norm-rescaled CFG (always, even at
 guidance 1.0), decode with the BatchNorm inverse, post-process (uint8 by truncation).
 
+:meth:`LensPipeline.set_fast_path` (chapter 7) runs the same function faster: the conditional and
+unconditional branches as two batches, each without the text columns that are padding in all of its
+samples (the empty negative then has no text tokens at all), optionally replayed as CUDA graphs, and
+the transformer's own fast path (:meth:`LensTransformer2DModel.set_fast_path`).
+
 Importing this module registers ``LensTransformer2DModel`` and ``LensPipeline`` in the ``diffusers``
 namespace and ``LensGptOssEncoder`` in ``transformers``, as the official package does, so an official
 checkpoint folder loads unchanged with ``DiffusionPipeline.from_pretrained(local_dir)``.
@@ -35,6 +40,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from .cfg import norm_rescaled_cfg
+from .fast import CUDAGraphStep, trim_text_padding
 from .latents import check_divisible
 from .reasoner import PromptReasoner
 from .resolution import resolve_resolution
@@ -150,9 +156,46 @@ class LensPipeline(DiffusionPipeline):
         self.prompt_date: str | None = None  # None: today's date in the harmony header, as officially
         self._txt_offset: int | None = None
         self._last_refined_prompts: list[str] | None = None
+        self.split_cfg = False
+        self.cuda_graphs = False
         self.reasoner = PromptReasoner(text_encoder, tokenizer)
         if isinstance(text_encoder, LensGptOssEncoder) and text_encoder.selected_layers is None and transformer is not None:
             text_encoder.set_selected_layers(transformer.config.selected_layer_index)
+
+    # ------------------------------------------------------------------ speed
+
+    def set_fast_path(self, split_cfg: bool = True, cuda_graphs: bool = False, **transformer_fast_path) -> "LensPipeline":
+        """Sampling settings that keep the function and cut the time; returns ``self``. Chapter 7.
+
+        ``split_cfg``: run the conditional and unconditional branches as two batches, each trimmed of
+        text columns padded in all its samples (:func:`lenslib.model.fast.trim_text_padding`): with the
+        empty negative the unconditional branch has zero text tokens instead of the conditional length
+        of masked zeros, and a batch without padding runs attention with no mask. Same images up to
+        float rounding (the default, ``False``, is the official single batch of 2B).
+        ``cuda_graphs``: capture each branch's transformer call once and replay it every step (CUDA
+        only; needs ``split_cfg`` and prompts without padding, e.g. one prompt).
+        Other keyword arguments go to the transformer's ``set_fast_path`` (``attention``, ``compile_blocks``).
+        """
+        if cuda_graphs and not split_cfg:
+            raise ValueError("cuda_graphs needs split_cfg=True: the official CFG batch pads the empty negative, "
+                             "and a padded batch cannot be captured")
+        self.split_cfg, self.cuda_graphs = bool(split_cfg), bool(cuda_graphs)
+        if transformer_fast_path:
+            self.transformer.set_fast_path(**transformer_fast_path)
+        return self
+
+    def _split_cfg_velocity(self, branches, latents, tau, img_shapes, graphs: list):
+        """(v_cond, v_uncond) from one transformer call per branch, replayed from CUDA graphs if enabled."""
+        outs = []
+        for i, (text, mask) in enumerate(branches):
+            static = dict(encoder_hidden_states=text, encoder_hidden_states_mask=mask, img_shapes=img_shapes)
+            if self.cuda_graphs:
+                if len(graphs) <= i:
+                    graphs.append(CUDAGraphStep(self.transformer, static, dict(hidden_states=latents, timestep=tau)))
+                outs.append(graphs[i](hidden_states=latents, timestep=tau))
+            else:
+                outs.append(self.transformer(hidden_states=latents, timestep=tau, **static))
+        return outs
 
     # ------------------------------------------------------------------ properties
 
@@ -393,6 +436,16 @@ class LensPipeline(DiffusionPipeline):
         text_mask = torch.cat([prompt_mask, negative_prompt_mask], dim=0)
         if not self.transformer.config.multi_layer_encoder_feature:
             text = text[0]
+        branches = graphs = None
+        if self.split_cfg:  # two batches, each without its all-padded text columns
+            single = not self.transformer.config.multi_layer_encoder_feature
+            branches = [trim_text_padding(feats[0] if single else feats, mask) for feats, mask in (
+                ([f.to(dtype) for f in prompt_embeds], prompt_mask),
+                ([f.to(dtype) for f in negative_prompt_embeds], negative_prompt_mask))]
+            graphs = []
+            if self.cuda_graphs and any(mask is not None for _, mask in branches):
+                raise ValueError("cuda_graphs needs text without padding in each CFG branch (prompts of one token "
+                                 "length, e.g. a single prompt); sample these prompts without cuda_graphs")
 
         # 7. noise, drawn directly in packed token layout [B, S_img, C]
         shape = (batch, h * w, self.transformer.config.in_channels)
@@ -411,15 +464,19 @@ class LensPipeline(DiffusionPipeline):
         img_shapes = [(1, h, w)]
         with self.progress_bar(total=len(timesteps)) as progress:
             for i, t in enumerate(timesteps):
-                tau = transformer_timesteps(t, latents.dtype).expand(2 * batch)  # t in the latent dtype, then /1000
-                out = self.transformer(
-                    hidden_states=torch.cat([latents, latents], dim=0),
-                    encoder_hidden_states=text,
-                    encoder_hidden_states_mask=text_mask,
-                    timestep=tau,
-                    img_shapes=img_shapes,
-                )
-                v_cond, v_uncond = out.chunk(2, dim=0)
+                tau = transformer_timesteps(t, latents.dtype)  # t in the latent dtype, then /1000
+                if branches is not None:
+                    v_cond, v_uncond = self._split_cfg_velocity(branches, latents, tau.expand(batch), img_shapes,
+                                                                graphs)
+                else:
+                    out = self.transformer(
+                        hidden_states=torch.cat([latents, latents], dim=0),
+                        encoder_hidden_states=text,
+                        encoder_hidden_states_mask=text_mask,
+                        timestep=tau.expand(2 * batch),
+                        img_shapes=img_shapes,
+                    )
+                    v_cond, v_uncond = out.chunk(2, dim=0)
                 noise_pred = norm_rescaled_cfg(v_cond, v_uncond, guidance_scale)
                 latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
                 if callback_on_step_end is not None:

@@ -20,7 +20,10 @@ to float32, factors = cos + i·sin in complex64. The rotation multiplies interle
 
 The tables are plain tensors, never registered buffers: complex buffers would lose their imaginary
 part under dtype casts and would add entries to the state dict that the official checkpoint does not
-have. They are cached per (grid, text length, device).
+have. They are cached per (grid, text length, device). The model hands its blocks the same tables in
+real form, (cos, sin) pairs [S, D/2, 2] (:func:`real_rope_table`): the same float32 numbers, and
+``torch.compile``/inductor, which cannot generate code for complex tensors, sees only real ones
+(chapter 7).
 
 Used in chapter 2 (the RoPE grid figure) and by :mod:`lenslib.model.attention`.
 """
@@ -108,8 +111,19 @@ def rope_tables(
     return img, txt
 
 
+def real_rope_table(freqs: torch.Tensor) -> torch.Tensor:
+    """The (cos, sin) pairs [S, D/2, 2] float32 of a complex table [S, D/2]: the same bits, as its own tensor.
+
+    A copy, not a view, so a compiled block receives a real tensor with no complex base.
+    """
+    if not freqs.is_complex():
+        raise ValueError(f"real_rope_table expects a complex RoPE table, got dtype {freqs.dtype}")
+    return torch.view_as_real(freqs).clone()
+
+
 def apply_rotary_emb(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved channel pairs of ``x`` [B, S, H, D] by complex ``freqs`` [S, D/2].
+    """Rotate interleaved channel pairs of ``x`` [B, S, H, D] by ``freqs``: complex [S, D/2], or its real
+    form [S, D/2, 2] of (cos, sin) pairs (:func:`real_rope_table`), which gives the same bits.
 
     Pair (2m, 2m+1) is read as x_{2m} + i·x_{2m+1}, multiplied by freqs[:, m] in float32, and written
     back (real part to 2m, imaginary to 2m+1). The result has the dtype of ``x``.
@@ -118,7 +132,7 @@ def apply_rotary_emb(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     which gives the same float32 bits as the official complex multiply on CPU and lets
     ``torch.compile``/inductor fuse it (inductor has no code generation for complex tensors).
     """
-    table = torch.view_as_real(freqs).unsqueeze(1)  # [S, 1, D/2, 2]
+    table = (torch.view_as_real(freqs) if freqs.is_complex() else freqs).unsqueeze(1)  # [S, 1, D/2, 2]
     cos, sin = table[..., 0], table[..., 1]
     x_re, x_im = x.float().reshape(*x.shape[:-1], -1, 2).unbind(-1)
     out = torch.stack([x_re * cos - x_im * sin, x_re * sin + x_im * cos], dim=-1).flatten(3)
@@ -144,9 +158,10 @@ class LensEmbedRope(nn.Module):
         self._cache: OrderedDict = OrderedDict()
 
     @torch.compiler.disable  # cached Python-side tables: nothing to compile, and a graph break if traced
-    def forward(self, video_fhw, txt_seq_lens, device: torch.device | str | None = None):
+    def forward(self, video_fhw, txt_seq_lens, device: torch.device | str | None = None, real: bool = False):
         """``video_fhw``: a (f, h, w) triple or a list whose first element is one (only it is read).
-        ``txt_seq_lens``: an int or a list whose first element is the text length."""
+        ``txt_seq_lens``: an int or a list whose first element is the text length. ``real``: return the
+        tables as (cos, sin) pairs [S, D/2, 2] float32 (:func:`real_rope_table`) instead of complex64."""
         grid = video_fhw.tolist() if isinstance(video_fhw, torch.Tensor) else video_fhw
         while isinstance(grid, (list, tuple)) and len(grid) and isinstance(grid[0], (list, tuple, torch.Tensor)):
             grid = grid[0]  # [(f, h, w)], [[(f, h, w)]] or a tensor: only the first grid is read
@@ -157,13 +172,15 @@ class LensEmbedRope(nn.Module):
             txt_seq_lens = txt_seq_lens[0]
         txt_len = int(txt_seq_lens)
         device = torch.device(device) if device is not None else torch.device("cpu")
-        key = (grid, txt_len, device)
+        key = (grid, txt_len, device, bool(real))
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
             return hit
         with torch.inference_mode(False), torch.no_grad():
             tables = rope_tables(self.axes_dim, grid, txt_len, self.theta, self.scale_rope, device)
+            if real:
+                tables = tuple(real_rope_table(t) for t in tables)
         self._cache[key] = tables
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)

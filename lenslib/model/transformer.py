@@ -32,8 +32,9 @@ from diffusers.utils import apply_lora_scale
 from diffusers.utils.torch_utils import maybe_allow_in_graph
 from torch import nn
 
-from .attention import LensJointAttention, joint_attention_mask
+from .attention import ATTENTION_MODES, LensJointAttention, joint_attention_mask, joint_key_mask
 from .embeddings import LensTimestepEmbedding
+from .fast import checkpoint_function
 from .latents import latent_to_tokens, tokens_to_latent
 from .rope import LensEmbedRope
 
@@ -224,6 +225,10 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
             block's modulation sees the caption (SD3's pooled-text path, DiT's adaLN class conditioning);
             Lens reads the caption only through joint attention. Zero-initialised by ``initialize_weights``.
 
+    Speed settings (not config: they are never saved and leave weights and the function unchanged;
+    chapter 7): :meth:`set_fast_path` (attention without a float mask, regional ``torch.compile``) and
+    :meth:`enable_selective_checkpointing`. The blocks always receive RoPE as real (cos, sin) tables.
+
     Forward: see :meth:`forward`. Used in chapter 2 and by the pipeline and the trainer.
     """
 
@@ -294,6 +299,39 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
         self.img_head = (PixelHead(self.out_channels, pixel_head, pixel_stem if pixel_skip else 0, dim)
                          if pixel_head else None)
         self.gradient_checkpointing = False
+        self.attention_mode = "reference"
+
+    # -- speed ------------------------------------------------------------------------------------
+    def set_fast_path(self, attention: str = "sdpa", compile_blocks: bool = False,
+                      **compile_kwargs) -> "LensTransformer2DModel":
+        """Choose how padded text is hidden in attention and optionally compile each block; returns ``self``.
+
+        ``attention``: one of :data:`lenslib.model.attention.ATTENTION_MODES`. ``"reference"`` is the
+        official float mask; ``"sdpa"`` and ``"flex"`` compute the same function without it (plain SDPA
+        when no text token is padded, so the flash/cuDNN kernels apply; for padded batches grouped
+        mask-free SDPA, or FlexAttention, which needs ``compile_blocks`` to be fast). Outputs agree with
+        the reference to float rounding (1e-5 in float32, tested).
+
+        ``compile_blocks``: regional ``torch.compile``: every block is compiled with ``compile_kwargs``
+        (default ``fullgraph=True``, so a graph break is an error); the blocks share one class and one
+        forward, so the graph is compiled once and reused by all of them. Compiling cannot be undone on
+        this object. Used in chapter 7 and ``benchmarks/bench_gpu.py``.
+        """
+        if attention not in ATTENTION_MODES:
+            raise ValueError(f"attention={attention!r} is not a mode; choose one of {list(ATTENTION_MODES)}")
+        self.attention_mode = attention
+        if compile_blocks:
+            self.compile_repeated_blocks(**{"fullgraph": True, **compile_kwargs})
+        return self
+
+    def enable_selective_checkpointing(self, policy: str = "matmuls") -> None:
+        """Activation checkpointing of every block with a selective policy of
+        :data:`lenslib.model.fast.CHECKPOINT_POLICIES` (``"full"`` is plain checkpointing).
+
+        Same gradients as without checkpointing, less activation memory (chapter 7 reports how much).
+        ``disable_gradient_checkpointing`` turns it off.
+        """
+        self.enable_gradient_checkpointing(checkpoint_function(policy))
 
     # -- initialisation ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -403,9 +441,9 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
         """
         batch, s_img = hidden_states.shape[:2]
         s_txt = self._check_text(encoder_hidden_states, batch)
-        if encoder_hidden_states_mask is None:
+        if encoder_hidden_states_mask is None and self.attention_mode == "reference":
             encoder_hidden_states_mask = torch.ones(batch, s_txt, dtype=torch.bool, device=hidden_states.device)
-        if tuple(encoder_hidden_states_mask.shape) != (batch, s_txt):
+        if encoder_hidden_states_mask is not None and tuple(encoder_hidden_states_mask.shape) != (batch, s_txt):
             raise ValueError(
                 f"encoder_hidden_states_mask has shape {tuple(encoder_hidden_states_mask.shape)}, expected "
                 f"(B, S_txt) = {(batch, s_txt)}"
@@ -415,7 +453,10 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
         if timestep is None:
             raise ValueError("timestep is required: pass σ in [0, 1], one value per sample ([B])")
 
-        attention_mask = joint_attention_mask(encoder_hidden_states_mask, s_img)
+        if self.attention_mode == "reference":
+            attention_mask = joint_attention_mask(encoder_hidden_states_mask, s_img)
+        else:  # None when nothing is padded: plain SDPA
+            attention_mask = joint_key_mask(encoder_hidden_states_mask, s_img, self.attention_mode)
         grid, patch = tuple(img_shapes[0][1:]), self.config.patch_size
         skip = None
         if self.img_stem is not None:
@@ -431,10 +472,13 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
         encoder_hidden_states = self.embed_text(encoder_hidden_states)
         temb = self.time_text_embed(timestep, hidden_states)
         if self.pooled_in is not None:  # masked mean: a dropped or empty caption adds nothing
-            valid = encoder_hidden_states_mask.to(encoder_hidden_states.dtype).unsqueeze(-1)
-            pooled = (encoder_hidden_states * valid).sum(1) / valid.sum(1).clamp_min(1.0)
+            if encoder_hidden_states_mask is None:  # the fast path's "no text token is padded"
+                pooled = encoder_hidden_states.sum(1) / max(s_txt, 1)
+            else:
+                valid = encoder_hidden_states_mask.to(encoder_hidden_states.dtype).unsqueeze(-1)
+                pooled = (encoder_hidden_states * valid).sum(1) / valid.sum(1).clamp_min(1.0)
             temb = temb + self.pooled_in(pooled)
-        image_rotary_emb = self.pos_embed(img_shapes, s_txt, device=hidden_states.device)
+        image_rotary_emb = self.pos_embed(img_shapes, s_txt, device=hidden_states.device, real=True)
 
         for block in self.transformer_blocks:
             if torch.is_grad_enabled() and self.gradient_checkpointing:

@@ -370,7 +370,7 @@ def _train(cfg: TrainConfig, info, on_log=None) -> dict:
     ema = EMA(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr_at(cfg, 0), betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
-                            weight_decay=cfg.optim.weight_decay)
+                            weight_decay=cfg.optim.weight_decay, fused=info.device.type == "cuda")  # one kernel
 
     # -- resume ------------------------------------------------------------------------------------
     start = 0
