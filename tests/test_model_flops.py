@@ -7,7 +7,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from lenslib.model.flops import denoising_step_flops, image_tokens, transformer_flops
+from lenslib.model.flops import block_roofline, denoising_step_flops, image_tokens, roofline_times, transformer_flops
 from lenslib.model.presets import get_config
 from lenslib.model.transformer import LensTransformer2DModel
 
@@ -55,3 +55,26 @@ def test_denoising_step_and_cfg():
     assert denoising_step_flops(lens, 1440, 1440, 128, cfg=False) > one * 8100 / 4096
     with pytest.raises(ValueError, match="multiple of 16"):
         image_tokens(1000, 1024)
+
+
+def test_block_roofline_agrees_with_the_flop_count_and_is_bound_where_expected():
+    lens = get_config("lens")
+    rows = block_roofline(lens, 1024, 160, batch=8)
+    total = transformer_flops(lens, 1024, 160, batch=8)
+    matmuls = sum(r["flops"] for r in rows if r["part"] == "matmuls")
+    assert 48 * matmuls == total["qkv"] + total["out_proj"] + total["mlp"] + total["modulation"]
+    assert 48 * sum(r["flops"] for r in rows if r["part"] == "attention") == total["attention"]
+    # image QKV at batch 8 in bf16: [8192, 1536] x [1536, 4608] -> [8192, 4608], each value read or written once
+    qkv = next(r for r in rows if r["op"] == "img QKV")
+    assert qkv["bytes"] == 2 * (8192 * 1536 + 1536 * 4608 + 8192 * 4608)
+    # fused attention reads Q, K, V and writes O: 4 x 8 x 1184 x 1536 bf16 values
+    assert next(r for r in rows if r["part"] == "attention")["bytes"] == 2 * 4 * 8 * 1184 * 1536
+    # At a datasheet H100 ratio (989 TFLOP/s, 3.35 TB/s) matmuls are compute-bound, elementwise work memory-bound.
+    times = roofline_times(rows, 989e12, 3.35e12)
+    assert times["matmuls"]["bound"] == "compute" and times["norms/modulation"]["bound"] == "memory"
+    assert times["norms/modulation"]["intensity"] < 5 < 500 < times["matmuls"]["intensity"]
+    unfused = roofline_times(rows, 989e12, 3.35e12, unfused_attention=True)
+    assert unfused["attention"]["bytes"] == times["attention"]["bytes"] + 2 * 8 * 4 * 24 * 1184**2
+    assert unfused["attention"]["seconds"] > times["attention"]["seconds"]
+    gelu = block_roofline(get_config("lens", gate_mlp=False), 16, 4)
+    assert any(r["op"] == "img GELU" for r in gelu) and not any("SiLU" in r["op"] for r in gelu)

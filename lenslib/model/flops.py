@@ -25,7 +25,15 @@ final                  2·d·2d (adaLN) + 2·S_img·d·(p²·out_channels)
 A training step costs about 3× the forward (the backward is ~2×). Classifier-free guidance runs
 the model on a doubled batch, so a guided denoising step costs 2× an unguided one.
 
-Used in chapter 2 (FLOPs per step at 512²/1024²/1440²) and ``benchmarks/bench_model.py``.
+:func:`block_roofline` adds the other half of a roofline model for one block: the bytes each
+operation must move at least (every input read once, every output written once), so that with an
+accelerator's peak FLOP/s and memory bandwidth (:func:`roofline_times`) each part gets a lower bound
+on its time, set either by compute or by memory. It counts the elementwise work the FLOP totals
+leave out (norms, modulation, RoPE, activations, gated residuals), one kernel per operation as in
+eager PyTorch; a compiled block fuses neighbours and moves less.
+
+Used in chapter 2 (FLOPs per step at 512²/1024²/1440²), chapter 7 (where the time goes),
+``benchmarks/bench_model.py`` and ``benchmarks/bench_gpu.py``.
 """
 
 from __future__ import annotations
@@ -84,3 +92,80 @@ def denoising_step_flops(config: Any, height: int, width: int, txt_tokens: int, 
     """Transformer FLOPs of one sampling step; with ``cfg`` the batch is doubled (cond + uncond)."""
     n_img = image_tokens(height, width, pixels_per_token)
     return transformer_flops(config, n_img, txt_tokens, batch * (2 if cfg else 1))["total"]
+
+
+#: Parts of a block in :func:`block_roofline`, in the order chapter 7 shows them.
+ROOFLINE_PARTS = ("matmuls", "attention", "norms/modulation")
+
+
+def block_roofline(config: Any, img_tokens: int, txt_tokens: int, batch: int = 1,
+                   bytes_per_value: int = 2) -> list[dict]:
+    """FLOPs and minimum bytes moved by every operation of one dual-stream block, both streams.
+
+    Returns rows ``{"op", "part", "flops", "bytes"}`` with ``part`` in :data:`ROOFLINE_PARTS`.
+    Matmuls: 2·m·k·n FLOPs, (m·k + k·n + m·n) values moved (input, weight, output). Attention: a fused
+    kernel (flash/cuDNN) reads Q, K, V and writes the output, 4·S·d values per sample, and never
+    stores the S×S scores; the row ``"attention scores (unfused)"`` adds what the unfused math path
+    moves (scores written, softmax read and written, probabilities read: 4·H·S² values per sample),
+    which is what a float mask that disables the fused kernels costs in memory traffic. Elementwise
+    operations: one read of every input and one write of every output each, FLOPs per element as
+    noted. ``bytes_per_value`` is 2 for bf16 activations and weights.
+    """
+    c = _cfg(config)
+    d = c["num_attention_heads"] * c["attention_head_dim"]
+    heads = c["num_attention_heads"]
+    gate = c.get("gate_mlp", True)
+    hidden = swiglu_hidden_dim(d) if gate else 4 * d
+    b, v = int(batch), int(bytes_per_value)
+    rows: list[dict] = []
+
+    def matmul(op, m, k, n):
+        rows.append({"op": op, "part": "matmuls", "flops": 2 * m * k * n, "bytes": v * (m * k + k * n + m * n)})
+
+    def elementwise(op, reads, writes, flops):
+        rows.append({"op": op, "part": "norms/modulation", "flops": flops, "bytes": v * (reads + writes)})
+
+    for stream, s_x in (("img", int(img_tokens)), ("txt", int(txt_tokens))):
+        m = b * s_x  # tokens of this stream in the batch
+        matmul(f"{stream} modulation", b, d, 6 * d)
+        matmul(f"{stream} QKV", m, d, 3 * d)
+        matmul(f"{stream} attention out", m, d, d)
+        if gate:
+            matmul(f"{stream} MLP gate+up", m, d, 2 * hidden)
+        else:
+            matmul(f"{stream} MLP up", m, d, hidden)
+        matmul(f"{stream} MLP down", m, hidden, d)
+        for i in (1, 2):
+            elementwise(f"{stream} norm{i}", m * d, m * d, 4 * m * d)  # square, sum, rsqrt-scale, gain
+            elementwise(f"{stream} modulate{i}", m * d, m * d, 2 * m * d)  # x·(1+scale)+shift
+            elementwise(f"{stream} gated residual{i}", 2 * m * d, m * d, 2 * m * d)  # x + gate·y
+        elementwise(f"{stream} QK norm", 2 * m * d, 2 * m * d, 4 * 2 * m * d)
+        elementwise(f"{stream} RoPE", 2 * m * d, 2 * m * d, 3 * 2 * m * d)  # 6 FLOPs per channel pair
+        if gate:
+            elementwise(f"{stream} SiLU·up", 2 * m * hidden, m * hidden, 5 * m * hidden)
+        else:
+            elementwise(f"{stream} GELU", m * hidden, m * hidden, 8 * m * hidden)
+    s = int(img_tokens) + int(txt_tokens)
+    rows.append({"op": "attention (fused kernel)", "part": "attention", "flops": b * 4 * s * s * d,
+                 "bytes": v * b * 4 * s * d})
+    rows.append({"op": "attention scores (unfused)", "part": "attention unfused extra", "flops": 0,
+                 "bytes": v * b * 4 * heads * s * s})
+    return rows
+
+
+def roofline_times(rows: list[dict], peak_flops: float, bandwidth: float, unfused_attention: bool = False) -> dict:
+    """Per part of :func:`block_roofline`: FLOPs, bytes, arithmetic intensity (FLOP/byte), the lower bound
+    max(FLOPs/peak, bytes/bandwidth) in seconds, and which of the two sets it.
+
+    ``peak_flops`` in FLOP/s and ``bandwidth`` in bytes/s are the accelerator's (e.g. a datasheet's or
+    measured). With ``unfused_attention`` the attention part also moves the S×S scores.
+    """
+    out = {}
+    for part in ROOFLINE_PARTS:
+        sel = [r for r in rows if r["part"] == part or (unfused_attention and part == "attention"
+                                                       and r["part"] == "attention unfused extra")]
+        flops, moved = sum(r["flops"] for r in sel), sum(r["bytes"] for r in sel)
+        compute, memory = flops / peak_flops, moved / bandwidth
+        out[part] = {"flops": flops, "bytes": moved, "intensity": flops / moved if moved else float("inf"),
+                     "seconds": max(compute, memory), "bound": "compute" if compute >= memory else "memory"}
+    return out
