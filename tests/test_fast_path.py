@@ -270,17 +270,19 @@ def _block_inputs(model, mask_rows):
     return x, c, temb, rope, inputs["encoder_hidden_states_mask"]
 
 
+# The grouped SDPA of padded batches is an eager path (its groups depend on the data); compiled blocks
+# take padded batches through FlexAttention.
 @pytest.mark.parametrize("mode", ["reference", "sdpa", "flex"])
 def test_one_block_traces_without_a_graph_break(mode):
     torch._dynamo.reset()
     model = _model("swiglu")
     x, c, temb, rope, mask = _block_inputs(model, MASKS["right-padded"])
     attn_mask = joint_attention_mask(mask, x.shape[1]) if mode == "reference" else joint_key_mask(mask, x.shape[1], mode)
+    if mode == "sdpa":
+        attn_mask = None  # nothing padded: the plain SDPA call
     with torch.no_grad():
         explained = torch._dynamo.explain(model.transformer_blocks[0])(x, c, temb, rope, attn_mask)
-        no_padding = torch._dynamo.explain(model.transformer_blocks[0])(x, c, temb, rope, None)
     assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
-    assert no_padding.graph_break_count == 0 and no_padding.graph_count == 1, no_padding.break_reasons
 
 
 def test_regional_compile_compiles_one_block_graph_for_all_blocks():

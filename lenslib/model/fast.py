@@ -25,6 +25,7 @@ import functools
 from typing import Any, Callable
 
 import torch
+from torch.utils._pytree import tree_leaves, tree_map, tree_structure
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
 __all__ = ["CHECKPOINT_POLICIES", "CUDAGraphStep", "checkpoint_function", "saved_ops", "trim_text_padding"]
@@ -95,20 +96,24 @@ def trim_text_padding(features, mask: torch.Tensor):
 class CUDAGraphStep:
     """Replays one captured call of ``fn`` at fixed shapes: a sampling step with no launch overhead.
 
-    ``static`` keyword arguments (text features, masks, grid) are captured by reference and must not
-    change; ``dynamic`` tensors (latents, timesteps) are copied into the graph's input buffers at every
-    call. The returned tensor is the graph's output buffer, overwritten by the next replay: use it (or
-    clone it) before calling again. ``fn`` must not synchronise with the host inside, so the transformer
-    must run a mask-free forward (no padded text: see :func:`trim_text_padding`).
+    ``static`` keyword arguments (the grid, a None mask) are captured as they are and must not change;
+    ``dynamic`` keyword arguments are tensors or lists of tensors (latents, timesteps, text features),
+    copied into the graph's input buffers at every call, so one capture serves every step and every
+    later call with the same shapes. The returned tensor is the graph's output buffer, overwritten by
+    the next replay: use it (or clone it) before calling again. ``fn`` must not synchronise with the
+    host inside, so the transformer must run a mask-free forward (no padded text: see
+    :func:`trim_text_padding`). Weights are read from their memory at every replay: update them in
+    place (``load_state_dict``), or capture again.
     """
 
     def __init__(self, fn: Callable, static: dict, dynamic: dict, warmup: int = 2):
-        tensors = [t for t in list(dynamic.values()) + list(static.values()) if isinstance(t, torch.Tensor)]
-        if not torch.cuda.is_available() or any(t.device.type != "cuda" for t in tensors):
+        leaves = [t for t in tree_leaves(dynamic) + tree_leaves(static) if isinstance(t, torch.Tensor)]
+        if not torch.cuda.is_available() or any(t.device.type != "cuda" for t in leaves):
             raise ValueError("CUDA graphs need a CUDA device and all inputs on it; sample without cuda_graphs "
                              "on this machine")
         self.fn, self.static = fn, static
-        self.inputs = {k: v.clone() for k, v in dynamic.items()}
+        self.inputs = tree_map(lambda t: t.clone(), dynamic)
+        self.spec = tree_structure(dynamic)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):  # warm-up off the default stream, as torch.cuda.graphs requires
@@ -120,9 +125,11 @@ class CUDAGraphStep:
             self.output = fn(**static, **self.inputs)
 
     def __call__(self, **dynamic) -> torch.Tensor:
-        if dynamic.keys() != self.inputs.keys():
-            raise ValueError(f"a captured step takes exactly {sorted(self.inputs)}, got {sorted(dynamic)}")
-        for key, value in dynamic.items():
-            self.inputs[key].copy_(value)
+        if tree_structure(dynamic) != self.spec:
+            raise ValueError(f"a captured step takes exactly the inputs it was captured with: {sorted(self.inputs)}")
+        for buffer, value in zip(tree_leaves(self.inputs), tree_leaves(dynamic)):
+            if buffer.shape != value.shape:
+                raise ValueError(f"captured for shape {tuple(buffer.shape)}, got {tuple(value.shape)}; capture again")
+            buffer.copy_(value)
         self.graph.replay()
         return self.output

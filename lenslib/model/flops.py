@@ -107,7 +107,7 @@ def block_roofline(config: Any, img_tokens: int, txt_tokens: int, batch: int = 1
     kernel (flash/cuDNN) reads Q, K, V and writes the output, 4·S·d values per sample, and never
     stores the S×S scores; the row ``"attention scores (unfused)"`` adds what the unfused math path
     moves (scores written, softmax read and written, probabilities read: 4·H·S² values per sample),
-    which is what a float mask that disables the fused kernels costs in memory traffic. Elementwise
+    the worst case of the official float mask, which rules out the flash and cuDNN kernels. Elementwise
     operations: one read of every input and one write of every output each, FLOPs per element as
     noted. ``bytes_per_value`` is 2 for bf16 activations and weights.
     """

@@ -158,6 +158,7 @@ class LensPipeline(DiffusionPipeline):
         self._last_refined_prompts: list[str] | None = None
         self.split_cfg = False
         self.cuda_graphs = False
+        self._graph_steps: dict = {}  # captured transformer calls, by branch and shapes
         self.reasoner = PromptReasoner(text_encoder, tokenizer)
         if isinstance(text_encoder, LensGptOssEncoder) and text_encoder.selected_layers is None and transformer is not None:
             text_encoder.set_selected_layers(transformer.config.selected_layer_index)
@@ -180,21 +181,29 @@ class LensPipeline(DiffusionPipeline):
             raise ValueError("cuda_graphs needs split_cfg=True: the official CFG batch pads the empty negative, "
                              "and a padded batch cannot be captured")
         self.split_cfg, self.cuda_graphs = bool(split_cfg), bool(cuda_graphs)
+        self._graph_steps.clear()
         if transformer_fast_path:
             self.transformer.set_fast_path(**transformer_fast_path)
         return self
 
-    def _split_cfg_velocity(self, branches, latents, tau, img_shapes, graphs: list):
-        """(v_cond, v_uncond) from one transformer call per branch, replayed from CUDA graphs if enabled."""
+    def _split_cfg_velocity(self, branches, latents, tau, img_shapes):
+        """(v_cond, v_uncond) from one transformer call per branch, replayed from CUDA graphs if enabled.
+
+        A branch's graph is captured on its first call at a shape and replayed by every later step and
+        call at that shape (the text is copied into it like the latents)."""
         outs = []
         for i, (text, mask) in enumerate(branches):
-            static = dict(encoder_hidden_states=text, encoder_hidden_states_mask=mask, img_shapes=img_shapes)
-            if self.cuda_graphs:
-                if len(graphs) <= i:
-                    graphs.append(CUDAGraphStep(self.transformer, static, dict(hidden_states=latents, timestep=tau)))
-                outs.append(graphs[i](hidden_states=latents, timestep=tau))
-            else:
-                outs.append(self.transformer(hidden_states=latents, timestep=tau, **static))
+            dynamic = dict(hidden_states=latents, timestep=tau, encoder_hidden_states=text)
+            static = dict(encoder_hidden_states_mask=mask, img_shapes=img_shapes)
+            if not self.cuda_graphs:
+                outs.append(self.transformer(**dynamic, **static))
+                continue
+            key = (i, tuple(img_shapes[0]), latents.dtype,
+                   tuple(tuple(t.shape) for t in ([text] if isinstance(text, torch.Tensor) else text)),
+                   tuple(latents.shape))
+            if key not in self._graph_steps:
+                self._graph_steps[key] = CUDAGraphStep(self.transformer, static, dynamic)
+            outs.append(self._graph_steps[key](**dynamic))
         return outs
 
     # ------------------------------------------------------------------ properties
@@ -436,13 +445,12 @@ class LensPipeline(DiffusionPipeline):
         text_mask = torch.cat([prompt_mask, negative_prompt_mask], dim=0)
         if not self.transformer.config.multi_layer_encoder_feature:
             text = text[0]
-        branches = graphs = None
+        branches = None
         if self.split_cfg:  # two batches, each without its all-padded text columns
             single = not self.transformer.config.multi_layer_encoder_feature
             branches = [trim_text_padding(feats[0] if single else feats, mask) for feats, mask in (
                 ([f.to(dtype) for f in prompt_embeds], prompt_mask),
                 ([f.to(dtype) for f in negative_prompt_embeds], negative_prompt_mask))]
-            graphs = []
             if self.cuda_graphs and any(mask is not None for _, mask in branches):
                 raise ValueError("cuda_graphs needs text without padding in each CFG branch (prompts of one token "
                                  "length, e.g. a single prompt); sample these prompts without cuda_graphs")
@@ -466,8 +474,7 @@ class LensPipeline(DiffusionPipeline):
             for i, t in enumerate(timesteps):
                 tau = transformer_timesteps(t, latents.dtype)  # t in the latent dtype, then /1000
                 if branches is not None:
-                    v_cond, v_uncond = self._split_cfg_velocity(branches, latents, tau.expand(batch), img_shapes,
-                                                                graphs)
+                    v_cond, v_uncond = self._split_cfg_velocity(branches, latents, tau.expand(batch), img_shapes)
                 else:
                     out = self.transformer(
                         hidden_states=torch.cat([latents, latents], dim=0),
