@@ -312,14 +312,17 @@ _MATMULS = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.a
 class _CountOps(TorchDispatchMode):
     """Counts matmuls and forward attention kernels run in its context (i.e. recomputed in backward)."""
 
+    supports_higher_order_operators = True  # a compiled backward replays random ops via run_with_rng_state
+
     def __init__(self):
         super().__init__()
         self.counts = {"matmuls": 0, "attention": 0}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func in _MATMULS:
+        op = args[1] if func is torch.ops.higher_order.run_with_rng_state else func
+        if op in _MATMULS:
             self.counts["matmuls"] += 1
-        elif "scaled_dot_product" in func.name() and "backward" not in func.name():
+        elif "scaled_dot_product" in op.name() and "backward" not in op.name():
             self.counts["attention"] += 1
         return func(*args, **(kwargs or {}))
 
@@ -340,16 +343,45 @@ def test_selective_checkpointing_policies_keep_gradients_and_save_what_they_say(
     counts = {}
     for policy in CHECKPOINT_POLICIES:
         model.enable_selective_checkpointing(policy)
+        assert not model.gradient_checkpointing  # the block checkpoints itself, once
         counts[policy], grads = _backward_ops(model, inputs)
         assert set(grads) == set(plain), policy
         for name in plain:
             assert torch.allclose(grads[name], plain[name], atol=1e-6, rtol=1e-5), (policy, name)
-    model.disable_gradient_checkpointing()
     # What a policy saves is not recomputed in the backward pass; the rest is.
     assert base["attention"] == 0
     assert counts["matmuls"] == base
     assert counts["attention"]["attention"] == 0 and counts["attention"]["matmuls"] == counts["full"]["matmuls"]
     assert counts["full"]["matmuls"] > base["matmuls"]
     assert counts["full"]["attention"] == CONFIGS["swiglu"]["num_layers"]
+    model.enable_gradient_checkpointing()  # diffusers' plain switch replaces the selective one
+    assert model.gradient_checkpointing and all(b.checkpoint_fn is None for b in model.transformer_blocks)
+    model.enable_selective_checkpointing("matmuls")
+    model.disable_gradient_checkpointing()
+    assert not model.gradient_checkpointing and all(b.checkpoint_fn is None for b in model.transformer_blocks)
     with pytest.raises(ValueError, match="choose one of"):
         model.enable_selective_checkpointing("some")
+
+
+def test_a_compiled_block_keeps_its_checkpointing_policy():
+    """The checkpoint is traced inside the compiled block. With aot_eager (AOTAutograd's forward/backward
+    split, no code generation) the compiled backward runs aten ops one by one, so the counter sees what
+    it recomputes: under the "matmuls" policy no attention, and fewer matmuls than full recomputation
+    needs even in eager (AOTAutograd splits the linears' backward into a few more matmuls than eager)."""
+    model = _model("swiglu").train()
+    inputs = _inputs(model, MASKS["all-valid"])
+    _, plain = _backward_ops(model, inputs)
+    model.enable_selective_checkpointing("full")
+    full, _ = _backward_ops(model, inputs)
+    torch._dynamo.reset()
+    model.set_fast_path("sdpa", compile_blocks=True, backend="aot_eager")
+    model.enable_selective_checkpointing("matmuls")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _backward_ops(model, inputs)  # compiles
+        counts, grads = _backward_ops(model, inputs)
+    torch._dynamo.reset()
+    assert full["attention"] == CONFIGS["swiglu"]["num_layers"] and counts["attention"] == 0
+    assert counts["matmuls"] < full["matmuls"]
+    for name in plain:
+        assert torch.allclose(grads[name], plain[name], atol=1e-6, rtol=1e-5), name

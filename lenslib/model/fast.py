@@ -55,18 +55,21 @@ def saved_ops(policy: str) -> frozenset:
 
 
 def checkpoint_function(policy: str = "matmuls") -> Callable:
-    """A ``gradient_checkpointing_func`` for ``ModelMixin.enable_gradient_checkpointing`` that checkpoints
-    each block with ``policy`` (non-reentrant ``torch.utils.checkpoint`` with a selective context)."""
+    """``run(fn, *args)``: ``fn(*args)`` under non-reentrant ``torch.utils.checkpoint`` with ``policy``
+    (a selective context deciding, op by op, what to save; ``"full"`` saves nothing but the inputs).
+
+    A block calls it inside its forward, so ``torch.compile`` traces the checkpoint and its policy
+    together with the block."""
     save = saved_ops(policy)
 
     def decide(ctx, op, *args, **kwargs):
         return CheckpointPolicy.MUST_SAVE if op in save else CheckpointPolicy.PREFER_RECOMPUTE
 
-    def run(module: torch.nn.Module, *args):
+    def run(fn: Callable, *args):
         kwargs: dict[str, Any] = {"use_reentrant": False}
         if save:
             kwargs["context_fn"] = functools.partial(create_selective_checkpoint_contexts, decide)
-        return torch.utils.checkpoint.checkpoint(module.__call__, *args, **kwargs)
+        return torch.utils.checkpoint.checkpoint(fn, *args, **kwargs)
 
     run.policy = policy
     return run

@@ -168,6 +168,9 @@ class LensTransformerBlock(nn.Module):
         self.txt_norm1 = _block_norm(dim, rms_norm, eps)
         self.txt_norm2 = _block_norm(dim, rms_norm, eps)
         self.txt_mlp = LensSwiGLU(dim) if gate_mlp else FeedForward(dim, dim_out=dim, activation_fn="gelu-approximate")
+        # A selective checkpoint of the whole block (lenslib.model.fast.checkpoint_function), applied inside
+        # forward so that a compiled block compiles the checkpoint and its policy with it.
+        self.checkpoint_fn = None
 
     @staticmethod
     def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -181,6 +184,12 @@ class LensTransformerBlock(nn.Module):
         image_rotary_emb: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        args = (hidden_states, encoder_hidden_states, temb, image_rotary_emb, attention_mask)
+        if self.checkpoint_fn is not None and torch.is_grad_enabled():
+            return self.checkpoint_fn(self._forward, *args)
+        return self._forward(*args)
+
+    def _forward(self, hidden_states, encoder_hidden_states, temb, image_rotary_emb, attention_mask):
         img_shift1, img_scale1, img_gate1, img_shift2, img_scale2, img_gate2 = self.img_mod(temb).chunk(6, dim=-1)
         txt_shift1, txt_scale1, txt_gate1, txt_shift2, txt_scale2, txt_gate2 = self.txt_mod(temb).chunk(6, dim=-1)
 
@@ -329,9 +338,28 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
         :data:`lenslib.model.fast.CHECKPOINT_POLICIES` (``"full"`` is plain checkpointing).
 
         Same gradients as without checkpointing, less activation memory (chapter 7 reports how much).
-        ``disable_gradient_checkpointing`` turns it off.
+        The checkpoint runs inside each block's forward, so with ``set_fast_path(compile_blocks=True)``
+        it is compiled with the block and the policy decides what the compiled block saves (as
+        torchtitan does). Replaces ``enable_gradient_checkpointing``; ``disable_gradient_checkpointing``
+        turns both off.
         """
-        self.enable_gradient_checkpointing(checkpoint_function(policy))
+        fn = checkpoint_function(policy)
+        if self.gradient_checkpointing:
+            super().disable_gradient_checkpointing()
+        for block in self.transformer_blocks:
+            block.checkpoint_fn = fn
+
+    def enable_gradient_checkpointing(self, gradient_checkpointing_func=None) -> None:
+        """Plain checkpointing of every block (diffusers' switch); replaces a selective policy."""
+        for block in self.transformer_blocks:
+            block.checkpoint_fn = None
+        super().enable_gradient_checkpointing(gradient_checkpointing_func)
+
+    def disable_gradient_checkpointing(self) -> None:
+        """Turn off activation checkpointing, plain or selective."""
+        for block in self.transformer_blocks:
+            block.checkpoint_fn = None
+        super().disable_gradient_checkpointing()
 
     # -- initialisation ---------------------------------------------------------------------------
     @torch.no_grad()
