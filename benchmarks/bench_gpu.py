@@ -312,6 +312,7 @@ def main(argv=None) -> int:
     else:
         peak_dtype, peak_size, name = torch.float32, 1024, platform.processor() or platform.machine()
     print(f"device {device} ({name}), {'tiny' if tiny else 'full'} config, torch {torch.__version__}", flush=True)
+    load_before = os.getloadavg()[0]
     peak = matmul_peak(device, peak_dtype, peak_size)
     print(f"measured {str(peak_dtype).replace('torch.', '')} matmul peak {peak / 1e12:.3f} TFLOP/s", flush=True)
 
@@ -319,6 +320,13 @@ def main(argv=None) -> int:
     train = measure_training(config, shapes, device, args, peak)
     print("sampling (transformer only, CFG):", flush=True)
     sample = measure_sampling(config, shapes, device, args)
+    # Other processes can slow the first measurement: the peak is the better of two, and MFU uses it.
+    second = matmul_peak(device, peak_dtype, peak_size)
+    if second > peak:
+        for row in train:
+            if "mfu" in row:
+                row["mfu"] *= peak / second
+        peak = second
 
     roofline = None
     if not tiny:  # the analytic lower bounds beside the measured times (chapter 7 shows them)
@@ -337,6 +345,7 @@ def main(argv=None) -> int:
         train_precision="bf16 autocast, fp32 weights" if device.type == "cuda" else "fp32",
         training=train, sampling=sample, roofline_datasheet_bound_per_block=roofline,
         torch=torch.__version__, cuda=torch.version.cuda, threads=args.threads,
+        load_average_before=load_before, load_average_after=os.getloadavg()[0],
         date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
     with torch.device("meta"):

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 
+import pytest
 import torch
 
 from lenslib.model.fast import CHECKPOINT_POLICIES
@@ -44,7 +45,9 @@ def test_tiny_cpu_run_writes_every_setting_with_finite_numbers(tmp_path):
             continue
         for key in ("step_seconds", "mfu", "activation_bytes", "step_flops"):
             assert math.isfinite(row[key]) and row[key] > 0, (name, key)
-        assert 0 < row["mfu"] < 1 and "MemTracker" in row["memory_measure"]
+        # MFU is the step's analytic FLOPs per second over the peak measured in the same run
+        assert row["mfu"] == pytest.approx(row["step_flops"] / row["step_seconds"] / result["matmul_peak_flops_per_s"])
+        assert "MemTracker" in row["memory_measure"]
         assert ("compile_seconds" in row) == row["compile"]
     # checkpointing keeps less than storing every activation
     assert train["compile + checkpoint full"]["activation_bytes"] < train["fast attention"]["activation_bytes"]

@@ -46,6 +46,23 @@ def test_sample_writes_images(model_dir, tmp_path, capsys):
     assert (tmp_path / "again.png").read_bytes() == out.read_bytes()
 
 
+def test_fast_sampling_gives_the_same_image(model_dir, tmp_path):
+    args = ["sample", "--model", str(model_dir), "--prompt", "a red circle | a small blue square on the left",
+            "--steps", "2", "--size", "32x48", "--seed", "0"]
+    assert main(args + ["--out", str(tmp_path / "ref.png")]) == 0
+    assert main(args + ["--fast", "--out", str(tmp_path / "fast.png")]) == 0
+    for i in range(2):  # two prompts of different lengths: the fast path handles the padded one too
+        with PIL.Image.open(tmp_path / f"ref_p00{i}_s00.png") as a, PIL.Image.open(tmp_path / f"fast_p00{i}_s00.png") as b:
+            diff = (torch.tensor(list(a.getdata())) - torch.tensor(list(b.getdata()))).abs().max()
+        assert diff <= 1  # uint8 truncation may flip a value at a rounding boundary
+
+
+def test_cuda_graphs_flag_needs_cuda(model_dir, tmp_path, capsys):
+    rc = main(["sample", "--model", str(model_dir), "--prompt", "p", "--steps", "1", "--size", "16x16",
+               "--device", "cpu", "--cuda-graphs", "--out", str(tmp_path / "x.png")])
+    assert rc == 2 and "CUDA device" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv,match", [
     (["--size", "30x32"], "multiples of 4"),  # 4x4-pixel tokens in this tiny model
     (["--size", "big"], "HEIGHTxWIDTH"),

@@ -139,7 +139,7 @@ def _grouped_sdpa(q, k, v, groups) -> torch.Tensor:
         og = F.scaled_dot_product_attention(qg, kg, vg)
         if rows is None:
             return og
-        out = (q.new_zeros(q.shape) if out is None else out).index_copy(0, rows, og)
+        out = (og.new_zeros(q.shape) if out is None else out).index_copy(0, rows, og)  # og: the autocast dtype
     return out
 
 

@@ -3,7 +3,8 @@
 Mirrors the official ``inference.py``: ``--prompt`` is split on ``|`` for several prompts, the
 defaults are the CLI's (20 steps, CFG 5.0, base 1440 at 1:1), and files are written as
 ``<out-stem>_p{prompt:03d}_s{sample:02d}.png`` when there is more than one image (a single image
-goes to ``--out`` itself). Files are written atomically. Used in chapter 4.
+goes to ``--out`` itself). Files are written atomically. ``--fast`` samples through the fast path
+(:meth:`LensPipeline.set_fast_path`, chapter 7): the same images up to float rounding. Used in chapter 4.
 """
 
 from __future__ import annotations
@@ -90,6 +91,11 @@ def _sample(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         return fail(f"cannot load {args.model!r}: {e}")
     pipe.to(device)
+    if args.cuda_graphs and not device.startswith("cuda"):
+        return fail("--cuda-graphs needs a CUDA device (--device cuda).")
+    if args.fast or args.compile or args.cuda_graphs:
+        pipe.set_fast_path(split_cfg=True, cuda_graphs=args.cuda_graphs, attention="sdpa",
+                           compile_blocks=args.compile, dynamic=False)
     if args.date:
         pipe.prompt_date = args.date
     pipe.reasoner.api_url = args.api_url
@@ -135,5 +141,10 @@ def register(subparsers) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="model dtype (default bfloat16 on GPU, float32 on CPU)")
+    p.add_argument("--fast", action="store_true",
+                   help="split CFG and mask-free attention: the same images up to rounding, faster (chapter 7)")
+    p.add_argument("--compile", action="store_true", help="--fast, with every block compiled (torch.compile)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="--fast, with each step replayed from a CUDA graph (CUDA only; prompts of one length)")
     p.add_argument("--out", required=True, help="output image file (.png); numbered when several images")
     p.set_defaults(func=_sample)
