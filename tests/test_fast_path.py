@@ -27,13 +27,17 @@ from lenslib.model.vae import tiny_flux2_vae
 TOL = 1e-5
 FAST_MODES = ["sdpa", "flex"]
 
-# Random small configs: widths, heads, MLP kind, norm kind, one or several text layers.
+# Random small configs: widths, heads, MLP kind, norm kind, one or several text layers, the options of the
+# CPU recipe (pixel stem and head, pooled text).
 CONFIGS = {
     "swiglu": dict(patch_size=2, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=16,
                    num_attention_heads=4, inner_dim=64, enc_hidden_dim=24, axes_dims_rope=(4, 6, 6)),
     "gelu-layernorm": dict(patch_size=1, in_channels=8, out_channels=None, num_layers=3, attention_head_dim=8,
                            num_attention_heads=3, inner_dim=24, enc_hidden_dim=10, axes_dims_rope=(2, 2, 4),
                            gate_mlp=False, rms_norm=False, selected_layer_index=(1, 3)),
+    "pixel-options-pooled-text": dict(patch_size=2, in_channels=12, out_channels=3, num_layers=2, attention_head_dim=8,
+                                      num_attention_heads=4, inner_dim=32, enc_hidden_dim=16, axes_dims_rope=(2, 2, 4),
+                                      pixel_stem=4, pixel_head=8, pixel_skip=True, pooled_text=True),
     "single-text-layer": dict(patch_size=2, in_channels=12, out_channels=3, num_layers=2, attention_head_dim=12,
                               num_attention_heads=2, inner_dim=24, enc_hidden_dim=16, axes_dims_rope=(4, 4, 4),
                               multi_layer_encoder_feature=False),
@@ -116,6 +120,17 @@ def test_fast_attention_matches_the_reference(config, mask, mode):
     ref = _run(model, "reference", inputs)
     out = _run(model, mode, inputs)
     assert out.shape == ref.shape and ref.abs().mean() > 0.05  # outputs of order 1, as the golden ones
+    assert (out - ref).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("mask", ["all-valid", "none"])
+def test_no_mask_means_every_text_token_is_valid(mask):
+    """The fast path passes None for "nothing padded" (e.g. a trimmed CFG branch); the pooled-text option
+    must then pool every token, exactly as with an all-True mask."""
+    model = _model("pixel-options-pooled-text")
+    inputs = _inputs(model, MASKS[mask])
+    ref = _run(model, "reference", inputs)
+    out = _run(model, "sdpa", dict(inputs, encoder_hidden_states_mask=None))
     assert (out - ref).abs().max().item() <= TOL
 
 
