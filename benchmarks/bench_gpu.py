@@ -40,6 +40,7 @@ from pathlib import Path
 
 import torch
 from diffusers.utils import logging as diffusers_logging
+from torch.distributed._tools.mem_tracker import MemTracker  # private, but PyTorch's only tensor-memory tracker for CPU
 
 from lenslib.model.fast import CHECKPOINT_POLICIES
 from lenslib.model.flops import block_roofline, denoising_step_flops, roofline_times, transformer_flops
@@ -203,9 +204,6 @@ def activation_memory(model, step, device) -> dict:
         return dict(sizes, activation_bytes=act, activation_gib=act / 2**30, peak_allocated_gib=peak / 2**30,
                     memory_measure="torch.cuda.max_memory_allocated minus weights, inputs and gradients (includes "
                                    "autocast's bf16 weight copies, which FSDP's bf16 all-gather replaces)")
-    # Private API, but the only device-independent tensor-memory tracker PyTorch ships.
-    from torch.distributed._tools.mem_tracker import MemTracker
-
     tracker = MemTracker()
     tracker.track_external(model)
     # A dispatch mode cannot watch compiled code: the step runs eagerly (same saved tensors, less fusion).
