@@ -17,7 +17,7 @@ run could read; opening a folder built for another identity raises :class:`World
 every differing field. Caches live under ``<cache>/world/<hash of the identity>``, so every arm and seed
 of an experiment that shares the world and the encoder shares one cache.
 
-Used by the trainer (``data.num_scenes``, :mod:`lenslib.train.data`) and chapters 4 and 6.
+Used by the trainer (``data.num_scenes``, :class:`lenslib.data.sources.CachedWorldBatcher`) and chapters 4 and 6.
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ def _diff(found: dict, wanted: dict) -> list[str]:
 class WorldCache:
     """Read side of a built cache: ``images(idx)`` (uint8 numpy) and ``text(idx)`` (features, lengths).
 
-    Indices are positions ``0..N-1``; arrays are memory-mapped, so many runs share the pages.
+    Indices are positions ``0..N-1``; arrays are memory-mapped (copy-on-write, so a view of them is a
+    writable array that never touches the file), so many runs share the pages. A run of consecutive
+    positions, what a step of a finite pool reads, is a view of the map: no gather, no copy.
     """
 
     def __init__(self, path: str | Path, identity: dict | None = None):
@@ -72,22 +74,30 @@ class WorldCache:
             raise WorldCacheMismatch(f"world cache {self.path} was built for another run; differing fields: "
                                      + "; ".join(_diff(self.identity, identity))
                                      + ". Point the run at its own cache (the default folder is keyed by these fields).")
-        self._images = np.load(self.path / "images.npy", mmap_mode="r")
-        self._text = [np.load(self.path / f"text_{k}.npy", mmap_mode="r") for k in range(self.identity["num_layers"])]
+        self._images = np.load(self.path / "images.npy", mmap_mode="c")
+        self._text = [np.load(self.path / f"text_{k}.npy", mmap_mode="c") for k in range(self.identity["num_layers"])]
         self._lengths = np.load(self.path / "lengths.npy")
         self.captions: list[str] = json.loads((self.path / "captions.json").read_text())
 
     def __len__(self) -> int:
         return int(self._images.shape[0])
 
+    @staticmethod
+    def _select(indices: Sequence[int]):
+        """A slice for a run of consecutive positions (a view of the map), else the index array (one gather)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
+            return slice(int(idx[0]), int(idx[0]) + len(idx))
+        return idx
+
     def images(self, indices: Sequence[int]) -> np.ndarray:
         """uint8 ``[B, H, W, 3]``."""
-        return self._images[np.asarray(indices, dtype=np.int64)]  # one gather from the memory map
+        return self._images[self._select(indices)]
 
     def text(self, indices: Sequence[int]) -> tuple[list[np.ndarray], np.ndarray]:
         """Per tapped layer float16 ``[B, T, hidden]`` and the valid lengths ``[B]``."""
-        idx = np.asarray(indices, dtype=np.int64)
-        return [layer[idx] for layer in self._text], self._lengths[idx]
+        sel = self._select(indices)
+        return [layer[sel] for layer in self._text], self._lengths[sel]
 
     @classmethod
     def open_or_build(cls, root: str | Path, identity: dict, render: Callable[[int], tuple[np.ndarray, str]],
