@@ -255,3 +255,28 @@ def test_loss_is_logged_per_noise_band(runs):
         seen = [v for v in r["loss_by_t"] if v is not None]
         assert seen and all(v >= 0 for v in seen)
         assert min(seen) <= r["loss"] + 1e-6 and max(seen) >= r["loss"] - 1e-6
+
+
+def test_a_run_from_the_world_cache_resumes_bit_for_bit(tmp_path):
+    """A finite pool read from the world cache (``data.num_scenes``): killed after step 3 and resumed, it ends
+    with the weights, EMA, AdamW state and loss curve of the same run trained straight."""
+    pool = ["data.num_scenes=10", f"data.path={tmp_path / 'world'}", f"run.steps={N}", "run.save_every=3"]
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    _run(_train_cmd(straight, *pool))  # builds the cache; the resumed run reads the same one
+    assert len(list((tmp_path / "world").iterdir())) == 1
+    proc = subprocess.Popen(_train_cmd(broken, *pool), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    latest = broken / "checkpoints" / "latest"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if latest.is_file() and latest.read_text().strip() == "step_0000003":
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert latest.read_text().strip() == "step_0000003", "the job ended before it could be killed after step 3"
+    out = _run(_train_cmd(broken, *pool))
+    assert "step_0000003 at step 3" in out.stdout
+    assert _curve(broken) == _curve(straight)
+    a, b = _tensors(straight / "checkpoints" / "step_0000006"), _tensors(broken / "checkpoints" / "step_0000006")
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)

@@ -63,7 +63,9 @@ def build_feature_cache(records: Sequence[dict], out: str | Path, text_encoder, 
                         progress: bool = False) -> dict:
     """Encode ``records`` (dicts with ``key``, ``image`` (bytes or PIL) and ``captions`` {kind: {text}}
     as :func:`lenslib.data.shards.read_output` returns them) into ``out``. Resumable: shards already on
-    disk are skipped. Returns the cache's ``cache.json`` content."""
+    disk are skipped (after checking they were built the same way). Each shard is written to a temporary file
+and renamed, and ``cache.json``, which readers require, is written last: an interrupted build leaves
+nothing a run could read. Returns the cache's ``cache.json`` content."""
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
@@ -92,7 +94,8 @@ def build_feature_cache(records: Sequence[dict], out: str | Path, text_encoder, 
         name = f"features-{si:06d}.safetensors"
         part = records[si * shard_size:(si + 1) * shard_size]
         path = out / name
-        if path.is_file():
+        if path.is_file():  # written by an interrupted build of this folder: reused only if built the same way
+            _check_shard(path, ident.to_dict(), [r["key"] for r in part])
             shards.append({"file": name, "n": len(part), "keys": [r["key"] for r in part]})
             continue
         tensors, index = {}, {}
@@ -135,6 +138,23 @@ def build_feature_cache(records: Sequence[dict], out: str | Path, text_encoder, 
     tmp.write_text(json.dumps(doc, indent=1))
     os.replace(tmp, meta_path)
     return doc
+
+
+def _check_shard(path: Path, identity: dict, keys: list[str]) -> None:
+    """Refuse a shard left by an interrupted build for another encoder, codec, caption kinds or records."""
+    from safetensors import safe_open  # safetensors is read only where a cache is
+
+    with safe_open(str(path), "pt") as h:
+        md = h.metadata()
+    found = json.loads(md["identity"])
+    if found != identity:
+        diff = "; ".join(f"{k}: shard has {found.get(k)!r}, this build {identity.get(k)!r}"
+                         for k in sorted(set(found) | set(identity)) if found.get(k) != identity.get(k))
+        raise CacheMismatchError(f"{path} was left by an interrupted build made another way ({diff}): delete the "
+                                 "folder or build into another one.")
+    if sorted(json.loads(md["index"])) != sorted(keys):
+        raise CacheMismatchError(f"{path} holds other records than this build puts there (another record list or "
+                                 "shard_size): delete the folder or build into another one.")
 
 
 def check_identity(found: dict, text_encoder: str | None = None, codec: str | None = None,

@@ -13,7 +13,7 @@ a world stream (``sample_scene(mix_seed(seed, i))``, caption seeded by ``mix_see
   caption kind, scene options, size, encoder name/layers/width, ``T``, ``N``).
 
 A cache is built in a temporary folder and renamed into place, so an interrupted build leaves nothing a
-run could read; opening a folder built for another identity raises :class:`WorldCacheMismatch` naming
+run could read (the next build removes what a killed one left); opening a folder built for another identity raises :class:`WorldCacheMismatch` naming
 every differing field. Caches live under ``<cache>/world/<hash of the identity>``, so every arm and seed
 of an experiment that shares the world and the encoder shares one cache.
 
@@ -50,6 +50,17 @@ def cache_key(identity: dict) -> str:
 def _diff(found: dict, wanted: dict) -> list[str]:
     return [f"{k}: cache has {found.get(k)!r}, run wants {wanted.get(k)!r}"
             for k in sorted(set(found) | set(wanted)) if found.get(k) != wanted.get(k)]
+
+
+def _alive(pid: str) -> bool:
+    """Whether process ``pid`` (a temp folder's suffix) still runs, so its build may still finish."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class WorldCache:
@@ -123,6 +134,9 @@ class WorldCache:
         size = int(identity["size"])
         if n < 1:
             raise ValueError(f"a world cache needs at least one scene, got num_scenes={n}")
+        for stale in path.parent.glob(f"{path.name}.tmp*") if path.parent.is_dir() else []:
+            if not _alive(stale.name.rsplit(".tmp", 1)[-1]):  # left by a build that was killed
+                shutil.rmtree(stale, ignore_errors=True)
         tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
