@@ -49,9 +49,13 @@ class Batch:
                      self.captions, self.indices)
 
     def pin_memory(self) -> "Batch":
-        """The batch in page-locked host memory, so a CUDA copy of it can run asynchronously."""
-        return Batch(self.tokens.pin_memory(), self.grid, [t.pin_memory() for t in self.text],
-                     self.text_mask.pin_memory(), self.captions, self.indices)
+        """The batch's host tensors in page-locked memory, so a CUDA copy of them can run asynchronously
+        (features a text encoder made on the GPU are already there and stay)."""
+        def pin(t):
+            return t.pin_memory() if t.device.type == "cpu" else t
+
+        return Batch(pin(self.tokens), self.grid, [pin(t) for t in self.text], pin(self.text_mask), self.captions,
+                     self.indices)
 
 
 @runtime_checkable

@@ -261,14 +261,17 @@ def build_codec(data):
     return Flux2Codec.from_pretrained(data.vae)
 
 
-def source_from_config(data, seed: int, progress: bool = True) -> tuple[BatchSource, object, object]:
+def source_from_config(data, seed: int, progress: bool = True, device=None) -> tuple[BatchSource, object, object]:
     """The ``(batch source, codec, text encoder)`` of a run's ``data`` section (a ``DataConfig``) and seed.
 
     A world with ``data.num_scenes`` set reads its finite pool from a world cache under ``data.path`` (default
-    ``<cache>/world``), built on first use with a progress bar.
+    ``<cache>/world``), built on first use with a progress bar. On a CUDA ``device`` the text encoder runs there
+    (captions encoded on the fly, or a cache built, on the accelerator instead of the host) unless
+    ``data.text_encoder_kwargs`` names a device itself.
     """
     codec = build_codec(data)
-    text_encoder = get_text_encoder(data.text_encoder, **data.text_encoder_kwargs)
+    place = {"device": device} if device is not None and torch.device(device).type == "cuda" else {}
+    text_encoder = get_text_encoder(data.text_encoder, **{**place, **data.text_encoder_kwargs})
     if data.source == "world" and data.num_scenes:
         world = WorldSource(seed, data.vocab, data.caption_kind, num_scenes=data.num_scenes, **data.world_kwargs)
         root = Path(data.path) if data.path else cache_dir() / "world"

@@ -154,6 +154,7 @@ class WorldCache:
                     images[i], caption = render(i)
                     caps.append(caption)
                 feats, mask = encode(caps)
+                feats, mask = [f.cpu() for f in feats], mask.cpu()  # an encoder on the GPU: stored from the host
                 valid = mask.sum(dim=1).clamp(max=t).numpy()
                 for k in range(layers):
                     f = feats[k][:, :t].float().numpy().astype(np.float16)

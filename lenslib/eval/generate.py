@@ -139,12 +139,12 @@ def checkpoint_model(cfg, checkpoint, *, batcher: TokenBatcher | None = None, we
     """
     if weights not in ("ema", "model"):
         raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
+    device = default_device() if device is None else torch.device(device)
     if batcher is None:
-        batcher, codec, text_encoder = build_source(cfg)
+        batcher, codec, text_encoder = build_source(cfg, device=device)
     else:
         codec, text_encoder = batcher.codec, batcher.text_encoder
-    yield load_model(cfg, checkpoint, codec, text_encoder, weights=weights,
-                     device=default_device() if device is None else device), batcher
+    yield load_model(cfg, checkpoint, codec, text_encoder, weights=weights, device=device), batcher
 
 
 def score_checkpoint(cfg, checkpoint, lines: list[dict], *, batcher=None, weights: str = "ema", device=None,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from lenslib.model.presets import get_config
+from lenslib.model import presets
 from lenslib.model.transformer import LensTransformer2DModel
 
 from .checkpoint import load_checkpoint
@@ -33,7 +33,7 @@ def build_model(cfg, codec, text_encoder):
         model = LensTransformer2DModel.from_pretrained(cfg.model.init_from)
     else:
         kw = {}
-        base = get_config(cfg.model.preset)
+        base = presets.get_config(cfg.model.preset)
         patch = cfg.data.patch if cfg.data.codec == "pixel" else 2
         if base["in_channels"] != codec.token_channels or base["patch_size"] != patch:
             kw.update(in_channels=codec.token_channels, patch_size=patch)
@@ -43,7 +43,7 @@ def build_model(cfg, codec, text_encoder):
             kw["num_text_layers"] = text_encoder.num_layers
         kw.update(cfg.model.kwargs)
         torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank and every run
-        model = LensTransformer2DModel(**get_config(cfg.model.preset, **kw))
+        model = LensTransformer2DModel(**presets.get_config(cfg.model.preset, **kw))
         model.initialize_weights()  # DiT's adaLN-Zero init: every block starts as the identity, trains faster
     if model.config.in_channels != codec.token_channels:
         raise ConfigError(

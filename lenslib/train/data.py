@@ -30,11 +30,12 @@ __all__ = [
 ]
 
 
-def build_source(cfg, seed: int | None = None, progress: bool = True) -> tuple[BatchSource, object, object]:
+def build_source(cfg, seed: int | None = None, progress: bool = True, device=None) -> tuple[BatchSource, object, object]:
     """The configured ``(batch source, codec, text encoder)`` of a :class:`~lenslib.train.config.TrainConfig`
-    (seeded by ``run.seed`` unless ``seed`` is given); :func:`lenslib.data.sources.source_from_config` does the work.
+    (seeded by ``run.seed`` unless ``seed`` is given; the text encoder on ``device`` when that is a GPU);
+    :func:`lenslib.data.sources.source_from_config` does the work.
 
     A world with ``data.num_scenes`` set reads its finite pool from a world cache under ``data.path`` (default
     ``<cache>/world``), built on first use with a progress bar.
     """
-    return source_from_config(cfg.data, cfg.run.seed if seed is None else seed, progress)
+    return source_from_config(cfg.data, cfg.run.seed if seed is None else seed, progress, device)
