@@ -9,7 +9,8 @@ batches (tokens + text features, on the training device), with no model behind i
 
 Run: ``.venv/bin/python benchmarks/bench_input.py [--config cpu-tiny] [--scenes 2000] [--threads 2] [--device cpu|cuda]``.
 Prints a table and writes ``benchmarks/results/input.json`` (``--out NAME``: ``results/NAME.json``) with the load
-average before and after each part: other jobs on the machine slow every figure.
+average before and after each part: other jobs on the machine slow every figure. Each part also records its
+median and fastest step, the fastest being the best estimate of a quiet machine's rate.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -25,19 +27,26 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def rate(stream, steps: int) -> dict:
-    """Samples/s over ``steps`` steps of ``stream`` (after one untimed step), with the load average around it."""
+def rate(stream, steps: int, batch: int) -> dict:
+    """Samples/s over ``steps`` steps of ``stream`` (after one untimed step), with the load average around it.
+
+    Besides the overall rate, the median and the fastest step: on a machine shared with other jobs the
+    fastest step is the closest figure to what a quiet machine does (interference only ever adds time)."""
     it = iter(stream)
-    for batch in next(it):  # first step: imports, first pages of the cache
+    for _ in next(it):  # first step: imports, first pages of the cache
         pass
-    load_before, n, t0 = os.getloadavg(), 0, time.perf_counter()
+    load_before, n, times = os.getloadavg(), 0, []
+    t0 = time.perf_counter()
     for _ in range(steps):
-        for batch in next(it):
-            n += len(batch)
+        ts = time.perf_counter()
+        for b in next(it):
+            n += len(b)
+        times.append(time.perf_counter() - ts)
     seconds = time.perf_counter() - t0
     stream.close()
-    return {"samples": n, "seconds": seconds, "samples_per_s": n / seconds, "load_avg_before": load_before,
-            "load_avg_after": os.getloadavg()}
+    return {"samples": n, "seconds": seconds, "samples_per_s": n / seconds,
+            "samples_per_s_median_step": batch / statistics.median(times), "samples_per_s_fastest_step": batch / min(times),
+            "load_avg_before": load_before, "load_avg_after": os.getloadavg()}
 
 
 def main() -> int:
@@ -75,7 +84,7 @@ def main() -> int:
 
     cfg = load_config(args.config, args.overrides)
     live, _, _ = build_source(cfg)
-    result["rendered"] = rate(stream(cfg, live), args.rendered_steps)
+    result["rendered"] = rate(stream(cfg, live), args.rendered_steps, cfg.optim.global_batch)
 
     root = Path(os.environ.get("LENS_CACHE") or tempfile.mkdtemp()) / "bench_input"
     cached_cfg = load_config(args.config, [*args.overrides, f"data.num_scenes={args.scenes}", f"data.path={root}"])
@@ -83,7 +92,7 @@ def main() -> int:
     cached, _, _ = build_source(cached_cfg)
     result["cache_open_or_build_s"] = time.perf_counter() - t0
     result["cache_build_load_avg_before"] = load
-    result["cached"] = rate(stream(cached_cfg, cached), args.steps)
+    result["cached"] = rate(stream(cached_cfg, cached), args.steps, cfg.optim.global_batch)
     result.update(global_batch=cfg.optim.global_batch, image_size=cfg.data.image_size,
                   speedup=result["cached"]["samples_per_s"] / result["rendered"]["samples_per_s"],
                   torch=torch.__version__, cpu=platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
@@ -93,13 +102,12 @@ def main() -> int:
           f"{cfg.data.image_size} px, {args.threads} threads, {args.device})")
     for name in ("rendered", "cached"):
         r = result[name]
-        print(f"{name:<30}{r['samples_per_s']:>10.0f} samples/s   (load average {r['load_avg_before'][0]:.2f} -> "
+        print(f"{name:<30}{r['samples_per_s']:>10.0f} samples/s  (median step {r['samples_per_s_median_step']:.0f}, "
+              f"fastest {r['samples_per_s_fastest_step']:.0f}; load average {r['load_avg_before'][0]:.2f} -> "
               f"{r['load_avg_after'][0]:.2f})")
     print(f"{'cache opened or built in':<30}{result['cache_open_or_build_s']:>10.1f} s")
-    out = RESULTS / f"{args.out}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out, result)
-    print(f"wrote {out}")
+    write_json_atomic(RESULTS / f"{args.out}.json", result)
+    print(f"wrote {RESULTS / f'{args.out}.json'}")
     return 0
 
 
