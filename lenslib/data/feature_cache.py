@@ -22,6 +22,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from lenslib.model.text_encoders.base import fit_length
 
@@ -66,10 +68,9 @@ def build_feature_cache(records: Sequence[dict], out: str | Path, text_encoder, 
     disk are skipped (after checking they were built the same way). Each shard is written to a temporary file
 and renamed, and ``cache.json``, which readers require, is written last: an interrupted build leaves
 nothing a run could read. Returns the cache's ``cache.json`` content."""
-    from safetensors.torch import save_file
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # a progress bar only when a cache is built
 
-    from .filters import decode_image
+    from .filters import decode_image  # the cleaning filters' image decoder, needed only for a build
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -142,8 +143,6 @@ nothing a run could read. Returns the cache's ``cache.json`` content."""
 
 def _check_shard(path: Path, identity: dict, keys: list[str]) -> None:
     """Refuse a shard left by an interrupted build for another encoder, codec, caption kinds or records."""
-    from safetensors import safe_open  # safetensors is read only where a cache is
-
     with safe_open(str(path), "pt") as h:
         md = h.metadata()
     found = json.loads(md["identity"])
@@ -181,8 +180,6 @@ class FeatureCache:
 
     def __init__(self, path: str | Path, text_encoder: str | None = None, codec: str | None = None,
                  kind: str | None = None, kind_weights: dict | None = None, seed: int = 0):
-        from safetensors import safe_open
-
         self.path = Path(path)
         meta = self.path / CACHE_JSON
         if not meta.is_file():
@@ -237,8 +234,6 @@ class FeatureCache:
         return [self._index[k]["bucket"] for _, k in self._items]
 
     def __getitem__(self, i: int) -> dict:
-        from safetensors import safe_open
-
         f, k = self._items[i]
         info = self._index[k]
         kind = self.kind_for(i)

@@ -26,6 +26,7 @@ Used in chapter 4, by ``lens train`` and ``torchrun -m lenslib.train``.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -36,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from PIL import Image
 
 from lenslib.flow import (drop_captions, euler_sample, flow_matching_loss, predict_velocity, sample_timesteps,
                           training_mu)
@@ -157,11 +160,11 @@ class _Logger:
         self.file = open(path, "a")
         interactive = cfg.run.progress == "bar" or (cfg.run.progress == "auto" and sys.stderr.isatty())
         if interactive:
-            from tqdm.auto import tqdm
+            from tqdm.auto import tqdm  # only on a terminal
 
             self.bar = tqdm(total=cfg.run.steps, initial=start, desc=cfg.run.name, dynamic_ncols=True)
         if cfg.run.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # optional: only with run.tensorboard
 
             self.tb = SummaryWriter(str(run_dir / "tensorboard"))
 
@@ -233,8 +236,6 @@ def sample_previews(model, source, cfg: TrainConfig, info, size: tuple[int, int]
 
 
 def _save_grid(images: torch.Tensor, path: Path) -> None:
-    from PIL import Image
-
     x = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     n, h, w, _ = x.shape
     cols = min(n, 8)
@@ -524,8 +525,6 @@ def _resume_point(cfg: TrainConfig, run_dir: Path, info):
 
 def _init_defaults(model) -> dict:
     """Constructor defaults of a model class: the value a config key had before the key existed."""
-    import inspect
-
     params = inspect.signature(type(model).__init__).parameters.values()
     return json.loads(json.dumps({p.name: p.default for p in params if p.default is not inspect.Parameter.empty},
                                  default=lambda v: None))
@@ -573,8 +572,6 @@ def preflight_resume(cfg: TrainConfig) -> None:
 
 
 def _gather_ints(value: int, info) -> list[int]:
-    import torch.distributed as dist
-
     out = [torch.zeros(1, dtype=torch.long, device=info.device) for _ in range(info.world_size)]
     dist.all_gather(out, torch.tensor([value], dtype=torch.long, device=info.device))
     return [int(x) for x in out]
