@@ -27,11 +27,12 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def rate(stream, steps: int, batch: int) -> dict:
+def rate(stream, steps: int, batch: int, sync=lambda: None) -> dict:
     """Samples/s over ``steps`` steps of ``stream`` (after one untimed step), with the load average around it.
 
     Besides the overall rate, the median and the fastest step: on a machine shared with other jobs the
-    fastest step is the closest figure to what a quiet machine does (interference only ever adds time)."""
+    fastest step is the closest figure to what a quiet machine does (interference only ever adds time).
+    ``sync`` waits for the device (non-blocking copies return before they finish)."""
     it = iter(stream)
     for _ in next(it):  # first step: imports, first pages of the cache
         pass
@@ -41,6 +42,7 @@ def rate(stream, steps: int, batch: int) -> dict:
         ts = time.perf_counter()
         for b in next(it):
             n += len(b)
+        sync()
         times.append(time.perf_counter() - ts)
     seconds = time.perf_counter() - t0
     stream.close()
@@ -83,16 +85,17 @@ def main() -> int:
                            device=args.device, workers=cfg.data.num_workers)
 
     cfg = load_config(args.config, args.overrides)
-    live, _, _ = build_source(cfg)
-    result["rendered"] = rate(stream(cfg, live), args.rendered_steps, cfg.optim.global_batch)
+    live, _, _ = build_source(cfg, device=args.device)
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    result["rendered"] = rate(stream(cfg, live), args.rendered_steps, cfg.optim.global_batch, sync)
 
     root = Path(os.environ.get("LENS_CACHE") or tempfile.mkdtemp()) / "bench_input"
     cached_cfg = load_config(args.config, [*args.overrides, f"data.num_scenes={args.scenes}", f"data.path={root}"])
     t0, load = time.perf_counter(), os.getloadavg()
-    cached, _, _ = build_source(cached_cfg)
+    cached, _, _ = build_source(cached_cfg, device=args.device)
     result["cache_open_or_build_s"] = time.perf_counter() - t0
     result["cache_build_load_avg_before"] = load
-    result["cached"] = rate(stream(cached_cfg, cached), args.steps, cfg.optim.global_batch)
+    result["cached"] = rate(stream(cached_cfg, cached), args.steps, cfg.optim.global_batch, sync)
     result.update(global_batch=cfg.optim.global_batch, image_size=cfg.data.image_size,
                   speedup=result["cached"]["samples_per_s"] / result["rendered"]["samples_per_s"],
                   torch=torch.__version__, cpu=platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
