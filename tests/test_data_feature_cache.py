@@ -125,3 +125,38 @@ def test_trainer_reads_the_cache_through_build_source(tmp_path, encoder):
     cfg.data.text_encoder, cfg.data.patch = "tiny-gpt-oss", 8
     with pytest.raises(CacheMismatchError, match="codec"):
         build_source(cfg)
+
+
+class _Interrupting:
+    """A text encoder that is stopped (as by Ctrl-C) when it reaches the ``stop_at``-th batch."""
+
+    def __init__(self, encoder, stop_at):
+        self.inner, self.stop_at, self.calls = encoder, stop_at, 0
+        self.name, self.num_layers, self.hidden_size = encoder.name, encoder.num_layers, encoder.hidden_size
+
+    def encode(self, texts):
+        self.calls += 1
+        if self.calls == self.stop_at:
+            raise KeyboardInterrupt
+        return self.inner.encode(texts)
+
+
+def test_an_interrupted_build_leaves_no_cache_and_resumes_only_the_same_build(tmp_path, encoder):
+    codec = PixelCodec(patch_size=4)
+    records = recs(4)
+    with pytest.raises(KeyboardInterrupt):
+        build_feature_cache(records, tmp_path / "c", _Interrupting(encoder, 2), codec, buckets=BUCKETS, shard_size=2)
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["features-000000.safetensors"]
+    with pytest.raises(FileNotFoundError, match="build the cache first"):
+        FeatureCache(tmp_path / "c")
+    other = _Interrupting(encoder, 0)
+    other.name = "another-encoder"
+    with pytest.raises(CacheMismatchError, match="text_encoder: shard has") as err:  # the half-built folder is not reused
+        build_feature_cache(records, tmp_path / "c", other, codec, buckets=BUCKETS, shard_size=2)
+    assert "another-encoder" in str(err.value) and "codec" not in str(err.value)
+    with pytest.raises(CacheMismatchError, match="codec"):
+        build_feature_cache(records, tmp_path / "c", encoder, PixelCodec(patch_size=8), buckets=BUCKETS, shard_size=2)
+    with pytest.raises(CacheMismatchError, match="kinds"):
+        build_feature_cache(records, tmp_path / "c", encoder, codec, kinds=("brief",), buckets=BUCKETS, shard_size=2)
+    build_feature_cache(records, tmp_path / "c", encoder, codec, buckets=BUCKETS, shard_size=2)
+    assert len(FeatureCache(tmp_path / "c", text_encoder=encoder.name, codec=codec.name)) == 4

@@ -94,3 +94,52 @@ def test_num_scenes_in_a_config_reads_the_cache(tmp_path, monkeypatch):
     for bad in (["data.num_scenes=0"], ["data.num_scenes=4", "data.world_kwargs.num_scenes=4"]):
         with pytest.raises(ConfigError, match="num_scenes"):
             load_config("cpu-tiny", bad)
+
+
+KILLED_BUILD = """
+import sys, time
+from lenslib.data.world_cache import WorldCache
+from lenslib.model.text_encoders import get_text_encoder
+from lenslib.train.data import WorldSource
+
+root, identity = sys.argv[1], {"num_scenes": 64, "max_text_tokens": 16, "num_layers": 3, "hidden_size": 384, "size": 64}
+source, minilm = WorldSource(0, caption_kind="brief", num_scenes=64), get_text_encoder("minilm", max_length=16)
+
+def render(i):
+    if i == 8:
+        print("building", flush=True)
+        time.sleep(600)  # killed here, half way through the images
+    e = source.examples([i], (64, 64))[0]
+    return e.image, e.caption
+
+WorldCache.open_or_build(root, identity, render, minilm.encode, batch_size=4, progress=False)
+"""
+
+
+def test_a_build_killed_mid_write_leaves_no_cache_and_the_next_build_clears_its_remains(minilm, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, str(tmp_path)], stdout=subprocess.PIPE, env=env,
+                            text=True)
+    assert proc.stdout.readline().strip() == "building"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    identity = {"num_scenes": 64, "max_text_tokens": 16, "num_layers": 3, "hidden_size": 384, "size": 64}
+    left = [p.name for p in tmp_path.iterdir()]
+    assert left == [f"{cache_key(identity)}.tmp{proc.pid}"]  # only the killed build's temp folder
+    with pytest.raises(FileNotFoundError, match="not a world cache"):
+        WorldCache(tmp_path / cache_key(identity))
+    source = WorldSource(0, caption_kind="brief", num_scenes=64)
+
+    def render(i):
+        e = source.examples([i], (64, 64))[0]
+        return e.image, e.caption
+
+    cache = WorldCache.open_or_build(tmp_path, identity, render, minilm.encode, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == [cache_key(identity)] and len(cache) == 64

@@ -69,7 +69,7 @@ def test_score_checkpoint_reads_the_runs_ema_weights_and_its_parameterisation(tm
     from lenslib.train.config import load_config
     from lenslib.train.data import build_source
     from lenslib.train.ema import EMA
-    from lenslib.train.trainer import build_model
+    from lenslib.train.build import build_model
 
     cfg = load_config("cpu-tiny", [
         f"run.out_dir={tmp_path}", "run.steps=2", "run.save_every=0", "run.progress=log", "eval.every=0",

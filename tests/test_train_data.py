@@ -40,7 +40,7 @@ def test_world_batches_are_a_pure_function_of_the_indices(minilm):
 def test_batches_pad_text_to_their_longest_caption_and_the_dit_output_is_unchanged():
     from lenslib.model.text_encoders import get_text_encoder
     from lenslib.train.config import load_config
-    from lenslib.train.trainer import build_model
+    from lenslib.train.build import build_model
 
     encoder = get_text_encoder("minilm", max_length=160)
     fixed = TokenBatcher(WorldSource(seed=1, caption_kind="brief"), PixelCodec(8), encoder, max_text_tokens=160)

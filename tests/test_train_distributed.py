@@ -123,7 +123,7 @@ def test_fsdp2_checkpoint_is_sharded_and_loads_in_one_process(fsdp_run):
     from lenslib.train import checkpoint as ckpt
     from lenslib.train.config import load_config
     from lenslib.train.ema import EMA
-    from lenslib.train.trainer import build_model
+    from lenslib.train.build import build_model
     from lenslib.model.vae import PixelCodec
 
     ck = fsdp_run / "checkpoints" / "step_0000003"

@@ -65,6 +65,22 @@ def _curve(run: Path) -> list[tuple]:
     return [(r["step"], r["loss"], r["grad_norm"], r["lr"]) for r in rows]
 
 
+def _kill_after_step_3(out: Path, *extra: str) -> Path:
+    """Start a training job and SIGKILL it right after its step-3 checkpoint is published; its ``latest`` file."""
+    proc = subprocess.Popen(_train_cmd(out, *extra), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    latest = out / "checkpoints" / "latest"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if latest.is_file() and latest.read_text().strip() == "step_0000003":
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert latest.read_text().strip() == "step_0000003", "the job ended before it could be killed after step 3"
+    return latest
+
+
 # The crash-in-save job: SIGKILL itself in the middle of writing step 6 (after the tensors, before the
 # trainer state / rename / latest pointer), i.e. a job killed during a checkpoint write.
 CRASH_IN_SAVE = """
@@ -91,17 +107,7 @@ def runs(tmp_path_factory):
     _run(_train_cmd(straight, f"run.steps={N}", "run.save_every=2", "run.keep_last=2"))
 
     # 2. The same run, killed with SIGKILL right after its step-3 checkpoint is published.
-    proc = subprocess.Popen(_train_cmd(broken, f"run.steps={N}", "run.save_every=3"), cwd=REPO, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    latest = broken / "checkpoints" / "latest"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if latest.is_file() and latest.read_text().strip() == "step_0000003":
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert latest.read_text().strip() == "step_0000003", "the job ended before it could be killed after step 3"
+    latest = _kill_after_step_3(broken, f"run.steps={N}", "run.save_every=3")
     steps_logged_before_kill = len(_curve(broken))
 
     # 3. Resume; this job is killed while writing the step-6 checkpoint.
@@ -255,3 +261,18 @@ def test_loss_is_logged_per_noise_band(runs):
         seen = [v for v in r["loss_by_t"] if v is not None]
         assert seen and all(v >= 0 for v in seen)
         assert min(seen) <= r["loss"] + 1e-6 and max(seen) >= r["loss"] - 1e-6
+
+
+def test_a_run_from_the_world_cache_resumes_bit_for_bit(tmp_path):
+    """A finite pool read from the world cache (``data.num_scenes``): killed after step 3 and resumed, it ends
+    with the weights, EMA, AdamW state and loss curve of the same run trained straight."""
+    pool = ["data.num_scenes=10", f"data.path={tmp_path / 'world'}", f"run.steps={N}", "run.save_every=3"]
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    _run(_train_cmd(straight, *pool))  # builds the cache; the resumed run reads the same one
+    assert len(list((tmp_path / "world").iterdir())) == 1
+    _kill_after_step_3(broken, *pool)
+    out = _run(_train_cmd(broken, *pool))
+    assert "step_0000003 at step 3" in out.stdout
+    assert _curve(broken) == _curve(straight)
+    a, b = _tensors(straight / "checkpoints" / "step_0000006"), _tensors(broken / "checkpoints" / "step_0000006")
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)

@@ -7,8 +7,9 @@ multiple of 32, and the long side is the short side times the ratio, again round
 sides independently would give 352×736 for 512² at 1:2, which the paper does not list.)
 
 Every image goes to the bucket whose aspect ratio is nearest in log space within its base area, then is
-resized so it covers the bucket and centre-cropped; nothing is padded. Used in chapter 1 and by the trainer
-through :mod:`lenslib.data.sampler`.
+resized so it covers the bucket and centre-cropped; nothing is padded. :func:`training_buckets` is a run's
+table of (bucket, per-rank batch) pairs, which :func:`lenslib.data.order.plan` draws from. Used in chapter 1,
+by :mod:`lenslib.data.sampler` and by the trainer.
 """
 from __future__ import annotations
 
@@ -114,3 +115,19 @@ def assign_buckets(sizes, buckets=LENS_BUCKETS, base: int | None = None) -> list
     buckets = list(buckets)
     index = {b: i for i, b in enumerate(buckets)}
     return [index[nearest_bucket(w, h, buckets, base)] for w, h in sizes]
+
+
+def training_buckets(data, per_rank_batch: int | None = None) -> list[tuple[Bucket, int]]:
+    """A run's resolutions and each one's per-rank batch, from its ``data`` section (a ``DataConfig``).
+
+    Stage 1 (no ``data.buckets``): one square bucket of ``data.image_size`` with ``per_rank_batch`` (the
+    rank's share of the global batch). Stage 2: the table of ``data.buckets`` (bases × ratios), each bucket
+    with the batch of its base area (``data.buckets.batches``), the same on every rank.
+    """
+    if data.buckets is None:
+        s = data.image_size
+        return [(Bucket(s, s, s, (1, 1)), int(per_rank_batch or 0))]
+    bk = data.buckets
+    ratios = [tuple(int(x) for x in str(r).split(":")) for r in bk.ratios]
+    table = make_buckets(bases=tuple(bk.bases), ratios=ratios, multiple=bk.multiple)
+    return [(b, int(bk.batches[list(bk.bases).index(b.base)])) for b in table]

@@ -21,8 +21,15 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
+from lenslib.model.text_encoders.base import fit_length
+
+from .batch import Batch
 from .buckets import LENS_BUCKETS, Bucket, nearest_bucket, resize_center_crop
+from .order import pool_index
 
 FORMAT = "lens-feature-cache"
 FORMAT_VERSION = 1
@@ -48,8 +55,6 @@ class CacheIdentity:
 
 
 def _image_tensor(image, bucket: Bucket):
-    import torch
-
     a = np.asarray(resize_center_crop(image.convert("RGB"), bucket), dtype=np.float32)
     return torch.from_numpy(a).permute(2, 0, 1) / 127.5 - 1.0
 
@@ -60,12 +65,12 @@ def build_feature_cache(records: Sequence[dict], out: str | Path, text_encoder, 
                         progress: bool = False) -> dict:
     """Encode ``records`` (dicts with ``key``, ``image`` (bytes or PIL) and ``captions`` {kind: {text}}
     as :func:`lenslib.data.shards.read_output` returns them) into ``out``. Resumable: shards already on
-    disk are skipped. Returns the cache's ``cache.json`` content."""
-    import torch
-    from safetensors.torch import save_file
-    from tqdm.auto import tqdm
+    disk are skipped (after checking they were built the same way). Each shard is written to a temporary file
+and renamed, and ``cache.json``, which readers require, is written last: an interrupted build leaves
+nothing a run could read. Returns the cache's ``cache.json`` content."""
+    from tqdm.auto import tqdm  # a progress bar only when a cache is built
 
-    from .filters import decode_image
+    from .filters import decode_image  # the cleaning filters' image decoder, needed only for a build
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,7 +95,8 @@ def build_feature_cache(records: Sequence[dict], out: str | Path, text_encoder, 
         name = f"features-{si:06d}.safetensors"
         part = records[si * shard_size:(si + 1) * shard_size]
         path = out / name
-        if path.is_file():
+        if path.is_file():  # written by an interrupted build of this folder: reused only if built the same way
+            _check_shard(path, ident.to_dict(), [r["key"] for r in part])
             shards.append({"file": name, "n": len(part), "keys": [r["key"] for r in part]})
             continue
         tensors, index = {}, {}
@@ -135,6 +141,21 @@ def build_feature_cache(records: Sequence[dict], out: str | Path, text_encoder, 
     return doc
 
 
+def _check_shard(path: Path, identity: dict, keys: list[str]) -> None:
+    """Refuse a shard left by an interrupted build for another encoder, codec, caption kinds or records."""
+    with safe_open(str(path), "pt") as h:
+        md = h.metadata()
+    found = json.loads(md["identity"])
+    if found != identity:
+        diff = "; ".join(f"{k}: shard has {found.get(k)!r}, this build {identity.get(k)!r}"
+                         for k in sorted(set(found) | set(identity)) if found.get(k) != identity.get(k))
+        raise CacheMismatchError(f"{path} was left by an interrupted build made another way ({diff}): delete the "
+                                 "folder or build into another one.")
+    if sorted(json.loads(md["index"])) != sorted(keys):
+        raise CacheMismatchError(f"{path} holds other records than this build puts there (another record list or "
+                                 "shard_size): delete the folder or build into another one.")
+
+
 def check_identity(found: dict, text_encoder: str | None = None, codec: str | None = None,
                    where: str = "cache") -> None:
     """Raises :class:`CacheMismatchError` if the cache's encoder/codec differ from the expected names."""
@@ -159,8 +180,6 @@ class FeatureCache:
 
     def __init__(self, path: str | Path, text_encoder: str | None = None, codec: str | None = None,
                  kind: str | None = None, kind_weights: dict | None = None, seed: int = 0):
-        from safetensors import safe_open
-
         self.path = Path(path)
         meta = self.path / CACHE_JSON
         if not meta.is_file():
@@ -215,8 +234,6 @@ class FeatureCache:
         return [self._index[k]["bucket"] for _, k in self._items]
 
     def __getitem__(self, i: int) -> dict:
-        from safetensors import safe_open
-
         f, k = self._items[i]
         info = self._index[k]
         kind = self.kind_for(i)
@@ -229,8 +246,6 @@ class FeatureCache:
     @staticmethod
     def collate(items: list[dict]):
         """Stack a same-bucket batch: latents [B, S_img, C], text per layer [B, S_max, H], mask [B, S_max]."""
-        import torch
-
         if len({it["hw"] for it in items}) != 1:
             raise ValueError("a batch mixes buckets; use BucketBatchSampler so each batch has one bucket")
         L = len(items[0]["text"])
@@ -252,14 +267,15 @@ class FeatureCacheSource:
 
     The trainer asks for global sample indices at a resolution; the cache holds each image at one bucket,
     so index ``i`` at size ``(h, w)`` maps to the images cached at that bucket, ``i mod n`` through a
-    permutation seeded by ``(seed, i div n, bucket)``: a pure function of the index, as exact resume
-    needs. Text features are padded or cut like the trainer's on-the-fly path (``max_text_tokens``, ``text_pad_multiple``).
+    permutation seeded by ``(seed, i div n, bucket)`` (:func:`~lenslib.data.order.pool_index`): a pure
+    function of the index, as exact resume needs. Text features are padded or cut like the trainer's on-the-fly path (``max_text_tokens``, ``text_pad_multiple``).
     """
 
     def __init__(self, cache: FeatureCache, max_text_tokens: int = 64, seed: int = 0, text_pad_multiple: int = 0):
         self.cache, self.max_text_tokens, self.seed = cache, int(max_text_tokens), seed
         self.text_pad_multiple = int(text_pad_multiple)
         self.by_size: dict[tuple[int, int], list[int]] = {}
+        self._perms: dict = {}
         buckets = self.cache.doc["buckets"]
         for i, b in enumerate(self.cache.bucket_ids):
             w, h = buckets[b][0], buckets[b][1]
@@ -276,17 +292,9 @@ class FeatureCacheSource:
             raise ValueError(f"the feature cache at {self.cache.path} has no images at {size[1]}x{size[0]} "
                              f"(cached sizes: {sorted((w, h) for h, w in self.by_size)}); build it with the "
                              "training buckets")
-        n, out = len(pool), []
-        for i in indices:
-            epoch, j = divmod(int(i), n)
-            perm = np.random.default_rng([self.seed, epoch, pool[0]]).permutation(n)
-            out.append(pool[int(perm[j])])
-        return out
+        return [pool[pool_index(self.seed, i, len(pool), pool[0], _cache=self._perms)] for i in indices]
 
     def batch(self, indices, size):
-        from lenslib.model.text_encoders.base import fit_length
-        from lenslib.train.data import Batch
-
         items = [self.cache[i] for i in self._items(indices, size)]
         b = FeatureCache.collate(items)
         text, mask = fit_length(b["text"], b["mask"], self.max_text_tokens, self.text_pad_multiple)
@@ -295,25 +303,28 @@ class FeatureCacheSource:
                      mask.bool(), captions, [int(i) for i in indices])
 
 
-def open_source(path, cfg, text_encoder=None, codec=None) -> FeatureCacheSource:
+def open_source(path, data, seed: int = 0, text_encoder=None, codec=None) -> FeatureCacheSource:
     """Feature cache as the trainer's batch source (``data.source: features``, ``data.path``).
 
-    Refuses a cache whose codec differs from the configured one (``data.codec``/``data.patch``); pass
+    ``data`` is the run's data section (a ``DataConfig``: codec, patch, text encoder, caption kind, text
+    length), ``seed`` the run's seed. Refuses a cache whose codec differs from the configured one (``data.codec``/``data.patch``); pass
     the trainer's ``text_encoder`` and ``codec`` instances to also check the text encoder exactly (its
     identity string includes model, tapped layers and template). ``data.caption_kind`` picks the cached
     kind; ``mixed`` draws brief/detailed 50/50 when those two are cached (the paper's Mixed arm).
     """
-    d = cfg.data
+    d = data
+    if hasattr(d, "data"):
+        raise TypeError("open_source takes the run's data section and seed: open_source(path, cfg.data, cfg.run.seed, ...)")
     want_codec = getattr(codec, "name", None)
     if want_codec is None and d.codec == "pixel":
         want_codec = f"pixel:p{d.patch}"
     kinds = json.loads((Path(path) / CACHE_JSON).read_text())["identity"]["kinds"] if (Path(path) / CACHE_JSON).is_file() else []
     kw = {"kind": d.caption_kind}
     if d.caption_kind == "mixed" and "mixed" not in kinds and {"brief", "detailed"} <= set(kinds):
-        kw = {"kind_weights": {"brief": 0.5, "detailed": 0.5}, "seed": cfg.run.seed}
+        kw = {"kind_weights": {"brief": 0.5, "detailed": 0.5}, "seed": seed}
     cache = FeatureCache(path, text_encoder=getattr(text_encoder, "name", None), codec=want_codec, **kw)
     if text_encoder is None and not cache.identity["text_encoder"].startswith(d.text_encoder.replace("tiny-", "")):
         raise CacheMismatchError(
             f"{path} was built with text encoder {cache.identity['text_encoder']!r}, but data.text_encoder is "
             f"{d.text_encoder!r}: rebuild the cache with the configured encoder (`lens data cache`)")
-    return FeatureCacheSource(cache, d.max_text_tokens, cfg.run.seed, d.text_pad_multiple)
+    return FeatureCacheSource(cache, d.max_text_tokens, seed, d.text_pad_multiple)

@@ -7,7 +7,10 @@ about the same time per step.
 
 The sampler is a plain object, deterministic in (seed, epoch), and resumable: ``state_dict()`` records the
 epoch and the number of steps already consumed, so a restarted job continues with the next step and never
-repeats or skips data. Used by the trainer (``lenslib/train``) and in chapter 1.
+repeats or skips data. It is for a finite data set whose every image already has its bucket (a feature cache,
+``FeatureCache.bucket_ids``) and walks it in epochs; its shuffles and its step → rank slots are those of
+:mod:`lenslib.data.order`, which also plans the trainer's steps (:func:`~lenslib.data.order.plan`). Used in
+chapter 1.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .buckets import LENS_BUCKETS, Bucket
+from .order import epoch_permutation, rank_slot
 
 
 class BucketBatchSampler:
@@ -53,18 +57,20 @@ class BucketBatchSampler:
         return self.batch_sizes[bucket.base] if self.batch_sizes else bucket.batch_size
 
     def _epoch_plan(self, epoch: int) -> list[tuple[int, np.ndarray]]:
-        """All (bucket, indices) batches of an epoch in global order; identical on every rank."""
-        rng = np.random.default_rng([self.seed, epoch])
+        """All (bucket, indices) batches of an epoch in global order; identical on every rank.
+
+        Each bucket's samples are shuffled by ``(seed, epoch, bucket)``, cut into batches, and the batches
+        of all buckets are shuffled by ``(seed, epoch)``."""
         batches = []
         for b in range(len(self.buckets)):
             idx = np.flatnonzero(self.bucket_ids == b)
             if len(idx) == 0:
                 continue
-            idx = rng.permutation(idx)
+            idx = idx[epoch_permutation(self.seed, epoch, len(idx), b)]
             bs = self.batch_size_of(self.buckets[b])
             n = len(idx) // bs if self.drop_last else -(-len(idx) // bs)
             batches += [(b, idx[i * bs:(i + 1) * bs]) for i in range(n)]
-        order = rng.permutation(len(batches))
+        order = epoch_permutation(self.seed, epoch, len(batches))
         return [batches[i] for i in order]
 
     def steps_per_epoch(self, epoch: int | None = None) -> int:
@@ -83,7 +89,7 @@ class BucketBatchSampler:
         plan = self._epoch_plan(self.epoch)
         n_steps = self.steps_per_epoch()
         while self.step < n_steps:
-            j = self.step * self.world_size + self.rank
+            j = rank_slot(self.step, self.rank, self.world_size)
             self.step += 1
             if j < len(plan):
                 b, idx = plan[j]

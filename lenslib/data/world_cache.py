@@ -13,11 +13,11 @@ a world stream (``sample_scene(mix_seed(seed, i))``, caption seeded by ``mix_see
   caption kind, scene options, size, encoder name/layers/width, ``T``, ``N``).
 
 A cache is built in a temporary folder and renamed into place, so an interrupted build leaves nothing a
-run could read; opening a folder built for another identity raises :class:`WorldCacheMismatch` naming
+run could read (the next build removes what a killed one left); opening a folder built for another identity raises :class:`WorldCacheMismatch` naming
 every differing field. Caches live under ``<cache>/world/<hash of the identity>``, so every arm and seed
 of an experiment that shares the world and the encoder shares one cache.
 
-Used by the trainer (``data.num_scenes``, :mod:`lenslib.train.data`) and chapters 4 and 6.
+Used by the trainer (``data.num_scenes``, :class:`lenslib.data.sources.CachedWorldBatcher`) and chapters 4 and 6.
 """
 
 from __future__ import annotations
@@ -52,10 +52,23 @@ def _diff(found: dict, wanted: dict) -> list[str]:
             for k in sorted(set(found) | set(wanted)) if found.get(k) != wanted.get(k)]
 
 
+def _alive(pid: str) -> bool:
+    """Whether process ``pid`` (a temp folder's suffix) still runs, so its build may still finish."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class WorldCache:
     """Read side of a built cache: ``images(idx)`` (uint8 numpy) and ``text(idx)`` (features, lengths).
 
-    Indices are positions ``0..N-1``; arrays are memory-mapped, so many runs share the pages.
+    Indices are positions ``0..N-1``; arrays are memory-mapped (copy-on-write, so a view of them is a
+    writable array that never touches the file), so many runs share the pages. A run of consecutive
+    positions, what a step of a finite pool reads, is a view of the map: no gather, no copy.
     """
 
     def __init__(self, path: str | Path, identity: dict | None = None):
@@ -72,22 +85,30 @@ class WorldCache:
             raise WorldCacheMismatch(f"world cache {self.path} was built for another run; differing fields: "
                                      + "; ".join(_diff(self.identity, identity))
                                      + ". Point the run at its own cache (the default folder is keyed by these fields).")
-        self._images = np.load(self.path / "images.npy", mmap_mode="r")
-        self._text = [np.load(self.path / f"text_{k}.npy", mmap_mode="r") for k in range(self.identity["num_layers"])]
+        self._images = np.load(self.path / "images.npy", mmap_mode="c")
+        self._text = [np.load(self.path / f"text_{k}.npy", mmap_mode="c") for k in range(self.identity["num_layers"])]
         self._lengths = np.load(self.path / "lengths.npy")
         self.captions: list[str] = json.loads((self.path / "captions.json").read_text())
 
     def __len__(self) -> int:
         return int(self._images.shape[0])
 
+    @staticmethod
+    def _select(indices: Sequence[int]):
+        """A slice for a run of consecutive positions (a view of the map), else the index array (one gather)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
+            return slice(int(idx[0]), int(idx[0]) + len(idx))
+        return idx
+
     def images(self, indices: Sequence[int]) -> np.ndarray:
         """uint8 ``[B, H, W, 3]``."""
-        return self._images[np.asarray(indices, dtype=np.int64)]  # one gather from the memory map
+        return self._images[self._select(indices)]
 
     def text(self, indices: Sequence[int]) -> tuple[list[np.ndarray], np.ndarray]:
         """Per tapped layer float16 ``[B, T, hidden]`` and the valid lengths ``[B]``."""
-        idx = np.asarray(indices, dtype=np.int64)
-        return [layer[idx] for layer in self._text], self._lengths[idx]
+        sel = self._select(indices)
+        return [layer[sel] for layer in self._text], self._lengths[sel]
 
     @classmethod
     def open_or_build(cls, root: str | Path, identity: dict, render: Callable[[int], tuple[np.ndarray, str]],
@@ -113,6 +134,9 @@ class WorldCache:
         size = int(identity["size"])
         if n < 1:
             raise ValueError(f"a world cache needs at least one scene, got num_scenes={n}")
+        for stale in path.parent.glob(f"{path.name}.tmp*") if path.parent.is_dir() else []:
+            if not _alive(stale.name.rsplit(".tmp", 1)[-1]):  # left by a build that was killed
+                shutil.rmtree(stale, ignore_errors=True)
         tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -130,6 +154,7 @@ class WorldCache:
                     images[i], caption = render(i)
                     caps.append(caption)
                 feats, mask = encode(caps)
+                feats, mask = [f.cpu() for f in feats], mask.cpu()  # an encoder on the GPU: stored from the host
                 valid = mask.sum(dim=1).clamp(max=t).numpy()
                 for k in range(layers):
                     f = feats[k][:, :t].float().numpy().astype(np.float16)

@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from lenslib.eval.generate import decode_uint8
+from lenslib.eval.generate import decode_uint8, model_device
 from lenslib.flow import interpolate, predict_velocity
 
 __all__ = ["denoise_scores", "NOISE_LEVELS"]
@@ -42,7 +42,7 @@ def denoise_scores(model, batcher, indices: Sequence[int], size: int, *, levels:
                    prediction: str = "velocity", seed: int = 0, n_boot: int = 1000, return_images: bool = False):
     """Exact-judge scores of one-step clean-image estimates of world scenes ``indices``, per noise level.
 
-    ``batcher`` is the run's :class:`lenslib.train.data.TokenBatcher` over a ``WorldSource`` (each example
+    ``batcher`` is the run's :class:`lenslib.data.sources.TokenBatcher` over a ``WorldSource`` (each example
     carries its scene); ``prediction`` is the run's ``flow.prediction``. The noise is seeded by ``seed``
     alone, so two models compared on the same ``indices`` see the same noisy inputs. Returns one row per
     level: ``t``, ``n``, ``scene_exact`` (fraction of estimates whose parse equals the scene) with its 95 %
@@ -63,14 +63,16 @@ def denoise_scores(model, batcher, indices: Sequence[int], size: int, *, levels:
                          "example's scene")
     batch = batcher.from_examples(examples, list(indices))
     h, w = batch.grid
+    noise = torch.randn(batch.tokens.shape, generator=torch.Generator().manual_seed(int(seed)))  # CPU: any device
+    device = model_device(model)
+    batch, noise = batch.to(device), noise.to(device)
     x0 = batch.tokens.float()
-    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(int(seed)))
     was_training = model.training
     model.eval()
     rows = []
     try:
         for level in levels:
-            t = torch.full((x0.shape[0],), float(level))
+            t = torch.full((x0.shape[0],), float(level), device=device)
             x_t = interpolate(x0, noise, t)
             v = predict_velocity(model, x_t, t, prediction, encoder_hidden_states=batch.text,
                                  encoder_hidden_states_mask=batch.text_mask, img_shapes=[(1, h, w)]).float()

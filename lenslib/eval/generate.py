@@ -6,8 +6,10 @@ the exact judge (``lenslib.eval.judge``) and returns GenEval result rows, so
 ``lenslib.eval.geneval.summarize`` gives the overall score with bootstrap intervals. Prompts are the
 suite's own short prompts (``prompt="suite"``) or the Lens-style detailed rewrite of each line
 (``prompt="detailed"``, ``lenslib.world.suites.detailed_prompt``). Images are judged exactly as the
-model drew them (no post-processing); the judge refuses sizes below its limits. Used by the trainer's
-evaluation, ``benchmarks/bench_learning.py`` and chapter 4.
+model drew them (no post-processing); the judge refuses sizes below its limits. Sampling runs where the
+model is (:func:`score_checkpoint` puts it on the accelerator when there is one); noise is drawn on the CPU
+per image, so a score does not depend on the device's random generator. Used by the trainer's evaluation,
+``benchmarks/bench_learning.py`` and chapter 4.
 """
 
 from __future__ import annotations
@@ -18,9 +20,16 @@ import warnings
 import numpy as np
 import torch
 
+from lenslib.data.sources import TokenBatcher
+from lenslib.eval.judge import judge
 from lenslib.flow import euler_sample, predict_velocity
+from lenslib.train.build import load_model
+from lenslib.train.data import build_source
+from lenslib.world.spec import within_limits
+from lenslib.world.suites import detailed_prompt
 
-__all__ = ["checkpoint_model", "decode_uint8", "generate_suite", "sample_images", "score_checkpoint"]
+__all__ = ["checkpoint_model", "decode_uint8", "default_device", "generate_suite", "model_device", "sample_images",
+           "score_checkpoint"]
 
 
 @torch.no_grad()
@@ -47,7 +56,7 @@ def sample_images(model, text, mask, codec, size: tuple[int, int], noise: torch.
 
 def decode_uint8(codec, tokens: torch.Tensor, h: int, w: int) -> np.ndarray:
     """Tokens on an ``h × w`` grid → images as the judge reads them (uint8, N x H x W x 3, no post-processing)."""
-    images = codec.decode(tokens.float(), h, w).clamp(-1, 1)
+    images = codec.decode(tokens.float().cpu(), h, w).clamp(-1, 1)
     return np.clip(np.rint((images.numpy() + 1) * 127.5), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
 
 
@@ -57,15 +66,11 @@ def generate_suite(model, batcher, lines: list[dict], *, per_prompt: int = 1, si
                    seed: int = 0, batch_size: int = 64, return_images: bool = False, prediction: str = "velocity"):
     """GenEval result rows (``index, k, tag, prompt, correct, reason``) for model samples of ``lines``.
 
-    ``batcher`` turns captions into padded text features (a :class:`lenslib.train.data.TokenBatcher`:
+    ``batcher`` turns captions into padded text features (a :class:`lenslib.data.sources.TokenBatcher`:
     its ``encode_text`` and ``codec``); ``prediction`` is the model's ``flow.prediction``. Image ``k`` of line
     ``index`` starts from noise seeded by ``(seed, index, k)``, so a score is reproducible and independent of
-    ``batch_size``.
+    ``batch_size``. Sampling runs on the model's device.
     """
-    from lenslib.eval.judge import judge
-    from lenslib.world.spec import within_limits
-    from lenslib.world.suites import detailed_prompt
-
     if prompt not in ("suite", "detailed"):
         raise ValueError(f"prompt must be 'suite' or 'detailed', got {prompt!r}")
     if not within_limits(vocab, size, size):
@@ -79,6 +84,7 @@ def generate_suite(model, batcher, lines: list[dict], *, per_prompt: int = 1, si
              for i, line in enumerate(lines)}
     # similar lengths share a batch, so short prompts are not padded to long ones; rows come back in line order
     jobs = sorted(((i, k) for i in range(len(lines)) for k in range(per_prompt)), key=lambda j: len(texts[j[0]]))
+    device = model_device(model)
     was_training = model.training
     model.eval()
     rows, images = [], []
@@ -86,10 +92,11 @@ def generate_suite(model, batcher, lines: list[dict], *, per_prompt: int = 1, si
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start:start + batch_size]
             text, mask = batcher.encode_text([texts[i] for i, _ in chunk])
+            text, mask = [t.to(device, non_blocking=True) for t in text], mask.to(device, non_blocking=True)
             noise = torch.stack([  # one generator per image: the batch size does not change the samples
                 torch.randn((h * w, model.config.in_channels),
                             generator=torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i, k]).generate_state(1)[0])))
-                for i, k in chunk])
+                for i, k in chunk]).to(device)
             batch_imgs = sample_images(model, text, mask, codec, (size, size), noise, num_steps, guidance, mu,
                                        prediction)
             for (i, k), im in zip(chunk, batch_imgs):
@@ -109,45 +116,49 @@ def generate_suite(model, batcher, lines: list[dict], *, per_prompt: int = 1, si
     return (rows, images) if return_images else rows
 
 
+def model_device(model) -> torch.device:
+    """Where ``model`` runs (its parameters' device; the CPU for a model without parameters): evaluation samples there."""
+    param = next(iter(model.parameters()), None)
+    return torch.device("cpu") if param is None else param.device
+
+
+def default_device() -> torch.device:
+    """Where evaluation samples: the accelerator when there is one (as the trainer trains), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 @contextlib.contextmanager
-def checkpoint_model(cfg, checkpoint, *, batcher=None, weights: str = "ema"):
+def checkpoint_model(cfg, checkpoint, *, batcher: TokenBatcher | None = None, weights: str = "ema", device=None):
     """Yield ``(model, batcher)``: the model of ``cfg`` (a ``TrainConfig``) holding a checkpoint's weights.
 
     ``checkpoint=None`` gives the untrained model of the same config (the trainer's initialisation, seeded
     by ``run.seed``): the floor a run is compared with. ``weights`` is "ema" (what gets exported) or
     "model". Pass the run's ``batcher`` to reuse its text encoder. Loading refuses a checkpoint without the
-    EMA. Used by :func:`score_checkpoint` and chapter 4 (``lenslib.eval.denoise``).
+    EMA. The model is on ``device`` (default :func:`default_device`). Built by
+    :func:`lenslib.train.build.load_model`; used by :func:`score_checkpoint` and chapter 4 (``lenslib.eval.denoise``).
     """
-    from lenslib.train.checkpoint import load_checkpoint
-    from lenslib.train.data import build_source
-    from lenslib.train.ema import EMA
-    from lenslib.train.trainer import build_model
-
     if weights not in ("ema", "model"):
         raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
+    device = default_device() if device is None else torch.device(device)
     if batcher is None:
-        batcher, codec, text_encoder = build_source(cfg)
+        batcher, codec, text_encoder = build_source(cfg, device=device)
     else:
         codec, text_encoder = batcher.codec, batcher.text_encoder
-    model = build_model(cfg, codec, text_encoder)
-    ema = EMA(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None
-    if checkpoint is not None:
-        load_checkpoint(checkpoint, model, ema=ema, restore_rng=False)
-    use_ema = checkpoint is not None and weights == "ema" and ema is not None
-    with ema.swapped_in(model) if use_ema else contextlib.nullcontext():
-        yield model, batcher
+    yield load_model(cfg, checkpoint, codec, text_encoder, weights=weights, device=device), batcher
 
 
-def score_checkpoint(cfg, checkpoint, lines: list[dict], *, batcher=None, weights: str = "ema", **kwargs) -> list[dict]:
+def score_checkpoint(cfg, checkpoint, lines: list[dict], *, batcher=None, weights: str = "ema", device=None,
+                     **kwargs) -> list[dict]:
     """GenEval result rows for a training checkpoint of ``cfg`` (a ``TrainConfig``) on suite ``lines``.
 
-    ``checkpoint``, ``batcher`` and ``weights`` are as in :func:`checkpoint_model` (``None``: the untrained
-    model). Size, vocabulary and the model's ``flow.prediction`` come from the config; ``kwargs`` go to
+    ``checkpoint``, ``batcher``, ``weights`` and ``device`` are as in :func:`checkpoint_model` (``None``: the
+    untrained model; the accelerator when there is one). Size, vocabulary and the model's ``flow.prediction``
+    come from the config; ``kwargs`` go to
     :func:`generate_suite` (``per_prompt``, ``num_steps``, ``guidance``, ``prompt``, ``seed``, ``size`` to sample
     at another size, ...); the sampler's shift ``mu`` defaults to the run's ``eval.sample_mu``. Used in chapters 4 and 6 (``lenslib.experiments.captions``) and
     ``benchmarks/bench_learning.py``.
     """
-    with checkpoint_model(cfg, checkpoint, batcher=batcher, weights=weights) as (model, batcher):
+    with checkpoint_model(cfg, checkpoint, batcher=batcher, weights=weights, device=device) as (model, batcher):
         return generate_suite(model, batcher, lines, **{"size": cfg.data.image_size, "mu": cfg.eval.sample_mu, **kwargs},
                               vocab=cfg.data.vocab,
                               prediction=cfg.flow.prediction)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from lenslib.eval.generate import model_device
 from lenslib.flow import interpolate
 from lenslib.model.attention import capture_attention_probs
 
@@ -36,7 +37,7 @@ def _neighbour_mask(h: int, w: int) -> torch.Tensor:
 
 @torch.no_grad()
 def attention_reach(model, batch, t: float, seed: int = 0) -> list[dict]:
-    """One row per block for ``batch`` (a :class:`lenslib.train.data.Batch`) noised to level ``t``.
+    """One row per block for ``batch`` (a :class:`lenslib.data.batch.Batch`) noised to level ``t``.
 
     The noise is drawn from ``seed``. Figures are means over image queries, heads and samples.
     """
@@ -44,12 +45,14 @@ def attention_reach(model, batch, t: float, seed: int = 0) -> list[dict]:
         raise ValueError(f"t={t} is not a noise level; use a value in [0, 1] (0 = clean, 1 = pure noise)")
     h, w = batch.grid
     s_img = h * w
-    noise = torch.randn(batch.tokens.shape, generator=torch.Generator().manual_seed(seed))
-    tt = torch.full((len(batch),), float(t))
+    noise = torch.randn(batch.tokens.shape, generator=torch.Generator().manual_seed(seed))  # CPU noise: any device
+    device = model_device(model)
+    batch, noise = batch.to(device), noise.to(device)
+    tt = torch.full((len(batch),), float(t), device=device)
     x_t = interpolate(batch.tokens, noise, tt)
     kwargs = dict(hidden_states=x_t, timestep=tt, encoder_hidden_states=batch.text,
                   encoder_hidden_states_mask=batch.text_mask, img_shapes=[(1, h, w)])
-    near = _neighbour_mask(h, w)
+    near = _neighbour_mask(h, w).to(device)
     valid_keys = s_img + batch.text_mask.sum(dim=1).float()  # [B]
     uniform_neighbours = (near.sum(dim=1).float()[None, :] / valid_keys[:, None]).mean()
     was_training = model.training

@@ -2,9 +2,9 @@
 
 ``train(config) -> summary`` (:mod:`lenslib.train.trainer`) runs a :class:`~lenslib.train.config.TrainConfig`
 (:func:`~lenslib.train.config.load_config`). Submodules, one idea each: ``config`` (typed YAML config),
-``data`` (batches of tokens + text features), ``distributed`` (process group, DDP/FSDP2 wrapping),
-``ema``, ``checkpoint`` (atomic, sharded, resumable), ``signals`` (preemption), ``prefetch`` (batches built
-ahead in threads).
+``data`` (the config's batch source from :mod:`lenslib.data`, which owns sources, order and the batch stream),
+``build`` (config + checkpoint -> model, shared with evaluation), ``distributed`` (process group, DDP/FSDP2
+wrapping), ``ema``, ``checkpoint`` (atomic, sharded, resumable), ``signals`` (preemption).
 
 Used in chapter 4 and by ``lens train`` / ``torchrun -m lenslib.train``.
 """

@@ -85,6 +85,7 @@ def prepare_run(config: str, overrides: list[str], world_size: int, print_config
 def _run_here(cfg) -> int:
     """Train ``cfg`` in this process; the exit code of ``lens train`` / a torchrun worker."""
     from lenslib.cli import fail
+    from lenslib.eval.judge import score_scene_images  # the command line wires evaluation's judge into training
 
     from .checkpoint import DamagedCheckpointError
     from .config import ConfigError
@@ -92,7 +93,7 @@ def _run_here(cfg) -> int:
     from .trainer import train
 
     try:
-        summary = train(cfg)
+        summary = train(cfg, judge=score_scene_images)
     except ConfigError as err:  # a mismatched resume, inputs missing: the message names the keys and the fix
         return fail("train", err, EXIT_CONFIG_ERROR)
     except DamagedCheckpointError as err:

@@ -34,6 +34,8 @@ from typing import Any, Union
 
 import yaml
 
+from lenslib.data.buckets import training_buckets
+
 __all__ = [
     "ConfigError",
     "ResumeMismatchError",
@@ -139,7 +141,7 @@ class DataConfig:
     vocab: str = "shapes"  # world vocabulary (lenslib.world.vocab)
     world_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {max_objects: 2, text_prob: 0.0}
     num_scenes: int | None = None  # world only: a finite pool of scenes, rendered and encoded once (lenslib.data.world_cache)
-    num_workers: int = 0  # threads building the next batches during the step (lenslib.train.prefetch); 0: in the loop
+    num_workers: int = 0  # threads building the next batches during the step (lenslib.data.stream); 0: in the loop
 
 
 @dataclass
@@ -460,21 +462,14 @@ def load_config(name_or_path: str | Path | None = None, overrides: list[str] | N
 
 def bucket_table(cfg: TrainConfig) -> list:
     """The training resolutions: ``lenslib.data.buckets.Bucket`` objects (one square bucket in stage 1)."""
-    from lenslib.data.buckets import Bucket, make_buckets
-
-    if cfg.data.buckets is None:
-        s = cfg.data.image_size
-        return [Bucket(s, s, s, (1, 1))]
-    bk = cfg.data.buckets
-    ratios = [tuple(int(x) for x in str(r).split(":")) for r in bk.ratios]
-    return make_buckets(bases=tuple(bk.bases), ratios=ratios, multiple=bk.multiple)
+    return [b for b, _ in training_buckets(cfg.data)]
 
 
 def bucket_batch(cfg: TrainConfig, bucket) -> int:
     """Per-rank batch for ``bucket`` (micro-batch in stage 1, the base area's batch in stage 2)."""
     if cfg.data.buckets is None:
         return cfg.optim.micro_batch
-    return cfg.data.buckets.batches[cfg.data.buckets.bases.index(bucket.base)]
+    return dict(training_buckets(cfg.data))[bucket]
 
 
 def check_run_name(name: str) -> None:

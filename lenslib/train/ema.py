@@ -65,16 +65,20 @@ class EMA:
         for n, t in self.params.items():
             t.copy_(state[n])
 
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        """Put the EMA weights into ``model`` for good (a model built only to be sampled or exported)."""
+        for n, p in model.named_parameters():
+            n = _clean(n)
+            if n in self.params:
+                p.copy_(self.params[n].to(p.dtype))
+
     @contextlib.contextmanager
     def swapped_in(self, model: nn.Module):
         """Temporarily put the EMA weights into ``model`` (for sampling), restoring the live weights after."""
-        backup = {}
         with torch.no_grad():
-            for n, p in model.named_parameters():
-                n = _clean(n)
-                if n in self.params:
-                    backup[n] = p.detach().clone()
-                    p.copy_(self.params[n].to(p.dtype))
+            backup = {_clean(n): p.detach().clone() for n, p in model.named_parameters() if _clean(n) in self.params}
+        self.copy_to(model)
         try:
             yield model
         finally:

@@ -1,6 +1,6 @@
 """The scene composer: the pure compose() and the ipywidgets panel built on it (headless)."""
 
-from lenslib.world.widgets import compose, composition_html, scene_composer
+from lenslib.eval.widgets import compose, composition_html, scene_composer
 
 APART = [{"cls": "star", "color": "yellow", "cx": 0.3, "cy": 0.3, "side": 0.3},
          {"cls": "heart", "color": "pink", "cx": 0.7, "cy": 0.7, "side": 0.3}]

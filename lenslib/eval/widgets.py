@@ -1,7 +1,8 @@
 """An interactive scene composer: pick objects, see the render, its captions and the judge's parse.
 
 The widget is a thin view over :func:`compose`, a pure function, so the same thing can be tested
-headlessly and driven from code. Used in chapter 5.
+headlessly and driven from code. It lives with evaluation because it shows the judge's reader at work. Used
+in chapter 5.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import html
 import io
 from dataclasses import dataclass
 
+from lenslib.eval.parse import parse
 from lenslib.world.captions import CAPTION_KINDS, caption, coverage
+from lenslib.world.render import render
 from lenslib.world.spec import (
     BACKGROUNDS, COLORS, OBJECT_SIDE, TEXTURES, Scene, SceneObject, class_aspect, vocab_classes,
 )
@@ -51,8 +54,6 @@ def compose(objects: list[dict], vocab: str = "shapes", background: str = "gray"
             size: int = 128, seed: int = 0) -> Composition:
     """Render ``objects`` (dicts with ``cls``, ``color``, ``cx``, ``cy``, ``side``), caption the scene
     every way, and parse the render back with the exact judge's reader."""
-    from lenslib.eval.parse import parse
-    from lenslib.world.render import render
 
     objs = tuple(SceneObject(o["cls"], o["color"], box_at(o["cx"], o["cy"], o["side"], class_aspect(vocab, o["cls"])))
                  for o in objects)
