@@ -170,6 +170,9 @@ P4_W64_POOLED = "model.kwargs={inner_dim: 64, num_attention_heads: 2, pixel_stem
 arm("single", "p4-w64-wsd trained on one object per scene (a diagnostic: can the model draw a shape when nothing else "
     "is asked of it?)", *P4_W64_WSD, "data.world_kwargs.max_objects=1",
     "model.kwargs={inner_dim: 64, num_attention_heads: 2, pixel_stem: 16, pixel_head: 32}")
+arm("tokconv", "p4-w64-wsd with a residual depthwise 3x3 convolution over the token grid before every block "
+    "(token_conv, not Lens): neighbouring tokens see each other without learning to attend", *P4_W64_WSD,
+    "model.kwargs={inner_dim: 64, num_attention_heads: 2, pixel_stem: 16, pixel_head: 32, token_conv: true}")
 
 if __name__ == "__main__":
     raise SystemExit(main())

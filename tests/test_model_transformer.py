@@ -676,3 +676,30 @@ def test_pooled_text_modulates_every_block_with_the_mean_of_the_valid_caption_to
     pooled.pooled_in.weight.data.zero_()
     pooled.pooled_in.bias.data.zero_()
     torch.testing.assert_close(pooled_out, pooled(x, txt, dropped, **kw))
+
+
+def test_token_conv_starts_as_the_identity_and_mixes_only_neighbouring_tokens():
+    """Not Lens: ``token_conv`` adds a residual depthwise 3x3 convolution over the token grid before each block.
+    A new model equals the plain one; trained, a token's update depends on its 3x3 neighbourhood only."""
+    from lenslib.model.presets import get_config
+    from lenslib.model.transformer import TokenConv
+
+    base = get_config("cpu-tiny", in_channels=3 * 16, patch_size=4, num_layers=2)
+    torch.manual_seed(0)
+    plain = LensTransformer2DModel(**base)
+    for p in plain.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    conv = LensTransformer2DModel(**base, token_conv=True).initialize_weights()
+    missing = conv.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == [f"token_convs.{i}.conv.{k}" for i in range(2) for k in ("bias", "weight")]
+    x, txt = torch.randn(2, 16, 48), [torch.randn(2, 3, 384) for _ in range(3)]
+    kw = dict(timestep=torch.tensor([0.3, 0.8]), img_shapes=[(1, 4, 4)])
+    torch.testing.assert_close(conv(x, txt, **kw), plain(x, txt, **kw))
+
+    layer = TokenConv(8)
+    torch.nn.init.normal_(layer.conv.weight)
+    tokens = torch.zeros(1, 16, 8)
+    tokens[0, 5] = 1.0  # row 1, column 1 of a 4x4 grid
+    moved = (layer(tokens, (4, 4)) - layer(torch.zeros(1, 16, 8), (4, 4)) - tokens).abs().sum(-1)[0]
+    neighbours = {r * 4 + c for r in range(3) for c in range(3)}
+    assert all((moved[i] > 0) == (i in neighbours) for i in range(16))

@@ -90,7 +90,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 _EXTRA_KEYS = ("num_text_layers", "text_encoder_layers")
 #: Constructor options that are not Lens (``LensTransformer2DModel``: off unless given; chapter 4's CPU recipe).
-OPTION_KEYS = ("pixel_stem", "pixel_head", "pixel_skip", "pooled_text")
+OPTION_KEYS = ("pixel_stem", "pixel_head", "pixel_skip", "pooled_text", "token_conv")
 
 
 def spread_layers(num_encoder_layers: int, num_taps: int) -> list[int]:

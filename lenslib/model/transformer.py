@@ -94,6 +94,25 @@ class PixelStem(nn.Module):
         return latent_to_tokens(self.features(tokens, grid, patch), patch)
 
 
+class TokenConv(nn.Module):
+    """Not in Lens: a residual depthwise 3x3 convolution over the image-token grid before a block.
+
+    Attention must learn from data that neighbouring tokens belong together; a small model trained for
+    minutes sees too few images to learn it. A depthwise convolution gives every token its eight neighbours
+    for free (the locality prior of CvT and SegFormer's Mix-FFN), and its zero padding tells border tokens
+    where they are. The weights start at zero, so a new model is the plain one.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        b, s, d = tokens.shape
+        x = tokens.transpose(1, 2).reshape(b, d, *grid)
+        return tokens + self.conv(x).reshape(b, d, s).transpose(1, 2)
+
+
 class PixelHead(nn.Module):
     """Not in Lens: a residual 3x3 convolution over the unpatchified output (minRF's DiT ends the same way).
 
@@ -230,6 +249,7 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
         pixel_head: hidden channels of a residual :class:`PixelHead` after ``proj_out`` (0: none, Lens).
         pixel_skip: the head also reads the stem's full-resolution features of the input and the timestep
             (a U-Net long skip; needs ``pixel_stem`` and ``pixel_head``).
+        token_conv: a residual depthwise 3x3 :class:`TokenConv` over the image-token grid before every block.
         pooled_text: the mean of the embedded caption tokens is added to the timestep embedding, so every
             block's modulation sees the caption (SD3's pooled-text path, DiT's adaLN class conditioning);
             Lens reads the caption only through joint attention. Zero-initialised by ``initialize_weights``.
@@ -266,6 +286,7 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
         pixel_head: int = 0,
         pixel_skip: bool = False,
         pooled_text: bool = False,
+        token_conv: bool = False,
     ):
         super().__init__()
         axes = [int(a) for a in axes_dims_rope]
@@ -303,6 +324,7 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
                 for _ in range(num_layers)
             ]
         )
+        self.token_convs = nn.ModuleList([TokenConv(dim) for _ in range(num_layers)]) if token_conv else None
         self.norm_out = AdaLayerNormContinuous(dim, dim, elementwise_affine=False, eps=1e-6)
         self.proj_out = nn.Linear(dim, patch_size * patch_size * self.out_channels, bias=True)
         self.img_head = (PixelHead(self.out_channels, pixel_head, pixel_stem if pixel_skip else 0, dim)
@@ -388,7 +410,9 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
                 for mod in (block.img_mod[1], block.txt_mod[1]):
                     nn.init.zeros_(mod.weight)
                     nn.init.zeros_(mod.bias)
-            for linear in (self.norm_out.linear, self.proj_out, *([self.pooled_in] if self.pooled_in else [])):
+            convs = [c.conv for c in self.token_convs] if self.token_convs is not None else []
+            pooled = [self.pooled_in] if self.pooled_in is not None else []
+            for linear in (self.norm_out.linear, self.proj_out, *pooled, *convs):
                 nn.init.zeros_(linear.weight)
                 nn.init.zeros_(linear.bias)
         if self.img_head is not None and self.img_head.film is not None:  # starts unmodulated
@@ -508,7 +532,9 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
             temb = temb + self.pooled_in(pooled)
         image_rotary_emb = self.pos_embed(img_shapes, s_txt, device=hidden_states.device, real=True)
 
-        for block in self.transformer_blocks:
+        for i, block in enumerate(self.transformer_blocks):
+            if self.token_convs is not None:
+                hidden_states = self.token_convs[i](hidden_states, grid)
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 encoder_hidden_states, hidden_states = self._gradient_checkpointing_func(
                     block, hidden_states, encoder_hidden_states, temb, image_rotary_emb, attention_mask
