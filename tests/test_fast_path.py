@@ -37,7 +37,7 @@ CONFIGS = {
                            gate_mlp=False, rms_norm=False, selected_layer_index=(1, 3)),
     "pixel-options-pooled-text": dict(patch_size=2, in_channels=12, out_channels=3, num_layers=2, attention_head_dim=8,
                                       num_attention_heads=4, inner_dim=32, enc_hidden_dim=16, axes_dims_rope=(2, 2, 4),
-                                      pixel_stem=4, pixel_head=8, pixel_skip=True, pooled_text=True),
+                                      pixel_stem=4, pixel_head=8, pixel_skip=True, pooled_text=True, token_conv=True),
     "single-text-layer": dict(patch_size=2, in_channels=12, out_channels=3, num_layers=2, attention_head_dim=12,
                               num_attention_heads=2, inner_dim=24, enc_hidden_dim=16, axes_dims_rope=(4, 4, 4),
                               multi_layer_encoder_feature=False),
