@@ -173,6 +173,11 @@ arm("single", "p4-w64-wsd trained on one object per scene (a diagnostic: can the
 arm("tokconv", "p4-w64-wsd with a residual depthwise 3x3 convolution over the token grid before every block "
     "(token_conv, not Lens): neighbouring tokens see each other without learning to attend", *P4_W64_WSD,
     "model.kwargs={inner_dim: 64, num_attention_heads: 2, pixel_stem: 16, pixel_head: 32, token_conv: true}")
+arm("lr3e-3", "p4-w64-wsd at three times the learning rate (3e-3): is a 0.7M-parameter model held back by its step "
+    "size?", *P4_W64_WSD, "optim.lr=3e-3",
+    "model.kwargs={inner_dim: 64, num_attention_heads: 2, pixel_stem: 16, pixel_head: 32}")
+arm("p4-w128-wsd", "p4-w64-wsd at width 128 (4 heads of 32, 2.7M parameters, about 2x the cost of a step): is the "
+    "ceiling the model's size?", *P4_W64_WSD, "model.kwargs={pixel_stem: 16, pixel_head: 32}")
 
 if __name__ == "__main__":
     raise SystemExit(main())
