@@ -119,3 +119,23 @@ def test_the_unconditional_branch_needs_one_masked_text_token(batcher):
                             timestep=t, img_shapes=[(1, 8, 8)])
     assert (padded - single).abs().max() < 1e-5
     assert (padded - conditional).abs().max() > 1e-3  # so the text does change the prediction
+
+
+def test_guess_path_shows_the_estimates_the_sampler_steps_towards(batcher):
+    """The estimate before the last Euler step is the sample itself (that step goes to σ = 0: x - σv = x̂), the
+    images are generate_suite's for the same lines and seed, and early estimates differ from the sample."""
+    from lenslib.eval.generate import guess_path
+
+    model = _model(zero=False)
+    for p in model.proj_out.parameters():  # a model whose velocity is far from 0
+        torch.nn.init.normal_(p, std=0.1)
+    sigmas, images, guesses = guess_path(model, batcher, [line["prompt"] for line in LINES], num_steps=4,
+                                         guidance=2.0, mu=1.0)
+    assert len(sigmas) == len(guesses) == 4 and sigmas[0] == 1.0 and sigmas == sorted(sigmas, reverse=True)
+    assert all(g.shape == images.shape and g.dtype == np.uint8 for g in guesses)
+    assert np.abs(guesses[-1].astype(int) - images.astype(int)).max() <= 1
+    assert np.abs(guesses[0].astype(int) - images.astype(int)).max() > 10
+    _, suite_images = generate_suite(model, batcher, LINES, per_prompt=1, size=64, num_steps=4, guidance=2.0, mu=1.0,
+                                     prompt="suite", return_images=True)
+    assert np.abs(np.stack(suite_images).astype(int) - images.astype(int)).max() <= 1
+    assert model.training

@@ -22,25 +22,28 @@ import torch
 
 from lenslib.data.sources import TokenBatcher
 from lenslib.eval.judge import judge
-from lenslib.flow import euler_sample, predict_velocity
+from lenslib.flow import euler_sample, euler_sigmas, predict_velocity
 from lenslib.train.build import load_model
 from lenslib.train.data import build_source
 from lenslib.world.spec import within_limits
 from lenslib.world.suites import detailed_prompt
 
-__all__ = ["checkpoint_model", "decode_uint8", "default_device", "generate_suite", "model_device", "sample_images",
-           "score_checkpoint"]
+__all__ = ["checkpoint_model", "decode_uint8", "default_device", "generate_suite", "guess_path", "model_device",
+           "sample_images", "score_checkpoint", "suite_noise"]
 
 
 @torch.no_grad()
 def sample_images(model, text, mask, codec, size: tuple[int, int], noise: torch.Tensor, num_steps: int = 20,
-                  guidance: float = 3.0, mu: float | None = None, prediction: str = "velocity") -> np.ndarray:
+                  guidance: float = 3.0, mu: float | None = None, prediction: str = "velocity",
+                  return_guesses: bool = False):
     """Images (uint8, N x H x W x 3) from ``noise`` (N x tokens x channels) for text features ``text``/``mask``.
 
     The unconditional branch uses zeroed features and an all-false mask, as caption dropout trains it; one
     such token does, since masked text never reaches the image (reference §2.8), so CFG costs less than
     two conditional passes. ``prediction`` is what the model outputs (its run's ``flow.prediction``, see
-    ``lenslib.flow``).
+    ``lenslib.flow``). With ``return_guesses`` also the sampler's clean-image estimate before every step,
+    ``x̂ = x_σ - σ v`` with the guided velocity ``v`` (``num_steps`` arrays like the images): where a sample's
+    layout and shapes are decided (chapter 4).
     """
     h, w = size[0] // codec.patch, size[1] // codec.patch
     empty_text = [t.new_zeros(t.shape[0], 1, t.shape[2]) for t in text]
@@ -51,7 +54,41 @@ def sample_images(model, text, mask, codec, size: tuple[int, int], noise: torch.
         return predict_velocity(model, x, sigma, prediction, encoder_hidden_states=tx, encoder_hidden_states_mask=m,
                                 img_shapes=[(1, h, w)]).float()
 
-    return decode_uint8(codec, euler_sample(velocity, noise, num_steps, guidance, mu), h, w)
+    if not return_guesses:
+        return decode_uint8(codec, euler_sample(velocity, noise, num_steps, guidance, mu), h, w)
+    x, path = euler_sample(velocity, noise, num_steps, guidance, mu, return_path=True)
+    sig = euler_sigmas(num_steps, mu).tolist()
+    guesses = [decode_uint8(codec, a - sig[i] * (b - a) / (sig[i + 1] - sig[i]), h, w)  # Euler: b = a + dσ·v
+               for i, (a, b) in enumerate(zip(path[:-1], path[1:]))]
+    return decode_uint8(codec, x, h, w), guesses
+
+
+def suite_noise(seed: int, index: int, k: int, tokens: int, channels: int) -> torch.Tensor:
+    """The starting noise of image ``k`` of suite line ``index``: one generator per image, so neither the batch
+    size nor the device changes a sample."""
+    rng = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, index, k]).generate_state(1)[0]))
+    return torch.randn((tokens, channels), generator=rng)
+
+
+@torch.no_grad()
+def guess_path(model, batcher, prompts: list[str], *, size: int = 64, num_steps: int = 20, guidance: float = 3.0,
+               mu: float | None = None, prediction: str = "velocity", seed: int = 0):
+    """``(sigmas, images, guesses)`` for one sample per prompt: the noise levels σ of the steps, the final images
+    and the sampler's clean-image estimate at each step (see :func:`sample_images`). Prompt ``i`` starts from
+    the noise of suite line ``i`` (:func:`suite_noise`). Chapter 4 shows these to locate where samples go wrong.
+    """
+    codec, device = batcher.codec, model_device(model)
+    h, w = size // codec.patch, size // codec.patch
+    text, mask = batcher.encode_text(list(prompts))
+    noise = torch.stack([suite_noise(seed, i, 0, h * w, model.config.in_channels) for i in range(len(prompts))])
+    was_training = model.training
+    model.eval()
+    try:
+        images, guesses = sample_images(model, [t.to(device) for t in text], mask.to(device), codec, (size, size),
+                                        noise.to(device), num_steps, guidance, mu, prediction, return_guesses=True)
+    finally:
+        model.train(was_training)
+    return euler_sigmas(num_steps, mu)[:-1].tolist(), images, guesses
 
 
 def decode_uint8(codec, tokens: torch.Tensor, h: int, w: int) -> np.ndarray:
@@ -93,10 +130,7 @@ def generate_suite(model, batcher, lines: list[dict], *, per_prompt: int = 1, si
             chunk = jobs[start:start + batch_size]
             text, mask = batcher.encode_text([texts[i] for i, _ in chunk])
             text, mask = [t.to(device, non_blocking=True) for t in text], mask.to(device, non_blocking=True)
-            noise = torch.stack([  # one generator per image: the batch size does not change the samples
-                torch.randn((h * w, model.config.in_channels),
-                            generator=torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i, k]).generate_state(1)[0])))
-                for i, k in chunk]).to(device)
+            noise = torch.stack([suite_noise(seed, i, k, h * w, model.config.in_channels) for i, k in chunk]).to(device)
             batch_imgs = sample_images(model, text, mask, codec, (size, size), noise, num_steps, guidance, mu,
                                        prediction)
             for (i, k), im in zip(chunk, batch_imgs):
