@@ -644,16 +644,22 @@ def test_pixel_skip_gives_the_head_the_input_at_full_resolution_and_the_timestep
     assert not torch.allclose(model(x, txt, **kw), model(x, txt, **later))
 
 
-def test_pooled_text_modulates_every_block_with_the_mean_of_the_valid_caption_tokens():
-    """Not Lens: ``pooled_text`` adds the masked mean of the embedded caption to the timestep embedding. It starts
-    at zero (the model is then the plain one), padding tokens do not move it, and a dropped caption adds nothing."""
+def _trained_tiny(num_layers: int):
+    """The config of a 4x4-patch pixel model without options, and such a model with random (trained-like) weights."""
     from lenslib.model.presets import get_config
 
-    base = get_config("cpu-tiny", in_channels=3 * 16, patch_size=4, num_layers=1)
+    base = get_config("cpu-tiny", in_channels=3 * 16, patch_size=4, num_layers=num_layers)
     torch.manual_seed(0)
     plain = LensTransformer2DModel(**base)
     for p in plain.parameters():
         torch.nn.init.normal_(p, std=0.05)
+    return base, plain
+
+
+def test_pooled_text_modulates_every_block_with_the_mean_of_the_valid_caption_tokens():
+    """Not Lens: ``pooled_text`` adds the masked mean of the embedded caption to the timestep embedding. It starts
+    at zero (the model is then the plain one), padding tokens do not move it, and a dropped caption adds nothing."""
+    base, plain = _trained_tiny(num_layers=1)
     pooled = LensTransformer2DModel(**base, pooled_text=True).initialize_weights()
     assert pooled.load_state_dict(plain.state_dict(), strict=False).missing_keys == ["pooled_in.weight", "pooled_in.bias"]
     assert torch.count_nonzero(pooled.pooled_in.weight) == 0
@@ -681,14 +687,9 @@ def test_pooled_text_modulates_every_block_with_the_mean_of_the_valid_caption_to
 def test_token_conv_starts_as_the_identity_and_mixes_only_neighbouring_tokens():
     """Not Lens: ``token_conv`` adds a residual depthwise 3x3 convolution over the token grid before each block.
     A new model equals the plain one; trained, a token's update depends on its 3x3 neighbourhood only."""
-    from lenslib.model.presets import get_config
     from lenslib.model.transformer import TokenConv
 
-    base = get_config("cpu-tiny", in_channels=3 * 16, patch_size=4, num_layers=2)
-    torch.manual_seed(0)
-    plain = LensTransformer2DModel(**base)
-    for p in plain.parameters():
-        torch.nn.init.normal_(p, std=0.05)
+    base, plain = _trained_tiny(num_layers=2)
     conv = LensTransformer2DModel(**base, token_conv=True).initialize_weights()
     missing = conv.load_state_dict(plain.state_dict(), strict=False).missing_keys
     assert sorted(missing) == [f"token_convs.{i}.conv.{k}" for i in range(2) for k in ("bias", "weight")]
