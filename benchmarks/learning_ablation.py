@@ -178,6 +178,9 @@ arm("lr3e-3", "p4-w64-wsd at three times the learning rate (3e-3): is a 0.7M-par
     "model.kwargs={inner_dim: 64, num_attention_heads: 2, pixel_stem: 16, pixel_head: 32}")
 arm("p4-w128-wsd", "p4-w64-wsd at width 128 (4 heads of 32, 2.7M parameters, about 2x the cost of a step): is the "
     "ceiling the model's size?", *P4_W64_WSD, "model.kwargs={pixel_stem: 16, pixel_head: 32}")
+arm("mu2", "p4-w64-wsd with training and sampling shifted further towards noise (mu 2: half the samples at t > 0.88), "
+    "where the estimates still follow the noise", *P4_W64_WSD, "flow.mu=2.0", "eval.sample_mu=2.0",
+    "model.kwargs={inner_dim: 64, num_attention_heads: 2, pixel_stem: 16, pixel_head: 32}")
 
 if __name__ == "__main__":
     raise SystemExit(main())
