@@ -31,6 +31,28 @@ def golden_dir() -> Path:
     return GOLDEN_DIR
 
 
+@pytest.fixture(scope="session")
+def load_golden_tiny(golden_dir):
+    """A loader of the official tiny transformer (config from the file's metadata, strict weights), in eval mode.
+    Each call builds a fresh model, so a module that switches fast paths on its copy leaves the others alone."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from lenslib.model.transformer import LensTransformer2DModel
+
+    def load():
+        path = golden_dir / "tiny_transformer.safetensors"
+        with safe_open(str(path), "pt") as f:
+            config = json.loads(f.metadata()["config"])
+        model = LensTransformer2DModel(**config).eval()
+        model.load_state_dict(load_file(str(path)), strict=True)
+        return model
+
+    return load
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not CHAPTER_TIMES:
         return

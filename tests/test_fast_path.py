@@ -7,12 +7,10 @@ masks and text lengths (0 text tokens included), and the golden fixtures themsel
 
 from __future__ import annotations
 
-import json
 import warnings
 
 import pytest
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -180,13 +178,8 @@ def test_set_fast_path_validates_and_attention_probs_still_work():
 
 # ---- golden fixtures through the fast path --------------------------------------------------------
 @pytest.fixture(scope="module")
-def golden(golden_dir):
-    path = golden_dir / "tiny_transformer.safetensors"
-    with safe_open(str(path), "pt") as f:
-        config = json.loads(f.metadata()["config"])
-    model = LensTransformer2DModel(**config).eval()
-    model.load_state_dict(load_file(str(path)), strict=True)
-    return model, load_file(str(golden_dir / "dit_cases.safetensors"))
+def golden(golden_dir, load_golden_tiny):
+    return load_golden_tiny(), load_file(str(golden_dir / "dit_cases.safetensors"))
 
 
 @pytest.mark.parametrize("mode", FAST_MODES)

@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file
 
 from lenslib.model.embeddings import timestep_sinusoid
 from lenslib.model.rope import apply_rotary_emb, image_positions, rope_tables, text_positions
-from lenslib.model.transformer import LensTransformer2DModel
 
 TOL = 1e-5  # golden README: a faithful float32 implementation matches within max-abs 1e-5
 CASES = ["a", "b", "c", "c2", "d"]
 
 
 @pytest.fixture(scope="module")
-def tiny(golden_dir):
-    path = golden_dir / "tiny_transformer.safetensors"
-    with safe_open(str(path), "pt") as f:
-        config = json.loads(f.metadata()["config"])
-    model = LensTransformer2DModel(**config).eval()
-    model.load_state_dict(load_file(str(path)), strict=True)
-    return model
+def tiny(load_golden_tiny):
+    return load_golden_tiny()
 
 
 @pytest.fixture(scope="module")
