@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.lens-installed
 
-.PHONY: install system-deps book book-build test course clean
+.PHONY: install system-deps book book-build test lint course clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +37,13 @@ book-build:
 system-deps:
 	bash .ci/system-deps.sh
 
-test: install system-deps
+# Lint and format check first (seconds): style is part of the test, as in CI.
+test: install system-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 course: install
 	$(PY) -m lenslib.course --out _course

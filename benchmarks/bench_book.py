@@ -37,10 +37,16 @@ BOOK_GOAL_S = 15 * 60
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--from-build", action="store_true",
-                        help="read the last build's execution_times.json instead of running make book")
-    parser.add_argument("--warm-cache", action="store_true",
-                        help="build with the usual LENS_CACHE (finished runs and data reused)")
+    parser.add_argument(
+        "--from-build",
+        action="store_true",
+        help="read the last build's execution_times.json instead of running make book",
+    )
+    parser.add_argument(
+        "--warm-cache",
+        action="store_true",
+        help="build with the usual LENS_CACHE (finished runs and data reused)",
+    )
     args = parser.parse_args()
     wall, cache = None, "unknown (read from an earlier build)"
     if not args.from_build:
@@ -55,24 +61,40 @@ def main() -> int:
         parser.error(f"{TIMES} not found: run `make book` first, or drop --from-build")
     times = json.loads(TIMES.read_text())
     chapters = times["chapters"]
-    rows = {name: {**c, "within_goal": c["succeeded"] and c["seconds"] <= CHAPTER_GOAL_S}
-            for name, c in chapters.items()}
+    rows = {
+        name: {**c, "within_goal": c["succeeded"] and c["seconds"] <= CHAPTER_GOAL_S}
+        for name, c in chapters.items()
+    }
     total = times["total_seconds"]
     print(f"{'chapter':32s} {'seconds':>8s}  goal <= {CHAPTER_GOAL_S} s")
     for name, row in rows.items():
         print(f"{name:32s} {row['seconds']:8.1f}  {'ok' if row['within_goal'] else 'OVER'}")
-    print(f"{'total execution':32s} {total:8.1f}  goal <= {BOOK_GOAL_S} s: {'ok' if total <= BOOK_GOAL_S else 'OVER'}")
+    print(
+        f"{'total execution':32s} {total:8.1f}  goal <= {BOOK_GOAL_S} s: {'ok' if total <= BOOK_GOAL_S else 'OVER'}"
+    )
     if wall is not None:
         print(f"{'make book wall time':32s} {wall:8.1f}")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
-    write_json_atomic(RESULTS, {
-        "chapters": rows, "cache": cache, "total_execution_s": total, "make_book_wall_s": None if wall is None else round(wall, 1),
-        "goals_s": {"chapter": CHAPTER_GOAL_S, "book": BOOK_GOAL_S},
-        "all_within_goal": total <= BOOK_GOAL_S and all(r["within_goal"] for r in rows.values()),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "commit": commit, "date": dt.date.today().isoformat(),
-    })
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    write_json_atomic(
+        RESULTS,
+        {
+            "chapters": rows,
+            "cache": cache,
+            "total_execution_s": total,
+            "make_book_wall_s": None if wall is None else round(wall, 1),
+            "goals_s": {"chapter": CHAPTER_GOAL_S, "book": BOOK_GOAL_S},
+            "all_within_goal": total <= BOOK_GOAL_S and all(r["within_goal"] for r in rows.values()),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+            },
+            "commit": commit,
+            "date": dt.date.today().isoformat(),
+        },
+    )
     print(f"wrote {RESULTS.relative_to(ROOT)}")
     return 0
 

@@ -3,6 +3,7 @@
 Run: ``.venv/bin/python benchmarks/bench_data.py [--quick]``. Prints a table and writes
 ``benchmarks/results/data.json`` (atomically). Filters run with one torch/BLAS thread, so images/s is per core.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,6 +23,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
+
 from lenslib.train.checkpoint import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,8 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def photo(seed, w=512, h=512):
     rng = np.random.default_rng(seed)
-    low = np.asarray(Image.fromarray(rng.integers(0, 256, (h // 32, w // 32, 3), dtype=np.uint8))
-                     .resize((w, h), Image.Resampling.BICUBIC), dtype=np.float64)
+    low = np.asarray(
+        Image.fromarray(rng.integers(0, 256, (h // 32, w // 32, 3), dtype=np.uint8)).resize(
+            (w, h), Image.Resampling.BICUBIC
+        ),
+        dtype=np.float64,
+    )
     return Image.fromarray(np.clip(low * 0.7 + rng.normal(0, 25, (h, w, 3)) + 30, 0, 255).astype(np.uint8))
 
 
@@ -91,8 +97,15 @@ def bench_vlm(n, batch_size, max_new_tokens):
     out = cap.caption(ims)
     dt = time.perf_counter() - t0
     toks = sum(c.output_tokens for c in out)
-    return {"model": "tiny LLaVA (random weights, ~0.2M params)", "images": n, "batch_size": batch_size,
-            "max_new_tokens": max_new_tokens, "seconds": dt, "captions_per_s": n / dt, "output_tokens_per_s": toks / dt}
+    return {
+        "model": "tiny LLaVA (random weights, ~0.2M params)",
+        "images": n,
+        "batch_size": batch_size,
+        "max_new_tokens": max_new_tokens,
+        "seconds": dt,
+        "captions_per_s": n / dt,
+        "output_tokens_per_s": toks / dt,
+    }
 
 
 def bench_ray(n_shards, per_shard):
@@ -103,18 +116,28 @@ def bench_ray(n_shards, per_shard):
     from lenslib.recaption.local_server import LocalChatServer
 
     work = Path(tempfile.mkdtemp())
-    images_to_shards({f"im{i:05d}": png(photo(i)) for i in range(n_shards * per_shard)}, work / "in", per_shard)
+    images_to_shards(
+        {f"im{i:05d}": png(photo(i)) for i in range(n_shards * per_shard)}, work / "in", per_shard
+    )
     os.environ["LENS_BENCH_KEY"] = "bench"
     res = {"shards": n_shards, "images": n_shards * per_shard}
     with LocalChatServer(api_key="bench") as srv:
-        cfg = PipelineConfig(captioners=["openai:gpt-4.1"], funnel={"embedder": "pixels-16"},
-                             captioner_options={"base_url": srv.base_url, "api_key_env": "LENS_BENCH_KEY"})
+        cfg = PipelineConfig(
+            captioners=["openai:gpt-4.1"],
+            funnel={"embedder": "pixels-16"},
+            captioner_options={"base_url": srv.base_url, "api_key_env": "LENS_BENCH_KEY"},
+        )
         t0 = time.perf_counter()
         run_pipeline(str(work / "in"), str(work / "one"), cfg, progress=False)
         res["single_process_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                 object_store_memory=256 << 20, _temp_dir=str(work / "ray_session"))
+        ray.init(
+            num_cpus=os.cpu_count(),
+            include_dashboard=False,
+            log_to_driver=False,
+            object_store_memory=256 << 20,
+            _temp_dir=str(work / "ray_session"),
+        )
         ray.data.DataContext.get_current().enable_progress_bars = False
         res["ray_init_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -133,10 +156,16 @@ def main():
     import torch
 
     n = 16 if a.quick else 64
-    results = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "torch": torch.__version__, "python": sys.version.split()[0], "cpu": platform.processor(),
-               "cpu_count": os.cpu_count(), "machine": platform.machine(), "quick": a.quick,
-               "load_average_at_start": os.getloadavg()}
+    results = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "cpu": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "quick": a.quick,
+        "load_average_at_start": os.getloadavg(),
+    }
     results["filters_512"] = bench_filters(n)
     results["dedup_faiss"] = bench_dedup(2000 if a.quick else 10000)
     results["vlm_tiny"] = bench_vlm(16 if a.quick else 32, 8, 32)
@@ -149,11 +178,15 @@ def main():
     d = results["dedup_faiss"]
     print(f"faiss range search {d['n']}×{d['dim']}: {d['seconds']:.2f} s")
     v = results["vlm_tiny"]
-    print(f"tiny VLM: {v['captions_per_s']:.1f} captions/s, {v['output_tokens_per_s']:.0f} tokens/s (1 thread)")
+    print(
+        f"tiny VLM: {v['captions_per_s']:.1f} captions/s, {v['output_tokens_per_s']:.0f} tokens/s (1 thread)"
+    )
     if "ray" in results:
         r = results["ray"]
-        print(f"pipeline {r['images']} images: single {r['single_process_s']:.1f} s; Ray init {r['ray_init_s']:.1f} s "
-              f"+ run {r['ray_pipeline_s']:.1f} s (overhead {r['ray_overhead_s']:.1f} s)")
+        print(
+            f"pipeline {r['images']} images: single {r['single_process_s']:.1f} s; Ray init {r['ray_init_s']:.1f} s "
+            f"+ run {r['ray_pipeline_s']:.1f} s (overhead {r['ray_overhead_s']:.1f} s)"
+        )
     out = ROOT / "benchmarks" / "results" / "data.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out, results)

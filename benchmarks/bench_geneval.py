@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from lenslib.train.checkpoint import write_json_atomic
 
 
@@ -41,8 +42,15 @@ def main() -> None:
         t = time.perf_counter()
         recall = np.mean([coverage(s, c).recall for s, c in zip(scenes, texts)])
         t_cov = time.perf_counter() - t
-        rows.append({"step": f"caption {kind}", "n": len(scenes), "seconds": t_cap, "per_second": len(scenes) / t_cap,
-                     "note": f"coverage {len(scenes) / t_cov:.0f}/s, mean recall {recall:.3f}"})
+        rows.append(
+            {
+                "step": f"caption {kind}",
+                "n": len(scenes),
+                "seconds": t_cap,
+                "per_second": len(scenes) / t_cap,
+                "note": f"coverage {len(scenes) / t_cov:.0f}/s, mean recall {recall:.3f}",
+            }
+        )
     stats = word_count_stats("detailed", n=args.scenes)
     stats.pop("counts")
 
@@ -53,35 +61,72 @@ def main() -> None:
         out = render_suite(suite, Path(tmp) / "r", per_prompt=args.per_prompt, size=args.size)
         t_render = time.perf_counter() - t
         n_img = n_lines * args.per_prompt
-        rows.append({"step": "render_suite (shapes)", "n": n_img, "seconds": t_render, "per_second": n_img / t_render,
-                     "note": f"{args.size}px, PNG written"})
+        rows.append(
+            {
+                "step": "render_suite (shapes)",
+                "n": n_img,
+                "seconds": t_render,
+                "per_second": n_img / t_render,
+                "note": f"{args.size}px, PNG written",
+            }
+        )
         t = time.perf_counter()
         results = evaluate_folder(out, suite, vocab="shapes")
         t_eval = time.perf_counter() - t
         correct = sum(bool(r.get("correct")) for r in results)
-        rows.append({"step": "evaluate_folder (judge)", "n": n_img, "seconds": t_eval, "per_second": n_img / t_eval,
-                     "note": f"{correct}/{len(results)} correct"})
+        rows.append(
+            {
+                "step": "evaluate_folder (judge)",
+                "n": n_img,
+                "seconds": t_eval,
+                "per_second": n_img / t_eval,
+                "note": f"{correct}/{len(results)} correct",
+            }
+        )
     groups = [np.random.default_rng(i).integers(0, 2, 4).astype(float) for i in range(553)]
     tags = [f"t{i % 6}" for i in range(553)]
     t = time.perf_counter()
     bootstrap_ci(groups, tags, n_boot=2000)
     t_boot = time.perf_counter() - t
-    rows.append({"step": "bootstrap_ci (553 prompts x 4, 2000 reps)", "n": 2000, "seconds": t_boot,
-                 "per_second": 2000 / t_boot, "note": ""})
+    rows.append(
+        {
+            "step": "bootstrap_ci (553 prompts x 4, 2000 reps)",
+            "n": 2000,
+            "seconds": t_boot,
+            "per_second": 2000 / t_boot,
+            "note": "",
+        }
+    )
     t = time.perf_counter()
     summarize(results, n_boot=2000)
     t_sum = time.perf_counter() - t
-    rows.append({"step": "summarize (with bootstrap)", "n": len(results), "seconds": t_sum,
-                 "per_second": len(results) / t_sum, "note": ""})
+    rows.append(
+        {
+            "step": "summarize (with bootstrap)",
+            "n": len(results),
+            "seconds": t_sum,
+            "per_second": len(results) / t_sum,
+            "note": "",
+        }
+    )
 
     print(f"{'step':<44} {'n':>6} {'seconds':>8} {'per s':>9}  note")
     for r in rows:
         print(f"{r['step']:<44} {r['n']:>6} {r['seconds']:>8.2f} {r['per_second']:>9.0f}  {r['note']}")
-    print("detailed caption words:", {k: round(v, 1) if isinstance(v, float) else v for k, v in stats.items()})
+    print(
+        "detailed caption words:", {k: round(v, 1) if isinstance(v, float) else v for k, v in stats.items()}
+    )
 
-    result = {"benchmark": "geneval", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-              "torch": torch.__version__, "cpu": platform.processor(), "cpu_count": os.cpu_count(),
-              "args": vars(args), "rows": rows, "detailed_word_counts": stats}
+    result = {
+        "benchmark": "geneval",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "torch": torch.__version__,
+        "cpu": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "args": vars(args),
+        "rows": rows,
+        "detailed_word_counts": stats,
+    }
     path = Path(__file__).resolve().parent / "results" / "geneval.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, result)

@@ -30,8 +30,8 @@ import argparse
 import datetime as dt
 import gc
 import math
-import platform
 import os
+import platform
 import statistics
 import tempfile
 import time
@@ -40,7 +40,9 @@ from pathlib import Path
 
 import torch
 from diffusers.utils import logging as diffusers_logging
-from torch.distributed._tools.mem_tracker import MemTracker  # private, but PyTorch's only tensor-memory tracker for CPU
+from torch.distributed._tools.mem_tracker import (
+    MemTracker,
+)  # private, but PyTorch's only tensor-memory tracker for CPU
 
 from lenslib.model.fast import CHECKPOINT_POLICIES
 from lenslib.model.flops import block_roofline, denoising_step_flops, roofline_times, transformer_flops
@@ -55,8 +57,17 @@ RESULTS = Path(__file__).resolve().parent / "results" / "gpu.json"
 # Full size: the paper's stage-1 shapes and the 1024² sampling of the model card.
 FULL = dict(train_grid=32, train_text=160, train_batches=[8, 24], sample_grid=64, sample_text=160, steps=20)
 # Tiny: the same settings at a size two CPU cores run in seconds.
-TINY_CONFIG = dict(patch_size=2, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=16,
-                   num_attention_heads=4, inner_dim=64, enc_hidden_dim=24, axes_dims_rope=(4, 6, 6))
+TINY_CONFIG = dict(
+    patch_size=2,
+    in_channels=16,
+    out_channels=4,
+    num_layers=2,
+    attention_head_dim=16,
+    num_attention_heads=4,
+    inner_dim=64,
+    enc_hidden_dim=24,
+    axes_dims_rope=(4, 6, 6),
+)
 TINY = dict(train_grid=6, train_text=10, train_batches=[8, 24], sample_grid=8, sample_text=10, steps=3)
 
 # (name, attention mode, compile the blocks, checkpointing policy or None, padded text)
@@ -100,7 +111,9 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, repeats: int =
     return 2 * n**3 / best
 
 
-def fresh_model(config: dict, device: torch.device, dtype: torch.dtype, compiled: bool) -> LensTransformer2DModel:
+def fresh_model(
+    config: dict, device: torch.device, dtype: torch.dtype, compiled: bool
+) -> LensTransformer2DModel:
     if compiled:
         torch._dynamo.reset()  # compile time is measured from scratch for every compiled setting
     if device.type == "cuda":  # the previous setting's 4B-parameter model must be gone first
@@ -114,8 +127,10 @@ def fresh_model(config: dict, device: torch.device, dtype: torch.dtype, compiled
 
 def text_inputs(config: dict, batch: int, n_txt: int, padded: bool, device, dtype, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    layers = [torch.randn(batch, n_txt, config["enc_hidden_dim"], generator=g).to(device, dtype)
-              for _ in config["selected_layer_index"]]
+    layers = [
+        torch.randn(batch, n_txt, config["enc_hidden_dim"], generator=g).to(device, dtype)
+        for _ in config["selected_layer_index"]
+    ]
     mask = torch.ones(batch, n_txt, dtype=torch.bool)
     if padded:  # caption lengths between 60 % and 100 % of the slots, right-padded as the trainer pads
         lengths = torch.randint(int(0.6 * n_txt), n_txt + 1, (batch,), generator=g)
@@ -130,9 +145,17 @@ def measure_training(config, shapes, device, args, peak: float) -> list[dict]:
     for batch in shapes["train_batches"]:
         fwd = transformer_flops(config, s_img, n_txt, batch)["total"]
         for name, attention, compile_blocks, policy, padded in TRAIN_SETTINGS:
-            row = dict(setting=name, batch=batch, attention=attention, compile=compile_blocks,
-                       checkpointing=policy, padded_text=padded, img_tokens=s_img, txt_tokens=n_txt,
-                       step_flops=3 * fwd)
+            row = dict(
+                setting=name,
+                batch=batch,
+                attention=attention,
+                compile=compile_blocks,
+                checkpointing=policy,
+                padded_text=padded,
+                img_tokens=s_img,
+                txt_tokens=n_txt,
+                step_flops=3 * fwd,
+            )
             if attention == "flex" and device.type != "cuda":
                 row["error"] = "not run: FlexAttention has no backward pass on the CPU"
                 rows.append(row)
@@ -146,9 +169,13 @@ def measure_training(config, shapes, device, args, peak: float) -> list[dict]:
                     model.enable_selective_checkpointing(policy)
                 text, mask = text_inputs(config, batch, n_txt, padded, device, torch.float32)
                 g = torch.Generator().manual_seed(1)
-                inputs = dict(hidden_states=torch.randn(batch, s_img, config["in_channels"], generator=g).to(device),
-                              encoder_hidden_states=text, encoder_hidden_states_mask=mask,
-                              timestep=torch.rand(batch, generator=g).to(device), img_shapes=[(1, grid, grid)])
+                inputs = dict(
+                    hidden_states=torch.randn(batch, s_img, config["in_channels"], generator=g).to(device),
+                    encoder_hidden_states=text,
+                    encoder_hidden_states_mask=mask,
+                    timestep=torch.rand(batch, generator=g).to(device),
+                    img_shapes=[(1, grid, grid)],
+                )
                 row.update(time_train_step(model, inputs, device, args, compile_blocks))
                 row["mfu"] = row["step_flops"] / row["step_seconds"] / peak
             except torch.OutOfMemoryError:
@@ -161,8 +188,11 @@ def measure_training(config, shapes, device, args, peak: float) -> list[dict]:
 
 
 def time_train_step(model, inputs, device, args, compiled: bool) -> dict:
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else torch.autocast("cpu", enabled=False))
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.type == "cuda"
+        else torch.autocast("cpu", enabled=False)
+    )
 
     def step():
         model.zero_grad(set_to_none=True)
@@ -201,9 +231,14 @@ def activation_memory(model, step, device) -> dict:
         step()
         peak = torch.cuda.max_memory_allocated(device)
         act = peak - base - grads
-        return dict(sizes, activation_bytes=act, activation_gib=act / 2**30, peak_allocated_gib=peak / 2**30,
-                    memory_measure="torch.cuda.max_memory_allocated minus weights, inputs and gradients (includes "
-                                   "autocast's bf16 weight copies, which FSDP's bf16 all-gather replaces)")
+        return dict(
+            sizes,
+            activation_bytes=act,
+            activation_gib=act / 2**30,
+            peak_allocated_gib=peak / 2**30,
+            memory_measure="torch.cuda.max_memory_allocated minus weights, inputs and gradients (includes "
+            "autocast's bf16 weight copies, which FSDP's bf16 all-gather replaces)",
+        )
     tracker = MemTracker()
     tracker.track_external(model)
     # A dispatch mode cannot watch compiled code: the step runs eagerly (same saved tensors, less fusion).
@@ -211,8 +246,12 @@ def activation_memory(model, step, device) -> dict:
         step()
     peak = {str(k).split(".")[-1]: v for k, v in tracker.get_tracker_snapshot("peak")[device].items()}
     act = peak.get("ACT", 0) + peak.get("TEMP", 0)
-    return dict(sizes, activation_bytes=act, activation_gib=act / 2**30,
-                memory_measure="MemTracker peak tensor bytes, activations + temporaries, eager (CPU)")
+    return dict(
+        sizes,
+        activation_bytes=act,
+        activation_gib=act / 2**30,
+        memory_measure="MemTracker peak tensor bytes, activations + temporaries, eager (CPU)",
+    )
 
 
 def measure_sampling(config, shapes, device, args) -> list[dict]:
@@ -220,27 +259,54 @@ def measure_sampling(config, shapes, device, args) -> list[dict]:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     rows, reference = [], None
     for name, attention, split, compile_blocks, graphs in SAMPLE_SETTINGS:
-        row = dict(setting=name, attention=attention, split_cfg=split, compile=compile_blocks, cuda_graphs=graphs,
-                   side=grid * 16, steps=steps, txt_tokens=n_txt, dtype=str(dtype).replace("torch.", ""),
-                   flops_per_image=steps * denoising_step_flops(config, grid * 16, grid * 16, n_txt, cfg=True))
+        row = dict(
+            setting=name,
+            attention=attention,
+            split_cfg=split,
+            compile=compile_blocks,
+            cuda_graphs=graphs,
+            side=grid * 16,
+            steps=steps,
+            txt_tokens=n_txt,
+            dtype=str(dtype).replace("torch.", ""),
+            flops_per_image=steps * denoising_step_flops(config, grid * 16, grid * 16, n_txt, cfg=True),
+        )
         if graphs and device.type != "cuda":
             row["error"] = "CUDA graphs need a CUDA device"
             rows.append(row)
             print_row(row, ())
             continue
         model = fresh_model(config, device, dtype, compile_blocks).eval()
-        pipe = LensPipeline(scheduler=make_scheduler(), vae=None, text_encoder=None, tokenizer=None, transformer=model)
+        pipe = LensPipeline(
+            scheduler=make_scheduler(), vae=None, text_encoder=None, tokenizer=None, transformer=model
+        )
         pipe.set_progress_bar_config(disable=True)
         # dynamic=False: the two CFG branches (160 and 0 text tokens) get one static graph each
-        pipe.set_fast_path(split_cfg=split, cuda_graphs=graphs, attention=attention, compile_blocks=compile_blocks,
-                           backend=args.compile_backend, dynamic=False)
+        pipe.set_fast_path(
+            split_cfg=split,
+            cuda_graphs=graphs,
+            attention=attention,
+            compile_blocks=compile_blocks,
+            backend=args.compile_backend,
+            dynamic=False,
+        )
         text, mask = text_inputs(config, 1, n_txt, False, device, dtype, seed=2)
-        latents = torch.randn(1, grid * grid, config["in_channels"], generator=torch.Generator().manual_seed(3))
+        latents = torch.randn(
+            1, grid * grid, config["in_channels"], generator=torch.Generator().manual_seed(3)
+        )
 
         def image():
-            out = pipe(prompt_embeds=text, prompt_mask=mask, negative_prompt="", height=grid * 16, width=grid * 16,
-                       num_inference_steps=steps, guidance_scale=5.0, latents=latents.to(device, dtype),
-                       output_type="latent").images
+            out = pipe(
+                prompt_embeds=text,
+                prompt_mask=mask,
+                negative_prompt="",
+                height=grid * 16,
+                width=grid * 16,
+                num_inference_steps=steps,
+                guidance_scale=5.0,
+                latents=latents.to(device, dtype),
+                output_type="latent",
+            ).images
             sync(device)
             return out
 
@@ -260,8 +326,10 @@ def measure_sampling(config, shapes, device, args) -> list[dict]:
             reference = final.float()
         diff = (final.float() - reference).abs().max().item()
         row["max_abs_latent_difference_from_eager"] = diff
-        row["relative_latent_difference_from_eager"] = (final.float() - reference).norm().item() / reference.norm().item()
-        del pipe, model
+        row["relative_latent_difference_from_eager"] = (
+            final.float() - reference
+        ).norm().item() / reference.norm().item()
+        pipe = model = None  # free the device memory before the next setting
         rows.append(row)
         print_row(row, ("seconds_per_image", "compile_seconds", "max_abs_latent_difference_from_eager"))
     return rows
@@ -281,14 +349,24 @@ def main(argv=None) -> int:
     parser.add_argument("--tiny", action="store_true", help="a tiny config (automatic without CUDA)")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--batches", type=int, nargs="+", default=None,
-                        help="training batch sizes (default: 8 24, the paper's stage-1 micro-batch last)")
+    parser.add_argument(
+        "--batches",
+        type=int,
+        nargs="+",
+        default=None,
+        help="training batch sizes (default: 8 24, the paper's stage-1 micro-batch last)",
+    )
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sample-repeats", type=int, default=2)
-    parser.add_argument("--compile-backend", default="inductor",
-                        help="torch.compile backend for the compiled settings (eager: Dynamo tracing only, fast)")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads (a tiny model gains nothing from more)")
+    parser.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="torch.compile backend for the compiled settings (eager: Dynamo tracing only, fast)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="CPU threads (a tiny model gains nothing from more)"
+    )
     args = parser.parse_args(argv)
     # A fresh inductor cache: the first compiled setting pays a cold compile, as a new user would; later
     # settings reuse what this run compiled where their graphs coincide (compile_seconds says so).
@@ -296,7 +374,9 @@ def main(argv=None) -> int:
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda but torch sees no CUDA device; install a CUDA build of torch or use --tiny")
+        parser.error(
+            "--device cuda but torch sees no CUDA device; install a CUDA build of torch or use --tiny"
+        )
     tiny = args.tiny or device.type != "cuda"
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=".*flex_attention.*")  # eager FlexAttention's slowness notice
@@ -309,10 +389,15 @@ def main(argv=None) -> int:
         peak_dtype, peak_size, name = torch.bfloat16, 8192, torch.cuda.get_device_name(device)
     else:
         peak_dtype, peak_size, name = torch.float32, 1024, platform.processor() or platform.machine()
-    print(f"device {device} ({name}), {'tiny' if tiny else 'full'} config, torch {torch.__version__}", flush=True)
+    print(
+        f"device {device} ({name}), {'tiny' if tiny else 'full'} config, torch {torch.__version__}",
+        flush=True,
+    )
     load_before = os.getloadavg()[0]
     peak = matmul_peak(device, peak_dtype, peak_size)
-    print(f"measured {str(peak_dtype).replace('torch.', '')} matmul peak {peak / 1e12:.3f} TFLOP/s", flush=True)
+    print(
+        f"measured {str(peak_dtype).replace('torch.', '')} matmul peak {peak / 1e12:.3f} TFLOP/s", flush=True
+    )
 
     print("training (forward + backward):", flush=True)
     train = measure_training(config, shapes, device, args, peak)
@@ -328,22 +413,42 @@ def main(argv=None) -> int:
 
     roofline = None
     if not tiny:  # the analytic lower bounds beside the measured times (chapter 7 shows them)
-        rows = block_roofline(config, shapes["train_grid"] ** 2, shapes["train_text"], shapes["train_batches"][0])
-        roofline = {sheet: roofline_times(rows, flops, bandwidth) for sheet, (flops, bandwidth) in DATASHEETS.items()}
+        rows = block_roofline(
+            config, shapes["train_grid"] ** 2, shapes["train_text"], shapes["train_batches"][0]
+        )
+        roofline = {
+            sheet: roofline_times(rows, flops, bandwidth) for sheet, (flops, bandwidth) in DATASHEETS.items()
+        }
     result = dict(
-        benchmark="gpu", device=device.type, device_name=name, tiny=tiny,
-        note=("full Lens config, random weights" if not tiny else
-              f"tiny config on {device.type}: checks the benchmark runs end to end; no full-size figure"
-              + ("" if device.type == "cuda" else ", no GPU figure")),
-        config=config, shapes=shapes,
-        matmul_peak_flops_per_s=peak, matmul_peak_dtype=str(peak_dtype).replace("torch.", ""),
-        matmul_peak_size=peak_size, compile_backend=args.compile_backend,
-        compile_seconds_note=("first call minus a steady step; the first compiled setting starts from an empty "
-                              "inductor cache, later ones reuse this run's cache where graphs coincide"),
+        benchmark="gpu",
+        device=device.type,
+        device_name=name,
+        tiny=tiny,
+        note=(
+            "full Lens config, random weights"
+            if not tiny
+            else f"tiny config on {device.type}: checks the benchmark runs end to end; no full-size figure"
+            + ("" if device.type == "cuda" else ", no GPU figure")
+        ),
+        config=config,
+        shapes=shapes,
+        matmul_peak_flops_per_s=peak,
+        matmul_peak_dtype=str(peak_dtype).replace("torch.", ""),
+        matmul_peak_size=peak_size,
+        compile_backend=args.compile_backend,
+        compile_seconds_note=(
+            "first call minus a steady step; the first compiled setting starts from an empty "
+            "inductor cache, later ones reuse this run's cache where graphs coincide"
+        ),
         train_precision="bf16 autocast, fp32 weights" if device.type == "cuda" else "fp32",
-        training=train, sampling=sample, roofline_datasheet_bound_per_block=roofline,
-        torch=torch.__version__, cuda=torch.version.cuda, threads=args.threads,
-        load_average_before=load_before, load_average_after=os.getloadavg()[0],
+        training=train,
+        sampling=sample,
+        roofline_datasheet_bound_per_block=roofline,
+        torch=torch.__version__,
+        cuda=torch.version.cuda,
+        threads=args.threads,
+        load_average_before=load_before,
+        load_average_after=os.getloadavg()[0],
         date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
     with torch.device("meta"):

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from lenslib.train.checkpoint import write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results" / "learning.json"
@@ -51,35 +52,67 @@ def _evaluate(cfg, checkpoint, source, lines, args, prompts=("detailed",)):
     with checkpoint_model(cfg, checkpoint, batcher=source) as (model, _):
         for prompt in prompts:
             t = time.time()
-            rows = generate_suite(model, source, lines, per_prompt=args.per_prompt, size=cfg.data.image_size,
-                                  num_steps=args.sample_steps, guidance=args.guidance, mu=cfg.eval.sample_mu,
-                                  prompt=prompt, vocab=cfg.data.vocab, prediction=cfg.flow.prediction)
+            rows = generate_suite(
+                model,
+                source,
+                lines,
+                per_prompt=args.per_prompt,
+                size=cfg.data.image_size,
+                num_steps=args.sample_steps,
+                guidance=args.guidance,
+                mu=cfg.eval.sample_mu,
+                prompt=prompt,
+                vocab=cfg.data.vocab,
+                prediction=cfg.flow.prediction,
+            )
             s = summarize(rows, n_boot=1000)
-            score = {"overall": s["overall"]["score"], "ci95": list(s["overall"]["ci95"]),
-                     "tags": {k: v["accuracy"] for k, v in s["tags"].items()}, "n_images": s["n_images"],
-                     "eval_s": time.time() - t}
+            score = {
+                "overall": s["overall"]["score"],
+                "ci95": list(s["overall"]["ci95"]),
+                "tags": {k: v["accuracy"] for k, v in s["tags"].items()},
+                "n_images": s["n_images"],
+                "eval_s": time.time() - t,
+            }
             if prompt == "detailed":
                 out.update(score)
             else:
                 out["suite_prompts"] = score
-        rows = denoise_scores(model, source, [-(i + 1) for i in range(args.denoise_scenes)], cfg.data.image_size,
-                              prediction=cfg.flow.prediction)
+        rows = denoise_scores(
+            model,
+            source,
+            [-(i + 1) for i in range(args.denoise_scenes)],
+            cfg.data.image_size,
+            prediction=cfg.flow.prediction,
+        )
     out["denoise"] = [{"t": r["t"], "scene_exact": r["scene_exact"], "ci95": list(r["ci95"])} for r in rows]
     return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=6000, help="about 30 training minutes of cpu-tiny on 2 cores")
+    parser.add_argument(
+        "--steps", type=int, default=6000, help="about 30 training minutes of cpu-tiny on 2 cores"
+    )
     parser.add_argument("--eval-every", type=int, default=1000)
-    parser.add_argument("--pool", type=int, default=20000,
-                        help="train on a cached pool of this many world scenes (data.num_scenes; 0: render every step)")
-    parser.add_argument("--stride", type=int, default=1, help="score every N-th suite line (default: all 350; "
-                        "a stride leaves single_object, 10 lines, with a handful of images)")
+    parser.add_argument(
+        "--pool",
+        type=int,
+        default=20000,
+        help="train on a cached pool of this many world scenes (data.num_scenes; 0: render every step)",
+    )
+    parser.add_argument(
+        "--stride",
+        type=int,
+        default=1,
+        help="score every N-th suite line (default: all 350; "
+        "a stride leaves single_object, 10 lines, with a handful of images)",
+    )
     parser.add_argument("--per-prompt", type=int, default=1)
     parser.add_argument("--sample-steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=3.0)
-    parser.add_argument("--denoise-scenes", type=int, default=48, help="held-out scenes for the one-step denoising check")
+    parser.add_argument(
+        "--denoise-scenes", type=int, default=48, help="held-out scenes for the one-step denoising check"
+    )
     parser.add_argument("--config", default="cpu-tiny")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
@@ -98,11 +131,20 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         pool = [f"data.num_scenes={args.pool}"] if args.pool else []
         args.overrides = [*pool, *args.overrides]
-        base = load_config(args.config, list(args.overrides))
         steps = args.steps
-        cfg = load_config(args.config, [f"run.steps={steps}", "eval.every=0", f"run.save_every={args.eval_every}",
-                                        "run.keep_last=1000", "run.progress=log", f"run.out_dir={tmp}",
-                                        "run.resume=never", *args.overrides])
+        cfg = load_config(
+            args.config,
+            [
+                f"run.steps={steps}",
+                "eval.every=0",
+                f"run.save_every={args.eval_every}",
+                "run.keep_last=1000",
+                "run.progress=log",
+                f"run.out_dir={tmp}",
+                "run.resume=never",
+                *args.overrides,
+            ],
+        )
         t0 = time.time()
 
         def sample_load():
@@ -121,8 +163,14 @@ def main() -> int:
         source = build_source(cfg)[0]
         size = cfg.data.image_size
         # step 0: the untrained (DiT-initialised) model; then every checkpoint's EMA weights
-        curve = [{"step": 0, "train_s": 0.0, "load_avg_1m": load_before[0],
-                  **_evaluate(cfg, None, source, lines, args)}]
+        curve = [
+            {
+                "step": 0,
+                "train_s": 0.0,
+                "load_avg_1m": load_before[0],
+                **_evaluate(cfg, None, source, lines, args),
+            }
+        ]
         print(f"step 0: {curve[0]['overall']:.3f} {curve[0]['ci95']}", flush=True)
         ckpts = list_checkpoints(tmp)
         for path in ckpts:
@@ -131,14 +179,23 @@ def main() -> int:
             hi = elapsed[step]
             window = [la for t, la in loads if lo <= t <= hi] or [os.getloadavg()[0]]
             prompts = ("detailed", "suite") if path == ckpts[-1] else ("detailed",)
-            row = {"step": step, "train_s": hi, "load_avg_1m": float(np.mean(window)),
-                   **_evaluate(cfg, path, source, lines, args, prompts)}
+            row = {
+                "step": step,
+                "train_s": hi,
+                "load_avg_1m": float(np.mean(window)),
+                **_evaluate(cfg, path, source, lines, args, prompts),
+            }
             curve.append(row)
-            print(f"step {step}: {row['overall']:.3f} {row['ci95']} after {hi:.0f} s (load {row['load_avg_1m']:.1f})",
-                  flush=True)
+            print(
+                f"step {step}: {row['overall']:.3f} {row['ci95']} after {hi:.0f} s (load {row['load_avg_1m']:.1f})",
+                flush=True,
+            )
 
-        truth = evaluate_folder(render_suite(lines, Path(tmp) / "renders", per_prompt=1, size=size), vocab="shapes",
-                                progress=False)
+        truth = evaluate_folder(
+            render_suite(lines, Path(tmp) / "renders", per_prompt=1, size=size),
+            vocab="shapes",
+            progress=False,
+        )
         ceiling = summarize(truth, n_boot=200)["overall"]["score"]
 
     losses = np.array([r["loss"] for r in metrics])
@@ -148,18 +205,30 @@ def main() -> int:
         "overrides": args.overrides,
         "steps": summary["step"],
         "steps_requested": steps,
-        "stopped_by_signal": bool(summary["preempted"]),  # SIGTERM/SIGINT ends training early; checkpoints so far are scored
+        "stopped_by_signal": bool(
+            summary["preempted"]
+        ),  # SIGTERM/SIGINT ends training early; checkpoints so far are scored
         "train_seconds": summary["seconds"],
         "median_step_s": float(np.median(step_times)),
         "params": summary["params"],
         "image_size": size,
         "patch": cfg.data.patch,
-        "suite": {"path": "data/suites/shapes_geneval.jsonl", "stride": args.stride, "lines": len(lines),
-                  "per_prompt": args.per_prompt, "sampler": {"steps": args.sample_steps, "guidance": args.guidance},
-                  "prompts": "detailed (lenslib.world.suites.detailed_prompt)"},
+        "suite": {
+            "path": "data/suites/shapes_geneval.jsonl",
+            "stride": args.stride,
+            "lines": len(lines),
+            "per_prompt": args.per_prompt,
+            "sampler": {"steps": args.sample_steps, "guidance": args.guidance},
+            "prompts": "detailed (lenslib.world.suites.detailed_prompt)",
+        },
         "curve": curve,
-        "loss_by_window": [{"steps": f"{i + 1}-{min(i + window, len(losses))}", "mean_loss": float(losses[i:i + window].mean())}
-                           for i in range(0, len(losses), window)],
+        "loss_by_window": [
+            {
+                "steps": f"{i + 1}-{min(i + window, len(losses))}",
+                "mean_loss": float(losses[i : i + window].mean()),
+            }
+            for i in range(0, len(losses), window)
+        ],
         "ceiling_true_renders": ceiling,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
@@ -168,18 +237,27 @@ def main() -> int:
         "load_avg_end": os.getloadavg(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    print(f"{args.config}: {summary['params'] / 1e6:.2f}M parameters, {summary['step']} steps in "
-          f"{summary['seconds']:.0f} s (median step {result['median_step_s']:.2f} s)")
+    print(
+        f"{args.config}: {summary['params'] / 1e6:.2f}M parameters, {summary['step']} steps in "
+        f"{summary['seconds']:.0f} s (median step {result['median_step_s']:.2f} s)"
+    )
     print(f"{'step':>6}{'train s':>9}{'load':>6}{'overall':>9}  95% CI")
     for r in curve:
-        print(f"{r['step']:>6}{r['train_s']:>9.0f}{r['load_avg_1m']:>6.1f}{r['overall']:>9.3f}  "
-              f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]")
-    print("one-step denoising, scenes exactly right at t = " + ", ".join(f"{d['t']:g}" for d in curve[0]["denoise"]))
+        print(
+            f"{r['step']:>6}{r['train_s']:>9.0f}{r['load_avg_1m']:>6.1f}{r['overall']:>9.3f}  "
+            f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
+        )
+    print(
+        "one-step denoising, scenes exactly right at t = "
+        + ", ".join(f"{d['t']:g}" for d in curve[0]["denoise"])
+    )
     for r in curve:
         print(f"{r['step']:>6}  " + "  ".join(f"{d['scene_exact']:.2f}" for d in r["denoise"]))
     if "suite_prompts" in curve[-1]:
         sp = curve[-1]["suite_prompts"]
-        print(f"last checkpoint, the suite's short prompts: {sp['overall']:.3f} [{sp['ci95'][0]:.3f}, {sp['ci95'][1]:.3f}]")
+        print(
+            f"last checkpoint, the suite's short prompts: {sp['overall']:.3f} [{sp['ci95'][0]:.3f}, {sp['ci95'][1]:.3f}]"
+        )
     print(f"true renders (ceiling): {ceiling:.3f}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(RESULTS, result)

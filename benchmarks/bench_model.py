@@ -75,8 +75,9 @@ def main() -> int:
         s_img = grid * grid
         inputs = dict(
             hidden_states=torch.randn(batch, s_img, config["in_channels"]),
-            encoder_hidden_states=[torch.randn(batch, n_txt, config["enc_hidden_dim"])
-                                   for _ in config["selected_layer_index"]],
+            encoder_hidden_states=[
+                torch.randn(batch, n_txt, config["enc_hidden_dim"]) for _ in config["selected_layer_index"]
+            ],
             encoder_hidden_states_mask=torch.ones(batch, n_txt, dtype=torch.bool),
             timestep=torch.rand(batch),
             img_shapes=[(1, grid, grid)],
@@ -84,12 +85,22 @@ def main() -> int:
         times = time_train_step(model, inputs, args.repeats)
         fwd = transformer_flops(config, s_img, n_txt, batch)["total"]
         step_flops = 3 * fwd  # forward + backward ≈ 3 forwards
-        rows.append(dict(setting=name, image=f"{side}x{side}", img_tokens=s_img, txt_tokens=n_txt, batch=batch,
-                         step_seconds_min=min(times), step_seconds_median=statistics.median(times),
-                         forward_flops=fwd, step_flops=step_flops,
-                         achieved_flops_per_s=step_flops / min(times),
-                         achieved_flops_per_s_median=step_flops / statistics.median(times),
-                         images_per_s=batch / min(times)))
+        rows.append(
+            dict(
+                setting=name,
+                image=f"{side}x{side}",
+                img_tokens=s_img,
+                txt_tokens=n_txt,
+                batch=batch,
+                step_seconds_min=min(times),
+                step_seconds_median=statistics.median(times),
+                forward_flops=fwd,
+                step_flops=step_flops,
+                achieved_flops_per_s=step_flops / min(times),
+                achieved_flops_per_s_median=step_flops / statistics.median(times),
+                images_per_s=batch / min(times),
+            )
+        )
 
     # On a shared machine other processes steal cycles: the fastest repeat is the best estimate of the
     # uncontended time (the median is kept too), and the peak is the better of two measurements.
@@ -98,25 +109,41 @@ def main() -> int:
         r["fraction_of_matmul_peak"] = r["achieved_flops_per_s"] / peak
         r["fraction_of_matmul_peak_median"] = r["achieved_flops_per_s_median"] / peak
     result = dict(
-        benchmark="model", preset=args.preset, parameters=n_params, config=config, threads=args.threads,
-        repeats=args.repeats, matmul_peak_fp32_flops_per_s=peak, matmul_peak_size=2048, rows=rows,
-        load_average_before=load_before, load_average_after=os.getloadavg()[0],
-        torch=torch.__version__, cpu=platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
+        benchmark="model",
+        preset=args.preset,
+        parameters=n_params,
+        config=config,
+        threads=args.threads,
+        repeats=args.repeats,
+        matmul_peak_fp32_flops_per_s=peak,
+        matmul_peak_size=2048,
+        rows=rows,
+        load_average_before=load_before,
+        load_average_after=os.getloadavg()[0],
+        torch=torch.__version__,
+        cpu=platform.processor() or platform.machine(),
+        cpu_count=os.cpu_count(),
         date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(RESULTS, result)
 
-    print(f"{args.preset}: {n_params / 1e6:.2f}M parameters, {args.threads} threads, "
-          f"fp32 matmul peak {peak / 1e9:.1f} GFLOP/s, load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
-    print(f"{'setting':<8}{'batch':>6}{'tokens':>7}{'min ms':>9}{'median ms':>11}{'GFLOP/step':>11}"
-          f"{'GFLOP/s':>9}{'% peak':>8}{'(median)':>9}{'img/s':>7}")
+    print(
+        f"{args.preset}: {n_params / 1e6:.2f}M parameters, {args.threads} threads, "
+        f"fp32 matmul peak {peak / 1e9:.1f} GFLOP/s, load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"{'setting':<8}{'batch':>6}{'tokens':>7}{'min ms':>9}{'median ms':>11}{'GFLOP/step':>11}"
+        f"{'GFLOP/s':>9}{'% peak':>8}{'(median)':>9}{'img/s':>7}"
+    )
     for r in rows:
-        print(f"{r['setting']:<8}{r['batch']:>6}{r['img_tokens'] + r['txt_tokens']:>7}"
-              f"{r['step_seconds_min'] * 1e3:>9.0f}{r['step_seconds_median'] * 1e3:>11.0f}"
-              f"{r['step_flops'] / 1e9:>11.2f}{r['achieved_flops_per_s'] / 1e9:>9.1f}"
-              f"{100 * r['fraction_of_matmul_peak']:>8.1f}{100 * r['fraction_of_matmul_peak_median']:>9.1f}"
-              f"{r['images_per_s']:>7.1f}")
+        print(
+            f"{r['setting']:<8}{r['batch']:>6}{r['img_tokens'] + r['txt_tokens']:>7}"
+            f"{r['step_seconds_min'] * 1e3:>9.0f}{r['step_seconds_median'] * 1e3:>11.0f}"
+            f"{r['step_flops'] / 1e9:>11.2f}{r['achieved_flops_per_s'] / 1e9:>9.1f}"
+            f"{100 * r['fraction_of_matmul_peak']:>8.1f}{100 * r['fraction_of_matmul_peak_median']:>9.1f}"
+            f"{r['images_per_s']:>7.1f}"
+        )
     print(f"wrote {RESULTS}")
     return 0
 

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from lenslib.model.text_encoders import get_text_encoder
 from lenslib.train.checkpoint import write_json_atomic
 from lenslib.train.data import WorldSource
@@ -35,7 +36,7 @@ def encoder_tokens(lengths: list[int], group_size: int) -> int:
     """Token positions the encoder runs over: each group padded to its longest caption."""
     ordered = sorted(lengths)
     step = group_size or len(ordered)
-    return sum(max(ordered[i:i + step]) * len(ordered[i:i + step]) for i in range(0, len(ordered), step))
+    return sum(max(ordered[i : i + step]) * len(ordered[i : i + step]) for i in range(0, len(ordered), step))
 
 
 def main() -> int:
@@ -55,9 +56,13 @@ def main() -> int:
     rows = []
     for kind in KINDS:
         source = WorldSource(0, "shapes", kind)
-        batches = [[e.caption for e in source.examples(range(b * args.batch, (b + 1) * args.batch), (64, 64))]
-                   for b in range(args.batches)]
-        lengths = [[min(len(ids), MAX_LENGTH) for ids in tokenizer(captions)["input_ids"]] for captions in batches]
+        batches = [
+            [e.caption for e in source.examples(range(b * args.batch, (b + 1) * args.batch), (64, 64))]
+            for b in range(args.batches)
+        ]
+        lengths = [
+            [min(len(ids), MAX_LENGTH) for ids in tokenizer(captions)["input_ids"]] for captions in batches
+        ]
         enc.encode(batches[0])  # warm-up
         times = {g: [] for g in args.groups}
         for _ in range(args.repeats):
@@ -68,20 +73,34 @@ def main() -> int:
                     enc.encode(captions)
                 times[g].append((time.perf_counter() - t0) / len(batches))
         for g in args.groups:
-            rows.append({
-                "captions": kind, "group_size": g, "batch_s_median": statistics.median(times[g]), "batch_s_all": times[g],
-                "valid_tokens": sum(map(sum, lengths)) / len(batches),
-                "encoded_tokens": sum(encoder_tokens(ls, g) for ls in lengths) / len(batches),
-            })
+            rows.append(
+                {
+                    "captions": kind,
+                    "group_size": g,
+                    "batch_s_median": statistics.median(times[g]),
+                    "batch_s_all": times[g],
+                    "valid_tokens": sum(map(sum, lengths)) / len(batches),
+                    "encoded_tokens": sum(encoder_tokens(ls, g) for ls in lengths) / len(batches),
+                }
+            )
     base = {r["captions"]: r["batch_s_median"] for r in rows if r["group_size"] == args.groups[0]}
     print(f"{'captions':<10}{'group_size':>11}{'ms/batch':>10}{'vs first':>10}{'tokens run':>12}{'valid':>8}")
     for r in rows:
-        print(f"{r['captions']:<10}{r['group_size']:>11}{r['batch_s_median'] * 1000:>10.0f}"
-              f"{r['batch_s_median'] / base[r['captions']]:>10.2f}{r['encoded_tokens']:>12.0f}{r['valid_tokens']:>8.0f}")
+        print(
+            f"{r['captions']:<10}{r['group_size']:>11}{r['batch_s_median'] * 1000:>10.0f}"
+            f"{r['batch_s_median'] / base[r['captions']]:>10.2f}{r['encoded_tokens']:>12.0f}{r['valid_tokens']:>8.0f}"
+        )
     result = {
-        "batch": args.batch, "batches": args.batches, "repeats": args.repeats, "max_length": MAX_LENGTH, "rows": rows,
-        "torch": torch.__version__, "threads": args.threads, "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(),
+        "batch": args.batch,
+        "batches": args.batches,
+        "repeats": args.repeats,
+        "max_length": MAX_LENGTH,
+        "rows": rows,
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_avg": os.getloadavg(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

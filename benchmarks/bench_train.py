@@ -61,16 +61,33 @@ def timed_run(config: str, overrides: list[str], steps: int, warmup: int) -> dic
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(config, [f"run.steps={steps}", "run.save_every=0", "eval.every=0", "run.progress=log",
-                                   f"run.out_dir={tmp}", "run.resume=never", *overrides])
+        cfg = load_config(
+            config,
+            [
+                f"run.steps={steps}",
+                "run.save_every=0",
+                "eval.every=0",
+                "run.progress=log",
+                f"run.out_dir={tmp}",
+                "run.resume=never",
+                *overrides,
+            ],
+        )
         summary = train(cfg)
         rows = read_metrics(tmp)[0]
         state = json.loads((Path(summary["checkpoint"]) / "trainer_state.json").read_text())
     step_times = [r["step_time_s"] for r in rows[warmup:]]
-    return {"cfg": cfg, "summary": summary, "state": state, "overrides": overrides, "step_s_all": step_times,
-            "step_s_median": statistics.median(step_times),
-            "data_s_per_step": statistics.median(r["data_time_s"] for r in rows[warmup:]),
-            "load_avg_before": load_before, "load_avg_after": os.getloadavg()}
+    return {
+        "cfg": cfg,
+        "summary": summary,
+        "state": state,
+        "overrides": overrides,
+        "step_s_all": step_times,
+        "step_s_median": statistics.median(step_times),
+        "data_s_per_step": statistics.median(r["data_time_s"] for r in rows[warmup:]),
+        "load_avg_before": load_before,
+        "load_avg_after": os.getloadavg(),
+    }
 
 
 def main() -> int:
@@ -79,16 +96,27 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--config", default="cpu-tiny")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="cpu hides any GPU; cuda requires one; auto: what the trainer picks")
-    parser.add_argument("--compare", type=int, default=0, metavar="SCENES",
-                        help="also time the step as it was (rendered + encoded in the loop, AdamW loop) against a "
-                             "world cache of SCENES scenes with the fused AdamW, in this one run")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="cpu hides any GPU; cuda requires one; auto: what the trainer picks",
+    )
+    parser.add_argument(
+        "--compare",
+        type=int,
+        default=0,
+        metavar="SCENES",
+        help="also time the step as it was (rendered + encoded in the loop, AdamW loop) against a "
+        "world cache of SCENES scenes with the fused AdamW, in this one run",
+    )
     parser.add_argument("--out", default="train", help="results file name (without .json)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     if not args.out or Path(args.out).name != args.out or args.out.endswith(".json"):
-        parser.error(f"--out {args.out!r}: give a file name without folder or .json, e.g. --out train_compiled")
+        parser.error(
+            f"--out {args.out!r}: give a file name without folder or .json, e.g. --out train_compiled"
+        )
     if args.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before torch looks for a GPU
     import torch
@@ -108,13 +136,18 @@ def main() -> int:
         plan = {"rendered": args.overrides, "cached": [*args.overrides, f"data.num_scenes={args.compare}"]}
         for name, overrides in plan.items():
             variants[name] = timed_run(args.config, overrides, args.steps, args.warmup)
-            print(f"{name:<28}{variants[name]['step_s_median'] * 1000:.0f} ms a step "
-                  f"(data {variants[name]['data_s_per_step'] * 1000:.0f} ms), load {variants[name]['load_avg_after'][0]:.2f}")
+            print(
+                f"{name:<28}{variants[name]['step_s_median'] * 1000:.0f} ms a step "
+                f"(data {variants[name]['data_s_per_step'] * 1000:.0f} ms), load {variants[name]['load_avg_after'][0]:.2f}"
+            )
         run = variants["cached"]
     else:
         run = timed_run(args.config, args.overrides, args.steps, args.warmup)
     cfg, summary, state, step_times = run["cfg"], run["summary"], run["state"], run["step_s_all"]
-    step_s, data_s = run["step_s_median"], run["data_s_per_step"]  # data: rendering + text encoding, or the cache
+    step_s, data_s = (
+        run["step_s_median"],
+        run["data_s_per_step"],
+    )  # data: rendering + text encoding, or the cache
     size = cfg.data.image_size
 
     flops = None
@@ -122,7 +155,9 @@ def main() -> int:
         from lenslib.model.flops import transformer_flops
 
         tokens = (size // cfg.data.patch) ** 2 if cfg.data.codec == "pixel" else (size // 16) ** 2
-        fwd = transformer_flops(state["model_config"], tokens, cfg.data.max_text_tokens, cfg.optim.global_batch)["total"]
+        fwd = transformer_flops(
+            state["model_config"], tokens, cfg.data.max_text_tokens, cfg.optim.global_batch
+        )["total"]
         flops = 3 * fwd  # forward + backward
     except ImportError:
         pass
@@ -154,8 +189,10 @@ def main() -> int:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if variants:
-        result["compare"] = {name: {k: v for k, v in r.items() if k not in ("cfg", "summary", "state")}
-                             for name, r in variants.items()}
+        result["compare"] = {
+            name: {k: v for k, v in r.items() if k not in ("cfg", "summary", "state")}
+            for name, r in variants.items()
+        }
         result["speedup_vs_rendered"] = variants["rendered"]["step_s_median"] / step_s
     print(f"{'config':<28}{args.config}")
     print(f"{'parameters':<28}{summary['params'] / 1e6:.2f} M")
@@ -163,15 +200,19 @@ def main() -> int:
     print(f"{'  of which data':<28}{data_s * 1000:.0f} ms")
     if flops:
         print(f"{'train FLOPs / step':<28}{flops / 1e9:.2f} GFLOP")
-        print(f"{'achieved':<28}{result['achieved_flops'] / 1e9:.1f} GFLOP/s over the whole step, "
-              f"{result['achieved_flops_model_only'] / 1e9:.1f} over the model part")
+        print(
+            f"{'achieved':<28}{result['achieved_flops'] / 1e9:.1f} GFLOP/s over the whole step, "
+            f"{result['achieved_flops_model_only'] / 1e9:.1f} over the model part"
+        )
     print(f"{'fp32 matmul peak':<28}{peak / 1e9:.1f} GFLOP/s")
     if flops:
         print(f"{'MFU':<28}{result['mfu'] * 100:.1f} %")
     print(f"{'steps in 5 minutes':<28}{result['steps_per_5_min']}")
     if variants:
-        print(f"{'speed-up over rendering':<28}{result['speedup_vs_rendered']:.2f}x "
-              f"(load average {result['load_avg'][0]:.2f})")
+        print(
+            f"{'speed-up over rendering':<28}{result['speedup_vs_rendered']:.2f}x "
+            f"(load average {result['load_avg'][0]:.2f})"
+        )
     out = RESULTS.with_name(f"{args.out}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out, result)

@@ -7,6 +7,7 @@ the best of three passes is kept.
 Also records the judge error on the benchmarked renders (objects, colours, boxes within 2 px): 0 inside
 the limits; the emoji row at 64 px is outside them (emoji need 128 px) and shows why.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,9 +27,9 @@ sys.path.insert(0, str(ROOT))
 
 from lenslib.eval.judge import match_scene  # noqa: E402
 from lenslib.eval.parse import parse  # noqa: E402
+from lenslib.train.checkpoint import write_json_atomic  # noqa: E402
 from lenslib.world.render import render  # noqa: E402
 from lenslib.world.spec import MAX_OBJECTS, VOCABS, sample_scene, within_limits  # noqa: E402
-from lenslib.train.checkpoint import write_json_atomic
 
 
 def bench(vocab: str, size: int, n: int) -> dict:
@@ -45,10 +46,16 @@ def bench(vocab: str, size: int, n: int) -> dict:
         parsed = [parse(im, vocab) for im in images]
         t_judge = min(t_judge, time.perf_counter() - t0)
     errors = sum(not match_scene(d, s, size, size).exact for d, s in zip(parsed, scenes))
-    return {"vocab": vocab, "size": size, "images": n,
-            "objects_per_image": float(np.mean([len(s.objects) for s in scenes])),
-            "render_images_per_s": n / t_render, "judge_images_per_s": n / t_judge,
-            "within_limits": within_limits(vocab, size, size), "judge_errors": int(errors)}
+    return {
+        "vocab": vocab,
+        "size": size,
+        "images": n,
+        "objects_per_image": float(np.mean([len(s.objects) for s in scenes])),
+        "render_images_per_s": n / t_render,
+        "judge_images_per_s": n / t_judge,
+        "within_limits": within_limits(vocab, size, size),
+        "judge_errors": int(errors),
+    }
 
 
 def main() -> int:
@@ -58,20 +65,33 @@ def main() -> int:
     n = {64: 60 if args.quick else 600, 128: 30 if args.quick else 300, 256: 20 if args.quick else 200}
     rows = [bench(v, size, n[size]) for v in VOCABS for size in (64, 128, 256)]
 
-    print(f"{'vocab':<8}{'size':>6}{'images':>8}{'obj/img':>9}{'render img/s':>14}{'judge img/s':>13}"
-          f"{'in limits':>11}{'judge err':>11}")
+    print(
+        f"{'vocab':<8}{'size':>6}{'images':>8}{'obj/img':>9}{'render img/s':>14}{'judge img/s':>13}"
+        f"{'in limits':>11}{'judge err':>11}"
+    )
     for r in rows:
-        print(f"{r['vocab']:<8}{r['size']:>6}{r['images']:>8}{r['objects_per_image']:>9.2f}"
-              f"{r['render_images_per_s']:>14.0f}{r['judge_images_per_s']:>13.1f}{str(r['within_limits']):>11}"
-              f"{r['judge_errors']:>11}")
+        print(
+            f"{r['vocab']:<8}{r['size']:>6}{r['images']:>8}{r['objects_per_image']:>9.2f}"
+            f"{r['render_images_per_s']:>14.0f}{r['judge_images_per_s']:>13.1f}{str(r['within_limits']):>11}"
+            f"{r['judge_errors']:>11}"
+        )
     try:
         import torch
+
         torch_version = torch.__version__
     except ImportError:  # the world needs no torch
         torch_version = None
-    out = {"benchmark": "world", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-           "torch": torch_version, "python": platform.python_version(), "cpu": platform.processor(),
-           "cpu_count": os.cpu_count(), "processes": 1, "quick": args.quick, "results": rows}
+    out = {
+        "benchmark": "world",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "torch": torch_version,
+        "python": platform.python_version(),
+        "cpu": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "processes": 1,
+        "quick": args.quick,
+        "results": rows,
+    }
     path = ROOT / "benchmarks" / "results" / "world.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, out)

@@ -20,7 +20,6 @@ import platform
 import random
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from lenslib.train import faults
@@ -33,8 +32,12 @@ RESULTS = Path(__file__).resolve().parent / "results" / "kill_resume.json"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=30, help="kills in all (default 30)")
-    parser.add_argument("--per-run", type=int, default=5, help="kills per run before it may finish (default 5)")
-    parser.add_argument("--steps", type=int, default=16, help="steps of each run (default 16; a save after each)")
+    parser.add_argument(
+        "--per-run", type=int, default=5, help="kills per run before it may finish (default 5)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=16, help="steps of each run (default 16; a save after each)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="OMP threads of every job (default 1)")
     parser.add_argument("--out", default=str(RESULTS))
@@ -46,38 +49,63 @@ def main() -> int:
     trials = []
     with tempfile.TemporaryDirectory(prefix="kill-resume-") as tmp:
         ref = faults.reference_run(Path(tmp) / "uninterrupted", args.steps, threads=args.threads)
-        print(f"uninterrupted run: {ref.seconds:.1f} s (start-up {ref.startup_s:.1f} s, {ref.step_s * 1000:.0f} ms a "
-              f"step with its save; {min(ref.save_ticks)}-{max(ref.save_ticks)} file operations a save)", flush=True)
+        print(
+            f"uninterrupted run: {ref.seconds:.1f} s (start-up {ref.startup_s:.1f} s, {ref.step_s * 1000:.0f} ms a "
+            f"step with its save; {min(ref.save_ticks)}-{max(ref.save_ticks)} file operations a save)",
+            flush=True,
+        )
         made = 0
         while made < args.kills:
             n = min(args.per_run, args.kills - made)
             first = len(trials) * args.per_run  # the kinds take turns over all runs
             kinds = [faults.KINDS[i % len(faults.KINDS)] for i in range(first, first + n)]
             rng.shuffle(kinds)
-            result = faults.kill_trial(Path(tmp) / f"run-{len(trials)}", ref, kinds, seed=rng.randrange(2**31),
-                                       threads=args.threads)
+            result = faults.kill_trial(
+                Path(tmp) / f"run-{len(trials)}", ref, kinds, seed=rng.randrange(2**31), threads=args.threads
+            )
             trials.append(result)
             made += len(result["kills"])
-            print(f"run {len(trials) - 1}: {len(result['kills'])} kills ({', '.join(k.kind for k in result['kills'])}), "
-                  f"{result['jobs']} jobs, {result['seconds']:.0f} s: "
-                  + ("bit-identical" if result["identical"] else "DIFFERS: " + "; ".join(result["problems"][:3])),
-                  flush=True)
+            print(
+                f"run {len(trials) - 1}: {len(result['kills'])} kills ({', '.join(k.kind for k in result['kills'])}), "
+                f"{result['jobs']} jobs, {result['seconds']:.0f} s: "
+                + (
+                    "bit-identical"
+                    if result["identical"]
+                    else "DIFFERS: " + "; ".join(result["problems"][:3])
+                ),
+                flush=True,
+            )
             for k in result["kills"]:
-                print(f"    {k.kind:<9} {k.moment}; checkpoint {k.latest_before} -> {k.latest_after}, "
-                      f"next job from {k.resumed_at}", flush=True)
+                print(
+                    f"    {k.kind:<9} {k.moment}; checkpoint {k.latest_before} -> {k.latest_after}, "
+                    f"next job from {k.resumed_at}",
+                    flush=True,
+                )
     tally = faults.tally(trials)
     detail = tally.pop("detail")
     out = {
         **tally,
         "all_identical": all(t["identical"] for t in trials),
-        "runs_detail": [{"kills": len(t["kills"]), "jobs": t["jobs"], "seconds": round(t["seconds"], 1),
-                         "identical": t["identical"], "problems": t["problems"], "finished_early": t["finished_early"]}
-                        for t in trials],
+        "runs_detail": [
+            {
+                "kills": len(t["kills"]),
+                "jobs": t["jobs"],
+                "seconds": round(t["seconds"], 1),
+                "identical": t["identical"],
+                "problems": t["problems"],
+                "finished_early": t["finished_early"],
+            }
+            for t in trials
+        ],
         "steps_per_run": args.steps,
         "overrides": faults.TINY_OVERRIDES,
         "config": to_dict(load_config("cpu-tiny", [*faults.TINY_OVERRIDES, f"run.steps={args.steps}"])),
-        "uninterrupted": {"seconds": round(ref.seconds, 2), "startup_s": round(ref.startup_s, 2),
-                          "step_s": round(ref.step_s, 4), "file_operations_per_save": ref.save_ticks},
+        "uninterrupted": {
+            "seconds": round(ref.seconds, 2),
+            "startup_s": round(ref.startup_s, 2),
+            "step_s": round(ref.step_s, 4),
+            "file_operations_per_save": ref.save_ticks,
+        },
         "seed": args.seed,
         "threads": args.threads,
         "seconds": round(time.monotonic() - t0, 1),
@@ -87,8 +115,10 @@ def main() -> int:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "kills_detail": detail,
     }
-    print(f"{tally['kills']} kills ({', '.join(f'{k} {v}' for k, v in tally['by_kind'].items())}) over "
-          f"{tally['runs']} runs: {tally['runs_identical']} of {tally['runs']} bit-identical to the uninterrupted run")
+    print(
+        f"{tally['kills']} kills ({', '.join(f'{k} {v}' for k, v in tally['by_kind'].items())}) over "
+        f"{tally['runs']} runs: {tally['runs_identical']} of {tally['runs']} bit-identical to the uninterrupted run"
+    )
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, out)

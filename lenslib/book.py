@@ -115,7 +115,9 @@ class LiveFigure:
         self.handle.update(self._bundle(), raw=True)
 
 
-_PLOTLY_ACTIVATED: list[bool] = []  # plotly.js is inlined into this kernel's output once (BookRenderer.activate)
+_PLOTLY_ACTIVATED: list[
+    bool
+] = []  # plotly.js is inlined into this kernel's output once (BookRenderer.activate)
 
 
 def _register_plotly_renderer() -> str:
@@ -137,8 +139,14 @@ def _register_plotly_renderer() -> str:
 
         def to_mimebundle(self, fig_dict):
             html = pio.to_html(
-                fig_dict, config=self.config, include_plotlyjs=False, include_mathjax=False,
-                full_html=False, default_width="100%", default_height=525, validate=False,
+                fig_dict,
+                config=self.config,
+                include_plotlyjs=False,
+                include_mathjax=False,
+                full_html=False,
+                default_width="100%",
+                default_height=525,
+                validate=False,
             )
             return {"text/html": html}
 

@@ -41,8 +41,15 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     import yaml
 
     # ValueError covers ConfigError, JSONDecodeError and UnicodeDecodeError; the OSErrors are those a wrong path causes.
-    return (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError,
-            yaml.YAMLError)
+    return (
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        NotADirectoryError,
+        IsADirectoryError,
+        PermissionError,
+        yaml.YAMLError,
+    )
 
 
 #: The exception types a command may raise for bad input; :func:`main` turns them into one line and exit 2.
@@ -89,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lens",
         description="The Lens companion: model, data, training and evaluation of the Lens text-to-image recipe.",
         epilog="Bad input is reported as one line on stderr with exit status 2; --debug (anywhere on the line) "
-               "shows the traceback instead.",
+        "shows the traceback instead.",
     )
     parser.add_argument("--version", action="version", version=f"lenslib {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of expected errors")
@@ -130,10 +137,14 @@ def main(argv: list[str] | None = None) -> int:
         name = _command_name(args) if getattr(args, "command", None) else None
         prog = f"lens {name}" if name else "lens"
         # KEY=VALUE overrides after an option are left over by argparse: they belong to the command's overrides
-        if isinstance(getattr(args, "overrides", None), list) and all("=" in a and not a.startswith("-") for a in extra):
+        if isinstance(getattr(args, "overrides", None), list) and all(
+            "=" in a and not a.startswith("-") for a in extra
+        ):
             args.overrides.extend(extra)
         else:
-            parser.exit(EXIT_USAGE, f"{prog}: error: unrecognized arguments: {' '.join(extra)} (see {prog} --help)\n")
+            parser.exit(
+                EXIT_USAGE, f"{prog}: error: unrecognized arguments: {' '.join(extra)} (see {prog} --help)\n"
+            )
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0

@@ -53,13 +53,18 @@ def _blank_answers(source: str) -> str | None:
     except SyntaxError:
         return None
     lines = source.splitlines()
-    spans = [(node.lineno, node.end_lineno, node.targets[0].id) for node in tree.body
-             if isinstance(node, ast.Assign) and len(node.targets) == 1
-             and isinstance(node.targets[0], ast.Name) and ANSWER.match(f"{node.targets[0].id} =")]
+    spans = [
+        (node.lineno, node.end_lineno, node.targets[0].id)
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and len(node.targets) == 1
+        and isinstance(node.targets[0], ast.Name)
+        and ANSWER.match(f"{node.targets[0].id} =")
+    ]
     if not spans:
         return None
     for start, end, name in reversed(spans):
-        lines[start - 1:end] = [f"{name} = None  # your answer"]
+        lines[start - 1 : end] = [f"{name} = None  # your answer"]
     return "\n".join(lines)
 
 
@@ -76,7 +81,9 @@ def course_notebook(chapter: Path) -> nbformat.NotebookNode:
                 cell.source = _trim(cell.source)
         elif cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
-            blanked = _blank_answers(cell.source) if in_exercises and "self-check" not in cell.source else None
+            blanked = (
+                _blank_answers(cell.source) if in_exercises and "self-check" not in cell.source else None
+            )
             if blanked is not None:
                 cell.source = blanked
         cells.append(cell)

@@ -125,7 +125,9 @@ def sample_timesteps(
     return torch.sigmoid(mu + scale * z)
 
 
-def logit_normal_pdf(t: torch.Tensor, mu: float = STAGE1_MU, scale: float = LOGIT_NORMAL_SCALE) -> torch.Tensor:
+def logit_normal_pdf(
+    t: torch.Tensor, mu: float = STAGE1_MU, scale: float = LOGIT_NORMAL_SCALE
+) -> torch.Tensor:
     """Density of the logit-normal on (0, 1): ``N(logit t; mu, s²) / (t (1 - t))``. For plots and tests."""
     t = t.double()
     logit = torch.log(t) - torch.log1p(-t)
@@ -154,8 +156,9 @@ def drop_captions(
     return text, mask, dropped
 
 
-def velocity_from_x(x_t: torch.Tensor, x0_hat: torch.Tensor, t: torch.Tensor,
-                    t_min: float = X_PREDICTION_T_MIN) -> torch.Tensor:
+def velocity_from_x(
+    x_t: torch.Tensor, x0_hat: torch.Tensor, t: torch.Tensor, t_min: float = X_PREDICTION_T_MIN
+) -> torch.Tensor:
     """The velocity ``(x_t - x̂0) / t`` implied by a clean-sample prediction (t floored at ``t_min``).
 
     On the path ``x_t = (1 - t) x0 + t eps`` the velocity ``eps - x0`` equals ``(x_t - x0) / t``.
@@ -164,8 +167,13 @@ def velocity_from_x(x_t: torch.Tensor, x0_hat: torch.Tensor, t: torch.Tensor,
     return ((x_t.float() - x0_hat.float()) / t).to(x0_hat.dtype)
 
 
-def predict_velocity(model: Callable[..., torch.Tensor], x_t: torch.Tensor, t: torch.Tensor,
-                     prediction: str = "velocity", **model_kwargs) -> torch.Tensor:
+def predict_velocity(
+    model: Callable[..., torch.Tensor],
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    prediction: str = "velocity",
+    **model_kwargs,
+) -> torch.Tensor:
     """The velocity at ``x_t`` of a network that outputs ``prediction`` ("velocity" or "x").
 
     Training (``flow_matching_loss``) and every sampler go through here, so a model is always read the
@@ -218,7 +226,9 @@ def euler_sigmas(num_steps: int, mu: float | None = None) -> torch.Tensor:
     return torch.cat([sig, sig.new_zeros(1)])
 
 
-def cfg_rescale(v_cond: torch.Tensor, v_uncond: torch.Tensor, scale: float, rescale: bool = True) -> torch.Tensor:
+def cfg_rescale(
+    v_cond: torch.Tensor, v_uncond: torch.Tensor, scale: float, rescale: bool = True
+) -> torch.Tensor:
     """Classifier-free guidance, ``v_u + s (v_c - v_u)``, with Lens's per-token norm rescale.
 
     Lens keeps the guided *direction* but gives each token (last axis) the norm of the conditional

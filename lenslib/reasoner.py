@@ -24,6 +24,7 @@ from typing import Sequence
 from lenslib.world.captions import _REL_PATTERNS, parse_mentions
 from lenslib.world.suites import detailed_prompt
 
+
 def prompt_to_metadata(prompt: str, vocab: str = "shapes") -> dict | None:
     """Read a prompt as a GenEval metadata line (include clauses with class, count, colour, position).
 
@@ -41,7 +42,7 @@ def prompt_to_metadata(prompt: str, vocab: str = "shapes") -> dict | None:
             clause["color"] = m.color
         include.append(clause)
     if len(mentions) >= 2:
-        between = prompt.lower()[mentions[0].end:mentions[1].start]
+        between = prompt.lower()[mentions[0].end : mentions[1].start]
         for pattern, rel in _REL_PATTERNS:
             if pattern.search(between):
                 # GenEval's layout: the reference object first, the positioned one relative to it

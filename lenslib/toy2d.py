@@ -47,7 +47,9 @@ class GaussianMixture2D:
             return torch.arange(len(self.means))
         idx = torch.nonzero(self.labels == label).flatten()
         if len(idx) == 0:
-            raise ValueError(f"no component has label {label}; labels are {sorted(set(self.labels.tolist()))}")
+            raise ValueError(
+                f"no component has label {label}; labels are {sorted(set(self.labels.tolist()))}"
+            )
         return idx
 
     def nearest_label(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,8 +85,15 @@ class ToyVelocityMLP(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.label = nn.Embedding(num_classes + 1, 16)
-        self.net = nn.Sequential(nn.Linear(2 + 16 + 16, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
-                                 nn.Linear(width, width), nn.SiLU(), nn.Linear(width, 2))
+        self.net = nn.Sequential(
+            nn.Linear(2 + 16 + 16, width),
+            nn.SiLU(),
+            nn.Linear(width, width),
+            nn.SiLU(),
+            nn.Linear(width, width),
+            nn.SiLU(),
+            nn.Linear(width, 2),
+        )
         self.register_buffer("freqs", torch.exp(torch.linspace(0, math.log(100.0), 8)), persistent=False)
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -93,8 +102,16 @@ class ToyVelocityMLP(nn.Module):
         return self.net(torch.cat([x, temb, self.label(label)], dim=1))
 
 
-def train_toy_velocity(mixture: GaussianMixture2D, steps: int = 1500, batch: int = 256, lr: float = 3e-3,
-                       mu: float = 0.0, scale: float = 1.0, label_dropout: float = 0.1, seed: int = 0):
+def train_toy_velocity(
+    mixture: GaussianMixture2D,
+    steps: int = 1500,
+    batch: int = 256,
+    lr: float = 3e-3,
+    mu: float = 0.0,
+    scale: float = 1.0,
+    label_dropout: float = 0.1,
+    seed: int = 0,
+):
     """Train :class:`ToyVelocityMLP` with the Lens objective (logit-normal t, MSE on eps - x0, label dropout).
 
     Returns ``(model, losses)``.

@@ -73,5 +73,7 @@ def build_from_executed(out: Path) -> subprocess.CompletedProcess:
             shutil.copy(source, out / f"{doc}.md")
     return subprocess.run(
         [str(Path(os.sys.executable).parent / "jupyter-book"), "build", str(out), "-W", "-n", "--keep-going"],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )

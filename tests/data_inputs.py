@@ -1,4 +1,5 @@
 """Input shards for the pipeline tests: sharp photos-like images plus every kind of bad input."""
+
 import io
 
 import numpy as np
@@ -9,8 +10,12 @@ from lenslib.data.shards import images_to_shards
 
 def photo(seed, w=400, h=400):
     rng = np.random.default_rng(seed)
-    low = np.asarray(Image.fromarray(rng.integers(0, 256, (max(1, h // 32), max(1, w // 32), 3), dtype=np.uint8))
-                     .resize((w, h), Image.Resampling.BICUBIC), dtype=np.float64)
+    low = np.asarray(
+        Image.fromarray(rng.integers(0, 256, (max(1, h // 32), max(1, w // 32), 3), dtype=np.uint8)).resize(
+            (w, h), Image.Resampling.BICUBIC
+        ),
+        dtype=np.float64,
+    )
     return Image.fromarray(np.clip(low * 0.7 + rng.normal(0, 25, (h, w, 3)) + 30, 0, 255).astype(np.uint8))
 
 
@@ -47,4 +52,13 @@ def make_inputs(folder):
     return images_to_shards(items, folder, per_shard=7, captions=caps)
 
 
-EXPECTED = {"n_in": 19, "corrupt": 2, "size": 1, "blur": 1, "entropy": 0, "exposure": 0, "near_dup": 1, "n_out": 14}
+EXPECTED = {
+    "n_in": 19,
+    "corrupt": 2,
+    "size": 1,
+    "blur": 1,
+    "entropy": 0,
+    "exposure": 0,
+    "near_dup": 1,
+    "n_out": 14,
+}

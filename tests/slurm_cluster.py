@@ -28,8 +28,10 @@ class SlurmCluster:
 
     @staticmethod
     def up() -> bool:
-        return shutil.which("scontrol") is not None and subprocess.run(
-            [str(SETUP), "status"], capture_output=True).returncode == 0
+        return (
+            shutil.which("scontrol") is not None
+            and subprocess.run([str(SETUP), "status"], capture_output=True).returncode == 0
+        )
 
 
 def start_cluster() -> SlurmCluster:
@@ -39,12 +41,17 @@ def start_cluster() -> SlurmCluster:
     if os.geteuid() == 0 and SlurmCluster.up():
         return SlurmCluster(started_here=False, setup_seconds=0.0)
     if os.geteuid() != 0:
-        pytest.fail("the SLURM tests need root to install and start munge/slurmctld/slurmd (.ci/slurm-setup.sh); "
-                    "run them as root or set LENS_SLURM_TESTS=0 to opt out", pytrace=False)
+        pytest.fail(
+            "the SLURM tests need root to install and start munge/slurmctld/slurmd (.ci/slurm-setup.sh); "
+            "run them as root or set LENS_SLURM_TESTS=0 to opt out",
+            pytrace=False,
+        )
     out = subprocess.run([str(SETUP), "start"], capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
-        pytest.fail(f"SLURM could not start ({SETUP} start, exit {out.returncode}):\n{out.stdout}\n{out.stderr}",
-                    pytrace=False)
+        pytest.fail(
+            f"SLURM could not start ({SETUP} start, exit {out.returncode}):\n{out.stdout}\n{out.stderr}",
+            pytrace=False,
+        )
     return SlurmCluster(started_here=True, setup_seconds=time.time() - t0)
 
 
@@ -56,6 +63,8 @@ def stop_cluster(cluster: SlurmCluster) -> None:
 @pytest.fixture(scope="module")
 def slurm_cluster():
     cluster = start_cluster()
-    print(f"\nSLURM cluster: {'started' if cluster.started_here else 'already up'} in {cluster.setup_seconds:.1f} s")
+    print(
+        f"\nSLURM cluster: {'started' if cluster.started_here else 'already up'} in {cluster.setup_seconds:.1f} s"
+    )
     yield cluster
     stop_cluster(cluster)

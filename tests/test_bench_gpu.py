@@ -25,16 +25,37 @@ def test_tiny_cpu_run_writes_every_setting_with_finite_numbers(tmp_path):
     out = tmp_path / "gpu.json"
     threads = torch.get_num_threads()
     try:  # compile backend "eager": dynamo traces every compiled setting, no code generation (seconds)
-        assert bench.main(["--tiny", "--device", "cpu", "--out", str(out), "--compile-backend", "eager",
-                           "--repeats", "1", "--warmup", "0", "--sample-repeats", "1", "--batches", "2"]) == 0
+        assert (
+            bench.main(
+                [
+                    "--tiny",
+                    "--device",
+                    "cpu",
+                    "--out",
+                    str(out),
+                    "--compile-backend",
+                    "eager",
+                    "--repeats",
+                    "1",
+                    "--warmup",
+                    "0",
+                    "--sample-repeats",
+                    "1",
+                    "--batches",
+                    "2",
+                ]
+            )
+            == 0
+        )
     finally:
         torch.set_num_threads(threads)
         torch._dynamo.reset()
     result = json.loads(out.read_text())
     assert result["device"] == "cpu" and result["tiny"] is True and "no GPU figure" in result["note"]
     assert result["matmul_peak_flops_per_s"] > 0 and result["matmul_peak_dtype"] == "float32"
-    assert result["parameters"] == sum(p.numel() for p in bench.LensTransformer2DModel(
-        **result["config"]).parameters())
+    assert result["parameters"] == sum(
+        p.numel() for p in bench.LensTransformer2DModel(**result["config"]).parameters()
+    )
 
     train = {row["setting"]: row for row in result["training"]}
     assert set(train) == {s[0] for s in bench.TRAIN_SETTINGS}
@@ -46,11 +67,15 @@ def test_tiny_cpu_run_writes_every_setting_with_finite_numbers(tmp_path):
         for key in ("step_seconds", "mfu", "activation_bytes", "step_flops"):
             assert math.isfinite(row[key]) and row[key] > 0, (name, key)
         # MFU is the step's analytic FLOPs per second over the peak measured in the same run
-        assert row["mfu"] == pytest.approx(row["step_flops"] / row["step_seconds"] / result["matmul_peak_flops_per_s"])
+        assert row["mfu"] == pytest.approx(
+            row["step_flops"] / row["step_seconds"] / result["matmul_peak_flops_per_s"]
+        )
         assert "MemTracker" in row["memory_measure"]
         assert ("compile_seconds" in row) == row["compile"]
     # checkpointing keeps less than storing every activation
-    assert train["compile + checkpoint full"]["activation_bytes"] < train["fast attention"]["activation_bytes"]
+    assert (
+        train["compile + checkpoint full"]["activation_bytes"] < train["fast attention"]["activation_bytes"]
+    )
 
     sample = {row["setting"]: row for row in result["sampling"]}
     assert set(sample) == {s[0] for s in bench.SAMPLE_SETTINGS}

@@ -6,15 +6,17 @@ from pathlib import Path
 
 import jupytext
 import pytest
-
 from book_utils import CHAPTERS, REPO_ROOT, execute_chapter, toc_files
 from conftest import CHAPTER_TIMES
 
 
 def test_every_chapter_is_in_the_toc():
     listed = set(toc_files())
-    missing = [c.relative_to(REPO_ROOT).with_suffix("").as_posix() for c in CHAPTERS
-               if c.relative_to(REPO_ROOT).with_suffix("").as_posix() not in listed]
+    missing = [
+        c.relative_to(REPO_ROOT).with_suffix("").as_posix()
+        for c in CHAPTERS
+        if c.relative_to(REPO_ROOT).with_suffix("").as_posix() not in listed
+    ]
     assert not missing, f"chapters missing from _toc.yml: {missing}"
 
 
@@ -31,7 +33,9 @@ def test_no_chapter_captures_widget_output_while_it_runs():
     for chapter in CHAPTERS:
         code = "\n".join(c.source for c in jupytext.read(chapter).cells if c.cell_type == "code")
         for pattern in ("interactive(", "interact(", "interact_manual(", "with widgets.Output", "Output()"):
-            assert pattern not in code, f"{chapter.name} uses {pattern!r}: draw sliders with lenslib.book.explorer"
+            assert pattern not in code, (
+                f"{chapter.name} uses {pattern!r}: draw sliders with lenslib.book.explorer"
+            )
 
 
 @pytest.mark.book
@@ -51,6 +55,7 @@ def test_every_chapter_has_the_same_structure():
         positions = [text.find(mark) for mark in marks]
         assert -1 not in positions, f"{chapter.name} lacks {marks[positions.index(-1)].strip()!r}"
         assert positions == sorted(positions), f"{chapter.name}: sections out of order, expected {marks}"
-        exercises = text[positions[-1]:]
-        assert "answer_" in exercises and "assert " in exercises, \
+        exercises = text[positions[-1] :]
+        assert "answer_" in exercises and "assert " in exercises, (
             f"{chapter.name}: exercises need answer_* variables checked by a self-check cell"
+        )

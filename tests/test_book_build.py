@@ -9,7 +9,6 @@ import subprocess
 import textwrap
 
 import pytest
-
 from conftest import REPO_ROOT
 
 HEADER = (REPO_ROOT / "book" / "00_lens_in_one_page.md").read_text().split("# 0.")[0]
@@ -23,7 +22,9 @@ def _mini_book(tmp_path, chapter_name: str, chapter_text: str):
     (tmp_path / "book" / f"{chapter_name}.md").write_text(chapter_text)
     return subprocess.run(
         ["make", "-C", str(REPO_ROOT), "book-build", f"BOOK_ROOT={tmp_path}"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -34,9 +35,9 @@ def test_built_page_contains_plotly_figure_and_library(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     html = (tmp_path / "_build" / "html" / "book" / "00_lens_in_one_page.html").read_text()
     assert (tmp_path / "_build" / "html" / "index.html").exists()
-    assert "Plotly.newPlot" in html                      # the figure's JSON is handed to plotly
-    assert '"type":"scatter"' in html.replace(" ", "")   # ... the score-vs-size scatter
-    assert "plotly.js v" in html                         # plotly.js itself is inlined: renders offline
+    assert "Plotly.newPlot" in html  # the figure's JSON is handed to plotly
+    assert '"type":"scatter"' in html.replace(" ", "")  # ... the score-vs-size scatter
+    assert "plotly.js v" in html  # plotly.js itself is inlined: renders offline
     assert "cdn.plot.ly/plotly" not in html
     # make book reports what the chapter cost to execute, on screen and in a file
     assert "chapter execution times" in result.stdout + result.stderr

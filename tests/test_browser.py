@@ -10,14 +10,21 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
-
 from book_utils import REPO_ROOT, build_from_executed, toc_files
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = REPO_ROOT / "_build" / "screenshots"
 MAX_FIGURES = 25  # the most plotly figures any chapter draws (chapter 4 once stored 156 redraws of one curve)
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +38,9 @@ def site(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"chromium not found at {CHROMIUM}: run `make system-deps` (Debian: apt-get install chromium)")
+        pytest.fail(
+            f"chromium not found at {CHROMIUM}: run `make system-deps` (Debian: apt-get install chromium)"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -43,7 +52,9 @@ def browser():
 def _open(browser, url: str):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     problems: list[str] = []
-    page.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+    page.on(
+        "console", lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None
+    )
     page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
     page.on("requestfailed", lambda r: problems.append(f"requestfailed: {r.url}"))
     page.goto(url, wait_until="load")

@@ -13,8 +13,8 @@ import time
 import nbformat
 import pytest
 import yaml
-
 from conftest import REPO_ROOT
+
 from lenslib.cli import main
 
 CHAPTER_4 = REPO_ROOT / "book" / "04_training.md"
@@ -22,8 +22,10 @@ CHAPTER_4 = REPO_ROOT / "book" / "04_training.md"
 STAGE1_INPUTS = {  # what a cluster user's params.yaml holds (paths need not exist to validate)
     "data_path": "/data/lens-800m/{000000..099999}.tar",
     "data_vae": "/models/lens/vae",
-    "overrides": ["data.text_encoder_kwargs.path=/models/lens/text_encoder",
-                  "data.text_encoder_kwargs.tokenizer_path=/models/lens/tokenizer"],
+    "overrides": [
+        "data.text_encoder_kwargs.path=/models/lens/text_encoder",
+        "data.text_encoder_kwargs.tokenizer_path=/models/lens/tokenizer",
+    ],
 }
 
 
@@ -35,8 +37,22 @@ def test_stage1_at_16_nodes_validates_and_is_ready_to_launch(tmp_path, capsys):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(STAGE1_INPUTS))
     run_dir = tmp_path / "stage1"
-    rc = main(["run-notebook", str(CHAPTER_4), str(run_dir), "-p", "preset", "lens-stage1", "-p", "nodes", "16",
-               "-y", str(params), "--check"])
+    rc = main(
+        [
+            "run-notebook",
+            str(CHAPTER_4),
+            str(run_dir),
+            "-p",
+            "preset",
+            "lens-stage1",
+            "-p",
+            "nodes",
+            "16",
+            "-y",
+            str(params),
+            "--check",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     prepared = nbformat.read(run_dir / ".lens" / "prepared.ipynb", as_version=4)
     injected = next(c for c in prepared.cells if "injected-parameters" in c.metadata.get("tags", []))
@@ -49,19 +65,40 @@ def test_stage1_at_16_nodes_validates_and_is_ready_to_launch(tmp_path, capsys):
     prep = prepare(CHAPTER_4, run_dir, {"preset": "lens-stage1", "nodes": 16, **STAGE1_INPUTS})
     # the paper: global batch 3072 (= 128 GPUs x 24); on 16 single-process nodes that is 8 micro-batches of 24
     assert prep.config.optim.global_batch == 3072 and prep.config.grad_accum(16) == 8
-    assert prep.config.run.out_dir == str(run_dir.resolve()) and prep.config.data.path == STAGE1_INPUTS["data_path"]
+    assert (
+        prep.config.run.out_dir == str(run_dir.resolve())
+        and prep.config.data.path == STAGE1_INPUTS["data_path"]
+    )
 
 
 def test_stage1_without_its_inputs_fails_naming_the_missing_key(tmp_path, capsys):
-    rc = main(["run-notebook", str(CHAPTER_4), str(tmp_path / "r"), "-p", "preset", "lens-stage1", "-p", "nodes", "16"])
+    rc = main(
+        [
+            "run-notebook",
+            str(CHAPTER_4),
+            str(tmp_path / "r"),
+            "-p",
+            "preset",
+            "lens-stage1",
+            "-p",
+            "nodes",
+            "16",
+        ]
+    )
     assert rc == 2 and "data.path" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args, named", [
-    (["-p", "preset", "lens-stage9"], "preset='lens-stage9'"),
-    (["-p", "lr", "abc"], "parameter lr (config key optim.lr)"),
-    (["-p", "learning_rate", "0.1"], "unknown notebook parameter: learning_rate"),  # not a parameter of the chapter
-])
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["-p", "preset", "lens-stage9"], "preset='lens-stage9'"),
+        (["-p", "lr", "abc"], "parameter lr (config key optim.lr)"),
+        (
+            ["-p", "learning_rate", "0.1"],
+            "unknown notebook parameter: learning_rate",
+        ),  # not a parameter of the chapter
+    ],
+)
 def test_bad_parameters_fail_before_execution_naming_the_key(tmp_path, capsys, args, named):
     run_dir = tmp_path / "run"
     t0 = time.time()
@@ -82,8 +119,9 @@ def test_a_gpu_preset_on_this_machine_validates_then_stops_with_the_reason(tmp_p
     from lenslib.cluster.notebook import run_notebook
 
     run_dir = tmp_path / "stage1"
-    result = run_notebook(CHAPTER_4, run_dir, {"preset": "lens-stage1", "nodes": 16, **STAGE1_INPUTS},
-                          log_output=False)
+    result = run_notebook(
+        CHAPTER_4, run_dir, {"preset": "lens-stage1", "nodes": 16, **STAGE1_INPUTS}, log_output=False
+    )
     assert (result.status, result.exit_code) == ("failed", 1)
     assert "RuntimeError" in result.error and "this machine cannot run it" in result.error
     assert "no CUDA GPU" in result.error and "SLURM allocation" in result.error
@@ -98,8 +136,29 @@ def _steps(run_dir):
 
 def test_a_short_cpu_tiny_run_leaves_its_record_and_a_rerun_resumes(tmp_path, capsys):
     run_dir = tmp_path / "tiny"
-    args = ["run-notebook", str(CHAPTER_4), str(run_dir), "-p", "steps", "4", "-p", "eval_every", "4",
-            "-p", "stop_at", "2", "-p", "eval_lines", "1", "-p", "denoise_scenes", "4", "-p", "world_pool", "64"]
+    args = [
+        "run-notebook",
+        str(CHAPTER_4),
+        str(run_dir),
+        "-p",
+        "steps",
+        "4",
+        "-p",
+        "eval_every",
+        "4",
+        "-p",
+        "stop_at",
+        "2",
+        "-p",
+        "eval_lines",
+        "1",
+        "-p",
+        "denoise_scenes",
+        "4",
+        "-p",
+        "world_pool",
+        "64",
+    ]
     assert main(args) == 0, capsys.readouterr().err
     for name in ("run.ipynb", "run.json", "config.yaml", "parameters.yaml", "metrics.jsonl", "evals.jsonl"):
         assert (run_dir / name).is_file(), name
@@ -117,8 +176,10 @@ def test_a_short_cpu_tiny_run_leaves_its_record_and_a_rerun_resumes(tmp_path, ca
     assert 2 <= stopped < 4
     assert "trained - untrained = " in text and "over 6 prompts" in text  # the suite score, one line per tag
     assert "4 held-out scenes x 5 noise levels x 2 models" in text  # the one-step denoising check
-    assert f"resumed from {run_dir.resolve()}/checkpoints/step_{stopped:07d} at step {stopped}" in \
-        (run_dir / "logs" / "train-001.log").read_text()
+    assert (
+        f"resumed from {run_dir.resolve()}/checkpoints/step_{stopped:07d} at step {stopped}"
+        in (run_dir / "logs" / "train-001.log").read_text()
+    )
 
     # the same command again: training resumes from the latest checkpoint (the finished step 4), trains nothing twice
     assert main(args) == 0, capsys.readouterr().err

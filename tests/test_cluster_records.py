@@ -8,8 +8,8 @@ import subprocess
 
 import nbformat
 import pytest
-
 from conftest import REPO_ROOT
+
 from lenslib.cluster.notebook import run_notebook
 from lenslib.cluster.records import read_run, record_to_page, write_record_page
 
@@ -21,7 +21,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("records") / "tiny"
-    result = run_notebook(TRAIN_NB, run_dir, {"preset": "cpu-tiny", "steps": 2, "save_every": 0}, log_output=False)
+    result = run_notebook(
+        TRAIN_NB, run_dir, {"preset": "cpu-tiny", "steps": 2, "save_every": 0}, log_output=False
+    )
     assert result.status == "completed", result.error
     return run_dir
 
@@ -38,7 +40,7 @@ def test_page_summarises_the_run_from_its_files(finished_run):
     assert page.metadata["mystnb"] == {"execution_mode": "off"}
     # the executed notebook follows, outputs included, its title demoted below the page title
     record = nbformat.read(finished_run / "run.ipynb", as_version=4)
-    assert [c.source for c in page.cells[-len(record.cells):]][1:] == [c.source for c in record.cells][1:]
+    assert [c.source for c in page.cells[-len(record.cells) :]][1:] == [c.source for c in record.cells][1:]
     assert page.cells[-len(record.cells)].source.startswith("## Headless training run")
     assert any("final step 2" in o.get("text", "") for c in page.cells for o in c.get("outputs", []))
     html = [o for c in page.cells for o in c.get("outputs", []) if "text/html" in o.get("data", {})]
@@ -71,8 +73,12 @@ def test_record_page_builds_into_the_book_without_rerunning(finished_run, tmp_pa
     (book / "_toc.yml").write_text("format: jb-book\nroot: book/tiny_run\n")
     write_record_page(finished_run, book / "book" / "tiny_run.ipynb", title="tiny")
     shutil.rmtree(finished_run)  # re-executing the page now would fail: the run folder is gone
-    out = subprocess.run(["make", "-C", str(REPO_ROOT), "book-build", f"BOOK_ROOT={book}"],
-                         capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        ["make", "-C", str(REPO_ROOT), "book-build", f"BOOK_ROOT={book}"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert not finished_run.exists(), "the build re-executed the record (it recreated the run folder)"
     html = (book / "_build" / "html" / "book" / "tiny_run.html").read_text()

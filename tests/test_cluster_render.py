@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO_ROOT
+
 from lenslib.cli import main
 from lenslib.cluster.slurm import SlurmError, SlurmResources, render_sbatch, sweep_run_dirs
 
 TRAIN_NB = REPO_ROOT / "lenslib" / "cluster" / "templates" / "train_run.md"
-EVIL = "x' \"y\" $(touch PWNED) `touch PWNED`; touch PWNED & echo $HOME"
+EVIL = 'x\' "y" $(touch PWNED) `touch PWNED`; touch PWNED & echo $HOME'
 
 STUB_PYTHON = """#!{python}
 import json, os, sys, time
@@ -57,8 +57,15 @@ def _run(script: str, tmp_path: Path, stubs: Path, wait=True, **env):
 def _render(tmp_path, stubs, params, run_dirs=None, **res):
     run_dirs = run_dirs or [tmp_path / f"run {EVIL}"]
     sets = params if isinstance(params, list) else [params]
-    return render_sbatch(TRAIN_NB, run_dirs, sets, SlurmResources(**res), name=EVIL, python=str(stubs / "python"),
-                         workdir=tmp_path)
+    return render_sbatch(
+        TRAIN_NB,
+        run_dirs,
+        sets,
+        SlurmResources(**res),
+        name=EVIL,
+        python=str(stubs / "python"),
+        workdir=tmp_path,
+    )
 
 
 def test_hostile_names_and_values_reach_run_notebook_literally(tmp_path, stubs):
@@ -73,12 +80,15 @@ def test_hostile_names_and_values_reach_run_notebook_literally(tmp_path, stubs):
     assert "requeue" not in (stubs / "scontrol.log").read_text()
 
 
-@pytest.mark.parametrize("rc, restarts, expect_rc, requeued", [
-    (75, "0", 0, True),     # preempted after a checkpoint: requeue and leave quietly
-    (75, "50", 75, False),  # too many requeues: stop, keep the exit code
-    (1, "0", 1, False),     # a failure is a failure
-    (0, "0", 0, False),
-])
+@pytest.mark.parametrize(
+    "rc, restarts, expect_rc, requeued",
+    [
+        (75, "0", 0, True),  # preempted after a checkpoint: requeue and leave quietly
+        (75, "50", 75, False),  # too many requeues: stop, keep the exit code
+        (1, "0", 1, False),  # a failure is a failure
+        (0, "0", 0, False),
+    ],
+)
 def test_requeue_decision(tmp_path, stubs, rc, restarts, expect_rc, requeued):
     script = _render(tmp_path, stubs, {"lr": 0.001})
     assert _run(script, tmp_path, stubs, STUB_RC=str(rc), SLURM_RESTART_COUNT=restarts) == expect_rc
@@ -107,17 +117,52 @@ def test_signal_to_the_batch_shell_asks_for_a_save_and_keeps_waiting(tmp_path, s
 
 def test_paper_scale_directives_from_the_cli(tmp_path, capsys):
     run_dir = tmp_path / "stage1"
-    rc = main(["submit", str(TRAIN_NB), str(run_dir), "-p", "preset", "lens-stage1",
-               "-p", "data_path", "/data/lens/{000000..099999}.tar", "-p", "data_vae", "/models/lens/vae",
-               "-y", '{"overrides": ["data.text_encoder_kwargs.path=/models/lens/text_encoder"]}',
-               "--slurm", "--nodes", "16", "--gpus-per-node", "8", "--cpus-per-task", "96", "--time", "2-00:00:00",
-               "--partition", "gpu", "--account", "lens", "--dry-run"])
+    rc = main(
+        [
+            "submit",
+            str(TRAIN_NB),
+            str(run_dir),
+            "-p",
+            "preset",
+            "lens-stage1",
+            "-p",
+            "data_path",
+            "/data/lens/{000000..099999}.tar",
+            "-p",
+            "data_vae",
+            "/models/lens/vae",
+            "-y",
+            '{"overrides": ["data.text_encoder_kwargs.path=/models/lens/text_encoder"]}',
+            "--slurm",
+            "--nodes",
+            "16",
+            "--gpus-per-node",
+            "8",
+            "--cpus-per-task",
+            "96",
+            "--time",
+            "2-00:00:00",
+            "--partition",
+            "gpu",
+            "--account",
+            "lens",
+            "--dry-run",
+        ]
+    )
     script = capsys.readouterr().out
     assert rc == 0
-    for line in ["#SBATCH --nodes=16", "#SBATCH --gpus-per-node=8", "#SBATCH --ntasks-per-node=1",
-                 "#SBATCH --cpus-per-task=96", "#SBATCH --time=2-00:00:00", "#SBATCH --partition=gpu",
-                 "#SBATCH --account=lens", "#SBATCH --signal=USR1@120", "#SBATCH --requeue",
-                 f"#SBATCH --output={run_dir}/slurm-%j.out"]:
+    for line in [
+        "#SBATCH --nodes=16",
+        "#SBATCH --gpus-per-node=8",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --cpus-per-task=96",
+        "#SBATCH --time=2-00:00:00",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=lens",
+        "#SBATCH --signal=USR1@120",
+        "#SBATCH --requeue",
+        f"#SBATCH --output={run_dir}/slurm-%j.out",
+    ]:
         assert line in script.splitlines(), line
     params = json.loads(script.split("PARAMS='")[1].split("'")[0])
     assert params["nodes"] == 16 and params["nproc_per_node"] == 8 and params["preset"] == "lens-stage1"
@@ -126,8 +171,25 @@ def test_paper_scale_directives_from_the_cli(tmp_path, capsys):
 
 
 def test_paper_scale_bad_world_size_fails_before_submitting(tmp_path, capsys):
-    rc = main(["submit", str(TRAIN_NB), str(tmp_path / "x"), "-p", "preset", "lens-stage1", "--slurm",
-               "--nodes", "12", "--gpus-per-node", "8", "--dry-run", "-p", "data_path", "/d.tar"])
+    rc = main(
+        [
+            "submit",
+            str(TRAIN_NB),
+            str(tmp_path / "x"),
+            "-p",
+            "preset",
+            "lens-stage1",
+            "--slurm",
+            "--nodes",
+            "12",
+            "--gpus-per-node",
+            "8",
+            "--dry-run",
+            "-p",
+            "data_path",
+            "/d.tar",
+        ]
+    )
     assert rc == 2 and "world size 96" in capsys.readouterr().err
 
 
@@ -143,11 +205,14 @@ def test_sweep_is_a_job_array_with_one_run_folder_per_element(tmp_path, stubs):
     assert _run(script, tmp_path, stubs, SLURM_ARRAY_TASK_ID="2") == 2  # no such element
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"time": "two days"}, "time"),
-    ({"partition": "gpu; rm -rf /"}, "partition"),
-    ({"nodes": 0}, "nodes"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"time": "two days"}, "time"),
+        ({"partition": "gpu; rm -rf /"}, "partition"),
+        ({"nodes": 0}, "nodes"),
+    ],
+)
 def test_malformed_requests_are_refused(tmp_path, stubs, kwargs, message):
     with pytest.raises(SlurmError, match=message):
         _render(tmp_path, stubs, {}, **kwargs)

@@ -14,7 +14,6 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-
 from slurm_cluster import REPO_ROOT, slurm_cluster  # noqa: F401  (fixture)
 
 from lenslib.cluster.slurm import SlurmResources, job_states, submit_notebook, wait_for_job
@@ -50,8 +49,13 @@ def _attempt(run_dir: Path, n: int, status: str) -> dict | None:
 
 def _record_errors(record: Path) -> list[str]:
     nb = nbformat.read(record, as_version=4)
-    return [o.get("ename", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-            if o.get("output_type") == "error"]
+    return [
+        o.get("ename", "")
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
 
 
 def _explain(run_dir: Path) -> str:
@@ -62,7 +66,9 @@ def _explain(run_dir: Path) -> str:
 def test_two_process_training_job(slurm_cluster, tmp_path):
     run_dir = tmp_path / "tiny-2proc"
     res = SlurmResources(nproc_per_node=2, cpus_per_task=2, time="15:00")
-    sub = submit_notebook(TRAIN_NB, run_dir, {"preset": "cpu-tiny", "steps": 3, "save_every": 2, "micro_batch": 16}, res)
+    sub = submit_notebook(
+        TRAIN_NB, run_dir, {"preset": "cpu-tiny", "steps": 3, "save_every": 2, "micro_batch": 16}, res
+    )
     (task,) = wait_for_job(sub.job_id, timeout=JOB_TIMEOUT)
     assert task["JobState"] == "COMPLETED", _explain(run_dir)
     assert task["ExitCode"] == "0:0"
@@ -141,7 +147,9 @@ def test_preemption_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path):
     for n, flags in enumerate((["--signal=USR1"], ["-b", "--signal=USR1"])):
         _wait_until(lambda: training_attempt(n), JOB_TIMEOUT, f"attempt {n} to train\n{_explain(run_dir)}")
         subprocess.run(["scancel", *flags, job], check=True)
-        attempt = _wait_until(lambda: _attempt(run_dir, n, "preempted"), JOB_TIMEOUT, f"preemption {n} to be recorded")
+        attempt = _wait_until(
+            lambda: _attempt(run_dir, n, "preempted"), JOB_TIMEOUT, f"preemption {n} to be recorded"
+        )
         assert attempt["exit_code"] == 75 and "RunPreempted" in attempt["error"]
         saved = int(attempt["error"].split("saved step ")[1].split()[0])
         assert 0 < saved < steps
@@ -167,7 +175,7 @@ def test_preemption_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path):
 
 def test_injected_names_cannot_run_shell_code(slurm_cluster, tmp_path):
     marker = tmp_path / "PWNED"  # the job's shell runs in tmp_path: any executed `touch PWNED` lands here
-    evil = "x' \"y\" $(touch PWNED) `touch PWNED`; touch PWNED"
+    evil = 'x\' "y" $(touch PWNED) `touch PWNED`; touch PWNED'
     run_dir = tmp_path / f"run {evil}"
     res = SlurmResources(time="05:00")
     sub = submit_notebook(ECHO_NB, run_dir, {"label": evil}, res, name=evil, workdir=tmp_path)

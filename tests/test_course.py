@@ -42,6 +42,6 @@ def test_answers_are_blanked_but_checks_kept():
 
 
 def test_blanking_keeps_the_setup_lines_of_an_answer_cell():
-    cell = "answer_2 = {\"left of\",\n            \"above\"}\ncircle = make(1)\n"
+    cell = 'answer_2 = {"left of",\n            "above"}\ncircle = make(1)\n'
     assert _blank_answers(cell) == "answer_2 = None  # your answer\ncircle = make(1)"
     assert _blank_answers("x = 1") is None

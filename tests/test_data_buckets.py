@@ -1,8 +1,11 @@
 """Buckets and the mixed-resolution sampler (paper §2.2)."""
+
 import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from lenslib.data.buckets import LENS_BUCKETS, assign_buckets, nearest_bucket, resize_center_crop
@@ -18,10 +21,13 @@ def test_27_buckets_match_paper_examples():
     for b in LENS_BUCKETS:
         assert b.width % 32 == 0 and b.height % 32 == 0
         # area within 10% of the base area, aspect within one rounding step of the nominal ratio
-        assert abs(b.width * b.height / b.base ** 2 - 1) < 0.1
+        assert abs(b.width * b.height / b.base**2 - 1) < 0.1
         assert abs(math.log(b.aspect) - math.log(b.ratio[0] / b.ratio[1])) < 0.06
     assert {(b.base, b.width, b.height) for b in LENS_BUCKETS if b.ratio == (1, 1)} == {
-        (512, 512, 512), (768, 768, 768), (1024, 1024, 1024)}
+        (512, 512, 512),
+        (768, 768, 768),
+        (1024, 1024, 1024),
+    }
     assert {b.base: b.batch_size for b in LENS_BUCKETS} == {512: 24, 768: 10, 1024: 6}
 
 
@@ -79,9 +85,6 @@ def test_sampler_deterministic_resumable_and_epochs():
     assert list(c) != full
     with pytest.raises(ValueError, match="world_size"):
         BucketBatchSampler(ids, rank=0, world_size=4, seed=7).load_state_dict(state)
-
-
-from hypothesis import given, settings, strategies as st
 
 
 @settings(max_examples=60, deadline=None)

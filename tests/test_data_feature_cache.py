@@ -1,4 +1,5 @@
 """Feature cache: stored features equal a fresh encode; a cache from another encoder is refused."""
+
 import numpy as np
 import pytest
 import torch
@@ -25,16 +26,29 @@ def recs(n=6):
         w, h = (96, 48) if i % 2 else (64, 64)
         im = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
         words = " ".join(["red circle"] * (i + 1))
-        out.append({"key": f"k{i}", "image": im, "captions": {"detailed": {"text": f"a {words}"},
-                                                               "brief": {"text": "a shape"}}})
+        out.append(
+            {
+                "key": f"k{i}",
+                "image": im,
+                "captions": {"detailed": {"text": f"a {words}"}, "brief": {"text": "a shape"}},
+            }
+        )
     return out
 
 
 def test_cache_roundtrip_and_refusal(tmp_path, encoder):
     codec = PixelCodec(patch_size=4)
     records = recs()
-    doc = build_feature_cache(records, tmp_path / "c", encoder, codec, kinds=("detailed", "brief"),
-                              buckets=BUCKETS, shard_size=4, batch_size=3)
+    doc = build_feature_cache(
+        records,
+        tmp_path / "c",
+        encoder,
+        codec,
+        kinds=("detailed", "brief"),
+        buckets=BUCKETS,
+        shard_size=4,
+        batch_size=3,
+    )
     assert doc["n"] == 6 and len(doc["shards"]) == 2
     cache = FeatureCache(tmp_path / "c", text_encoder=encoder.name, codec=codec.name)
     assert len(cache) == 6
@@ -79,13 +93,23 @@ def test_cache_resumes_and_checks_captions(tmp_path, encoder):
 def test_mixed_caption_kinds_per_epoch(tmp_path, encoder):
     codec = PixelCodec(patch_size=16)
     records = recs(40)
-    build_feature_cache(records, tmp_path / "c", encoder, codec, kinds=("detailed", "brief"), buckets=BUCKETS,
-                        shard_size=40, batch_size=40)
+    build_feature_cache(
+        records,
+        tmp_path / "c",
+        encoder,
+        codec,
+        kinds=("detailed", "brief"),
+        buckets=BUCKETS,
+        shard_size=40,
+        batch_size=40,
+    )
     mixed = FeatureCache(tmp_path / "c", kind_weights={"detailed": 1, "brief": 1}, seed=1)
     e0 = [mixed.kind_for(i) for i in range(40)]
     assert 10 <= e0.count("brief") <= 30  # 50/50, like the paper's Mixed arm
-    assert e0 == [FeatureCache(tmp_path / "c", kind_weights={"detailed": 1, "brief": 1}, seed=1).kind_for(i)
-                  for i in range(40)]
+    assert e0 == [
+        FeatureCache(tmp_path / "c", kind_weights={"detailed": 1, "brief": 1}, seed=1).kind_for(i)
+        for i in range(40)
+    ]
     mixed.set_epoch(1)
     assert [mixed.kind_for(i) for i in range(40)] != e0
     item = mixed[0]
@@ -145,18 +169,26 @@ def test_an_interrupted_build_leaves_no_cache_and_resumes_only_the_same_build(tm
     codec = PixelCodec(patch_size=4)
     records = recs(4)
     with pytest.raises(KeyboardInterrupt):
-        build_feature_cache(records, tmp_path / "c", _Interrupting(encoder, 2), codec, buckets=BUCKETS, shard_size=2)
+        build_feature_cache(
+            records, tmp_path / "c", _Interrupting(encoder, 2), codec, buckets=BUCKETS, shard_size=2
+        )
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["features-000000.safetensors"]
     with pytest.raises(FileNotFoundError, match="build the cache first"):
         FeatureCache(tmp_path / "c")
     other = _Interrupting(encoder, 0)
     other.name = "another-encoder"
-    with pytest.raises(CacheMismatchError, match="text_encoder: shard has") as err:  # the half-built folder is not reused
+    with pytest.raises(
+        CacheMismatchError, match="text_encoder: shard has"
+    ) as err:  # the half-built folder is not reused
         build_feature_cache(records, tmp_path / "c", other, codec, buckets=BUCKETS, shard_size=2)
     assert "another-encoder" in str(err.value) and "codec" not in str(err.value)
     with pytest.raises(CacheMismatchError, match="codec"):
-        build_feature_cache(records, tmp_path / "c", encoder, PixelCodec(patch_size=8), buckets=BUCKETS, shard_size=2)
+        build_feature_cache(
+            records, tmp_path / "c", encoder, PixelCodec(patch_size=8), buckets=BUCKETS, shard_size=2
+        )
     with pytest.raises(CacheMismatchError, match="kinds"):
-        build_feature_cache(records, tmp_path / "c", encoder, codec, kinds=("brief",), buckets=BUCKETS, shard_size=2)
+        build_feature_cache(
+            records, tmp_path / "c", encoder, codec, kinds=("brief",), buckets=BUCKETS, shard_size=2
+        )
     build_feature_cache(records, tmp_path / "c", encoder, codec, buckets=BUCKETS, shard_size=2)
     assert len(FeatureCache(tmp_path / "c", text_encoder=encoder.name, codec=codec.name)) == 4

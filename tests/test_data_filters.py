@@ -1,4 +1,5 @@
 """Each cleaning filter on crafted images that must pass or fail, and decoding of bad input."""
+
 import io
 
 import numpy as np
@@ -17,8 +18,12 @@ def png(im, **kw):
 def texture(w=512, h=512, seed=0):
     """A sharp, high-entropy, mid-exposure image: smooth random blobs plus fine noise."""
     rng = np.random.default_rng(seed)
-    low = np.asarray(Image.fromarray(rng.integers(0, 256, (h // 32, w // 32, 3), dtype=np.uint8))
-                     .resize((w, h), Image.Resampling.BICUBIC), dtype=np.float64)
+    low = np.asarray(
+        Image.fromarray(rng.integers(0, 256, (h // 32, w // 32, 3), dtype=np.uint8)).resize(
+            (w, h), Image.Resampling.BICUBIC
+        ),
+        dtype=np.float64,
+    )
     a = np.clip(low * 0.7 + rng.normal(0, 25, (h, w, 3)) + 30, 0, 255).astype(np.uint8)
     return Image.fromarray(a)
 
@@ -110,9 +115,17 @@ def test_hf_image_classifier_scorer_from_local_folder(tmp_path):
     import torch
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
-    cfg = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                    intermediate_size=64, num_labels=2, id2label={0: "safe", 1: "nsfw"},
-                    label2id={"safe": 0, "nsfw": 1})
+    cfg = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=2,
+        id2label={0: "safe", 1: "nsfw"},
+        label2id={"safe": 0, "nsfw": 1},
+    )
     torch.manual_seed(0)
     ViTForImageClassification(cfg).save_pretrained(tmp_path)
     ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(tmp_path)

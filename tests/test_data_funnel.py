@@ -1,4 +1,5 @@
 """The funnel (counts add up, skipped steps reported) and near-duplicate detection with faiss."""
+
 import io
 import logging
 
@@ -19,8 +20,12 @@ def enc(im, fmt="PNG", **kw):
 
 def photo(seed, w=512, h=512):
     rng = np.random.default_rng(seed)
-    low = np.asarray(Image.fromarray(rng.integers(0, 256, (h // 32, w // 32, 3), dtype=np.uint8))
-                     .resize((w, h), Image.Resampling.BICUBIC), dtype=np.float64)
+    low = np.asarray(
+        Image.fromarray(rng.integers(0, 256, (h // 32, w // 32, 3), dtype=np.uint8)).resize(
+            (w, h), Image.Resampling.BICUBIC
+        ),
+        dtype=np.float64,
+    )
     return Image.fromarray(np.clip(low * 0.7 + rng.normal(0, 25, (h, w, 3)) + 30, 0, 255).astype(np.uint8))
 
 
@@ -56,13 +61,25 @@ def test_hf_image_embedder_from_local_clip_folder(tmp_path):
     import torch
     from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
 
-    cfg = CLIPConfig(text_config=dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                      num_attention_heads=2),
-                     vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
-                                        num_hidden_layers=1, num_attention_heads=2), projection_dim=16)
+    cfg = CLIPConfig(
+        text_config=dict(
+            vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2
+        ),
+        vision_config=dict(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+        ),
+        projection_dim=16,
+    )
     torch.manual_seed(0)
     CLIPModel(cfg).save_pretrained(tmp_path)
-    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        tmp_path
+    )
     emb = HFImageEmbedder(str(tmp_path))
     a = emb([photo(0, 64, 64), photo(0, 64, 64), photo(1, 64, 64)])
     assert a.shape == (3, 16) and emb.dim == 16
@@ -83,8 +100,8 @@ def test_funnel_counts_add_up_and_skips_are_reported(caplog):
         Sample("small", enc(photo(9, 200, 200))),
         Sample("tall", enc(Image.new("RGB", (1, 10000), (128, 128, 128)))),
         Sample("blurry", enc(photo(10).filter(ImageFilter.GaussianBlur(6)))),
-        Sample("dots", enc(dots)),   # sharp but almost a single grey level
-        Sample("dark", enc(dark)),   # sharp, varied, but nearly black
+        Sample("dots", enc(dots)),  # sharp but almost a single grey level
+        Sample("dark", enc(dark)),  # sharp, varied, but nearly black
         Sample("dup", enc(photos[2], "JPEG", quality=90)),
         Sample("cmyk", enc(photo(11).convert("CMYK"), "JPEG")),
     ]
@@ -125,10 +142,19 @@ def test_chapter_demo_inputs_are_caught_by_the_intended_steps():
     data = funnel_demo_inputs()
     assert set(DAMAGE) <= set(data)
     kept, report = Funnel(default_filters(), embedder=PixelEmbedder(16), max_examples=50).run(
-        [Sample(k, v) for k, v in data.items()])
+        [Sample(k, v) for k, v in data.items()]
+    )
     dropped_by = {e["key"]: s.name for s in report.steps for e in s.examples}
-    expected = {"empty_file": "corrupt", "truncated_jpeg": "corrupt", "astronaut_tiny": "size",
-                "rocket_blurred": "blur", "flat_grey": "blur", "camera_two_tone": "entropy",
-                "china_dark": "exposure", "flower_blown_out": "exposure", "coffee_copy": "near_dup"}
+    expected = {
+        "empty_file": "corrupt",
+        "truncated_jpeg": "corrupt",
+        "astronaut_tiny": "size",
+        "rocket_blurred": "blur",
+        "flat_grey": "blur",
+        "camera_two_tone": "entropy",
+        "china_dark": "exposure",
+        "flower_blown_out": "exposure",
+        "coffee_copy": "near_dup",
+    }
     assert {k: dropped_by.get(k) for k in expected} == expected
     assert {"astronaut", "coffee", "china", "flower", "rocket"} <= {s.key for s in kept}

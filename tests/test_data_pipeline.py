@@ -1,10 +1,11 @@
 """The recaptioning pipeline in one process: funnel counts, bad input per sample, captions with
 provenance, idempotent re-runs, resume after an interruption, config pinning, parquet output."""
+
 import json
 
 import pytest
-
 from data_inputs import EXPECTED, make_inputs
+
 from lenslib.data.pipeline import PipelineConfig, run_pipeline
 from lenslib.data.shards import read_output
 from lenslib.recaption.local_server import LocalChatServer
@@ -27,9 +28,19 @@ def server(monkeypatch):
 
 
 def config(server, **kw):
-    return PipelineConfig(captioners=["openai:gpt-4.1"], funnel={"embedder": "pixels-16"}, batch_size=4,
-                          captioner_options={"base_url": server.base_url, "api_key_env": "LENS_TEST_KEY",
-                                             "max_retries": 0, "backoff_s": 0.01, "max_concurrency": 2}, **kw)
+    return PipelineConfig(
+        captioners=["openai:gpt-4.1"],
+        funnel={"embedder": "pixels-16"},
+        batch_size=4,
+        captioner_options={
+            "base_url": server.base_url,
+            "api_key_env": "LENS_TEST_KEY",
+            "max_retries": 0,
+            "backoff_s": 0.01,
+            "max_concurrency": 2,
+        },
+        **kw,
+    )
 
 
 def records(out):
@@ -105,7 +116,11 @@ def test_parquet_output_loads_with_datasets(inputs, server, tmp_path):
     ds = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=str(tmp_path / "hf"))
     assert len(ds) == EXPECTED["n_out"]
     row = ds[0]
-    assert row["image"].size == (400, 400) and row["detailed"] and "detailed" in json.loads(row["json"])["captions"]
+    assert (
+        row["image"].size == (400, 400)
+        and row["detailed"]
+        and "detailed" in json.loads(row["json"])["captions"]
+    )
 
 
 def test_bad_config_fails_before_work(inputs, tmp_path):
@@ -139,8 +154,10 @@ def test_hf_datasets_folder_input(tmp_path):
     from lenslib.world.dataset import make_dataset
 
     make_dataset(6, size=64, out=tmp_path / "world")  # HF datasets folder, no tar shards
-    cfg = PipelineConfig(captioners=["oracle:brief"],
-                         funnel={"embedder": "pixels-16", "thresholds": {"min_area": 0, "entropy": 0.0}})
+    cfg = PipelineConfig(
+        captioners=["oracle:brief"],
+        funnel={"embedder": "pixels-16", "thresholds": {"min_area": 0, "entropy": 0.0}},
+    )
     m = run_pipeline(str(tmp_path / "world"), str(tmp_path / "out"), cfg, progress=False)
     assert m["n_in"] == 6 and m["n_out"] == 6
     assert m["shards"][0]["input"].endswith(".arrow")
@@ -157,17 +174,29 @@ def test_learned_scorers_from_local_folders_run_in_the_pipeline(inputs, server, 
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
     for name, labels in (("nsfw", ["safe", "nsfw"]), ("aes", ["score"])):
-        cfg = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, num_labels=len(labels), id2label=dict(enumerate(labels)),
-                        label2id={l: i for i, l in enumerate(labels)})
+        cfg = ViTConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+        )
         torch.manual_seed(0)
         ViTForImageClassification(cfg).save_pretrained(tmp_path / name)
         ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(tmp_path / name)
     c = config(server)
-    c.funnel.update(nsfw=str(tmp_path / "nsfw"), aesthetic=str(tmp_path / "aes"), thresholds={"aesthetic": -1e9})
+    c.funnel.update(
+        nsfw=str(tmp_path / "nsfw"), aesthetic=str(tmp_path / "aes"), thresholds={"aesthetic": -1e9}
+    )
     m = run_pipeline(str(inputs), str(tmp_path / "out"), c, progress=False)
     steps = {s["name"]: s for s in m["funnel"]}
-    assert not steps["nsfw"]["skipped"] and not steps["aesthetic"]["skipped"] and steps["watermark"]["skipped"]
+    assert (
+        not steps["nsfw"]["skipped"] and not steps["aesthetic"]["skipped"] and steps["watermark"]["skipped"]
+    )
     assert steps["aesthetic"]["dropped"] == 0  # threshold below any score
     recs = records(tmp_path / "out")
     assert recs and all(0 < r["scores"]["nsfw"] < 0.5 for r in recs.values())  # kept means nsfw < 0.5

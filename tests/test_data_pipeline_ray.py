@@ -1,12 +1,13 @@
 """The same pipeline on a local Ray instance (2 CPUs) gives the same records as one process.
 
 One Ray session for the whole module (Ray start is slow)."""
+
 import json
 import os
 
 import pytest
-
 from data_inputs import EXPECTED, make_inputs
+
 from lenslib.data.pipeline import PipelineConfig, run_pipeline
 from lenslib.data.shards import read_output
 from lenslib.recaption.local_server import LocalChatServer
@@ -21,8 +22,13 @@ def ray_session(tmp_path_factory):
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     tmp = tmp_path_factory.mktemp("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=256 << 20,
-             _temp_dir=str(tmp))
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        object_store_memory=256 << 20,
+        _temp_dir=str(tmp),
+    )
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         yield ray
@@ -45,9 +51,12 @@ def test_ray_equals_single_process(ray_session, tmp_path):
     inputs = tmp_path / "in"
     make_inputs(inputs)
     with LocalChatServer(api_key=KEY) as srv:
-        cfg = PipelineConfig(captioners=["openai:gpt-4.1"], funnel={"embedder": "pixels-16"}, batch_size=4,
-                             captioner_options={"base_url": srv.base_url, "api_key_env": "LENS_TEST_KEY",
-                                                "max_retries": 0})
+        cfg = PipelineConfig(
+            captioners=["openai:gpt-4.1"],
+            funnel={"embedder": "pixels-16"},
+            batch_size=4,
+            captioner_options={"base_url": srv.base_url, "api_key_env": "LENS_TEST_KEY", "max_retries": 0},
+        )
         run_pipeline(str(inputs), str(tmp_path / "one"), cfg, progress=False)
         n_single = srv.n_requests
         run_pipeline(str(inputs), str(tmp_path / "ray"), cfg, ray_address="local", progress=False)

@@ -25,7 +25,9 @@ def test_one_bucket_steps_are_consecutive_blocks_rank_after_rank():
     # global batch 8 on 2 ranks, micro-batches of 2: step 2 covers positions 16..23, rank 1 the second half
     p = plan(0, 2, 1, 2, [(SQUARE, 4)], micro_batch=2)
     assert p.micro == ((20, 21), (22, 23)) and p.size == (64, 64)
-    every = [i for s in range(3) for r in range(2) for m in plan(5, s, r, 2, [(SQUARE, 4)], 2).micro for i in m]
+    every = [
+        i for s in range(3) for r in range(2) for m in plan(5, s, r, 2, [(SQUARE, 4)], 2).micro for i in m
+    ]
     assert every == list(range(24))  # nothing skipped, nothing repeated
     with pytest.raises(ValueError, match="rank"):
         plan(0, 0, 2, 2, [(SQUARE, 4)])
@@ -45,7 +47,9 @@ def test_mixed_resolution_steps_draw_a_bucket_per_rank_and_never_share_positions
             seen.update(idx)
             sizes.add(p.size)
     assert len(sizes) > 3  # ranks and steps really train different resolutions
-    assert [plan(8, s, 0, 3, table).bucket for s in range(20)] != [plan(7, s, 0, 3, table).bucket for s in range(20)]
+    assert [plan(8, s, 0, 3, table).bucket for s in range(20)] != [
+        plan(7, s, 0, 3, table).bucket for s in range(20)
+    ]
 
 
 def test_a_finite_pool_is_walked_in_shuffled_passes():
@@ -84,8 +88,9 @@ def test_a_run_from_the_cache_sees_the_examples_of_a_run_rendering_on_the_fly(mi
 
 
 def test_a_resumed_or_prefetching_stream_repeats_the_straight_one_bit_for_bit(minilm, tmp_path):
-    for straight, resumed, ahead in zip(_streams(minilm, tmp_path), _streams(minilm, tmp_path, start=4),
-                                        _streams(minilm, tmp_path, workers=2)):
+    for straight, resumed, ahead in zip(
+        _streams(minilm, tmp_path), _streams(minilm, tmp_path, start=4), _streams(minilm, tmp_path, workers=2)
+    ):
         full, tail, prefetched = _seen(straight), _seen(resumed), _seen(ahead)
         assert [(s, m) for s, m, _ in tail] == [(s, m) for s, m, _ in full[8:]]
         for (_, _, a), (_, _, b) in zip(full[8:], tail, strict=True):

@@ -22,8 +22,16 @@ def minilm():
 
 
 def _pair(minilm, root, n=12, kind="brief", seed=3):
-    cached = CachedWorldBatcher(WorldSource(seed, caption_kind=kind, num_scenes=n), PixelCodec(8), minilm, 16, 8,
-                                64, root, progress=False)
+    cached = CachedWorldBatcher(
+        WorldSource(seed, caption_kind=kind, num_scenes=n),
+        PixelCodec(8),
+        minilm,
+        16,
+        8,
+        64,
+        root,
+        progress=False,
+    )
     live = TokenBatcher(WorldSource(seed, caption_kind=kind, num_scenes=n), PixelCodec(8), minilm, 16, 8)
     return cached, live
 
@@ -52,7 +60,9 @@ def test_a_cache_is_built_once_and_shared(minilm, tmp_path):
     assert (second.cache.path / "images.npy").stat().st_mtime_ns == stamp
     other, _ = _pair(minilm, tmp_path, kind="detailed")  # another caption kind: another cache
     assert other.cache.path != first.cache.path
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first.cache.path.name, other.cache.path.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [first.cache.path.name, other.cache.path.name]
+    )
 
 
 def test_a_cache_for_another_world_or_encoder_is_refused_by_name(minilm, tmp_path):
@@ -60,7 +70,11 @@ def test_a_cache_for_another_world_or_encoder_is_refused_by_name(minilm, tmp_pat
     wanted = dict(cached.cache.identity, caption_kind="detailed", text_encoder="another-encoder")
     with pytest.raises(WorldCacheMismatch) as err:
         WorldCache(cached.cache.path, wanted)
-    assert "caption_kind" in str(err.value) and "text_encoder" in str(err.value) and "num_scenes" not in str(err.value)
+    assert (
+        "caption_kind" in str(err.value)
+        and "text_encoder" in str(err.value)
+        and "num_scenes" not in str(err.value)
+    )
     assert cache_key(wanted) != cached.cache.path.name
 
 
@@ -83,11 +97,17 @@ def test_an_interrupted_build_leaves_nothing_a_run_could_read(minilm, tmp_path):
 
 def test_num_scenes_in_a_config_reads_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LENS_CACHE", str(tmp_path))
-    cfg = load_config("cpu-tiny", ["data.num_scenes=6", "data.caption_kind=brief", "data.text_encoder_kwargs.max_length=16"])
+    cfg = load_config(
+        "cpu-tiny", ["data.num_scenes=6", "data.caption_kind=brief", "data.text_encoder_kwargs.max_length=16"]
+    )
     batcher, _, _ = build_source(cfg, progress=False)
     assert isinstance(batcher, CachedWorldBatcher) and len(batcher.cache) == 6
     meta = json.loads((batcher.cache.path / "cache.json").read_text())["identity"]
-    assert meta["caption_kind"] == "brief" and meta["size"] == 64 and meta["text_encoder"] == batcher.text_encoder.name
+    assert (
+        meta["caption_kind"] == "brief"
+        and meta["size"] == 64
+        and meta["text_encoder"] == batcher.text_encoder.name
+    )
     assert batcher.cache.path.parent == tmp_path / "world"
     b = batcher.batch(list(range(8)), (64, 64))
     assert b.tokens.shape == (8, 256, 48) and np.array_equal(b.captions[:2], b.captions[6:])
@@ -125,8 +145,9 @@ def test_a_build_killed_mid_write_leaves_no_cache_and_the_next_build_clears_its_
 
     repo = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=str(repo), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, str(tmp_path)], stdout=subprocess.PIPE, env=env,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_BUILD, str(tmp_path)], stdout=subprocess.PIPE, env=env, text=True
+    )
     assert proc.stdout.readline().strip() == "building"
     proc.send_signal(signal.SIGKILL)
     proc.wait()

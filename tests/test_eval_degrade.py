@@ -27,7 +27,9 @@ def test_noise_and_jitter_have_the_requested_size_and_are_seeded(image):
     assert abs((noisy - base)[:8, :8].std() - 10.0) < 1.0
     assert np.array_equal(np.asarray(noise(image, 10.0, seed=1)), np.asarray(noise(image, 10.0, seed=1)))
     shift = np.asarray(color_jitter(image, 20.0, seed=3), float)[:4, :4] - base[:4, :4]
-    assert np.all(np.abs(shift) <= 20.5) and np.ptp(shift.reshape(-1, 3), axis=0).max() == 0  # one cast per channel
+    assert (
+        np.all(np.abs(shift) <= 20.5) and np.ptp(shift.reshape(-1, 3), axis=0).max() == 0
+    )  # one cast per channel
 
 
 def test_blur_spreads_the_edge(image):
@@ -51,8 +53,10 @@ def test_unknown_kind_and_missing_scene_are_clear_errors(image):
 
 
 def test_breaking_level_is_the_first_level_below_100_percent():
-    rows = [{"kind": "blur", "level": lv, "tag": t, "accuracy": acc}
-            for lv, t, acc in [(0.0, "a", 1.0), (1.0, "a", 1.0), (1.0, "b", 0.9), (2.0, "a", 0.5)]]
+    rows = [
+        {"kind": "blur", "level": lv, "tag": t, "accuracy": acc}
+        for lv, t, acc in [(0.0, "a", 1.0), (1.0, "a", 1.0), (1.0, "b", 0.9), (2.0, "a", 0.5)]
+    ]
     assert breaking_level(rows, "blur") == 1.0 and breaking_level(rows, "noise") is None
 
 
@@ -66,7 +70,10 @@ def test_degrade_folder_copies_the_layout_with_damaged_samples(tmp_path, image):
     out = degrade_folder(tmp_path / "src", tmp_path / "out", "blur", 1.5)
     assert (out / "00000" / "metadata.jsonl").read_text() == '{"tag": "single_object"}\n'
     from PIL import Image
-    assert np.array_equal(np.asarray(Image.open(out / "00000" / "samples" / "0000.png")), np.asarray(blur(image, 1.5)))
+
+    assert np.array_equal(
+        np.asarray(Image.open(out / "00000" / "samples" / "0000.png")), np.asarray(blur(image, 1.5))
+    )
     with pytest.raises(FileExistsError):
         degrade_folder(tmp_path / "src", out, "blur", 1.0)
     with pytest.raises(ValueError, match="occlusion needs the scenes"):

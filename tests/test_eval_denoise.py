@@ -38,8 +38,9 @@ class Oracle(torch.nn.Module):
 @pytest.mark.parametrize("prediction", ["x", "velocity"])
 def test_a_model_that_knows_the_image_is_judged_exact_at_every_level(batcher, prediction):
     x0 = batcher.batch(INDICES, (64, 64)).tokens.float()
-    rows = denoise_scores(Oracle(x0, prediction), batcher, INDICES, 64, levels=LEVELS, prediction=prediction,
-                          return_images=True)
+    rows = denoise_scores(
+        Oracle(x0, prediction), batcher, INDICES, 64, levels=LEVELS, prediction=prediction, return_images=True
+    )
     assert [r["t"] for r in rows] == list(LEVELS)
     truth = [e.image for e in batcher.source.examples(INDICES, (64, 64))]
     for im, true in zip(rows[-1]["images"], truth):  # the estimate is the render, up to float rounding

@@ -15,14 +15,19 @@ from lenslib.paths import REPO_ROOT
 from lenslib.train.data import TokenBatcher, WorldSource
 from lenslib.world.suites import detailed_prompt
 
-LINES = [json.loads(x) for x in (REPO_ROOT / "data" / "suites" / "shapes_geneval.jsonl").read_text().splitlines()[::120]]
+LINES = [
+    json.loads(x)
+    for x in (REPO_ROOT / "data" / "suites" / "shapes_geneval.jsonl").read_text().splitlines()[::120]
+]
 
 
 @pytest.fixture(scope="module")
 def batcher():
     from lenslib.model.text_encoders import get_text_encoder
 
-    return TokenBatcher(WorldSource(0), PixelCodec(8), get_text_encoder("minilm", max_length=16), max_text_tokens=16)
+    return TokenBatcher(
+        WorldSource(0), PixelCodec(8), get_text_encoder("minilm", max_length=16), max_text_tokens=16
+    )
 
 
 def _model(zero: bool):
@@ -65,18 +70,33 @@ def test_sizes_below_the_judges_limit_are_refused_before_sampling(batcher):
 def test_score_checkpoint_reads_the_runs_ema_weights_and_its_parameterisation(tmp_path):
     from lenslib.eval.generate import score_checkpoint
     from lenslib.train import train
+    from lenslib.train.build import build_model
     from lenslib.train.checkpoint import latest_checkpoint, load_checkpoint
     from lenslib.train.config import load_config
     from lenslib.train.data import build_source
     from lenslib.train.ema import EMA
-    from lenslib.train.build import build_model
 
-    cfg = load_config("cpu-tiny", [
-        f"run.out_dir={tmp_path}", "run.steps=2", "run.save_every=0", "run.progress=log", "eval.every=0",
-        "optim.global_batch=2", "optim.micro_batch=2", "optim.warmup_steps=1", "optim.lr=0.05",
-        "data.max_text_tokens=8", "data.text_encoder_kwargs.max_length=8", "model.preset=cpu-small",
-        "model.kwargs={num_layers: 1}", "eval.sample_mu=null",
-        "flow.prediction=x", "ema.decay=0.5"])
+    cfg = load_config(
+        "cpu-tiny",
+        [
+            f"run.out_dir={tmp_path}",
+            "run.steps=2",
+            "run.save_every=0",
+            "run.progress=log",
+            "eval.every=0",
+            "optim.global_batch=2",
+            "optim.micro_batch=2",
+            "optim.warmup_steps=1",
+            "optim.lr=0.05",
+            "data.max_text_tokens=8",
+            "data.text_encoder_kwargs.max_length=8",
+            "model.preset=cpu-small",
+            "model.kwargs={num_layers: 1}",
+            "eval.sample_mu=null",
+            "flow.prediction=x",
+            "ema.decay=0.5",
+        ],
+    )
     train(cfg)
     ckpt = latest_checkpoint(tmp_path)
     batcher, codec, text_encoder = build_source(cfg)
@@ -109,14 +129,26 @@ def test_the_unconditional_branch_needs_one_masked_text_token(batcher):
     text, mask = batcher.encode_text(["a photo of a red circle"] * 2)
     x, t = torch.randn(2, 64, 192, generator=torch.Generator().manual_seed(0)), torch.full((2,), 0.7)
     with torch.no_grad():
+
         def run(length, m=None):
             feats = [torch.zeros(2, length, f.shape[2]) for f in text]
             m = torch.zeros(2, length, dtype=torch.bool) if m is None else m
-            return model(hidden_states=x, encoder_hidden_states=feats, encoder_hidden_states_mask=m, timestep=t,
-                         img_shapes=[(1, 8, 8)])
+            return model(
+                hidden_states=x,
+                encoder_hidden_states=feats,
+                encoder_hidden_states_mask=m,
+                timestep=t,
+                img_shapes=[(1, 8, 8)],
+            )
+
         padded, single = run(text[0].shape[1]), run(1)
-        conditional = model(hidden_states=x, encoder_hidden_states=text, encoder_hidden_states_mask=mask,
-                            timestep=t, img_shapes=[(1, 8, 8)])
+        conditional = model(
+            hidden_states=x,
+            encoder_hidden_states=text,
+            encoder_hidden_states_mask=mask,
+            timestep=t,
+            img_shapes=[(1, 8, 8)],
+        )
     assert (padded - single).abs().max() < 1e-5
     assert (padded - conditional).abs().max() > 1e-3  # so the text does change the prediction
 
@@ -129,13 +161,24 @@ def test_guess_path_shows_the_estimates_the_sampler_steps_towards(batcher):
     model = _model(zero=False)
     for p in model.proj_out.parameters():  # a model whose velocity is far from 0
         torch.nn.init.normal_(p, std=0.1)
-    sigmas, images, guesses = guess_path(model, batcher, [line["prompt"] for line in LINES], num_steps=4,
-                                         guidance=2.0, mu=1.0)
+    sigmas, images, guesses = guess_path(
+        model, batcher, [line["prompt"] for line in LINES], num_steps=4, guidance=2.0, mu=1.0
+    )
     assert len(sigmas) == len(guesses) == 4 and sigmas[0] == 1.0 and sigmas == sorted(sigmas, reverse=True)
     assert all(g.shape == images.shape and g.dtype == np.uint8 for g in guesses)
     assert np.abs(guesses[-1].astype(int) - images.astype(int)).max() <= 1
     assert np.abs(guesses[0].astype(int) - images.astype(int)).max() > 10
-    _, suite_images = generate_suite(model, batcher, LINES, per_prompt=1, size=64, num_steps=4, guidance=2.0, mu=1.0,
-                                     prompt="suite", return_images=True)
+    _, suite_images = generate_suite(
+        model,
+        batcher,
+        LINES,
+        per_prompt=1,
+        size=64,
+        num_steps=4,
+        guidance=2.0,
+        mu=1.0,
+        prompt="suite",
+        return_images=True,
+    )
     assert np.abs(np.stack(suite_images).astype(int) - images.astype(int)).max() <= 1
     assert model.training

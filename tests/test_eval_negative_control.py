@@ -25,7 +25,9 @@ OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "bel
 
 
 def _suite(vocab: str) -> list[dict]:
-    return [json.loads(x) for x in (data_dir() / "suites" / f"{vocab}_geneval.jsonl").read_text().splitlines()]
+    return [
+        json.loads(x) for x in (data_dir() / "suites" / f"{vocab}_geneval.jsonl").read_text().splitlines()
+    ]
 
 
 def violations(line: dict, vocab: str) -> list[tuple[str, dict]]:
@@ -72,10 +74,14 @@ def violations(line: dict, vocab: str) -> list[tuple[str, dict]]:
 
 def _blank_images(side: int) -> list[tuple[str, np.ndarray]]:
     rng = np.random.default_rng(0)
-    flats = [(f"flat {name}", np.full((side, side, 3), rgb, np.uint8))
-             for name, rgb in {**BACKGROUNDS, **COLORS}.items()]
-    noise = [("noise", rng.integers(0, 256, (side, side, 3), dtype=np.uint8)),
-             ("grey noise", np.clip(rng.normal(128, 40, (side, side, 3)), 0, 255).astype(np.uint8))]
+    flats = [
+        (f"flat {name}", np.full((side, side, 3), rgb, np.uint8))
+        for name, rgb in {**BACKGROUNDS, **COLORS}.items()
+    ]
+    noise = [
+        ("noise", rng.integers(0, 256, (side, side, 3), dtype=np.uint8)),
+        ("grey noise", np.clip(rng.normal(128, 40, (side, side, 3)), 0, 255).astype(np.uint8)),
+    ]
     return flats + noise
 
 
@@ -89,7 +95,9 @@ def test_every_suite_line_rejects_images_that_violate_it(vocab):
     accepted, checked, tags = [], 0, set()
     for n, line in enumerate(lines):
         truth = np.asarray(render(scene_from_metadata(line, vocab, n), side))
-        assert judge(truth, line, vocab).correct, f"line {n} {line['prompt']!r}: its own render is judged incorrect"
+        assert judge(truth, line, vocab).correct, (
+            f"line {n} {line['prompt']!r}: its own render is judged incorrect"
+        )
         for what, changed in violations(line, vocab):
             image = np.asarray(render(scene_from_metadata(changed, vocab, n), side))
             checked += 1
@@ -100,7 +108,9 @@ def test_every_suite_line_rejects_images_that_violate_it(vocab):
             checked += 1
             if judge(image, line, vocab).correct:
                 accepted.append(f"line {n} {line['prompt']!r} accepted a {what} image")
-    assert not accepted, f"{len(accepted)} of {checked} violating images judged correct:\n" + "\n".join(accepted[:20])
+    assert not accepted, f"{len(accepted)} of {checked} violating images judged correct:\n" + "\n".join(
+        accepted[:20]
+    )
     assert tags == {"single_object", "two_object", "counting", "colors", "position", "color_attr"}
     assert checked >= 3 * len(lines)
 

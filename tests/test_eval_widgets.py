@@ -2,8 +2,10 @@
 
 from lenslib.eval.widgets import compose, composition_html, scene_composer
 
-APART = [{"cls": "star", "color": "yellow", "cx": 0.3, "cy": 0.3, "side": 0.3},
-         {"cls": "heart", "color": "pink", "cx": 0.7, "cy": 0.7, "side": 0.3}]
+APART = [
+    {"cls": "star", "color": "yellow", "cx": 0.3, "cy": 0.3, "side": 0.3},
+    {"cls": "heart", "color": "pink", "cx": 0.7, "cy": 0.7, "side": 0.3},
+]
 
 
 def test_compose_parses_a_scene_inside_the_limits_back_to_its_spec():

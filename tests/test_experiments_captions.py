@@ -15,8 +15,19 @@ def _rows(cells, kind="detailed", mode="detailed", step=1):
     out = []
     for (index, seed, tag), images in cells.items():
         for k, c in enumerate(images):
-            out.append({"kind": kind, "mode": mode, "step": step, "index": index, "seed": seed, "k": k,
-                        "tag": tag, "correct": bool(c), "reason": ""})
+            out.append(
+                {
+                    "kind": kind,
+                    "mode": mode,
+                    "step": step,
+                    "index": index,
+                    "seed": seed,
+                    "k": k,
+                    "tag": tag,
+                    "correct": bool(c),
+                    "reason": "",
+                }
+            )
     return out
 
 
@@ -67,10 +78,26 @@ def test_paired_difference_hand_computed():
     # Overall is the unweighted mean of tags: tag A has two prompts with difference +1 (two seeds, two
     # images each), tag B one prompt with difference 0 -> (1 + 0) / 2 = 0.5, not the pooled 2/3; every
     # replicate gives the same, so the interval is the point.
-    a = _rows({(0, 0, "colors"): [1, 1], (0, 1, "colors"): [1, 1], (1, 0, "colors"): [1, 1], (1, 1, "colors"): [1, 1],
-               (2, 0, "counting"): [1, 0], (2, 1, "counting"): [0, 0]})
-    b = _rows({(0, 0, "colors"): [0, 0], (0, 1, "colors"): [0, 0], (1, 0, "colors"): [0, 0], (1, 1, "colors"): [0, 0],
-               (2, 0, "counting"): [0, 1], (2, 1, "counting"): [0, 0]})
+    a = _rows(
+        {
+            (0, 0, "colors"): [1, 1],
+            (0, 1, "colors"): [1, 1],
+            (1, 0, "colors"): [1, 1],
+            (1, 1, "colors"): [1, 1],
+            (2, 0, "counting"): [1, 0],
+            (2, 1, "counting"): [0, 0],
+        }
+    )
+    b = _rows(
+        {
+            (0, 0, "colors"): [0, 0],
+            (0, 1, "colors"): [0, 0],
+            (1, 0, "colors"): [0, 0],
+            (1, 1, "colors"): [0, 0],
+            (2, 0, "counting"): [0, 1],
+            (2, 1, "counting"): [0, 0],
+        }
+    )
     d = cap.paired_difference(a, b, n_boot=500)
     assert d["diff"] == pytest.approx(0.5) and d["ci95"] == pytest.approx((0.5, 0.5))
     assert (d["n_prompts"], d["n_seeds"]) == (3, 2)
@@ -84,8 +111,12 @@ def test_paired_difference_hand_computed():
 
 def test_conclusion_follows_the_numbers():
     base = {"n_prompts": 10, "n_seeds": 3}
-    assert "detailed captions scores higher than brief captions" in cap.conclusion(dict(base, diff=0.2, ci95=(0.1, 0.3)))
-    assert "brief captions scores higher than detailed captions" in cap.conclusion(dict(base, diff=-0.2, ci95=(-0.3, -0.1)))
+    assert "detailed captions scores higher than brief captions" in cap.conclusion(
+        dict(base, diff=0.2, ci95=(0.1, 0.3))
+    )
+    assert "brief captions scores higher than detailed captions" in cap.conclusion(
+        dict(base, diff=-0.2, ci95=(-0.3, -0.1))
+    )
     text = cap.conclusion(dict(base, diff=0.05, ci95=(-0.1, 0.2)))
     assert "does not show a difference" in text and "favours detailed captions" in text
     assert "cannot tell them apart" in cap.conclusion(dict(base, diff=0.0, ci95=(0.0, 0.0)))
@@ -93,7 +124,9 @@ def test_conclusion_follows_the_numbers():
 
 def test_summary_per_tag_and_overall():
     # two seeds, one image each: seeds count as images of the same prompt
-    rows = _rows({(0, 0, "colors"): [1], (0, 1, "colors"): [0], (1, 0, "counting"): [1], (1, 1, "counting"): [1]})
+    rows = _rows(
+        {(0, 0, "colors"): [1], (0, 1, "colors"): [0], (1, 0, "counting"): [1], (1, 1, "counting"): [1]}
+    )
     s = cap.summarize_rows(rows, n_boot=200)
     assert s["tags"]["colors"]["accuracy"] == 0.5 and s["tags"]["counting"]["accuracy"] == 1.0
     assert s["overall"]["score"] == pytest.approx(0.75)
@@ -104,13 +137,21 @@ def test_summary_per_tag_and_overall():
 
 @pytest.mark.slow
 def test_runner_micro_end_to_end(tmp_path):
-    p = cap.Preset(steps=2, eval_at=(1, 2), seeds=(0,), lines_per_tag=1, per_prompt=1, sample_steps=2,
-                   overrides=(*cap.WORLD_64, "optim.global_batch=2", "optim.micro_batch=2", "optim.warmup_steps=1"))
+    p = cap.Preset(
+        steps=2,
+        eval_at=(1, 2),
+        seeds=(0,),
+        lines_per_tag=1,
+        per_prompt=1,
+        sample_steps=2,
+        overrides=(*cap.WORLD_64, "optim.global_batch=2", "optim.micro_batch=2", "optim.warmup_steps=1"),
+    )
     res = cap.run_captions(p, tmp_path, kinds=("brief", "detailed"), progress=lambda *_: None)
     n = 2 * 2 * len(cap.MODES) * 6  # kinds x checkpoints x modes x lines
     assert len(res.rows) == n
-    assert {(r["kind"], r["step"], r["mode"]) for r in res.rows} == \
-        {(k, s, m) for k in ("brief", "detailed") for s in (1, 2) for m in cap.MODES}
+    assert {(r["kind"], r["step"], r["mode"]) for r in res.rows} == {
+        (k, s, m) for k in ("brief", "detailed") for s in (1, 2) for m in cap.MODES
+    }
     table = res.table(n_boot=100)
     assert len(table) == 2 * len(cap.MODES) and set(cap.GENEVAL_TAGS) <= set(table.columns)
     assert all(lo - 1e-3 <= v <= hi + 1e-3 for v, (lo, hi) in zip(table.colors, table.colors_ci95))
@@ -125,9 +166,15 @@ def test_runner_micro_end_to_end(tmp_path):
     assert again.rows == res.rows
     # results.json keeps every verdict: read back, it gives the same tables, intervals and findings
     loaded = cap.load_results(tmp_path / cap.RESULTS_NAME)
-    strip = lambda rows: sorted(tuple(sorted((k, v) for k, v in r.items() if k not in ("reason", "failures")))
-                                for r in rows)
-    assert strip(loaded.rows) == strip(res.rows) and loaded.preset == p and loaded.kinds == ("brief", "detailed")
+
+    def strip(rows):
+        return sorted(
+            tuple(sorted((k, v) for k, v in r.items() if k not in ("reason", "failures"))) for r in rows
+        )
+
+    assert (
+        strip(loaded.rows) == strip(res.rows) and loaded.preset == p and loaded.kinds == ("brief", "detailed")
+    )
     assert loaded.table(n_boot=100).equals(res.table(n_boot=100))
     s1, s2 = loaded.summary("detailed", "detailed", n_boot=10), res.summary("detailed", "detailed", n_boot=10)
     assert [v["failures"] for v in s1["tags"].values()] == [v["failures"] for v in s2["tags"].values()]
@@ -152,14 +199,25 @@ def test_a_run_stopped_while_scoring_keeps_the_checkpoints_it_scored(tmp_path, m
 
     import lenslib.eval.generate as generate
 
-    p = cap.Preset(steps=2, eval_at=(1, 2), seeds=(0,), lines_per_tag=1, per_prompt=1, sample_steps=2,
-                   overrides=(*cap.WORLD_64, "optim.global_batch=2", "optim.micro_batch=2", "optim.warmup_steps=1"))
+    p = cap.Preset(
+        steps=2,
+        eval_at=(1, 2),
+        seeds=(0,),
+        lines_per_tag=1,
+        per_prompt=1,
+        sample_steps=2,
+        overrides=(*cap.WORLD_64, "optim.global_batch=2", "optim.micro_batch=2", "optim.warmup_steps=1"),
+    )
     first = cap.run_captions(p, tmp_path, kinds=("brief",), modes=("brief",), progress=lambda *_: None)
     scores = tmp_path / "runs" / "brief-s0" / cap.SCORES_DIR
     assert sorted(f.name for f in scores.iterdir()) == ["step_0000001.json", "step_0000002.json"]
     calls = []
     real = generate.score_checkpoint
-    monkeypatch.setattr(generate, "score_checkpoint", lambda cfg, path, *a, **k: calls.append(path.name) or real(cfg, path, *a, **k))
+    monkeypatch.setattr(
+        generate,
+        "score_checkpoint",
+        lambda cfg, path, *a, **k: calls.append(path.name) or real(cfg, path, *a, **k),
+    )
     # stopped after scoring step 2 but before the arm's file was written: nothing is sampled again, and
     # the arm keeps the training time and loss of its 2 steps (the job that resumed at step 2 trained none)
     arm = tmp_path / "arms" / "brief-s0.json"
@@ -168,10 +226,16 @@ def test_a_run_stopped_while_scoring_keeps_the_checkpoints_it_scored(tmp_path, m
     again = cap.run_captions(p, tmp_path, kinds=("brief",), modes=("brief",), progress=lambda *_: None)
     assert calls == [] and again.rows == first.rows
     now = json.loads(arm.read_text())
-    metrics = [json.loads(x) for x in (tmp_path / "runs" / "brief-s0" / "metrics.jsonl").read_text().splitlines()]
+    metrics = [
+        json.loads(x) for x in (tmp_path / "runs" / "brief-s0" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert [m["step"] for m in metrics] == [1, 2]
     assert now["final_loss"] == was["final_loss"] == metrics[-1]["loss"]
-    assert now["train_seconds"] == was["train_seconds"] == pytest.approx(metrics[0]["step_time_s"] + metrics[1]["step_time_s"])
+    assert (
+        now["train_seconds"]
+        == was["train_seconds"]
+        == pytest.approx(metrics[0]["step_time_s"] + metrics[1]["step_time_s"])
+    )
     assert again.meta[("brief", 0)]["train_seconds"] == now["train_seconds"]
     # stopped before step 2 was scored: only step 2 is sampled, and the rows are the same
     (tmp_path / "arms" / "brief-s0.json").unlink()
@@ -195,9 +259,18 @@ def test_a_run_folder_moved_elsewhere_keeps_its_finished_arms(tmp_path, monkeypa
     import lenslib.eval.generate as generate
     import lenslib.train as train_pkg
 
-    p = cap.Preset(steps=2, eval_at=(2,), seeds=(0,), lines_per_tag=1, per_prompt=1, sample_steps=2,
-                   overrides=(*cap.WORLD_64, "optim.global_batch=2", "optim.micro_batch=2", "optim.warmup_steps=1"))
-    first = cap.run_captions(p, tmp_path / "scratch", kinds=("brief",), modes=("brief",), progress=lambda *_: None)
+    p = cap.Preset(
+        steps=2,
+        eval_at=(2,),
+        seeds=(0,),
+        lines_per_tag=1,
+        per_prompt=1,
+        sample_steps=2,
+        overrides=(*cap.WORLD_64, "optim.global_batch=2", "optim.micro_batch=2", "optim.warmup_steps=1"),
+    )
+    first = cap.run_captions(
+        p, tmp_path / "scratch", kinds=("brief",), modes=("brief",), progress=lambda *_: None
+    )
     shutil.copytree(tmp_path / "scratch" / "arms", tmp_path / "home" / "arms")
 
     class Trains(Exception):
@@ -207,27 +280,38 @@ def test_a_run_folder_moved_elsewhere_keeps_its_finished_arms(tmp_path, monkeypa
         raise Trains(cfg.run.out_dir)
 
     monkeypatch.setattr(train_pkg, "train", no_training)
-    monkeypatch.setattr(generate, "score_checkpoint", lambda *a, **k: pytest.fail("sampled a cached arm again"))
-    moved = cap.run_captions(p, tmp_path / "home", kinds=("brief",), modes=("brief",), progress=lambda *_: None)
+    monkeypatch.setattr(
+        generate, "score_checkpoint", lambda *a, **k: pytest.fail("sampled a cached arm again")
+    )
+    moved = cap.run_captions(
+        p, tmp_path / "home", kinds=("brief",), modes=("brief",), progress=lambda *_: None
+    )
     assert moved.rows == first.rows and moved.meta == first.meta
     with pytest.raises(Trains, match="home"):  # another config is not taken from the copied arm
-        cap.run_captions(dataclasses.replace(p, sample_steps=3), tmp_path / "home", kinds=("brief",),
-                         modes=("brief",), progress=lambda *_: None)
+        cap.run_captions(
+            dataclasses.replace(p, sample_steps=3),
+            tmp_path / "home",
+            kinds=("brief",),
+            modes=("brief",),
+            progress=lambda *_: None,
+        )
 
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 CHAPTER = "book/06_captions_matter.md"
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"preset": "lens-stage9"}, "preset='lens-stage9'"),
-    ({"seeds": 3}, "seeds=3"),
-    ({"seeds": [0, 0]}, "repeat"),
-    ({"presett": "full"}, "did you mean preset"),
-    ({"n_boot": "many"}, "n_boot"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"preset": "lens-stage9"}, "preset='lens-stage9'"),
+        ({"seeds": 3}, "seeds=3"),
+        ({"seeds": [0, 0]}, "repeat"),
+        ({"presett": "full"}, "did you mean preset"),
+        ({"n_boot": "many"}, "n_boot"),
+    ],
+)
 def test_chapter_bad_parameters_fail_before_execution(tmp_path, params, message):
-    from pathlib import Path
 
     from lenslib.cluster.notebook import ParameterError, prepare
 
@@ -237,7 +321,6 @@ def test_chapter_bad_parameters_fail_before_execution(tmp_path, params, message)
 
 
 def test_chapter_full_preset_is_accepted_and_recorded(tmp_path):
-    from pathlib import Path
 
     from lenslib.cluster.notebook import prepare
 
@@ -260,7 +343,9 @@ def test_every_arm_reads_whole_detailed_captions(tmp_path, preset):
     world = WorldSource(0, "shapes", "detailed", **cfg.data.world_kwargs)
     captions = [e.caption for e in world.examples(range(200), (64, 64))]
     lengths = [len(ids) for ids in enc.tokenizer(captions)["input_ids"]]
-    covered = np.mean([n <= min(cfg.data.max_text_tokens, cfg.data.text_encoder_kwargs["max_length"]) for n in lengths])
+    covered = np.mean(
+        [n <= min(cfg.data.max_text_tokens, cfg.data.text_encoder_kwargs["max_length"]) for n in lengths]
+    )
     assert max(lengths) > 32 and covered >= 0.98, (max(lengths), covered)
 
 
@@ -280,21 +365,37 @@ def test_the_chapter_run_headless_is_recorded_and_its_record_renders_in_the_chap
     from lenslib.cluster.records import write_record_page
 
     run_dir = tmp_path / "captions-micro"
-    first = run_notebook(ROOT / CHAPTER, run_dir, {"preset": "micro", "n_boot": 100,
-                                                   "full_record": str(tmp_path / "none.json")}, log_output=False)
+    first = run_notebook(
+        ROOT / CHAPTER,
+        run_dir,
+        {"preset": "micro", "n_boot": 100, "full_record": str(tmp_path / "none.json")},
+        log_output=False,
+    )
     assert first.status == "completed", first.error
     page = write_record_page(run_dir, tmp_path / "book" / "runs" / "captions-micro.ipynb")
     recorded = page.with_suffix(".json")
     assert recorded.is_file() and cap.load_results(recorded).preset == cap.PRESETS["micro"]
 
-    second = run_notebook(ROOT / CHAPTER, tmp_path / "again", {"preset": "micro", "n_boot": 100,
-                                                                "full_record": str(recorded)}, log_output=False)
+    second = run_notebook(
+        ROOT / CHAPTER,
+        tmp_path / "again",
+        {"preset": "micro", "n_boot": 100, "full_record": str(recorded)},
+        log_output=False,
+    )
     assert second.status == "completed", second.error
-    text = "\n".join(o.get("text", "") for c in nbformat.read(second.record, as_version=4).cells
-                     if c.cell_type == "code" for o in c.get("outputs", []))
+    text = "\n".join(
+        o.get("text", "")
+        for c in nbformat.read(second.record, as_version=4).cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+    )
     assert "Recorded run: preset 'micro'" in text
     expected = cap.load_results(recorded).findings(n_boot=100)[0]
     assert expected in text
-    first_text = "\n".join(o.get("text", "") for c in nbformat.read(first.record, as_version=4).cells
-                           if c.cell_type == "code" for o in c.get("outputs", []))
+    first_text = "\n".join(
+        o.get("text", "")
+        for c in nbformat.read(first.record, as_version=4).cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+    )
     assert "No full-run record" in first_text and "Recorded run" not in first_text

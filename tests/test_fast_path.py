@@ -28,17 +28,59 @@ FAST_MODES = ["sdpa", "flex"]
 # Random small configs: widths, heads, MLP kind, norm kind, one or several text layers, the options of the
 # CPU recipe (pixel stem and head, pooled text).
 CONFIGS = {
-    "swiglu": dict(patch_size=2, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=16,
-                   num_attention_heads=4, inner_dim=64, enc_hidden_dim=24, axes_dims_rope=(4, 6, 6)),
-    "gelu-layernorm": dict(patch_size=1, in_channels=8, out_channels=None, num_layers=3, attention_head_dim=8,
-                           num_attention_heads=3, inner_dim=24, enc_hidden_dim=10, axes_dims_rope=(2, 2, 4),
-                           gate_mlp=False, rms_norm=False, selected_layer_index=(1, 3)),
-    "pixel-options-pooled-text": dict(patch_size=2, in_channels=12, out_channels=3, num_layers=2, attention_head_dim=8,
-                                      num_attention_heads=4, inner_dim=32, enc_hidden_dim=16, axes_dims_rope=(2, 2, 4),
-                                      pixel_stem=4, pixel_head=8, pixel_skip=True, pooled_text=True, token_conv=True),
-    "single-text-layer": dict(patch_size=2, in_channels=12, out_channels=3, num_layers=2, attention_head_dim=12,
-                              num_attention_heads=2, inner_dim=24, enc_hidden_dim=16, axes_dims_rope=(4, 4, 4),
-                              multi_layer_encoder_feature=False),
+    "swiglu": dict(
+        patch_size=2,
+        in_channels=16,
+        out_channels=4,
+        num_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=4,
+        inner_dim=64,
+        enc_hidden_dim=24,
+        axes_dims_rope=(4, 6, 6),
+    ),
+    "gelu-layernorm": dict(
+        patch_size=1,
+        in_channels=8,
+        out_channels=None,
+        num_layers=3,
+        attention_head_dim=8,
+        num_attention_heads=3,
+        inner_dim=24,
+        enc_hidden_dim=10,
+        axes_dims_rope=(2, 2, 4),
+        gate_mlp=False,
+        rms_norm=False,
+        selected_layer_index=(1, 3),
+    ),
+    "pixel-options-pooled-text": dict(
+        patch_size=2,
+        in_channels=12,
+        out_channels=3,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        inner_dim=32,
+        enc_hidden_dim=16,
+        axes_dims_rope=(2, 2, 4),
+        pixel_stem=4,
+        pixel_head=8,
+        pixel_skip=True,
+        pooled_text=True,
+        token_conv=True,
+    ),
+    "single-text-layer": dict(
+        patch_size=2,
+        in_channels=12,
+        out_channels=3,
+        num_layers=2,
+        attention_head_dim=12,
+        num_attention_heads=2,
+        inner_dim=24,
+        enc_hidden_dim=16,
+        axes_dims_rope=(4, 4, 4),
+        multi_layer_encoder_feature=False,
+    ),
 }
 
 # Text masks over a batch of 3 with 6 text slots (True = valid); "none" has no text tokens at all.
@@ -64,9 +106,13 @@ def _inputs(model, mask_rows, grid=(1, 3, 4), seed=1):
     s_txt, s_img = mask.shape[1], grid[0] * grid[1] * grid[2]
     layers = len(c.selected_layer_index) if c.multi_layer_encoder_feature else 1
     text = [torch.randn(3, s_txt, c.enc_hidden_dim, generator=g) for _ in range(layers)]
-    return dict(hidden_states=torch.randn(3, s_img, c.in_channels, generator=g),
-                encoder_hidden_states=text if c.multi_layer_encoder_feature else text[0],
-                encoder_hidden_states_mask=mask, timestep=torch.rand(3, generator=g), img_shapes=[grid])
+    return dict(
+        hidden_states=torch.randn(3, s_img, c.in_channels, generator=g),
+        encoder_hidden_states=text if c.multi_layer_encoder_feature else text[0],
+        encoder_hidden_states_mask=mask,
+        timestep=torch.rand(3, generator=g),
+        img_shapes=[grid],
+    )
 
 
 def _run(model, mode, inputs):
@@ -110,8 +156,10 @@ def test_the_model_hands_its_blocks_real_tables():
 
 # ---- attention modes against the reference -------------------------------------------------------
 # Eager FlexAttention is its slow reference implementation: one config covers it, with every mask.
-@pytest.mark.parametrize("config,mask,mode", [(c, m, "sdpa") for c in CONFIGS for m in MASKS]
-                         + [("swiglu", m, "flex") for m in MASKS])
+@pytest.mark.parametrize(
+    "config,mask,mode",
+    [(c, m, "sdpa") for c in CONFIGS for m in MASKS] + [("swiglu", m, "flex") for m in MASKS],
+)
 def test_fast_attention_matches_the_reference(config, mask, mode):
     model = _model(config)
     inputs = _inputs(model, MASKS[mask], grid=(1, 3, 5) if config == "gelu-layernorm" else (1, 3, 4))
@@ -218,7 +266,9 @@ def _golden_pipe(model, loop):
     vae = tiny_flux2_vae(latent_channels=4)
     vae.bn.running_mean.copy_(loop["vae.bn.running_mean"])
     vae.bn.running_var.copy_(loop["vae.bn.running_var"])
-    pipe = LensPipeline(scheduler=make_scheduler(), vae=vae, text_encoder=None, tokenizer=None, transformer=model)
+    pipe = LensPipeline(
+        scheduler=make_scheduler(), vae=vae, text_encoder=None, tokenizer=None, transformer=model
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -230,11 +280,17 @@ def test_split_cfg_reproduces_the_official_loop(golden, loop, name, attention):
     prompts with explicit negatives. The golden final latents come from the official pipeline."""
     model, _ = golden
     pipe = _golden_pipe(model, loop)
-    runs = {"p1": dict(height=48, width=80, num_inference_steps=3, guidance_scale=5.0),
-            "p2": dict(height=64, width=64, num_inference_steps=2, guidance_scale=4.0),
-            "p3": dict(height=64, width=64, num_inference_steps=4, guidance_scale=1.0)}
-    kw = dict(runs[name], prompt_embeds=[loop[f"{name}.prompt_embeds.{i}"] for i in range(4)],
-              prompt_mask=loop[f"{name}.prompt_mask"] != 0, output_type="latent")
+    runs = {
+        "p1": dict(height=48, width=80, num_inference_steps=3, guidance_scale=5.0),
+        "p2": dict(height=64, width=64, num_inference_steps=2, guidance_scale=4.0),
+        "p3": dict(height=64, width=64, num_inference_steps=4, guidance_scale=1.0),
+    }
+    kw = dict(
+        runs[name],
+        prompt_embeds=[loop[f"{name}.prompt_embeds.{i}"] for i in range(4)],
+        prompt_mask=loop[f"{name}.prompt_mask"] != 0,
+        output_type="latent",
+    )
     if name == "p2":
         kw["negative_prompt_embeds"] = [loop[f"p2.negative_prompt_embeds.{i}"] for i in range(4)]
         kw["negative_prompt_mask"] = loop["p2.negative_prompt_mask"] != 0
@@ -244,7 +300,8 @@ def test_split_cfg_reproduces_the_official_loop(golden, loop, name, attention):
         kw["latents"] = loop[f"{name}.latents_init"]
     lengths = []
     hook = model.register_forward_pre_hook(
-        lambda m, a, k: lengths.append(k["encoder_hidden_states"][0].shape[:2]), with_kwargs=True)
+        lambda m, a, k: lengths.append(k["encoder_hidden_states"][0].shape[:2]), with_kwargs=True
+    )
     try:
         pipe.set_fast_path(split_cfg=True, attention=attention)
         out = pipe(**kw).images
@@ -260,8 +317,13 @@ def test_split_cfg_reproduces_the_official_loop(golden, loop, name, attention):
 
 def test_cuda_graph_settings_are_guarded():
     with pytest.raises(ValueError, match="split_cfg"):
-        LensPipeline(scheduler=make_scheduler(), vae=None, text_encoder=None, tokenizer=None,
-                     transformer=_model("swiglu")).set_fast_path(split_cfg=False, cuda_graphs=True)
+        LensPipeline(
+            scheduler=make_scheduler(),
+            vae=None,
+            text_encoder=None,
+            tokenizer=None,
+            transformer=_model("swiglu"),
+        ).set_fast_path(split_cfg=False, cuda_graphs=True)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA device"):
             CUDAGraphStep(lambda x: x * 2, {}, {"x": torch.ones(2)})
@@ -285,7 +347,11 @@ def test_one_block_traces_without_a_graph_break(mode):
     torch._dynamo.reset()
     model = _model("swiglu")
     x, c, temb, rope, mask = _block_inputs(model, MASKS["right-padded"])
-    attn_mask = joint_attention_mask(mask, x.shape[1]) if mode == "reference" else joint_key_mask(mask, x.shape[1], mode)
+    attn_mask = (
+        joint_attention_mask(mask, x.shape[1])
+        if mode == "reference"
+        else joint_key_mask(mask, x.shape[1], mode)
+    )
     if mode == "sdpa":
         attn_mask = None  # nothing padded: the plain SDPA call
     with torch.no_grad():
@@ -359,7 +425,9 @@ def test_selective_checkpointing_policies_keep_gradients_and_save_what_they_say(
     # What a policy saves is not recomputed in the backward pass; the rest is.
     assert base["attention"] == 0
     assert counts["matmuls"] == base
-    assert counts["attention"]["attention"] == 0 and counts["attention"]["matmuls"] == counts["full"]["matmuls"]
+    assert (
+        counts["attention"]["attention"] == 0 and counts["attention"]["matmuls"] == counts["full"]["matmuls"]
+    )
     assert counts["full"]["matmuls"] > base["matmuls"]
     assert counts["full"]["attention"] == CONFIGS["swiglu"]["num_layers"]
     model.enable_gradient_checkpointing()  # diffusers' plain switch replaces the selective one

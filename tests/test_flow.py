@@ -128,7 +128,9 @@ def test_euler_with_an_x_predictor_of_one_point_lands_on_it():
     c = torch.tensor([[0.5, -1.0, 2.0]])
     noise = torch.randn(16, 3, generator=torch.Generator().manual_seed(9))
     velocity = lambda x, s, cond: flow.predict_velocity(lambda x_t, timestep: c.expand_as(x_t), x, s, "x")  # noqa: E731
-    torch.testing.assert_close(flow.euler_sample(velocity, noise, num_steps=10), c.expand(16, 3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        flow.euler_sample(velocity, noise, num_steps=10), c.expand(16, 3), atol=1e-5, rtol=0
+    )
 
 
 def test_euler_with_the_exact_field_lands_on_the_data_point():
@@ -142,9 +144,29 @@ def test_euler_with_the_exact_field_lands_on_the_data_point():
 
 def test_time_shift_matches_the_official_scheduler_example():
     # Reference §4.2: L = 4096, N = 20, mu = 2.1980220725551165.
-    expected = [1.0, 0.99419069, 0.98781443, 0.98078424, 0.97299391, 0.96431321, 0.95458001, 0.94359082,
-                0.93108565, 0.91672754, 0.90007174, 0.88051867, 0.85724050, 0.82906044, 0.79424804, 0.75014949,
-                0.69247752, 0.61382538, 0.50019938, 0.32160255, 0.0]
+    expected = [
+        1.0,
+        0.99419069,
+        0.98781443,
+        0.98078424,
+        0.97299391,
+        0.96431321,
+        0.95458001,
+        0.94359082,
+        0.93108565,
+        0.91672754,
+        0.90007174,
+        0.88051867,
+        0.85724050,
+        0.82906044,
+        0.79424804,
+        0.75014949,
+        0.69247752,
+        0.61382538,
+        0.50019938,
+        0.32160255,
+        0.0,
+    ]
     got = flow.euler_sigmas(20, 2.1980220725551165)
     np.testing.assert_allclose(got.numpy(), expected, atol=1e-6)
     assert torch.equal(flow.euler_sigmas(4), torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0]))

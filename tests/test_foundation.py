@@ -5,17 +5,16 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import tomllib
 
 import pytest
+import tomllib
 import yaml
+from conftest import REPO_ROOT
 
 import lenslib
 from lenslib import paper
 from lenslib.book import check_version_pin, pinned_version
 from lenslib.cli import main
-
-from conftest import REPO_ROOT
 
 
 def _requirement_name(spec: str) -> str:
@@ -23,7 +22,9 @@ def _requirement_name(spec: str) -> str:
 
 
 def test_lens_version_prints_package_version():
-    out = subprocess.run([sys.executable, "-m", "lenslib", "--version"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "lenslib", "--version"], capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == f"lenslib {lenslib.__version__}"
 
 
@@ -79,7 +80,9 @@ def test_environment_yml_mirrors_pyproject():
         if name == "torch":  # pyproject allows any build >= 2.4; the environment pins the CPU wheel
             assert env_specs[name] == "torch==2.13.0"
             continue
-        assert env_specs[name] == spec, f"{name}: pyproject says {spec}, environment.yml says {env_specs[name]}"
+        assert env_specs[name] == spec, (
+            f"{name}: pyproject says {spec}, environment.yml says {env_specs[name]}"
+        )
 
 
 def test_every_dependency_is_pinned():

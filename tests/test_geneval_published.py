@@ -14,7 +14,13 @@ from lenslib.eval.geneval import NOT_DRAWN
 from lenslib.paths import REPO_ROOT
 from lenslib.world.suites import generate_geneval_suite, geneval_metadata_path, read_metadata
 from lenslib.world.vocab import (
-    EMOJI_CLASSES, EMOJI_LEFT_OUT, GENEVAL_CLASSES, GENEVAL_RENAMED, GENEVAL_TO_EMOJI, known_class, why_not_drawn,
+    EMOJI_CLASSES,
+    EMOJI_LEFT_OUT,
+    GENEVAL_CLASSES,
+    GENEVAL_RENAMED,
+    GENEVAL_TO_EMOJI,
+    known_class,
+    why_not_drawn,
     world_class,
 )
 
@@ -49,7 +55,9 @@ def test_alias_table_maps_genevals_80_names_to_the_emoji_glyphs():
     drawn = {name: cls for name, cls in GENEVAL_TO_EMOJI.items() if cls is not None}
     assert sorted(drawn.values()) == sorted(EMOJI_CLASSES)  # every glyph is reached, each by one name
     # GenEval spells out three COCO names; two of them have a glyph
-    assert GENEVAL_TO_EMOJI["computer keyboard"] == "keyboard" and GENEVAL_TO_EMOJI["computer mouse"] == "mouse"
+    assert (
+        GENEVAL_TO_EMOJI["computer keyboard"] == "keyboard" and GENEVAL_TO_EMOJI["computer mouse"] == "mouse"
+    )
     assert GENEVAL_TO_EMOJI["tv remote"] is None and "no Unicode emoji" in why_not_drawn("tv remote", "emoji")
     for name, cls in GENEVAL_TO_EMOJI.items():
         assert world_class(name, "emoji") == cls
@@ -68,7 +76,13 @@ def test_published_file_is_genevals_procedure_over_its_names():
     ours = generate_geneval_suite("emoji", classes=list(GENEVAL_CLASSES))
     assert len(PUBLISHED) == len(ours) == 553
     assert Counter(line["tag"] for line in PUBLISHED) == {
-        "single_object": 80, "two_object": 99, "counting": 80, "colors": 94, "position": 100, "color_attr": 100}
+        "single_object": 80,
+        "two_object": 99,
+        "counting": 80,
+        "colors": 94,
+        "position": 100,
+        "color_attr": 100,
+    }
     differ = [(a["prompt"], b["prompt"]) for a, b in zip(ours, PUBLISHED) if a != b]
     # same clauses line for line; only GenEval's naive plurals ("two sheeps", "three persons") differ
     assert all({**a, "prompt": ""} == {**b, "prompt": ""} for a, b in zip(ours, PUBLISHED))
@@ -82,10 +96,19 @@ def test_published_file_reads_as_drawable_and_undrawable_lines_without_errors():
     assert len(report.lines) == N_DRAWABLE == 319 and report.n_undrawable == 553 - N_DRAWABLE == 234
     assert {u["line"]: u["classes"] for u in report.undrawable} == {
         i: [c for c in dict.fromkeys(_classes(line)) if GENEVAL_TO_EMOJI[c] is None]
-        for i, line in enumerate(PUBLISHED) if not _drawable(line)}
-    assert report.undrawable_classes["refrigerator"] == 12 and "keyboard" not in str(report.undrawable_classes)
-    assert sum("computer keyboard" in _classes(line) or "computer mouse" in _classes(line)
-               for _, line in report.lines) == 19
+        for i, line in enumerate(PUBLISHED)
+        if not _drawable(line)
+    }
+    assert report.undrawable_classes["refrigerator"] == 12 and "keyboard" not in str(
+        report.undrawable_classes
+    )
+    assert (
+        sum(
+            "computer keyboard" in _classes(line) or "computer mouse" in _classes(line)
+            for _, line in report.lines
+        )
+        == 19
+    )
     shapes = read_metadata(geneval_metadata_path(), "shapes")
     assert not shapes.errors and not shapes.lines and shapes.n_undrawable == 553
 
@@ -94,8 +117,20 @@ def test_published_file_reads_as_drawable_and_undrawable_lines_without_errors():
 @pytest.fixture(scope="module")
 def published_render(tmp_path_factory):
     out = tmp_path_factory.mktemp("published") / "renders"
-    rc, printed, err = _run(["world", "render", "--vocab", "emoji", "--metadata", str(geneval_metadata_path()),
-                             "--out", str(out), "--per-prompt", "1"])
+    rc, printed, err = _run(
+        [
+            "world",
+            "render",
+            "--vocab",
+            "emoji",
+            "--metadata",
+            str(geneval_metadata_path()),
+            "--out",
+            str(out),
+            "--per-prompt",
+            "1",
+        ]
+    )
     assert rc == 0 and not err, err
     return out, printed
 
@@ -105,7 +140,9 @@ def test_published_file_renders_its_drawable_lines_and_lists_the_others(publishe
     assert f"rendered {N_DRAWABLE} of 553 prompts x 1 images" in printed
     assert f"{553 - N_DRAWABLE} of 553 lines not drawn" in printed and "refrigerator (12)" in printed
     folders = sorted(p.name for p in out.iterdir() if p.is_dir())
-    assert folders == [f"{i:05d}" for i, line in enumerate(PUBLISHED) if _drawable(line)]  # GenEval's numbering
+    assert folders == [
+        f"{i:05d}" for i, line in enumerate(PUBLISHED) if _drawable(line)
+    ]  # GenEval's numbering
     assert json.loads((out / "00001" / "metadata.jsonl").read_text()) == PUBLISHED[1]  # written as published
     listed = [json.loads(x) for x in (out / NOT_DRAWN).read_text().splitlines()]
     assert [r["index"] for r in listed] == [i for i, line in enumerate(PUBLISHED) if not _drawable(line)]
@@ -116,18 +153,23 @@ def test_published_file_renders_its_drawable_lines_and_lists_the_others(publishe
 def test_every_rendered_published_line_judges_correct(published_render, tmp_path, with_metadata):
     out, _ = published_render
     scores = tmp_path / "scores"
-    rc, printed, err = _run(["eval", "--vocab", "emoji", "--images", str(out), "--out", str(scores), "--n-boot", "50"]
-                            + (["--metadata", str(geneval_metadata_path())] if with_metadata else []))
+    rc, printed, err = _run(
+        ["eval", "--vocab", "emoji", "--images", str(out), "--out", str(scores), "--n-boot", "50"]
+        + (["--metadata", str(geneval_metadata_path())] if with_metadata else [])
+    )
     assert rc == 0 and not err, err
     rows = [json.loads(x) for x in (scores / "results.jsonl").read_text().splitlines()]
     images = [r for r in rows if "not_judged" not in r]
-    assert len(images) == N_DRAWABLE and all(r["correct"] for r in images), [r for r in images if not r["correct"]][:3]
+    assert len(images) == N_DRAWABLE and all(r["correct"] for r in images), [
+        r for r in images if not r["correct"]
+    ][:3]
     summary = json.loads((scores / "summary.json").read_text())
     assert summary["overall"]["score"] == 1.0 and summary["n_errors"] == 0
     assert summary["n_lines_not_judged"] == 553 - N_DRAWABLE
     assert summary["not_judged_classes"]["refrigerator"] == 12
     assert {x["index"] for x in summary["lines_not_judged"]} == {
-        i for i, line in enumerate(PUBLISHED) if not _drawable(line)}
+        i for i, line in enumerate(PUBLISHED) if not _drawable(line)
+    }
     assert f"{553 - N_DRAWABLE} lines not judged" in printed
 
 
@@ -137,8 +179,21 @@ def test_a_missing_published_image_is_a_failure_and_counted(published_render, tm
     shutil.copytree(out, images)
     (images / "00001" / "samples" / "0000.png").unlink()
     scores = tmp_path / "scores"
-    rc, printed, _ = _run(["eval", "--vocab", "emoji", "--metadata", str(geneval_metadata_path()),
-                           "--images", str(images), "--out", str(scores), "--n-boot", "50"])
+    rc, printed, _ = _run(
+        [
+            "eval",
+            "--vocab",
+            "emoji",
+            "--metadata",
+            str(geneval_metadata_path()),
+            "--images",
+            str(images),
+            "--out",
+            str(scores),
+            "--n-boot",
+            "50",
+        ]
+    )
     assert rc == 1
     summary = json.loads((scores / "summary.json").read_text())
     assert summary["n_missing"] == 1 and summary["n_scored"] == N_DRAWABLE
@@ -160,13 +215,22 @@ def _refused(tmp_path, args, *expected):
 
 
 def test_strict_refuses_the_published_file_in_one_line(tmp_path):
-    _refused(tmp_path, ["--metadata", str(geneval_metadata_path()), "--vocab", "emoji", "--strict"],
-             "234 of 553 lines name classes the emoji world cannot draw", "refrigerator", "drop --strict")
+    _refused(
+        tmp_path,
+        ["--metadata", str(geneval_metadata_path()), "--vocab", "emoji", "--strict"],
+        "234 of 553 lines name classes the emoji world cannot draw",
+        "refrigerator",
+        "drop --strict",
+    )
 
 
 def test_the_shapes_world_draws_none_of_the_published_file(tmp_path):
-    _refused(tmp_path, ["--metadata", str(geneval_metadata_path()), "--vocab", "shapes"],
-             "none of its 553 lines can be drawn in the shapes world", "--vocab")
+    _refused(
+        tmp_path,
+        ["--metadata", str(geneval_metadata_path()), "--vocab", "shapes"],
+        "none of its 553 lines can be drawn in the shapes world",
+        "--vocab",
+    )
 
 
 @pytest.mark.parametrize("text", ["", "\n\n"])
@@ -177,15 +241,23 @@ def test_an_empty_metadata_file_is_refused(tmp_path, text):
 
 def test_a_misspelt_class_is_an_error_not_an_undrawable_line(tmp_path):
     bad = dict(PUBLISHED[1], include=[{"class": "refridgerator", "count": 1}])
-    (tmp_path / "meta.jsonl").write_text("".join(json.dumps(x) + "\n" for x in [PUBLISHED[1], PUBLISHED[0], bad]))
-    _refused(tmp_path, ["--metadata", str(tmp_path / "meta.jsonl"), "--vocab", "emoji"],
-             "1 of 3 lines have errors", "line 2", "'refridgerator'")
+    (tmp_path / "meta.jsonl").write_text(
+        "".join(json.dumps(x) + "\n" for x in [PUBLISHED[1], PUBLISHED[0], bad])
+    )
+    _refused(
+        tmp_path,
+        ["--metadata", str(tmp_path / "meta.jsonl"), "--vocab", "emoji"],
+        "1 of 3 lines have errors",
+        "line 2",
+        "'refridgerator'",
+    )
 
 
 def test_eval_strict_refuses_lines_it_cannot_judge(published_render, tmp_path):
     out, _ = published_render
-    rc, printed, err = _run(["eval", "--vocab", "emoji", "--images", str(out), "--out", str(tmp_path / "s"),
-                             "--strict"])
+    rc, printed, err = _run(
+        ["eval", "--vocab", "emoji", "--images", str(out), "--out", str(tmp_path / "s"), "--strict"]
+    )
     assert rc == 2 and not printed and len(err.strip().splitlines()) == 1
     assert "234 lines name classes the emoji world cannot draw" in err and not (tmp_path / "s").exists()
 
@@ -195,9 +267,14 @@ def test_the_judge_reads_genevals_names():
     from lenslib.world.render import render
     from lenslib.world.spec import scene_from_metadata
 
-    keyboard = next(line for line in PUBLISHED if line["tag"] == "single_object"
-                    and line["include"][0]["class"] == "computer keyboard")
-    mouse = dict(keyboard, include=[{"class": "computer mouse", "count": 1}], prompt="a photo of a computer mouse")
+    keyboard = next(
+        line
+        for line in PUBLISHED
+        if line["tag"] == "single_object" and line["include"][0]["class"] == "computer keyboard"
+    )
+    mouse = dict(
+        keyboard, include=[{"class": "computer mouse", "count": 1}], prompt="a photo of a computer mouse"
+    )
     image = render(scene_from_metadata(keyboard, "emoji", 0), 128, 128)
     assert judge(image, keyboard, "emoji").correct
     verdict = judge(image, mouse, "emoji")

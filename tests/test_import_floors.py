@@ -17,7 +17,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lenslib"
 FLOORS = {
     "paths": 0,
     "world": 1,
-    "model": 2, "flow": 2, "recaption": 2, "reasoner": 2,
+    "model": 2,
+    "flow": 2,
+    "recaption": 2,
+    "reasoner": 2,
     "data": 3,
     "train": 4,
     "eval": 5,

@@ -7,7 +7,13 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from lenslib.model.flops import block_roofline, denoising_step_flops, image_tokens, roofline_times, transformer_flops
+from lenslib.model.flops import (
+    block_roofline,
+    denoising_step_flops,
+    image_tokens,
+    roofline_times,
+    transformer_flops,
+)
 from lenslib.model.presets import get_config
 from lenslib.model.transformer import LensTransformer2DModel
 
@@ -22,8 +28,13 @@ def test_matches_torch_flop_counter(overrides):
     counter = FlopCounterMode(display=False)
     # The math SDPA backend runs attention as bmm's, which the counter sees.
     with counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
-        model(torch.randn(3, 12, 48), text if n_layers > 1 else text[0], torch.ones(3, 5, dtype=torch.bool),
-              torch.rand(3), [(1, 3, 4)])
+        model(
+            torch.randn(3, 12, 48),
+            text if n_layers > 1 else text[0],
+            torch.ones(3, 5, dtype=torch.bool),
+            torch.rand(3),
+            [(1, 3, 4)],
+        )
     assert transformer_flops(config, 12, 5, batch=3)["total"] == counter.get_total_flops()
 
 
@@ -37,8 +48,11 @@ def test_official_model_at_1024_from_reference_parameter_counts():
     per_token_block = 84_971_776 - 28_329_984 - 6_400 - 2 * 4608 - 2 * 1536
     expected = (
         48 * (2 * s * per_token_block // 2 + 4 * s * s * dim + 2 * (9216 * 1536) * 2)  # blocks
-        + 2 * s_img * 128 * dim + 2 * s_txt * 11520 * dim                      # img_in, txt_in
-        + 2 * (256 * dim + dim * dim) + 2 * dim * 3072 + 2 * s_img * dim * 128  # temb MLP, norm_out, proj_out
+        + 2 * s_img * 128 * dim
+        + 2 * s_txt * 11520 * dim  # img_in, txt_in
+        + 2 * (256 * dim + dim * dim)
+        + 2 * dim * 3072
+        + 2 * s_img * dim * 128  # temb MLP, norm_out, proj_out
     )
     got = transformer_flops(get_config("lens"), s_img, s_txt)
     assert got["total"] == expected
@@ -47,7 +61,11 @@ def test_official_model_at_1024_from_reference_parameter_counts():
 
 def test_denoising_step_and_cfg():
     lens = get_config("lens")
-    assert image_tokens(1024, 1024) == 4096 and image_tokens(1440, 1440) == 8100 and image_tokens(512, 512) == 1024
+    assert (
+        image_tokens(1024, 1024) == 4096
+        and image_tokens(1440, 1440) == 8100
+        and image_tokens(512, 512) == 1024
+    )
     one = denoising_step_flops(lens, 1024, 1024, 128, cfg=False)
     assert denoising_step_flops(lens, 1024, 1024, 128, cfg=True) == 2 * one
     assert one == transformer_flops(lens, 4096, 128)["total"]

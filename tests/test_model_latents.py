@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from lenslib.model import latents as L
@@ -78,7 +80,12 @@ def test_pixel_codec_is_exact_identity():
     x = torch.rand(2, 3, 32, 48) * 2 - 1
     codec = PixelCodec(patch_size=4)
     tok, (h, w) = codec.encode(x)
-    assert (h, w) == (8, 12) and tok.shape == (2, 96, 48) and codec.token_channels == 48 and codec.downsample == 4
+    assert (
+        (h, w) == (8, 12)
+        and tok.shape == (2, 96, 48)
+        and codec.token_channels == 48
+        and codec.downsample == 4
+    )
     assert torch.equal(codec.decode(tok, h, w), x)
     # token (y, x) holds the 4x4 pixel patch at rows 4y.., cols 4x.. , channel-major
     assert torch.equal(tok[0, 1 * 12 + 2].view(3, 4, 4), x[0, :, 4:8, 8:12])
@@ -121,11 +128,10 @@ def test_official_vae_config_gives_16px_tokens_of_128_channels():
     assert vae.bn.num_features == 128 and vae.bn.affine is False
 
 
-from hypothesis import given, settings, strategies as st  # noqa: E402
-
-
 @settings(max_examples=40, deadline=None)
-@given(b=st.integers(1, 2), c=st.integers(1, 4), h=st.integers(1, 5), w=st.integers(1, 5), p=st.integers(1, 4))
+@given(
+    b=st.integers(1, 2), c=st.integers(1, 4), h=st.integers(1, 5), w=st.integers(1, 5), p=st.integers(1, 4)
+)
 def test_layout_round_trips(b, c, h, w, p):
     z = torch.randn(b, c, p * h, p * w)
     tok = L.latent_to_tokens(z, p)
@@ -134,4 +140,4 @@ def test_layout_round_trips(b, c, h, w, p):
     assert torch.equal(L.unpatchify(L.patchify(z, p), p), z)
     # each token is exactly one p x p patch, channel-major
     y, x = h - 1, w - 1
-    assert torch.equal(tok[:, y * w + x].view(b, c, p, p), z[:, :, p * y:p * y + p, p * x:p * x + p])
+    assert torch.equal(tok[:, y * w + x].view(b, c, p, p), z[:, :, p * y : p * y + p, p * x : p * x + p])

@@ -9,16 +9,15 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from diffusers import DiffusionPipeline
 from safetensors import safe_open
 from safetensors.torch import load_file
-
-from diffusers import DiffusionPipeline
 
 from lenslib.model.pipeline import LensPipeline, LensPipelineOutput, align_text_features
 from lenslib.model.presets import cpu_config
 from lenslib.model.schedule import compute_empirical_mu, make_scheduler
 from lenslib.model.text_encoders import get_text_encoder
-from lenslib.model.text_encoders.gpt_oss import LensGptOssEncoder, render_prompts, tiny_gpt_oss
+from lenslib.model.text_encoders.gpt_oss import LensGptOssEncoder, tiny_gpt_oss
 from lenslib.model.transformer import LensTransformer2DModel
 from lenslib.model.vae import Flux2Codec, PixelCodec, tiny_flux2_vae
 
@@ -48,7 +47,9 @@ def _golden_pipe(transformer, loop):
     vae.bn.running_mean.copy_(loop["vae.bn.running_mean"])
     vae.bn.running_var.copy_(loop["vae.bn.running_var"])
     assert vae.config.batch_norm_eps == loop["vae.batch_norm_eps"].item()
-    pipe = LensPipeline(scheduler=make_scheduler(), vae=vae, text_encoder=None, tokenizer=None, transformer=transformer)
+    pipe = LensPipeline(
+        scheduler=make_scheduler(), vae=vae, text_encoder=None, tokenizer=None, transformer=transformer
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -84,9 +85,13 @@ def _close(a, b, tol=1e-5):
 
 
 RUNS = {
-    "p1": dict(prompt="p", negative_prompt="", height=48, width=80, num_inference_steps=3, guidance_scale=5.0),
+    "p1": dict(
+        prompt="p", negative_prompt="", height=48, width=80, num_inference_steps=3, guidance_scale=5.0
+    ),
     "p2": dict(prompt=["p", "q"], height=64, width=64, num_inference_steps=2, guidance_scale=4.0),
-    "p3": dict(prompt="p", negative_prompt="", height=64, width=64, num_inference_steps=4, guidance_scale=1.0),
+    "p3": dict(
+        prompt="p", negative_prompt="", height=64, width=64, num_inference_steps=4, guidance_scale=1.0
+    ),
 }
 
 
@@ -114,7 +119,7 @@ def test_official_denoising_loop(name, loop, golden_transformer):
         out = pipe(**_run_kwargs(name, loop), output_type="latent")
     finally:
         rec.close()
-    g = {k[len(name) + 1:]: v for k, v in loop.items() if k.startswith(name + ".")}
+    g = {k[len(name) + 1 :]: v for k, v in loop.items() if k.startswith(name + ".")}
     T = g["scheduler_t"].shape[0]
     assert isinstance(out, LensPipelineOutput) and len(rec.inputs) == T == pipe.num_timesteps
     B = g["latents_init"].shape[0]
@@ -166,7 +171,9 @@ def test_bf16_timesteps_are_rounded_before_division(golden_dir, loop, golden_tra
 def test_align_text_features():
     p = [torch.ones(2, 5, 3)]
     n = [torch.ones(2, 3, 3)]
-    pf, pm, nf, nm = align_text_features(p, torch.ones(2, 5, dtype=torch.bool), n, torch.ones(2, 3, dtype=torch.bool))
+    pf, pm, nf, nm = align_text_features(
+        p, torch.ones(2, 5, dtype=torch.bool), n, torch.ones(2, 3, dtype=torch.bool)
+    )
     assert nf[0].shape == (2, 5, 3) and torch.equal(nf[0][:, 3:], torch.zeros(2, 2, 3))
     assert nm[:, :3].all() and not nm[:, 3:].any() and pm.all()
     with pytest.raises(ValueError, match="layers"):
@@ -189,10 +196,24 @@ def _tiny_official_pipe(seed=0):
     encoder.selected_layers = None  # the pipeline selects from the transformer config, as officially
     torch.manual_seed(seed)
     transformer = LensTransformer2DModel(
-        patch_size=2, in_channels=16, out_channels=4, num_layers=1, attention_head_dim=16, num_attention_heads=2,
-        inner_dim=32, enc_hidden_dim=encoder.config.hidden_size, axes_dims_rope=(4, 6, 6), selected_layer_index=(1, 3))
-    pipe = LensPipeline(scheduler=make_scheduler(), vae=tiny_flux2_vae(latent_channels=4), text_encoder=encoder,
-                        tokenizer=tokenizer, transformer=transformer)
+        patch_size=2,
+        in_channels=16,
+        out_channels=4,
+        num_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        inner_dim=32,
+        enc_hidden_dim=encoder.config.hidden_size,
+        axes_dims_rope=(4, 6, 6),
+        selected_layer_index=(1, 3),
+    )
+    pipe = LensPipeline(
+        scheduler=make_scheduler(),
+        vae=tiny_flux2_vae(latent_channels=4),
+        text_encoder=encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
     pipe.prompt_date = DATE
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -214,10 +235,24 @@ def test_prompt_encoding_interleaving_and_negatives():
     pipe = _tiny_official_pipe()
     rec = Recorder(pipe)
     try:
-        pipe(prompt=["a cat", "a red cube on a table"], num_images_per_prompt=2, height=32, width=32,
-             num_inference_steps=1, output_type="latent", generator=torch.Generator().manual_seed(0))
-        pipe(prompt=["a cat", "a red cube on a table"], negative_prompt=["blurry", ""], height=32, width=32,
-             num_inference_steps=1, output_type="latent", generator=torch.Generator().manual_seed(0))
+        pipe(
+            prompt=["a cat", "a red cube on a table"],
+            num_images_per_prompt=2,
+            height=32,
+            width=32,
+            num_inference_steps=1,
+            output_type="latent",
+            generator=torch.Generator().manual_seed(0),
+        )
+        pipe(
+            prompt=["a cat", "a red cube on a table"],
+            negative_prompt=["blurry", ""],
+            height=32,
+            width=32,
+            num_inference_steps=1,
+            output_type="latent",
+            generator=torch.Generator().manual_seed(0),
+        )
     finally:
         rec.close()
     # run 1: rows p0, p0, p1, p1 (interleaved), then four zero negatives with all-False masks
@@ -236,7 +271,7 @@ def test_prompt_encoding_interleaving_and_negatives():
     neg_feats, neg_mask = pipe.encode_prompt(["blurry", ""])
     assert neg_mask[1].sum() > 0  # the encoded "" still carries the assistant suffix
     S = mask.shape[1]
-    assert torch.equal(mask[2:, : neg_mask.shape[1]], neg_mask) and not mask[2:, neg_mask.shape[1]:].any()
+    assert torch.equal(mask[2:, : neg_mask.shape[1]], neg_mask) and not mask[2:, neg_mask.shape[1] :].any()
     torch.testing.assert_close(kw["encoder_hidden_states"][1][2:, : neg_mask.shape[1]], neg_feats[1])
     assert S == max(neg_mask.shape[1], exp_mask.shape[1])
 
@@ -244,7 +279,9 @@ def test_prompt_encoding_interleaving_and_negatives():
 def test_official_layout_folder_loads_unchanged(tmp_path):
     pipe = _tiny_official_pipe()
     gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
-    ref = pipe(prompt="a cat", height=32, width=48, num_inference_steps=2, output_type="latent", generator=gen()).images
+    ref = pipe(
+        prompt="a cat", height=32, width=48, num_inference_steps=2, output_type="latent", generator=gen()
+    ).images
     # write components in the official layout and a hand-written official model_index.json
     pipe.scheduler.save_pretrained(tmp_path / "scheduler")
     pipe.vae.save_pretrained(tmp_path / "vae")
@@ -267,8 +304,9 @@ def test_official_layout_folder_loads_unchanged(tmp_path):
         assert loaded.text_encoder.selected_layers == [1, 3]
         loaded.prompt_date = DATE
         loaded.set_progress_bar_config(disable=True)
-        out = loaded(prompt="a cat", height=32, width=48, num_inference_steps=2, output_type="latent",
-                     generator=gen()).images
+        out = loaded(
+            prompt="a cat", height=32, width=48, num_inference_steps=2, output_type="latent", generator=gen()
+        ).images
         torch.testing.assert_close(out, ref)
 
 
@@ -303,28 +341,53 @@ def test_save_load_round_trip_and_missing_components(tmp_path):
 def cpu_pipe():
     encoder = get_text_encoder("minilm")
     torch.manual_seed(0)
-    config = cpu_config("cpu-tiny", in_channels=48, patch_size=4, enc_hidden_dim=encoder.hidden_size,
-                        num_text_layers=encoder.num_layers, text_encoder_layers=6)
+    config = cpu_config(
+        "cpu-tiny",
+        in_channels=48,
+        patch_size=4,
+        enc_hidden_dim=encoder.hidden_size,
+        num_text_layers=encoder.num_layers,
+        text_encoder_layers=6,
+    )
     transformer = LensTransformer2DModel(**config)
-    pipe = LensPipeline(scheduler=make_scheduler(), vae=PixelCodec(patch_size=4), text_encoder=encoder,
-                        tokenizer=None, transformer=transformer)
+    pipe = LensPipeline(
+        scheduler=make_scheduler(),
+        vae=PixelCodec(patch_size=4),
+        text_encoder=encoder,
+        tokenizer=None,
+        transformer=transformer,
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
 def test_tiny_cpu_pipeline_generates_pil_images(cpu_pipe):
-    out = cpu_pipe(prompt=["a red circle", "a blue square"], height=32, width=48, num_inference_steps=2,
-                   guidance_scale=5.0, generator=torch.Generator().manual_seed(0))
+    out = cpu_pipe(
+        prompt=["a red circle", "a blue square"],
+        height=32,
+        width=48,
+        num_inference_steps=2,
+        guidance_scale=5.0,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert len(out.images) == 2 and all(isinstance(im, PIL.Image.Image) for im in out.images)
     assert out.images[0].size == (48, 32) and out.images[0].mode == "RGB"
     # pil = uint8 by truncation of (clamp(x) + 1) * 255/2, x = decoded latents
-    lat = cpu_pipe(prompt=["a red circle", "a blue square"], height=32, width=48, num_inference_steps=2,
-                   guidance_scale=5.0, generator=torch.Generator().manual_seed(0), output_type="latent").images
+    lat = cpu_pipe(
+        prompt=["a red circle", "a blue square"],
+        height=32,
+        width=48,
+        num_inference_steps=2,
+        guidance_scale=5.0,
+        generator=torch.Generator().manual_seed(0),
+        output_type="latent",
+    ).images
     x = cpu_pipe.vae.decode(lat, 8, 12)
     expect = torch.floor((x.clamp(-1, 1) + 1) * (255 / 2)).permute(0, 2, 3, 1).to(torch.uint8).numpy()
     assert np.array_equal(np.stack([np.asarray(im) for im in out.images]), expect)
-    (img,) = cpu_pipe(prompt="a red circle", height=32, width=32, num_inference_steps=1, output_type="np",
-                      return_dict=False)
+    (img,) = cpu_pipe(
+        prompt="a red circle", height=32, width=32, num_inference_steps=1, output_type="np", return_dict=False
+    )
     assert img.shape == (1, 32, 32, 3)
 
 
@@ -335,9 +398,18 @@ def test_callback_can_replace_latents(cpu_pipe):
         seen.append((i, float(t), sorted(kw)))
         return {"latents": torch.zeros_like(kw["latents"])}
 
-    out = cpu_pipe(prompt="x", height=16, width=16, num_inference_steps=2, output_type="latent",
-                   callback_on_step_end=cb, callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"])
-    assert [s[0] for s in seen] == [0, 1] and seen[0][2] == ["latents", "prompt_embeds"] and seen[0][1] == 1000.0
+    out = cpu_pipe(
+        prompt="x",
+        height=16,
+        width=16,
+        num_inference_steps=2,
+        output_type="latent",
+        callback_on_step_end=cb,
+        callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"],
+    )
+    assert (
+        [s[0] for s in seen] == [0, 1] and seen[0][2] == ["latents", "prompt_embeds"] and seen[0][1] == 1000.0
+    )
     assert torch.equal(out.images, torch.zeros_like(out.images))
 
 
@@ -350,8 +422,10 @@ def test_generic_pipeline_save_load_with_registry_spec(cpu_pipe, tmp_path):
     assert loaded.text_encoder.name == cpu_pipe.text_encoder.name
     loaded.set_progress_bar_config(disable=True)
     kw = dict(prompt="a red circle", height=16, width=16, num_inference_steps=2, output_type="latent")
-    torch.testing.assert_close(loaded(**kw, generator=torch.Generator().manual_seed(1)).images,
-                               cpu_pipe(**kw, generator=torch.Generator().manual_seed(1)).images)
+    torch.testing.assert_close(
+        loaded(**kw, generator=torch.Generator().manual_seed(1)).images,
+        cpu_pipe(**kw, generator=torch.Generator().manual_seed(1)).images,
+    )
 
 
 # --------------------------------------------------------------------------- input checks
@@ -364,17 +438,37 @@ BAD_INPUTS = [
     (dict(prompt="x", base_resolution=1024), "go together"),
     (dict(prompt=[], height=32, width=32), "empty list"),
     (dict(height=32, width=32), "Provide a prompt"),
-    (dict(prompt=["a", "b"], negative_prompt=["n1", "n2", "n3"], height=32, width=32), "negative_prompt has 3"),
+    (
+        dict(prompt=["a", "b"], negative_prompt=["n1", "n2", "n3"], height=32, width=32),
+        "negative_prompt has 3",
+    ),
     (dict(prompt="x", height=32, width=32, output_type="tensor"), "output_type"),
     (dict(prompt="x", height=32, width=32, num_inference_steps=0), "num_inference_steps"),
     (dict(prompt="x", height=32, width=32, callback_on_step_end_tensor_inputs=["noise"]), "callback"),
     (dict(prompt="x", height=32, width=32, latents=torch.zeros(1, 5, 16)), "latents"),
     (dict(prompt="x", height=32, width=32, prompt_embeds=[torch.zeros(1, 3, 32)] * 2), "prompt_mask"),
-    (dict(prompt="x", height=32, width=32, prompt_embeds=[torch.zeros(1, 3, 32)] * 2,
-          prompt_mask=torch.ones(1, 3, dtype=torch.bool), negative_prompt_embeds=[torch.zeros(2, 3, 32)] * 2,
-          negative_prompt_mask=torch.ones(2, 3, dtype=torch.bool)), "negative_prompt_embeds batch"),
-    (dict(prompt="x", height=32, width=32, prompt_embeds=[torch.zeros(1, 3, 7)] * 2,
-          prompt_mask=torch.ones(1, 3, dtype=torch.bool)), r"prompt_embeds\[0\]"),
+    (
+        dict(
+            prompt="x",
+            height=32,
+            width=32,
+            prompt_embeds=[torch.zeros(1, 3, 32)] * 2,
+            prompt_mask=torch.ones(1, 3, dtype=torch.bool),
+            negative_prompt_embeds=[torch.zeros(2, 3, 32)] * 2,
+            negative_prompt_mask=torch.ones(2, 3, dtype=torch.bool),
+        ),
+        "negative_prompt_embeds batch",
+    ),
+    (
+        dict(
+            prompt="x",
+            height=32,
+            width=32,
+            prompt_embeds=[torch.zeros(1, 3, 7)] * 2,
+            prompt_mask=torch.ones(1, 3, dtype=torch.bool),
+        ),
+        r"prompt_embeds\[0\]",
+    ),
 ]
 
 
@@ -382,8 +476,12 @@ BAD_INPUTS = [
 def spied_pipe():
     pipe = _tiny_official_pipe()
     calls = {"transformer": 0, "text_encoder": 0, "vae": 0}
-    pipe.transformer.register_forward_pre_hook(lambda *a: calls.__setitem__("transformer", calls["transformer"] + 1))
-    pipe.text_encoder.register_forward_pre_hook(lambda *a: calls.__setitem__("text_encoder", calls["text_encoder"] + 1))
+    pipe.transformer.register_forward_pre_hook(
+        lambda *a: calls.__setitem__("transformer", calls["transformer"] + 1)
+    )
+    pipe.text_encoder.register_forward_pre_hook(
+        lambda *a: calls.__setitem__("text_encoder", calls["text_encoder"] + 1)
+    )
     pipe.vae.register_forward_pre_hook(lambda *a: calls.__setitem__("vae", calls["vae"] + 1))
     return pipe, calls
 
@@ -409,7 +507,9 @@ def test_missing_and_mismatched_components_raise_before_compute(loop, golden_tra
             no_vae(**emb, height=32, width=32, output_type="pil")
         with pytest.raises(ValueError, match="no text encoder"):
             no_vae(**emb, negative_prompt="blurry", height=32, width=32, output_type="latent")
-        mismatched = LensPipeline(make_scheduler(), PixelCodec(4), cpu_pipe.text_encoder, None, golden_transformer)
+        mismatched = LensPipeline(
+            make_scheduler(), PixelCodec(4), cpu_pipe.text_encoder, None, golden_transformer
+        )
         with pytest.raises(ValueError, match="3 layers of width 384"):
             mismatched(prompt="x", height=32, width=32, output_type="latent")
         with pytest.raises(ValueError, match="48 channels"):

@@ -10,15 +10,20 @@ from lenslib.model.text_encoders.gpt_oss import tiny_gpt_oss
 from lenslib.recaption.local_server import LocalChatServer
 
 
-@pytest.mark.parametrize("raw,expected", [
-    ("<|channel|>analysis<|message|>think...<|end|><|start|>assistant<|channel|>final<|message|>A red fox in snow.<|return|>",
-     "A red fox in snow."),
-    ("<|channel|>final<|message|>```text\nA  blue\n\ncar```<|end|>", "A blue car"),
-    ('<|channel|>final<|message|>"A cat on a mat."', "A cat on a mat."),
-    ("<think>hidden</think> A tall   tree <|end|>", "A tall tree"),
-    ("analysis: the user wants a dog", ""),
-    ("<|channel|>analysis<|message|>still thinking", ""),  # generation cut before the final channel
-])
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        (
+            "<|channel|>analysis<|message|>think...<|end|><|start|>assistant<|channel|>final<|message|>A red fox in snow.<|return|>",
+            "A red fox in snow.",
+        ),
+        ("<|channel|>final<|message|>```text\nA  blue\n\ncar```<|end|>", "A blue car"),
+        ('<|channel|>final<|message|>"A cat on a mat."', "A cat on a mat."),
+        ("<think>hidden</think> A tall   tree <|end|>", "A tall tree"),
+        ("analysis: the user wants a dog", ""),
+        ("<|channel|>analysis<|message|>still thinking", ""),  # generation cut before the final channel
+    ],
+)
 def test_clean_reasoner_output(raw, expected):
     assert clean_reasoner_output(raw) == expected
 
@@ -81,8 +86,16 @@ def test_pipeline_runs_reasoner_before_encoding():
 
     encoder, tokenizer = tiny_gpt_oss()
     transformer = LensTransformer2DModel(
-        patch_size=2, in_channels=16, out_channels=4, num_layers=1, attention_head_dim=16, num_attention_heads=2,
-        enc_hidden_dim=32, axes_dims_rope=(4, 6, 6), selected_layer_index=(1, 3))
+        patch_size=2,
+        in_channels=16,
+        out_channels=4,
+        num_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        enc_hidden_dim=32,
+        axes_dims_rope=(4, 6, 6),
+        selected_layer_index=(1, 3),
+    )
     pipe = LensPipeline(make_scheduler(), tiny_flux2_vae(4), encoder, tokenizer, transformer)
     pipe.set_progress_bar_config(disable=True)
     pipe.reasoner.max_new_tokens = 4
@@ -90,6 +103,12 @@ def test_pipeline_runs_reasoner_before_encoding():
     assert pipe._last_refined_prompts == ["a cat"]
     seen = []
     pipe.reasoner._local = lambda p: (seen.append(p), p.upper())[1]
-    pipe(prompt=["a cat", "a dog"], height=32, width=32, num_inference_steps=1, output_type="latent",
-         enable_reasoner=True)
+    pipe(
+        prompt=["a cat", "a dog"],
+        height=32,
+        width=32,
+        num_inference_steps=1,
+        output_type="latent",
+        enable_reasoner=True,
+    )
     assert seen == ["a cat", "a dog"] and pipe._last_refined_prompts == ["A CAT", "A DOG"]

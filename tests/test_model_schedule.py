@@ -46,12 +46,16 @@ def test_mu_reference_table_and_jump():
     # reference §4.1 table and the 4300/4301 discontinuity
     assert compute_empirical_mu(4096, 20) == pytest.approx(2.198022, abs=1e-6)
     assert compute_empirical_mu(1024, 50) == pytest.approx(1.701956, abs=1e-6)
-    assert compute_empirical_mu(8100, 4) == compute_empirical_mu(8100, 50) == pytest.approx(1.827754, abs=1e-6)
+    assert (
+        compute_empirical_mu(8100, 4) == compute_empirical_mu(8100, 50) == pytest.approx(1.827754, abs=1e-6)
+    )
     assert compute_empirical_mu(4300, 20) == pytest.approx(2.2167, abs=1e-4)
     assert compute_empirical_mu(4301, 20) == pytest.approx(1.1847, abs=1e-4)
 
 
-@pytest.mark.parametrize("case", ["4096x20", "4096x4", "4096x50", "8100x20", "8100x50", "15x3", "16x2", "16x4"])
+@pytest.mark.parametrize(
+    "case", ["4096x20", "4096x4", "4096x50", "8100x20", "8100x50", "15x3", "16x2", "16x4"]
+)
 def test_sigmas_timesteps_and_transformer_t(sched, case):
     L, N = map(int, case.split("x"))
     sigmas, timesteps, mu = official_sigmas(N, L)

@@ -72,7 +72,7 @@ def test_prefix_is_97_and_suffix_22_with_real_o200k_harmony(tiny):
     for date in (DATE, "1999-12-31", None):
         text = render_prompts(tok, ["a small green bird on a wooden table"], date=date)[0]
         cut = text.index("a small green bird")
-        head, tail = text[:cut], text[cut + len("a small green bird on a wooden table"):]
+        head, tail = text[:cut], text[cut + len("a small green bird on a wooden table") :]
         assert len(enc.encode_with_special_tokens(head)) == TXT_OFFSET == 97
         assert len(enc.encode_with_special_tokens(tail)) == 22
         assert enc.encode_with_special_tokens(head)[-1] == enc.encode_single_token("<|message|>")
@@ -93,7 +93,9 @@ def test_set_selected_layers_errors(tiny):
 
 def test_layer_semantics_against_output_hidden_states(tiny):
     model, tok = tiny
-    ids, mask = _ids(tok, render_prompts(tok, ["a cat next to a dog", "a red cube on a blue sphere in the park"], DATE))
+    ids, mask = _ids(
+        tok, render_prompts(tok, ["a cat next to a dog", "a red cube on a blue sphere in the park"], DATE)
+    )
     assert ids.shape[1] > model.config.sliding_window  # sliding layers really slide
     feats = model(input_ids=ids, attention_mask=mask)
     assert isinstance(feats, list) and len(feats) == 2 and not feats[0].requires_grad
@@ -118,7 +120,10 @@ def test_early_exit_and_order(tiny):
     model, tok = tiny
     ids, mask = _ids(tok, ["hello world"])
     calls = []
-    hooks = [layer.register_forward_hook(lambda m, a, o, i=i: calls.append(i)) for i, layer in enumerate(model.model.layers)]
+    hooks = [
+        layer.register_forward_hook(lambda m, a, o, i=i: calls.append(i))
+        for i, layer in enumerate(model.model.layers)
+    ]
     try:
         model.set_selected_layers((1, 0))
         feats = model.encode_layers(ids, mask)
@@ -137,7 +142,9 @@ def test_padding_does_not_change_valid_positions(tiny):
     model, tok = tiny
     short = render_prompts(tok, ["a cat"], DATE)
     ids1, m1 = _ids(tok, short)
-    ids2, m2 = _ids(tok, short + render_prompts(tok, ["a much longer prompt about a dog sitting in the park"], DATE))
+    ids2, m2 = _ids(
+        tok, short + render_prompts(tok, ["a much longer prompt about a dog sitting in the park"], DATE)
+    )
     f1 = model(input_ids=ids1, attention_mask=m1)
     f2 = model(input_ids=ids2, attention_mask=m2)
     n = ids1.shape[1]
@@ -174,7 +181,9 @@ def test_encode_prompts_drops_offset(tiny):
     kept = tok.decode(ids[0, offset:][full_mask[0, offset:].bool()])
     assert kept.startswith("a cat<|end|><|start|>assistant<|channel|>analysis")
     # truncation at max_sequence_length, and the "<= offset" case gives [B, 0, H]
-    f_tr, m_tr = encode_prompts(model, tok, prompts, max_sequence_length=offset + 3, txt_offset=offset, date=DATE)
+    f_tr, m_tr = encode_prompts(
+        model, tok, prompts, max_sequence_length=offset + 3, txt_offset=offset, date=DATE
+    )
     assert m_tr.shape == (2, 3) and m_tr.all()
     f0, m0 = encode_prompts(model, tok, prompts, max_sequence_length=offset, txt_offset=offset, date=DATE)
     assert m0.shape == (2, 0) and all(f.shape == (2, 0, model.config.hidden_size) for f in f0)
@@ -200,8 +209,13 @@ def test_gpt_oss_text_encoder_interface(tiny, tmp_path):
     # load from a local folder (official layout: text_encoder/ + tokenizer/)
     model.save_pretrained(tmp_path / "text_encoder")
     tok.save_pretrained(tmp_path / "tokenizer")
-    loaded = get_text_encoder("gpt-oss", path=tmp_path / "text_encoder", torch_dtype=torch.float32,
-                              selected_layers=(1, 3), date=DATE)
+    loaded = get_text_encoder(
+        "gpt-oss",
+        path=tmp_path / "text_encoder",
+        torch_dtype=torch.float32,
+        selected_layers=(1, 3),
+        date=DATE,
+    )
     lf, lm = loaded.encode(["a cat", "a dog on a table"])
     assert torch.equal(lm, mask)
     for a, b in zip(lf, feats):
@@ -233,8 +247,14 @@ def test_minilm_encoder():
 
 def test_minilm_groups_by_length_like_one_padded_pass():
     # prompts of very different lengths, out of order, in groups of 2: each group is padded to its own longest
-    prompts = ["a cube", "a large red cube to the left of a small blue sphere, both resting on a grey floor",
-               "a cat", "two green triangles", "an orange cylinder behind a purple cone", "a dog"]
+    prompts = [
+        "a cube",
+        "a large red cube to the left of a small blue sphere, both resting on a grey floor",
+        "a cat",
+        "two green triangles",
+        "an orange cylinder behind a purple cone",
+        "a dog",
+    ]
     grouped = get_text_encoder("minilm", group_size=2)
     assert grouped.group_size == 2
     feats, mask = grouped.encode(prompts)
@@ -243,7 +263,9 @@ def test_minilm_groups_by_length_like_one_padded_pass():
     assert torch.equal(mask, one_mask) and feats[0].shape == one_feats[0].shape
     with torch.no_grad():
         for j, prompt in enumerate(prompts):  # each prompt alone, no padding at all
-            hs = grouped.model(**grouped.tokenizer([prompt], return_tensors="pt"), output_hidden_states=True).hidden_states
+            hs = grouped.model(
+                **grouped.tokenizer([prompt], return_tensors="pt"), output_hidden_states=True
+            ).hidden_states
             n = int(mask[j].sum())
             for f, i in zip(feats, grouped.layers):
                 torch.testing.assert_close(f[j, :n], hs[i + 1][0], atol=1e-5, rtol=1e-5)

@@ -34,8 +34,17 @@ OFFICIAL_CONFIG = {
 }
 
 # A small config in the spirit of the golden tiny model (dim 64, SwiGLU 170, 4 text layers of 24).
-SMALL = dict(patch_size=2, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=16,
-             num_attention_heads=4, inner_dim=64, enc_hidden_dim=24, axes_dims_rope=(4, 6, 6))
+SMALL = dict(
+    patch_size=2,
+    in_channels=16,
+    out_channels=4,
+    num_layers=2,
+    attention_head_dim=16,
+    num_attention_heads=4,
+    inner_dim=64,
+    enc_hidden_dim=24,
+    axes_dims_rope=(4, 6, 6),
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +66,9 @@ def small_inputs(batch=2, grid=(1, 3, 4), s_txt=5, n_layers=4, enc=24, in_ch=16,
         mask[0, -2:] = False
     return dict(
         hidden_states=torch.randn(batch, s_img, in_ch, generator=g).to(dtype),
-        encoder_hidden_states=[torch.randn(batch, s_txt, enc, generator=g).to(dtype) for _ in range(n_layers)],
+        encoder_hidden_states=[
+            torch.randn(batch, s_txt, enc, generator=g).to(dtype) for _ in range(n_layers)
+        ],
         encoder_hidden_states_mask=mask,
         timestep=torch.rand(batch, generator=g),
         img_shapes=[grid],
@@ -92,12 +103,18 @@ def test_official_non_block_shapes(official_meta):
         "time_text_embed.timestep_embedder.linear_1.bias": (1536,),
         "time_text_embed.timestep_embedder.linear_2.weight": (1536, 1536),
         "time_text_embed.timestep_embedder.linear_2.bias": (1536,),
-        "txt_norm.0.weight": (2880,), "txt_norm.1.weight": (2880,),
-        "txt_norm.2.weight": (2880,), "txt_norm.3.weight": (2880,),
-        "txt_in.weight": (1536, 11520), "txt_in.bias": (1536,),
-        "img_in.weight": (1536, 128), "img_in.bias": (1536,),
-        "norm_out.linear.weight": (3072, 1536), "norm_out.linear.bias": (3072,),
-        "proj_out.weight": (128, 1536), "proj_out.bias": (128,),
+        "txt_norm.0.weight": (2880,),
+        "txt_norm.1.weight": (2880,),
+        "txt_norm.2.weight": (2880,),
+        "txt_norm.3.weight": (2880,),
+        "txt_in.weight": (1536, 11520),
+        "txt_in.bias": (1536,),
+        "img_in.weight": (1536, 128),
+        "img_in.bias": (1536,),
+        "norm_out.linear.weight": (3072, 1536),
+        "norm_out.linear.bias": (3072,),
+        "proj_out.weight": (128, 1536),
+        "proj_out.bias": (128,),
     }
     sd = official_meta.state_dict()
     non_block = {k: tuple(v.shape) for k, v in sd.items() if not k.startswith("transformer_blocks.")}
@@ -108,35 +125,64 @@ def test_official_non_block_shapes(official_meta):
 def test_official_block_shapes_and_split(official_meta):
     d, m = 1536, 4096
     expected = {
-        "attn.norm_q.weight": (64,), "attn.norm_k.weight": (64,),
-        "attn.norm_added_q.weight": (64,), "attn.norm_added_k.weight": (64,),
-        "attn.img_qkv.weight": (4608, d), "attn.img_qkv.bias": (4608,),
-        "attn.txt_qkv.weight": (4608, d), "attn.txt_qkv.bias": (4608,),
-        "attn.to_out.0.weight": (d, d), "attn.to_out.0.bias": (d,),
-        "attn.to_add_out.weight": (d, d), "attn.to_add_out.bias": (d,),
-        "img_mod.1.weight": (9216, d), "img_mod.1.bias": (9216,),
-        "img_norm1.weight": (d,), "img_norm2.weight": (d,),
-        "img_mlp.w1.weight": (m, d), "img_mlp.w3.weight": (m, d), "img_mlp.w2.weight": (d, m),
-        "txt_mod.1.weight": (9216, d), "txt_mod.1.bias": (9216,),
-        "txt_norm1.weight": (d,), "txt_norm2.weight": (d,),
-        "txt_mlp.w1.weight": (m, d), "txt_mlp.w3.weight": (m, d), "txt_mlp.w2.weight": (d, m),
+        "attn.norm_q.weight": (64,),
+        "attn.norm_k.weight": (64,),
+        "attn.norm_added_q.weight": (64,),
+        "attn.norm_added_k.weight": (64,),
+        "attn.img_qkv.weight": (4608, d),
+        "attn.img_qkv.bias": (4608,),
+        "attn.txt_qkv.weight": (4608, d),
+        "attn.txt_qkv.bias": (4608,),
+        "attn.to_out.0.weight": (d, d),
+        "attn.to_out.0.bias": (d,),
+        "attn.to_add_out.weight": (d, d),
+        "attn.to_add_out.bias": (d,),
+        "img_mod.1.weight": (9216, d),
+        "img_mod.1.bias": (9216,),
+        "img_norm1.weight": (d,),
+        "img_norm2.weight": (d,),
+        "img_mlp.w1.weight": (m, d),
+        "img_mlp.w3.weight": (m, d),
+        "img_mlp.w2.weight": (d, m),
+        "txt_mod.1.weight": (9216, d),
+        "txt_mod.1.bias": (9216,),
+        "txt_norm1.weight": (d,),
+        "txt_norm2.weight": (d,),
+        "txt_mlp.w1.weight": (m, d),
+        "txt_mlp.w3.weight": (m, d),
+        "txt_mlp.w2.weight": (d, m),
     }
     sd = official_meta.state_dict()
     for i in (0, 47):
         prefix = f"transformer_blocks.{i}."
-        block = {k[len(prefix):]: tuple(v.shape) for k, v in sd.items() if k.startswith(prefix)}
+        block = {k[len(prefix) :]: tuple(v.shape) for k, v in sd.items() if k.startswith(prefix)}
         assert block == expected
     assert not any(k.startswith("transformer_blocks.48.") for k in sd)
     block = official_meta.transformer_blocks[0]
     assert sum(p.numel() for p in block.parameters()) == 84_971_776
     parts = {"modulation": 0, "qkv": 0, "out": 0, "mlp": 0, "norms": 0}
     for name, p in block.named_parameters():
-        key = ("modulation" if "_mod." in name else "qkv" if "_qkv." in name
-               else "out" if "to_out" in name or "to_add_out" in name
-               else "mlp" if "_mlp." in name else "norms" if "norm" in name else name)
+        key = (
+            "modulation"
+            if "_mod." in name
+            else "qkv"
+            if "_qkv." in name
+            else "out"
+            if "to_out" in name or "to_add_out" in name
+            else "mlp"
+            if "_mlp." in name
+            else "norms"
+            if "norm" in name
+            else name
+        )
         parts[key] += p.numel()
-    assert parts == {"modulation": 28_329_984, "qkv": 14_164_992, "out": 4_721_664,
-                     "mlp": 37_748_736, "norms": 6_400}
+    assert parts == {
+        "modulation": 28_329_984,
+        "qkv": 14_164_992,
+        "out": 4_721_664,
+        "mlp": 37_748_736,
+        "norms": 6_400,
+    }
     assert 48 * 84_971_776 == 4_078_645_248 == 4_104_225_152 - 25_579_904
 
 
@@ -381,12 +427,21 @@ def test_load_official_style_folder(tmp_path):
     """A folder laid out like the released ``transformer/``: config.json with the official keys and
     diffusers 0.37.1 stamp, weights under the official names written by plain safetensors."""
     model = small_model()
-    config = {"_class_name": "LensTransformer2DModel", "_diffusers_version": "0.37.1", **SMALL,
-              "axes_dims_rope": list(SMALL["axes_dims_rope"]), "gate_mlp": True, "rms_norm": True,
-              "multi_layer_encoder_feature": True, "selected_layer_index": [5, 11, 17, 23]}
+    config = {
+        "_class_name": "LensTransformer2DModel",
+        "_diffusers_version": "0.37.1",
+        **SMALL,
+        "axes_dims_rope": list(SMALL["axes_dims_rope"]),
+        "gate_mlp": True,
+        "rms_norm": True,
+        "multi_layer_encoder_feature": True,
+        "selected_layer_index": [5, 11, 17, 23],
+    }
     (tmp_path / "config.json").write_text(json.dumps(config))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-              str(tmp_path / "diffusion_pytorch_model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(tmp_path / "diffusion_pytorch_model.safetensors"),
+    )
     loaded, info = LensTransformer2DModel.from_pretrained(tmp_path, output_loading_info=True)
     _assert_loaded_cleanly(info)
     inputs = small_inputs()
@@ -462,7 +517,9 @@ def test_bf16_forward_close_to_fp32():
     # §2.11: with bf16 gains the normalised value is cast to bf16 *before* the gain multiply.
     norm = model_bf16.txt_norm[0]
     x = inputs["encoder_hidden_states"][0].to(torch.bfloat16)
-    expect = (x.float() * x.float().pow(2).mean(-1, keepdim=True).add(1e-5).rsqrt()).to(torch.bfloat16) * norm.weight
+    expect = (x.float() * x.float().pow(2).mean(-1, keepdim=True).add(1e-5).rsqrt()).to(
+        torch.bfloat16
+    ) * norm.weight
     assert torch.equal(norm(x), expect)
 
 
@@ -494,8 +551,14 @@ def test_unknown_preset_lists_valid_names():
 def test_cpu_config_overrides():
     pixel = cpu_config("cpu-tiny", in_channels=48, patch_size=4)
     assert (pixel["in_channels"], pixel["out_channels"], pixel["patch_size"]) == (48, 3, 4)
-    latent = cpu_config("cpu-tiny", in_channels=16, patch_size=2, enc_hidden_dim=1024, num_text_layers=4,
-                        text_encoder_layers=28)
+    latent = cpu_config(
+        "cpu-tiny",
+        in_channels=16,
+        patch_size=2,
+        enc_hidden_dim=1024,
+        num_text_layers=4,
+        text_encoder_layers=28,
+    )
     assert (latent["out_channels"], latent["enc_hidden_dim"]) == (4, 1024)
     assert latent["selected_layer_index"] == [6, 13, 20, 27]
     model = LensTransformer2DModel(**latent)
@@ -507,8 +570,15 @@ def test_cpu_config_overrides():
     assert len(get_config("cpu-tiny", num_text_layers=8)["selected_layer_index"]) == 8
     with pytest.raises(ValueError, match="not both"):
         get_config("cpu-tiny", num_text_layers=2, selected_layer_index=[0, 1])
-    assert sum(p.numel() for p in build_model("cpu-tiny", device="meta", enc_hidden_dim=1024,
-                                              num_text_layers=4, text_encoder_layers=28).parameters()) <= 3_000_000
+    assert (
+        sum(
+            p.numel()
+            for p in build_model(
+                "cpu-tiny", device="meta", enc_hidden_dim=1024, num_text_layers=4, text_encoder_layers=28
+            ).parameters()
+        )
+        <= 3_000_000
+    )
 
 
 def test_spread_layers_reproduces_lens_taps():
@@ -596,8 +666,12 @@ def test_pixel_stem_and_head_are_options_off_by_default_and_mix_across_patch_bor
     # the head starts as the identity: the same weights give the same output with and without it
     headed = LensTransformer2DModel(**base, pixel_head=16)
     missing = headed.load_state_dict(plain.state_dict(), strict=False).missing_keys
-    assert sorted(missing) == ["img_head.conv1.bias", "img_head.conv1.weight", "img_head.conv2.bias",
-                               "img_head.conv2.weight"]
+    assert sorted(missing) == [
+        "img_head.conv1.bias",
+        "img_head.conv1.weight",
+        "img_head.conv2.bias",
+        "img_head.conv2.weight",
+    ]
     for p in plain.parameters():
         torch.nn.init.normal_(p, std=0.05)
     headed.load_state_dict(plain.state_dict(), strict=False)
@@ -637,7 +711,9 @@ def test_pixel_skip_gives_the_head_the_input_at_full_resolution_and_the_timestep
     assert torch.equal(out[0], out2[0]) and not torch.allclose(out[1], out2[1])
     plain = LensTransformer2DModel(**base, pixel_stem=8, pixel_head=16).initialize_weights()
     torch.nn.init.normal_(plain.img_head.conv2.weight, std=0.05)
-    assert torch.equal(plain(x, txt, **kw), plain(x2, txt, **kw))  # without the skip the fresh model ignores x
+    assert torch.equal(
+        plain(x, txt, **kw), plain(x2, txt, **kw)
+    )  # without the skip the fresh model ignores x
     # the head is modulated by the timestep once its FiLM has learned something
     torch.nn.init.normal_(model.img_head.film.weight, std=0.5)
     later = dict(kw, timestep=torch.tensor([0.9, 0.9]))
@@ -661,7 +737,10 @@ def test_pooled_text_modulates_every_block_with_the_mean_of_the_valid_caption_to
     at zero (the model is then the plain one), padding tokens do not move it, and a dropped caption adds nothing."""
     base, plain = _trained_tiny(num_layers=1)
     pooled = LensTransformer2DModel(**base, pooled_text=True).initialize_weights()
-    assert pooled.load_state_dict(plain.state_dict(), strict=False).missing_keys == ["pooled_in.weight", "pooled_in.bias"]
+    assert pooled.load_state_dict(plain.state_dict(), strict=False).missing_keys == [
+        "pooled_in.weight",
+        "pooled_in.bias",
+    ]
     assert torch.count_nonzero(pooled.pooled_in.weight) == 0
     x, txt = torch.randn(2, 16, 48), [torch.randn(2, 5, 384) for _ in range(3)]
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)

@@ -1,4 +1,5 @@
 """Cost calculator: OpenAI's documented image-token examples and plain arithmetic."""
+
 import pytest
 
 from lenslib.recaption.cost import image_tokens, recaption_cost, text_tokens
@@ -13,8 +14,15 @@ def test_image_tokens_match_documented_examples():
 
 
 def test_cost_arithmetic():
-    c = recaption_cost(1_000_000, instruction_tokens=200, image_tokens_per_image=765, caption_words=100,
-                       price_in_per_m=2.0, price_out_per_m=8.0, user_tokens=10)
+    c = recaption_cost(
+        1_000_000,
+        instruction_tokens=200,
+        image_tokens_per_image=765,
+        caption_words=100,
+        price_in_per_m=2.0,
+        price_out_per_m=8.0,
+        user_tokens=10,
+    )
     assert c.input_tokens_per_image == 975
     assert c.output_tokens_per_image == pytest.approx(133.0)
     assert c.usd == pytest.approx(975 * 2.0 + 133.0 * 8.0)  # per million images: tokens x USD/M

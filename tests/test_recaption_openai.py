@@ -1,4 +1,5 @@
 """OpenAI-compatible captioner against a real HTTP server on 127.0.0.1 (incl. its error codes)."""
+
 import logging
 import time
 
@@ -24,8 +25,15 @@ def key_env(monkeypatch):
 
 
 def cap(server, **kw):
-    kw = {"model": "gpt-4.1", "base_url": server.base_url, "api_key_env": "LENS_TEST_KEY", "backoff_s": 0.01,
-          "max_retries": 3, "timeout_s": 5, **kw}
+    kw = {
+        "model": "gpt-4.1",
+        "base_url": server.base_url,
+        "api_key_env": "LENS_TEST_KEY",
+        "backoff_s": 0.01,
+        "max_retries": 3,
+        "timeout_s": 5,
+        **kw,
+    }
     return OpenAICaptioner(**kw)
 
 
@@ -69,8 +77,9 @@ def test_500_retry_budget_exhausted(server, key_env):
     assert server.n_requests == 3
 
 
-@pytest.mark.parametrize("action,match", [("malformed", "malformed.*choices"), ("not_json", "not JSON"),
-                                          ("empty", "empty answer")])
+@pytest.mark.parametrize(
+    "action,match", [("malformed", "malformed.*choices"), ("not_json", "not JSON"), ("empty", "empty answer")]
+)
 def test_malformed_response(server, key_env, action, match):
     server.script.append(action)
     with pytest.raises(CaptionError, match=match):

@@ -1,4 +1,5 @@
 """The oracle captioner wraps the world's exact captions; several caption kinds per image."""
+
 import pytest
 
 from lenslib.recaption.base import CaptionError
@@ -21,7 +22,10 @@ def test_oracle_kinds_from_spec_json():
         recall = {k: W.coverage(s, got[k][i].text).recall for k in got}
         assert recall["detailed"] > recall["brief"] and recall["detailed"] >= 0.8
     # a Scene object and a dict work too
-    assert OracleCaptioner("brief").caption(images[:1], [{"spec": scenes[0], "seed": 10}])[0].text == got["brief"][0].text
+    assert (
+        OracleCaptioner("brief").caption(images[:1], [{"spec": scenes[0], "seed": 10}])[0].text
+        == got["brief"][0].text
+    )
 
 
 def test_oracle_refuses_images_without_spec():
@@ -39,8 +43,10 @@ def test_oracle_captions_world_shards_through_the_pipeline(tmp_path):
     from lenslib.world.spec import Scene
 
     make_dataset(8, size=64, out=tmp_path / "world", shards=True, shard_size=4)
-    cfg = PipelineConfig(captioners=["oracle:detailed"],
-                         funnel={"embedder": "pixels-16", "thresholds": {"min_area": 0, "entropy": 0.0}})
+    cfg = PipelineConfig(
+        captioners=["oracle:detailed"],
+        funnel={"embedder": "pixels-16", "thresholds": {"min_area": 0, "entropy": 0.0}},
+    )
     m = run_pipeline(str(tmp_path / "world" / "shards"), str(tmp_path / "out"), cfg, progress=False)
     assert m["n_out"] == 8 and "detailed" in m["caption_kinds"] and "alt_text" in m["caption_kinds"]
     for s in m["shards"]:

@@ -1,4 +1,5 @@
 """VLM captioner end to end: a tiny LLaVA built from config, saved, loaded back, batched generation."""
+
 import json
 
 import numpy as np
@@ -44,12 +45,17 @@ def test_vlm_brief_kind_and_bad_folder(tiny_vlm, tmp_path):
 def test_vlm_captioner_in_the_pipeline(tiny_vlm, tmp_path):
     """`vlm:PATH` through the pipeline: two caption kinds from the same local model, batched."""
     from data_inputs import EXPECTED, make_inputs
+
     from lenslib.data.pipeline import PipelineConfig, run_pipeline
     from lenslib.data.shards import read_output
 
     make_inputs(tmp_path / "in")
-    cfg = PipelineConfig(captioners=[f"vlm:{tiny_vlm}", f"brief=vlm:{tiny_vlm}"], funnel={"embedder": "pixels-16"},
-                         batch_size=4, captioner_options={"max_new_tokens": 4, "device": "cpu"})
+    cfg = PipelineConfig(
+        captioners=[f"vlm:{tiny_vlm}", f"brief=vlm:{tiny_vlm}"],
+        funnel={"embedder": "pixels-16"},
+        batch_size=4,
+        captioner_options={"max_new_tokens": 4, "device": "cpu"},
+    )
     m = run_pipeline(str(tmp_path / "in"), str(tmp_path / "out"), cfg, progress=False)
     assert m["n_out"] == EXPECTED["n_out"] and m["caption_kinds"] == ["alt_text", "brief", "detailed"]
     rec = read_output(tmp_path / "out" / m["shards"][0]["output"])[0]

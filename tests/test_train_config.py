@@ -41,7 +41,13 @@ def test_stage2_is_the_paper_recipe():
     assert c.flow.mu_schedule == "tokens"
     table = bucket_table(c)
     assert len(table) == 27  # 3 base areas x 9 aspect ratios
-    assert {(b.width, b.height) for b in table} >= {(352, 704), (704, 352), (544, 1088), (736, 1472), (1472, 736)}
+    assert {(b.width, b.height) for b in table} >= {
+        (352, 704),
+        (704, 352),
+        (544, 1088),
+        (736, 1472),
+        (1472, 736),
+    }
     assert {bucket_batch(c, b) for b in table if b.base == 512} == {24}
     assert {bucket_batch(c, b) for b in table if b.base == 768} == {10}
     assert {bucket_batch(c, b) for b in table if b.base == 1024} == {6}
@@ -50,11 +56,25 @@ def test_stage2_is_the_paper_recipe():
 
 
 def test_dotted_overrides_are_typed():
-    c = load_config("cpu-tiny", ["optim.lr=3e-4", "run.steps=7", "model.kwargs.num_layers=2", "ema.enabled=false",
-                                 "optim.betas=[0.8, 0.95]", "run.out_dir=/tmp/x"])
+    c = load_config(
+        "cpu-tiny",
+        [
+            "optim.lr=3e-4",
+            "run.steps=7",
+            "model.kwargs.num_layers=2",
+            "ema.enabled=false",
+            "optim.betas=[0.8, 0.95]",
+            "run.out_dir=/tmp/x",
+        ],
+    )
     assert c.optim.lr == pytest.approx(3e-4) and isinstance(c.optim.lr, float)
-    assert c.run.steps == 7 and c.model.kwargs == {"num_attention_heads": 2, "inner_dim": 64, "pixel_stem": 16,
-                                                   "pixel_head": 32, "num_layers": 2}
+    assert c.run.steps == 7 and c.model.kwargs == {
+        "num_attention_heads": 2,
+        "inner_dim": 64,
+        "pixel_stem": 16,
+        "pixel_head": 32,
+        "num_layers": 2,
+    }
     assert c.ema.enabled is False
     assert c.optim.betas == (0.8, 0.95) and c.run.out_dir == "/tmp/x"
 
@@ -75,9 +95,16 @@ def test_unknown_key_names_it_and_suggests_the_right_one():
         load_config("cpu-tiny", ["optimizer.lr=1e-3"])
 
 
-@pytest.mark.parametrize("item,key", [("run.steps=abc", "run.steps"), ("optim.lr=fast", "optim.lr"),
-                                      ("ema.enabled=maybe", "ema.enabled"), ("optim.betas=[0.9]", "optim.betas"),
-                                      ("data.buckets=5", "data.buckets")])
+@pytest.mark.parametrize(
+    "item,key",
+    [
+        ("run.steps=abc", "run.steps"),
+        ("optim.lr=fast", "optim.lr"),
+        ("ema.enabled=maybe", "ema.enabled"),
+        ("optim.betas=[0.9]", "optim.betas"),
+        ("data.buckets=5", "data.buckets"),
+    ],
+)
 def test_wrong_types_name_the_key(item, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config("cpu-tiny", [item])
@@ -85,25 +112,30 @@ def test_wrong_types_name_the_key(item, key):
 
 def test_batch_arithmetic_is_checked_against_the_world_size():
     load_config("cpu-tiny", ["optim.global_batch=32", "optim.micro_batch=8"], world_size=2)  # 32 = 2 x 8 x 2
-    with pytest.raises(ConfigError, match=r"optim\.global_batch=30 is not divisible by world size 4 × optim\.micro_batch=5"):
+    with pytest.raises(
+        ConfigError, match=r"optim\.global_batch=30 is not divisible by world size 4 × optim\.micro_batch=5"
+    ):
         load_config("cpu-tiny", ["optim.global_batch=30", "optim.micro_batch=5"], world_size=4)
     with pytest.raises(ConfigError, match=r"not divisible by optim\.micro_batch"):
         load_config("cpu-tiny", ["optim.global_batch=30", "optim.micro_batch=4"])
 
 
-@pytest.mark.parametrize("items,pattern", [
-    (["data.buckets={bases: [32], batches: [4]}"], r"data\.buckets and optim\.global_batch are both set"),
-    (["data.buckets={bases: [32, 48], batches: [4]}", "optim.global_batch=null"], r"equal length"),
-    (["data.image_size=30"], r"not divisible by data\.patch=4"),
-    (["flow.caption_dropout=1.0"], r"flow\.caption_dropout"),
-    (["dist.strategy=zero3"], r"dist\.strategy='zero3' is not one of"),
-    (["flow.prediction=epsilon"], r"flow\.prediction='epsilon' is not one of"),
-    (["optim.lr=0"], r"optim\.lr must be > 0"),
-    (["data.num_workers=-1"], r"data\.num_workers must be >= 0"),
-    (["optim.global_batch=null"], r"optim\.global_batch is null"),
-    (["optim.decay_ratio=1.5"], r"optim\.decay_ratio and optim\.min_lr_factor are fractions"),
-    (["optim.decay_type=step"], r"optim\.decay_type='step' is not one of"),
-])
+@pytest.mark.parametrize(
+    "items,pattern",
+    [
+        (["data.buckets={bases: [32], batches: [4]}"], r"data\.buckets and optim\.global_batch are both set"),
+        (["data.buckets={bases: [32, 48], batches: [4]}", "optim.global_batch=null"], r"equal length"),
+        (["data.image_size=30"], r"not divisible by data\.patch=4"),
+        (["flow.caption_dropout=1.0"], r"flow\.caption_dropout"),
+        (["dist.strategy=zero3"], r"dist\.strategy='zero3' is not one of"),
+        (["flow.prediction=epsilon"], r"flow\.prediction='epsilon' is not one of"),
+        (["optim.lr=0"], r"optim\.lr must be > 0"),
+        (["data.num_workers=-1"], r"data\.num_workers must be >= 0"),
+        (["optim.global_batch=null"], r"optim\.global_batch is null"),
+        (["optim.decay_ratio=1.5"], r"optim\.decay_ratio and optim\.min_lr_factor are fractions"),
+        (["optim.decay_type=step"], r"optim\.decay_type='step' is not one of"),
+    ],
+)
 def test_impossible_combinations(items, pattern):
     with pytest.raises(ConfigError, match=pattern):
         load_config("cpu-tiny", items)
@@ -125,7 +157,9 @@ def test_inputs_are_required_for_training_only():
 
 def test_strategy_none_with_many_processes():
     with pytest.raises(ConfigError, match=r"dist\.strategy='none' but the job has 4 processes"):
-        load_config("cpu-tiny", ["dist.strategy=none", "optim.global_batch=64", "optim.micro_batch=16"], world_size=4)
+        load_config(
+            "cpu-tiny", ["dist.strategy=none", "optim.global_batch=64", "optim.micro_batch=16"], world_size=4
+        )
 
 
 def test_missing_config_lists_the_shipped_ones():
@@ -146,26 +180,52 @@ def test_cli_reports_config_errors_with_exit_code_2(capsys):
 def test_bad_model_keys_fail_before_data_and_encoders_load(tmp_path):
     from lenslib.train import train
 
-    with pytest.raises(ConfigError, match=r"model\.preset / model\.kwargs: unknown config keys \['num_blocks'\]"):
+    with pytest.raises(
+        ConfigError, match=r"model\.preset / model\.kwargs: unknown config keys \['num_blocks'\]"
+    ):
         train("cpu-tiny", ["model.kwargs.num_blocks=2", f"run.out_dir={tmp_path}"])
     with pytest.raises(ConfigError, match=r"unknown model preset 'cpu-huge'"):
         train("cpu-tiny", ["model.preset=cpu-huge", f"run.out_dir={tmp_path}"])
 
 
-@pytest.mark.parametrize("kind,mid", [("linear", 0.5), ("sqrt", 1 - 0.5 ** 0.5), ("cosine", 0.5)])
+@pytest.mark.parametrize("kind,mid", [("linear", 0.5), ("sqrt", 1 - 0.5**0.5), ("cosine", 0.5)])
 def test_lr_schedule_warmup_stable_decay(kind, mid):
     from lenslib.train.trainer import lr_at
 
-    cfg = load_config("cpu-tiny", ["run.steps=100", "optim.lr=1.0", "optim.warmup_steps=10", "optim.decay_ratio=0.2",
-                                   f"optim.decay_type={kind}", "optim.min_lr_factor=0.1"])
+    cfg = load_config(
+        "cpu-tiny",
+        [
+            "run.steps=100",
+            "optim.lr=1.0",
+            "optim.warmup_steps=10",
+            "optim.decay_ratio=0.2",
+            f"optim.decay_type={kind}",
+            "optim.min_lr_factor=0.1",
+        ],
+    )
     lrs = [lr_at(cfg, s) for s in range(100)]
-    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)  # warmup reaches the LR at its last step
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(
+        1.0
+    )  # warmup reaches the LR at its last step
     assert lrs[10:80] == [1.0] * 70  # stable: the paper's constant LR
     assert lrs[89] == pytest.approx(0.1 + 0.9 * mid)  # half-way through the 20 decay steps
     assert lrs[99] == pytest.approx(0.1)  # ends at min_lr_factor
     assert all(a >= b for a, b in zip(lrs[80:], lrs[81:]))
-    short = load_config("cpu-tiny", ["run.steps=10", "optim.lr=1.0", "optim.warmup_steps=6", "optim.decay_ratio=0.8",
-                                     "optim.min_lr_factor=0.0", "optim.decay_type=linear"])
-    assert [lr_at(short, s) for s in range(10)] == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1, 0.75, 0.5, 0.25, 0])
-    constant = load_config("cpu-tiny", ["run.steps=100", "optim.lr=1.0", "optim.warmup_steps=0", "optim.decay_ratio=0"])
+    short = load_config(
+        "cpu-tiny",
+        [
+            "run.steps=10",
+            "optim.lr=1.0",
+            "optim.warmup_steps=6",
+            "optim.decay_ratio=0.8",
+            "optim.min_lr_factor=0.0",
+            "optim.decay_type=linear",
+        ],
+    )
+    assert [lr_at(short, s) for s in range(10)] == pytest.approx(
+        [1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1, 0.75, 0.5, 0.25, 0]
+    )
+    constant = load_config(
+        "cpu-tiny", ["run.steps=100", "optim.lr=1.0", "optim.warmup_steps=0", "optim.decay_ratio=0"]
+    )
     assert [lr_at(constant, s) for s in range(100)] == [1.0] * 100

@@ -39,13 +39,20 @@ def test_world_batches_are_a_pure_function_of_the_indices(minilm):
 
 def test_batches_pad_text_to_their_longest_caption_and_the_dit_output_is_unchanged():
     from lenslib.model.text_encoders import get_text_encoder
-    from lenslib.train.config import load_config
     from lenslib.train.build import build_model
+    from lenslib.train.config import load_config
 
     encoder = get_text_encoder("minilm", max_length=160)
-    fixed = TokenBatcher(WorldSource(seed=1, caption_kind="brief"), PixelCodec(8), encoder, max_text_tokens=160)
-    trimmed = TokenBatcher(WorldSource(seed=1, caption_kind="brief"), PixelCodec(8), encoder, max_text_tokens=160,
-                           text_pad_multiple=8)
+    fixed = TokenBatcher(
+        WorldSource(seed=1, caption_kind="brief"), PixelCodec(8), encoder, max_text_tokens=160
+    )
+    trimmed = TokenBatcher(
+        WorldSource(seed=1, caption_kind="brief"),
+        PixelCodec(8),
+        encoder,
+        max_text_tokens=160,
+        text_pad_multiple=8,
+    )
     a, b = fixed.batch([0, 1, 2, 3], (32, 32)), trimmed.batch([0, 1, 2, 3], (32, 32))
     longest = int(a.text_mask.sum(1).max())
     assert a.text_mask.shape == (4, 160)
@@ -60,20 +67,36 @@ def test_batches_pad_text_to_their_longest_caption_and_the_dit_output_is_unchang
         torch.nn.init.normal_(p, std=0.05)
     t = torch.full((4,), 0.5)
     with torch.no_grad():
-        out = [model(hidden_states=x.tokens, encoder_hidden_states=x.text, encoder_hidden_states_mask=x.text_mask,
-                     timestep=t, img_shapes=[(1, 4, 4)]) for x in (a, b)]
-        other = model(hidden_states=a.tokens, encoder_hidden_states=[f.roll(1, 0) for f in a.text],
-                      encoder_hidden_states_mask=a.text_mask.roll(1, 0), timestep=t, img_shapes=[(1, 4, 4)])
+        out = [
+            model(
+                hidden_states=x.tokens,
+                encoder_hidden_states=x.text,
+                encoder_hidden_states_mask=x.text_mask,
+                timestep=t,
+                img_shapes=[(1, 4, 4)],
+            )
+            for x in (a, b)
+        ]
+        other = model(
+            hidden_states=a.tokens,
+            encoder_hidden_states=[f.roll(1, 0) for f in a.text],
+            encoder_hidden_states_mask=a.text_mask.roll(1, 0),
+            timestep=t,
+            img_shapes=[(1, 4, 4)],
+        )
     assert (out[0] - out[1]).abs().max() < 1e-5
     assert (out[0] - other).abs().max() > 1e-3  # the captions do matter to the output
 
 
 def test_hf_dataset_folder_source(tmp_path):
-    from datasets import Dataset, Features, Image as HFImage, Value
+    from datasets import Dataset, Features, Value
+    from datasets import Image as HFImage
 
     ims = _images(5)
-    ds = Dataset.from_dict({"image": ims, "caption": [f"cap {i}" for i in range(5)]},
-                           features=Features({"image": HFImage(), "caption": Value("string")}))
+    ds = Dataset.from_dict(
+        {"image": ims, "caption": [f"cap {i}" for i in range(5)]},
+        features=Features({"image": HFImage(), "caption": Value("string")}),
+    )
     ds.save_to_disk(str(tmp_path / "ds"))
     src = HFImageSource(str(tmp_path / "ds"), seed=0)
     epoch0 = [e.caption for e in src.examples(range(5), (16, 16))]
@@ -112,19 +135,36 @@ def _world_cache(tmp_path, encoder_name, **encoder_kwargs):
     d = load_config("cpu-tiny").data
     size = d.image_size
     examples = WorldSource(seed=1, **d.world_kwargs).examples(range(6), (size, size))
-    records = [{"key": f"w{i}", "image": PILImage.fromarray(e.image), "captions": {"detailed": {"text": e.caption}}}
-               for i, e in enumerate(examples)]
+    records = [
+        {"key": f"w{i}", "image": PILImage.fromarray(e.image), "captions": {"detailed": {"text": e.caption}}}
+        for i, e in enumerate(examples)
+    ]
     out = tmp_path / f"cache-{encoder_name}-{encoder_kwargs.get('max_length')}"
-    build_feature_cache(records, out, get_text_encoder(encoder_name, **encoder_kwargs), PixelCodec(d.patch),
-                        buckets=[Bucket(size, size, size, (1, 1))])
+    build_feature_cache(
+        records,
+        out,
+        get_text_encoder(encoder_name, **encoder_kwargs),
+        PixelCodec(d.patch),
+        buckets=[Bucket(size, size, size, (1, 1))],
+    )
     return out
 
 
 def _features_config(tmp_path, cache):
     from lenslib.train.config import load_config
 
-    return load_config("cpu-tiny", ["data.source=features", f"data.path={cache}", "run.steps=2", "run.save_every=0",
-                                    "eval.every=0", "run.progress=log", f"run.out_dir={tmp_path / 'run'}"])
+    return load_config(
+        "cpu-tiny",
+        [
+            "data.source=features",
+            f"data.path={cache}",
+            "run.steps=2",
+            "run.save_every=0",
+            "eval.every=0",
+            "run.progress=log",
+            f"run.out_dir={tmp_path / 'run'}",
+        ],
+    )
 
 
 def _cpu_tiny_max_length():
@@ -151,7 +191,10 @@ def test_trainer_refuses_a_cache_from_another_text_encoder(tmp_path):
     from lenslib.train import train
 
     cfg = _features_config(tmp_path, _world_cache(tmp_path, "tiny-gpt-oss"))  # the run uses minilm
-    with pytest.raises(CacheMismatchError, match=r"built with text_encoder 'gpt-oss.*this run uses 'minilm.*rebuild the cache"):
+    with pytest.raises(
+        CacheMismatchError,
+        match=r"built with text_encoder 'gpt-oss.*this run uses 'minilm.*rebuild the cache",
+    ):
         train(cfg)
     assert not (tmp_path / "run" / "metrics.jsonl").exists()  # refused before any step
     # same model, other tokenisation length: features differ, so the exact identity refuses it too

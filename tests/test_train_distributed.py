@@ -30,12 +30,22 @@ pytestmark = pytest.mark.slow  # real subprocess / torchrun jobs: ~1-2 minutes o
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
-    "--config", "cpu-tiny",
-    "optim.global_batch=4", "optim.micro_batch=2",
-    "data.image_size=16", "data.caption_kind=brief", "data.max_text_tokens=8", "data.text_encoder_kwargs.max_length=8",
-    "model.kwargs.num_layers=2", "model.kwargs.num_attention_heads=2", "model.kwargs.attention_head_dim=16",
+    "--config",
+    "cpu-tiny",
+    "optim.global_batch=4",
+    "optim.micro_batch=2",
+    "data.image_size=16",
+    "data.caption_kind=brief",
+    "data.max_text_tokens=8",
+    "data.text_encoder_kwargs.max_length=8",
+    "model.kwargs.num_layers=2",
+    "model.kwargs.num_attention_heads=2",
+    "model.kwargs.attention_head_dim=16",
     "model.kwargs.axes_dims_rope=[4,6,6]",
-    "eval.every=0", "run.log_every=1", "run.progress=log", "dist.timeout_s=60",
+    "eval.every=0",
+    "run.log_every=1",
+    "run.progress=log",
+    "dist.timeout_s=60",
 ]
 
 
@@ -54,11 +64,25 @@ def _steps_logged(run: Path) -> int:
 @pytest.fixture(scope="module")
 def ddp_preempted(tmp_path_factory):
     run = tmp_path_factory.mktemp("ddp") / "run"
-    cmd = [sys.executable, "-m", "lenslib", "train", "--nproc-per-node", "2", *TINY, "run.steps=1000",
-           "run.save_every=0", f"run.out_dir={run}", "dist.strategy=ddp",
-           "data.buckets={bases: [24, 32], batches: [3, 2], multiple: 8}", "optim.global_batch=null",
-           "flow.mu_schedule=tokens"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "lenslib",
+        "train",
+        "--nproc-per-node",
+        "2",
+        *TINY,
+        "run.steps=1000",
+        "run.save_every=0",
+        f"run.out_dir={run}",
+        "dist.strategy=ddp",
+        "data.buckets={bases: [24, 32], batches: [3, 2], multiple: 8}",
+        "optim.global_batch=null",
+        "flow.mu_schedule=tokens",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None and _steps_logged(run) < 2:
         time.sleep(0.1)
@@ -75,9 +99,22 @@ def ddp_preempted(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fsdp_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("fsdp") / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "lenslib.train", *TINY, "run.steps=3", f"run.out_dir={run}", "dist.strategy=fsdp",
-           "dist.precision=bf16", "model.activation_checkpointing=true"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "lenslib.train",
+        *TINY,
+        "run.steps=3",
+        f"run.out_dir={run}",
+        "dist.strategy=fsdp",
+        "dist.precision=bf16",
+        "model.activation_checkpointing=true",
+    ]
     p = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return run
@@ -93,7 +130,10 @@ def test_sigusr1_makes_every_ddp_rank_save_and_exit_with_the_requeue_code(ddp_pr
     ck = run / "checkpoints" / f"step_{marker['step']:07d}"
     assert (run / "checkpoints" / "latest").read_text().strip() == ck.name
     # both ranks took part in the same save
-    assert sorted(p.name for p in (ck / "rng").iterdir()) == ["rank_00000.safetensors", "rank_00001.safetensors"]
+    assert sorted(p.name for p in (ck / "rng").iterdir()) == [
+        "rank_00000.safetensors",
+        "rank_00001.safetensors",
+    ]
     state = json.loads((ck / "trainer_state.json").read_text())
     assert state["world_size"] == 2 and state["step"] == marker["step"] >= 2
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -111,7 +151,9 @@ def _assemble_shards(ck: Path, prefix: str) -> dict[str, torch.Tensor]:
             offsets = json.loads(h.metadata()["DCP_SHARDING_INFO"])
             for k in h.keys():
                 if k.startswith(prefix + "."):
-                    parts.setdefault(k[len(prefix) + 1:], []).append((offsets[k]["saved_offsets"], h.get_tensor(k)))
+                    parts.setdefault(k[len(prefix) + 1 :], []).append(
+                        (offsets[k]["saved_offsets"], h.get_tensor(k))
+                    )
     full = {}
     for k, chunks in parts.items():
         chunks.sort(key=lambda c: c[0])
@@ -120,11 +162,11 @@ def _assemble_shards(ck: Path, prefix: str) -> dict[str, torch.Tensor]:
 
 
 def test_fsdp2_checkpoint_is_sharded_and_loads_in_one_process(fsdp_run):
+    from lenslib.model.vae import PixelCodec
     from lenslib.train import checkpoint as ckpt
+    from lenslib.train.build import build_model
     from lenslib.train.config import load_config
     from lenslib.train.ema import EMA
-    from lenslib.train.build import build_model
-    from lenslib.model.vae import PixelCodec
 
     ck = fsdp_run / "checkpoints" / "step_0000003"
     shard_files = sorted(p.name for p in ck.glob("*.safetensors"))
@@ -158,7 +200,15 @@ def test_fsdp2_checkpoint_is_sharded_and_loads_in_one_process(fsdp_run):
 
 
 def test_fsdp2_checkpoint_resumes_training_at_world_size_one(fsdp_run):
-    cmd = [sys.executable, "-m", "lenslib.train", *TINY, "run.steps=4", f"run.out_dir={fsdp_run}", "dist.strategy=none"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lenslib.train",
+        *TINY,
+        "run.steps=4",
+        f"run.out_dir={fsdp_run}",
+        "dist.strategy=none",
+    ]
     p = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "step_0000003 at step 3" in p.stdout
@@ -183,9 +233,23 @@ def _pids_with(text: str) -> list[int]:
 def test_workers_of_a_sigkilled_launcher_save_and_exit(tmp_path):
     # torchrun starts workers in their own sessions: without PR_SET_PDEATHSIG they would keep training.
     run = tmp_path / "orphans"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "lenslib.train", *TINY, "run.steps=1000", "run.save_every=0", f"run.out_dir={run}"]
-    launcher = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "lenslib.train",
+        *TINY,
+        "run.steps=1000",
+        "run.save_every=0",
+        f"run.out_dir={run}",
+    ]
+    launcher = subprocess.Popen(
+        cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.time() + 240
         while time.time() < deadline and launcher.poll() is None and _steps_logged(run) < 2:
@@ -203,7 +267,10 @@ def test_workers_of_a_sigkilled_launcher_save_and_exit(tmp_path):
     marker = json.loads((run / "PREEMPTED").read_text())
     assert marker["signal"] == "SIGTERM"
     ck = run / "checkpoints" / f"step_{marker['step']:07d}"
-    assert sorted(p.name for p in (ck / "rng").iterdir()) == ["rank_00000.safetensors", "rank_00001.safetensors"]
+    assert sorted(p.name for p in (ck / "rng").iterdir()) == [
+        "rank_00000.safetensors",
+        "rank_00001.safetensors",
+    ]
 
 
 def test_wrap_model_compiles_in_place():
@@ -217,4 +284,9 @@ def test_wrap_model_compiles_in_place():
     wrapped = wrap_model(model, DistInfo(), compile=True)
     assert wrapped is model and model._compiled_call_impl is not None
     assert list(wrapped.state_dict()) == names
-    assert wrap_model(LensTransformer2DModel(**get_config("cpu-tiny", num_layers=1)), DistInfo())._compiled_call_impl is None
+    assert (
+        wrap_model(
+            LensTransformer2DModel(**get_config("cpu-tiny", num_layers=1)), DistInfo()
+        )._compiled_call_impl
+        is None
+    )

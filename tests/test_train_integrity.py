@@ -26,12 +26,23 @@ import torch
 from safetensors import safe_open
 
 TINY = [  # pinned here, so the tests keep their meaning when cpu-tiny.yaml's recipe changes
-    "data.patch=8", "optim.decay_ratio=0.0",
-    "optim.global_batch=4", "optim.micro_batch=2", "optim.warmup_steps=2",
-    "data.image_size=16", "data.caption_kind=brief", "data.max_text_tokens=8", "data.text_encoder_kwargs.max_length=8",
-    "model.kwargs.num_layers=2", "model.kwargs.num_attention_heads=2", "model.kwargs.attention_head_dim=16",
+    "data.patch=8",
+    "optim.decay_ratio=0.0",
+    "optim.global_batch=4",
+    "optim.micro_batch=2",
+    "optim.warmup_steps=2",
+    "data.image_size=16",
+    "data.caption_kind=brief",
+    "data.max_text_tokens=8",
+    "data.text_encoder_kwargs.max_length=8",
+    "model.kwargs.num_layers=2",
+    "model.kwargs.num_attention_heads=2",
+    "model.kwargs.attention_head_dim=16",
     "model.kwargs.axes_dims_rope=[4,6,6]",
-    "eval.every=0", "run.log_every=1", "run.progress=log", "ema.decay=0.9",
+    "eval.every=0",
+    "run.log_every=1",
+    "run.progress=log",
+    "ema.decay=0.9",
 ]
 
 
@@ -105,7 +116,9 @@ def test_changed_depth_is_refused_naming_the_key_before_anything_is_built(run, m
 
     monkeypatch.setattr(trainer, "build_source", never)
     before = sorted(p.name for p in (run / "checkpoints").iterdir())
-    rc = main_train(["--config", "cpu-tiny", *TINY, f"run.out_dir={run}", "run.steps=6", "model.kwargs.num_layers=1"])
+    rc = main_train(
+        ["--config", "cpu-tiny", *TINY, f"run.out_dir={run}", "run.steps=6", "model.kwargs.num_layers=1"]
+    )
     err = capsys.readouterr().err
     assert rc == EXIT_CONFIG_ERROR == 2, err
     assert "model.kwargs.num_layers: 2 -> 1 (architecture)" in err
@@ -123,15 +136,26 @@ def test_changed_patch_is_refused_not_a_size_mismatch(run):
 def test_a_changed_recipe_is_refused_and_never_starts_over(run):
     from lenslib.train.config import ResumeMismatchError
 
-    with pytest.raises(ResumeMismatchError, match=r"optim\.weight_decay: 0\.0 -> 0\.1 \(optimizer\).*run\.seed: 0 -> 1"):
+    with pytest.raises(
+        ResumeMismatchError, match=r"optim\.weight_decay: 0\.0 -> 0\.1 \(optimizer\).*run\.seed: 0 -> 1"
+    ):
         _train(run, "run.steps=6", "optim.weight_decay=0.1", "run.seed=1")
     summary = _train(run, "run.steps=5", "run.seed=1", "run.resume=never")  # the documented way out
     assert summary["start_step"] == 0 and _steps(run) == [1, 2, 3, 4, 5]
 
 
 def test_allowed_changes_resume_and_are_logged(run, capsys):
-    summary = _train(run, "run.steps=6", "optim.decay_ratio=0.5", "optim.min_lr_factor=0.1", "optim.lr=5e-4",
-                     "run.log_every=2", "run.save_every=1", "eval.num_steps=3", "dist.timeout_s=60")
+    summary = _train(
+        run,
+        "run.steps=6",
+        "optim.decay_ratio=0.5",
+        "optim.min_lr_factor=0.1",
+        "optim.lr=5e-4",
+        "run.log_every=2",
+        "run.save_every=1",
+        "eval.num_steps=3",
+        "dist.timeout_s=60",
+    )
     out = capsys.readouterr().out
     assert summary["start_step"] == 4 and summary["step"] == 6
     assert "changed since the checkpoint" in out and "optim.decay_ratio 0.0 -> 0.5" in out
@@ -147,8 +171,16 @@ def test_resumable_keys_are_one_documented_list():
         section, name = key.split(".", 1) if "." in key else (key, None)
         assert section in sections and (name is None or name.split(".")[0] in sections[section]), key
         assert why
-    for key in ("run.steps", "optim.lr", "optim.decay_ratio", "optim.decay_type", "optim.min_lr_factor",
-                "run.log_every", "run.save_every", "eval"):
+    for key in (
+        "run.steps",
+        "optim.lr",
+        "optim.decay_ratio",
+        "optim.decay_type",
+        "optim.min_lr_factor",
+        "run.log_every",
+        "run.save_every",
+        "eval",
+    ):
         assert key in RESUMABLE_KEYS
     saved = to_dict(TrainConfig())
     del saved["optim"]["decay_ratio"]  # a checkpoint written before the key existed compares at its default
@@ -169,8 +201,13 @@ def test_torchrun_launch_refuses_a_mismatched_run_before_starting_processes(run,
         raise AssertionError("torchrun was started")
 
     monkeypatch.setattr(subprocess, "Popen", never)
-    args = argparse.Namespace(config="cpu-tiny", overrides=[*TINY, f"run.out_dir={run}", "model.kwargs.num_layers=1"],
-                              nproc_per_node=2, shutdown_timeout=5, print_config=False)
+    args = argparse.Namespace(
+        config="cpu-tiny",
+        overrides=[*TINY, f"run.out_dir={run}", "model.kwargs.num_layers=1"],
+        nproc_per_node=2,
+        shutdown_timeout=5,
+        print_config=False,
+    )
     assert _cmd_train(args) == 2
     assert "model.kwargs.num_layers: 2 -> 1" in capsys.readouterr().err
 
@@ -197,8 +234,12 @@ def test_a_model_option_added_since_the_checkpoint_compares_at_its_default():
     from lenslib.train.trainer import _check_model_config
 
     saved = {"num_layers": 2, "_diffusers_version": "0.1"}
-    _check_model_config(saved, {"num_layers": 2, "new_option": False, "_diffusers_version": "0.2"}, "ck",
-                        {"new_option": False})
+    _check_model_config(
+        saved,
+        {"num_layers": 2, "new_option": False, "_diffusers_version": "0.2"},
+        "ck",
+        {"new_option": False},
+    )
     with pytest.raises(ResumeMismatchError, match=r"new_option: False -> True"):
         _check_model_config(saved, {"num_layers": 2, "new_option": True}, "ck", {"new_option": False})
     with pytest.raises(ResumeMismatchError, match=r"other: \(unset\) -> 1"):
@@ -227,7 +268,9 @@ def test_every_checkpoint_file_has_its_sha256(base):
 
     ck = _ck(base, 4)
     lines = dict(reversed(line.split("  ", 1)) for line in (ck / "SHA256SUMS").read_text().splitlines())
-    files = sorted(p.relative_to(ck).as_posix() for p in ck.rglob("*") if p.is_file() and p.name != "SHA256SUMS")
+    files = sorted(
+        p.relative_to(ck).as_posix() for p in ck.rglob("*") if p.is_file() and p.name != "SHA256SUMS"
+    )
     assert sorted(lines) == files and "trainer_state.json" in files and "rng/rank_00000.safetensors" in files
     assert all(lines[f] == ckpt.file_sha256(ck / f) for f in files)
     check = ckpt.verify_checkpoint(ck)
@@ -385,7 +428,9 @@ def test_failed_resave_of_a_step_keeps_the_old_copy(run, monkeypatch):
         ckpt.save_checkpoint(run, 4, model, opt)
     monkeypatch.setattr(ckpt.os, "replace", real_replace)
     assert _tmp_debris(run) == [] and ckpt.verify_checkpoint(_ck(run, 4)).ok
-    assert ckpt.read_trainer_state(_ck(run, 4))["model_config"]["num_layers"] == 2  # the run's, not the Linear's
+    assert (
+        ckpt.read_trainer_state(_ck(run, 4))["model_config"]["num_layers"] == 2
+    )  # the run's, not the Linear's
 
 
 def test_failed_atomic_write_removes_its_temporary_file(run, monkeypatch):
@@ -399,7 +444,9 @@ def test_failed_atomic_write_removes_its_temporary_file(run, monkeypatch):
     monkeypatch.setattr(ckpt.os, "fsync", disk_full)
     with pytest.raises(OSError, match="No space left"):
         ckpt.write_text_atomic(run / "config.yaml", "new")
-    with pytest.raises(OSError, match="No space left"):  # the trainer's config.yaml write, after loading step 4
+    with pytest.raises(
+        OSError, match="No space left"
+    ):  # the trainer's config.yaml write, after loading step 4
         _train(run, "run.steps=6")
     assert _tmp_debris(run) == [] and (run / "config.yaml").read_text() == config
 

@@ -25,19 +25,33 @@ REPO = Path(__file__).resolve().parents[1]
 
 # A very small Lens transformer on 16x16 world images (16 tokens), 2 micro-batches per step.
 TINY = [
-    "--config", "cpu-tiny",
-    "optim.global_batch=4", "optim.micro_batch=2", "optim.warmup_steps=2",
-    "data.image_size=16", "data.caption_kind=brief", "data.max_text_tokens=8", "data.text_encoder_kwargs.max_length=8",
-    "model.kwargs.num_layers=2", "model.kwargs.num_attention_heads=2", "model.kwargs.attention_head_dim=16",
+    "--config",
+    "cpu-tiny",
+    "optim.global_batch=4",
+    "optim.micro_batch=2",
+    "optim.warmup_steps=2",
+    "data.image_size=16",
+    "data.caption_kind=brief",
+    "data.max_text_tokens=8",
+    "data.text_encoder_kwargs.max_length=8",
+    "model.kwargs.num_layers=2",
+    "model.kwargs.num_attention_heads=2",
+    "model.kwargs.attention_head_dim=16",
     "model.kwargs.axes_dims_rope=[4,6,6]",
-    "eval.every=3", "eval.num_images=2", "eval.num_steps=2",
-    "run.log_every=1", "run.progress=log", "ema.decay=0.9",
+    "eval.every=3",
+    "eval.num_images=2",
+    "eval.num_steps=2",
+    "run.log_every=1",
+    "run.progress=log",
+    "ema.decay=0.9",
 ]
 N = 6
 
 
 def _env():
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(REPO))
+    env = dict(
+        os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(REPO)
+    )
     env.pop("WORLD_SIZE", None)
     return env
 
@@ -67,8 +81,9 @@ def _curve(run: Path) -> list[tuple]:
 
 def _kill_after_step_3(out: Path, *extra: str) -> Path:
     """Start a training job and SIGKILL it right after its step-3 checkpoint is published; its ``latest`` file."""
-    proc = subprocess.Popen(_train_cmd(out, *extra), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_cmd(out, *extra), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     latest = out / "checkpoints" / "latest"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -77,7 +92,9 @@ def _kill_after_step_3(out: Path, *extra: str) -> Path:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert latest.read_text().strip() == "step_0000003", "the job ended before it could be killed after step 3"
+    assert latest.read_text().strip() == "step_0000003", (
+        "the job ended before it could be killed after step 3"
+    )
     return latest
 
 
@@ -111,8 +128,22 @@ def runs(tmp_path_factory):
     steps_logged_before_kill = len(_curve(broken))
 
     # 3. Resume; this job is killed while writing the step-6 checkpoint.
-    p = subprocess.run([sys.executable, "-c", CRASH_IN_SAVE, *TINY, f"run.out_dir={broken}", f"run.steps={N}",
-                        "run.save_every=3"], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CRASH_IN_SAVE,
+            *TINY,
+            f"run.out_dir={broken}",
+            f"run.steps={N}",
+            "run.save_every=3",
+        ],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert p.returncode == -signal.SIGKILL, p.stderr[-3000:]
     after_crash = {
         "latest": latest.read_text().strip(),
@@ -120,8 +151,13 @@ def runs(tmp_path_factory):
     }
     # 4. Resume again, to N.
     out = _run(_train_cmd(broken, f"run.steps={N}", "run.save_every=3"))
-    return {"straight": straight, "broken": broken, "after_crash": after_crash, "resume_log": out.stdout,
-            "logged_before_kill": steps_logged_before_kill}
+    return {
+        "straight": straight,
+        "broken": broken,
+        "after_crash": after_crash,
+        "resume_log": out.stdout,
+        "logged_before_kill": steps_logged_before_kill,
+    }
 
 
 def test_kill_during_checkpoint_write_keeps_the_previous_checkpoint(runs):
@@ -189,7 +225,10 @@ def test_trainer_state_carries_everything_for_resume(runs):
         meta = h.metadata()
     assert {"python", "numpy"} <= set(meta)
     assert (runs["straight"] / "config.yaml").is_file()
-    assert sorted(p.name for p in (runs["straight"] / "samples").iterdir()) == ["step_0000003.png", "step_0000006.png"]
+    assert sorted(p.name for p in (runs["straight"] / "samples").iterdir()) == [
+        "step_0000003.png",
+        "step_0000006.png",
+    ]
 
 
 def test_rotation_keeps_the_last_k(runs):
@@ -220,7 +259,11 @@ def test_export_writes_the_ema_as_an_official_transformer_folder(runs, tmp_path)
     assert folder.name == "transformer" and (folder / "config.json").is_file()
     assert any(p.suffix == ".safetensors" for p in folder.iterdir())
     model = LensTransformer2DModel.from_pretrained(folder)
-    ema = {k[4:]: v for k, v in _tensors(runs["straight"] / "checkpoints" / "step_0000006").items() if k.startswith("ema.")}
+    ema = {
+        k[4:]: v
+        for k, v in _tensors(runs["straight"] / "checkpoints" / "step_0000006").items()
+        if k.startswith("ema.")
+    }
     sd = model.state_dict()
     assert set(sd) == set(ema)
     for k, v in sd.items():
@@ -230,7 +273,10 @@ def test_export_writes_the_ema_as_an_official_transformer_folder(runs, tmp_path)
 def test_compiled_run_trains_the_same_model(runs, tmp_path):
     """model.compile=true (torch.compile in place) keeps checkpoint names and follows the eager loss curve."""
     compiled = tmp_path / "compiled"
-    out = _run(_train_cmd(compiled, "run.steps=3", "run.save_every=3", "eval.every=0", "model.compile=true"), timeout=400)
+    out = _run(
+        _train_cmd(compiled, "run.steps=3", "run.save_every=3", "eval.every=0", "model.compile=true"),
+        timeout=400,
+    )
     assert "torch.compile" in out.stdout + out.stderr
     eager_ckpt = runs["straight"] / "checkpoints" / "step_0000006"
     tensors = _tensors(compiled / "checkpoints" / "step_0000003")
@@ -246,7 +292,10 @@ def test_data_workers_repeat_the_run_bit_for_bit(runs, tmp_path):
     ahead = tmp_path / "ahead"
     _run(_train_cmd(ahead, f"run.steps={N}", "run.save_every=2", "run.keep_last=2", "data.num_workers=2"))
     assert _curve(ahead) == _curve(runs["straight"])
-    a, b = _tensors(ahead / "checkpoints" / "step_0000006"), _tensors(runs["straight"] / "checkpoints" / "step_0000006")
+    a, b = (
+        _tensors(ahead / "checkpoints" / "step_0000006"),
+        _tensors(runs["straight"] / "checkpoints" / "step_0000006"),
+    )
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -257,7 +306,9 @@ def test_loss_is_logged_per_noise_band(runs):
     rows = [json.loads(x) for x in (runs["straight"] / "metrics.jsonl").read_text().splitlines() if x.strip()]
     rows = [r for r in rows if "step_time_s" in r]
     assert rows and all(len(r["loss_by_t"]) == len(T_BIN_EDGES) + 1 for r in rows)
-    for r in rows:  # the bins' sample-weighted mean is the step's loss (one micro-batch size, 2 micro-batches)
+    for (
+        r
+    ) in rows:  # the bins' sample-weighted mean is the step's loss (one micro-batch size, 2 micro-batches)
         seen = [v for v in r["loss_by_t"] if v is not None]
         assert seen and all(v >= 0 for v in seen)
         assert min(seen) <= r["loss"] + 1e-6 and max(seen) >= r["loss"] - 1e-6
@@ -274,5 +325,8 @@ def test_a_run_from_the_world_cache_resumes_bit_for_bit(tmp_path):
     out = _run(_train_cmd(broken, *pool))
     assert "step_0000003 at step 3" in out.stdout
     assert _curve(broken) == _curve(straight)
-    a, b = _tensors(straight / "checkpoints" / "step_0000006"), _tensors(broken / "checkpoints" / "step_0000006")
+    a, b = (
+        _tensors(straight / "checkpoints" / "step_0000006"),
+        _tensors(broken / "checkpoints" / "step_0000006"),
+    )
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)

@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 
 from lenslib.world.captions import (
-    ALT_TEXT_RATES, ALT_TEXT_WRONG_COLOR_RATE, CAPTION_KINDS, alt_text, brief, caption, coverage, detailed,
-    mixed, parse_mentions, word_count_stats,
+    ALT_TEXT_RATES,
+    ALT_TEXT_WRONG_COLOR_RATE,
+    CAPTION_KINDS,
+    alt_text,
+    brief,
+    caption,
+    coverage,
+    detailed,
+    mixed,
+    parse_mentions,
+    word_count_stats,
 )
 from lenslib.world.spec import Scene, SceneObject, TextItem, relation, sample_scene
 
@@ -26,8 +35,13 @@ LEFT_RED_CIRCLE = SceneObject("circle", "red", (0.05, 0.40, 0.30, 0.65))
 RIGHT_BLUE_SQUARE = SceneObject("square", "blue", (0.65, 0.40, 0.90, 0.65))
 TOP_STAR_A = SceneObject("star", "green", (0.35, 0.05, 0.50, 0.20))
 TOP_STAR_B = SceneObject("star", "green", (0.55, 0.05, 0.70, 0.20))
-HAND = Scene("shapes", (LEFT_RED_CIRCLE, RIGHT_BLUE_SQUARE, TOP_STAR_A, TOP_STAR_B), "warm gray", "stripes",
-             (TextItem("LENS", (0.40, 0.85, 0.60, 0.92), "black"),))
+HAND = Scene(
+    "shapes",
+    (LEFT_RED_CIRCLE, RIGHT_BLUE_SQUARE, TOP_STAR_A, TOP_STAR_B),
+    "warm gray",
+    "stripes",
+    (TextItem("LENS", (0.40, 0.85, 0.60, 0.92), "black"),),
+)
 
 
 def test_hand_scene_geometry_is_what_the_tests_assume():
@@ -40,26 +54,41 @@ def test_hand_scene_geometry_is_what_the_tests_assume():
 
 
 def test_coverage_reads_a_hand_written_caption():
-    text = ('Two green stars float over a warm gray background with faint stripes. A red circle is to the '
-            'left of the blue square, and the word "LENS" is written below.')
+    text = (
+        "Two green stars float over a warm gray background with faint stripes. A red circle is to the "
+        'left of the blue square, and the word "LENS" is written below.'
+    )
     cov = coverage(HAND, text)
     # 3 classes, 3 colours, 3 counts, 3 group pairs (all have a common relation), bg, texture, text
     assert len(cov.facts) == 15
     assert set(cov.stated) == {
-        "class:star", "class:circle", "class:square", "color:green star", "color:red circle",
-        "color:blue square", "count:green star=2", "count:red circle=1",
-        "relation:blue square|red circle", "background:warm gray", "texture:stripes", "text:LENS"}
+        "class:star",
+        "class:circle",
+        "class:square",
+        "color:green star",
+        "color:red circle",
+        "color:blue square",
+        "count:green star=2",
+        "count:red circle=1",
+        "relation:blue square|red circle",
+        "background:warm gray",
+        "texture:stripes",
+        "text:LENS",
+    }
     assert cov.recall == pytest.approx(12 / 15)
     assert cov.wrong == ()
 
 
-@pytest.mark.parametrize("text, wrong", [
-    ("a yellow circle", "color:yellow circle"),
-    ("three green stars", "count:green star=3"),
-    ("the blue square is to the left of the red circle", "relation:blue square left of red circle"),
-    ("a red heart", "class:heart"),
-    ("on a cool gray background", "background:cool gray"),
-])
+@pytest.mark.parametrize(
+    "text, wrong",
+    [
+        ("a yellow circle", "color:yellow circle"),
+        ("three green stars", "count:green star=3"),
+        ("the blue square is to the left of the red circle", "relation:blue square left of red circle"),
+        ("a red heart", "class:heart"),
+        ("on a cool gray background", "background:cool gray"),
+    ],
+)
 def test_coverage_flags_contradictions(text, wrong):
     assert wrong in coverage(HAND, text).wrong
 
@@ -107,8 +136,10 @@ def test_detailed_states_every_object_colour_count_and_relation(vocab):
 
 def test_recall_orders_the_caption_kinds():
     scenes = _scenes("shapes", 300, start=50)
-    recall = {k: np.mean([coverage(s, caption(s, k, i)).recall for i, s in enumerate(scenes)])
-              for k in CAPTION_KINDS}
+    recall = {
+        k: np.mean([coverage(s, caption(s, k, i)).recall for i, s in enumerate(scenes)])
+        for k in CAPTION_KINDS
+    }
     assert recall["detailed"] > 0.95
     assert recall["detailed"] > recall["mixed"] + 0.2 > recall["brief"] + 0.2
     assert recall["brief"] > recall["alt_text"] + 0.1

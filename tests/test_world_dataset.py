@@ -98,9 +98,15 @@ def test_emoji_data_carries_the_openmoji_attribution(tmp_path):
     assert "ATTRIBUTION.md" in read_manifest(out)["files"]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"n": 0}, "positive"), ({"size": 32}, ">= 64"), ({"vocab": "emoji", "size": 64}, ">= 128"),
-    ({"vocab": "animals"}, "unknown vocabulary")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n": 0}, "positive"),
+        ({"size": 32}, ">= 64"),
+        ({"vocab": "emoji", "size": 64}, ">= 128"),
+        ({"vocab": "animals"}, "unknown vocabulary"),
+    ],
+)
 def test_bad_arguments_fail_before_any_work(tmp_path, kwargs, match):
     args = {"n": 2, "size": 64, "vocab": "shapes", "out": tmp_path / "x"} | kwargs
     with pytest.raises(ValueError, match=match):

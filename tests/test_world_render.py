@@ -50,8 +50,12 @@ def _unmix(pixels: np.ndarray, bg, color) -> np.ndarray:
 @pytest.mark.parametrize("cls", ["apple", "bus", "cat", "umbrella"])
 @pytest.mark.parametrize("color", ["red", "blue", "yellow"])
 def test_emoji_are_recoloured_black_outline_plus_object_colour(cls, color):
-    box = (0.2, 0.2, 0.2 + 0.5 * min(1, spec.class_aspect("emoji", cls)),
-           0.2 + 0.5 / max(1, spec.class_aspect("emoji", cls)))
+    box = (
+        0.2,
+        0.2,
+        0.2 + 0.5 * min(1, spec.class_aspect("emoji", cls)),
+        0.2 + 0.5 / max(1, spec.class_aspect("emoji", cls)),
+    )
     scene = Scene("emoji", (SceneObject(cls, color, box),), background="cool gray")
     img = np.asarray(render(scene, 256))
     x0, y0, x1, y1 = pixel_box(box, 256, 256)

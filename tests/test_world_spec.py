@@ -14,27 +14,30 @@ from lenslib.world import spec
 from lenslib.world.spec import Scene, SceneObject, TextItem, relation, sample_scene, scene_from_metadata
 from lenslib.world.vocab import COCO_CLASSES, EMOJI_CLASSES, EMOJI_LEFT_OUT
 
-
 # --- relation: expected values worked out by hand from GenEval's rule --------------------------
 
-@pytest.mark.parametrize("a, b, size, expected", [
-    # centres (0.1, 0.1) vs (0.7, 0.1): offset (-0.6, 0), shrink 0.04 -> dx = -0.56 / 0.6 = -0.93
-    ((0, 0, 0.2, 0.2), (0.6, 0, 0.8, 0.2), None, {"left of"}),
-    ((0.6, 0, 0.8, 0.2), (0, 0, 0.2, 0.2), None, {"right of"}),
-    # y points down: smaller y is "above"
-    ((0.4, 0.0, 0.6, 0.2), (0.4, 0.7, 0.6, 0.9), None, {"above"}),
-    ((0.4, 0.7, 0.6, 0.9), (0.4, 0.0, 0.6, 0.2), None, {"below"}),
-    # diagonal: revised (-0.56, -0.56) / 0.849 = (-0.66, -0.66): both relations
-    ((0, 0, 0.2, 0.2), (0.6, 0.6, 0.8, 0.8), None, {"left of", "above"}),
-    # offset (-0.3, 0.25), shrink 0.02 -> (-0.28, 0.23) / 0.3905 = (-0.717, 0.589)
-    ((0.0, 0.25, 0.1, 0.35), (0.3, 0.0, 0.4, 0.1), None, {"left of", "below"}),
-    # offset (-0.1, -0.02) is swallowed by the size margin 0.1 * (0.5 + 0.5): no relation
-    ((0, 0, 0.5, 0.5), (0.1, 0.02, 0.6, 0.52), None, set()),
-    # unit square: offset (-0.2, -0.3), shrink 0.02 -> dx = -0.18 / 0.3606 = -0.499 (not < -0.5)
-    ((0, 0, 0.1, 0.1), (0.2, 0.3, 0.3, 0.4), None, {"above"}),
-    # same boxes on a 200 x 100 image: offset (-40, -30) px, shrink (4, 2) -> (-0.72, -0.56)
-    ((0, 0, 0.1, 0.1), (0.2, 0.3, 0.3, 0.4), (200, 100), {"left of", "above"}),
-])
+
+@pytest.mark.parametrize(
+    "a, b, size, expected",
+    [
+        # centres (0.1, 0.1) vs (0.7, 0.1): offset (-0.6, 0), shrink 0.04 -> dx = -0.56 / 0.6 = -0.93
+        ((0, 0, 0.2, 0.2), (0.6, 0, 0.8, 0.2), None, {"left of"}),
+        ((0.6, 0, 0.8, 0.2), (0, 0, 0.2, 0.2), None, {"right of"}),
+        # y points down: smaller y is "above"
+        ((0.4, 0.0, 0.6, 0.2), (0.4, 0.7, 0.6, 0.9), None, {"above"}),
+        ((0.4, 0.7, 0.6, 0.9), (0.4, 0.0, 0.6, 0.2), None, {"below"}),
+        # diagonal: revised (-0.56, -0.56) / 0.849 = (-0.66, -0.66): both relations
+        ((0, 0, 0.2, 0.2), (0.6, 0.6, 0.8, 0.8), None, {"left of", "above"}),
+        # offset (-0.3, 0.25), shrink 0.02 -> (-0.28, 0.23) / 0.3905 = (-0.717, 0.589)
+        ((0.0, 0.25, 0.1, 0.35), (0.3, 0.0, 0.4, 0.1), None, {"left of", "below"}),
+        # offset (-0.1, -0.02) is swallowed by the size margin 0.1 * (0.5 + 0.5): no relation
+        ((0, 0, 0.5, 0.5), (0.1, 0.02, 0.6, 0.52), None, set()),
+        # unit square: offset (-0.2, -0.3), shrink 0.02 -> dx = -0.18 / 0.3606 = -0.499 (not < -0.5)
+        ((0, 0, 0.1, 0.1), (0.2, 0.3, 0.3, 0.4), None, {"above"}),
+        # same boxes on a 200 x 100 image: offset (-40, -30) px, shrink (4, 2) -> (-0.72, -0.56)
+        ((0, 0, 0.1, 0.1), (0.2, 0.3, 0.3, 0.4), (200, 100), {"left of", "above"}),
+    ],
+)
 def test_relation_matches_geneval_rule(a, b, size, expected):
     assert relation(a, b, size) == expected
     oa = SceneObject("circle", "red", a)
@@ -52,6 +55,7 @@ def test_size_name_thirds_of_object_side():
 
 # --- vocabularies and palette --------------------------------------------------------------
 
+
 def test_emoji_vocabulary_accounts_for_every_coco_class():
     assert len(COCO_CLASSES) == 80
     assert set(EMOJI_CLASSES) | set(EMOJI_LEFT_OUT) == set(COCO_CLASSES)
@@ -65,8 +69,18 @@ def test_emoji_vocabulary_accounts_for_every_coco_class():
 
 
 def test_palette_is_genevals_and_far_apart():
-    assert list(spec.COLORS) == ["red", "orange", "yellow", "green", "blue", "purple", "pink", "brown",
-                                 "black", "white"]
+    assert list(spec.COLORS) == [
+        "red",
+        "orange",
+        "yellow",
+        "green",
+        "blue",
+        "purple",
+        "pink",
+        "brown",
+        "black",
+        "white",
+    ]
     named = {**spec.COLORS, **spec.BACKGROUNDS}
     lab = {k: rgb2lab(np.array(v, float)[None, None] / 255)[0, 0] for k, v in named.items()}
     for x, y in itertools.combinations(named, 2):
@@ -76,6 +90,7 @@ def test_palette_is_genevals_and_far_apart():
 
 
 # --- Scene --------------------------------------------------------------------------------------
+
 
 def test_scene_round_trips_through_json():
     scene = sample_scene(7, "emoji", max_objects=5, text_prob=1.0, texture_prob=1.0)
@@ -101,6 +116,7 @@ def test_scene_rejects_bad_fields_with_clear_errors():
 
 
 # --- sampling inside the operating limits -------------------------------------------------------
+
 
 def _check_limits(scene: Scene):
     boxes = [o.box for o in scene.objects] + [t.box for t in scene.texts]
@@ -152,18 +168,31 @@ def test_sample_scene_is_reproducible_and_varied():
 GENEVAL_LINES = [
     {"tag": "single_object", "include": [{"class": "cat", "count": 1}]},
     {"tag": "two_object", "include": [{"class": "dog", "count": 1}, {"class": "apple", "count": 1}]},
-    {"tag": "counting", "include": [{"class": "clock", "count": 3}], "exclude": [{"class": "clock", "count": 4}]},
+    {
+        "tag": "counting",
+        "include": [{"class": "clock", "count": 3}],
+        "exclude": [{"class": "clock", "count": 4}],
+    },
     {"tag": "colors", "include": [{"class": "bus", "count": 1, "color": "white"}]},
-    {"tag": "color_attr", "include": [{"class": "cup", "count": 1, "color": "pink"},
-                                      {"class": "book", "count": 1, "color": "green"}]},
+    {
+        "tag": "color_attr",
+        "include": [
+            {"class": "cup", "count": 1, "color": "pink"},
+            {"class": "book", "count": 1, "color": "green"},
+        ],
+    },
 ] + [
-    {"tag": "position", "include": [{"class": "bird", "count": 1},
-                                    {"class": "chair", "count": 1, "position": [rel, 0]}]}
+    {
+        "tag": "position",
+        "include": [{"class": "bird", "count": 1}, {"class": "chair", "count": 1, "position": [rel, 0]}],
+    }
     for rel in spec.RELATIONS
 ]
 
 
-@pytest.mark.parametrize("line", GENEVAL_LINES, ids=lambda l: l["tag"] + str(l["include"][-1].get("position", "")))
+@pytest.mark.parametrize(
+    "line", GENEVAL_LINES, ids=lambda x: x["tag"] + str(x["include"][-1].get("position", ""))
+)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_scene_from_metadata_satisfies_every_clause(line, seed):
     scene = scene_from_metadata(line, "emoji", seed)
@@ -190,17 +219,22 @@ def test_scene_from_metadata_errors_name_the_clause():
     good = {"class": "circle", "count": 1}
     with pytest.raises(ValueError, match=r"include\[1\].*unknown shapes class 'dragon'"):
         scene_from_metadata({"include": [good, {"class": "dragon", "count": 1}]}, "shapes")
-    with pytest.raises(ValueError, match=r"include\[1\].*the shapes world cannot draw 'dog'"):  # a known object
+    with pytest.raises(
+        ValueError, match=r"include\[1\].*the shapes world cannot draw 'dog'"
+    ):  # a known object
         scene_from_metadata({"include": [good, {"class": "dog", "count": 1}]}, "shapes")
     with pytest.raises(ValueError, match=r"include\[0\].*unknown colour 'teal'"):
         scene_from_metadata({"include": [{"class": "circle", "count": 1, "color": "teal"}]}, "shapes")
     with pytest.raises(ValueError, match=r"include\[1\].*unknown relation 'behind'"):
-        scene_from_metadata({"include": [good, {"class": "star", "count": 1, "position": ["behind", 0]}]}, "shapes")
+        scene_from_metadata(
+            {"include": [good, {"class": "star", "count": 1, "position": ["behind", 0]}]}, "shapes"
+        )
     with pytest.raises(ValueError, match=r"include\[0\].*earlier include clause"):
         scene_from_metadata({"include": [{"class": "star", "count": 1, "position": ["above", 0]}]}, "shapes")
     with pytest.raises(ValueError, match=r"exclude\[0\]"):
-        scene_from_metadata({"include": [{"class": "star", "count": 2}], "exclude": [{"class": "star", "count": 2}]},
-                            "shapes")
+        scene_from_metadata(
+            {"include": [{"class": "star", "count": 2}], "exclude": [{"class": "star", "count": 2}]}, "shapes"
+        )
     with pytest.raises(ValueError, match="count must be a positive integer"):
         scene_from_metadata({"include": [{"class": "star", "count": 0}]}, "shapes")
     with pytest.raises(ValueError, match="no 'include'"):

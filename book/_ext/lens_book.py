@@ -43,7 +43,10 @@ def _copy_mathjax(app, exception):
 def _drop_duplicate_scripts(app, pagename, templatename, context, doctree):
     seen, unique = set(), []
     for script in context.get("script_files", []):
-        key = (getattr(script, "filename", None) or "", repr(sorted(getattr(script, "attributes", {}).items())))
+        key = (
+            getattr(script, "filename", None) or "",
+            repr(sorted(getattr(script, "attributes", {}).items())),
+        )
         if key in seen:
             continue
         seen.add(key)
@@ -70,8 +73,10 @@ def _report_execution_times(app, exception):
     if not times:
         return  # nothing executed in this build (cached or execution off)
     width = max(len(name) for name in times)
-    lines = [f"  {name:<{width}s} {t['seconds']:8.1f} s{'' if t['succeeded'] else '  FAILED'}"
-             for name, t in times.items()]
+    lines = [
+        f"  {name:<{width}s} {t['seconds']:8.1f} s{'' if t['succeeded'] else '  FAILED'}"
+        for name, t in times.items()
+    ]
     total = sum(t["seconds"] for t in times.values())
     lines.append(f"  {'total':<{width}s} {total:8.1f} s")
     logger.info("chapter execution times (this machine):\n" + "\n".join(lines))

@@ -21,13 +21,35 @@ __all__ = ["register"]
 
 def _param_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("notebook", help="training notebook (.md MyST via jupytext, or .ipynb)")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder: record, config, metrics, samples, checkpoints")
-    p.add_argument("-p", "--parameters", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
-                   help="a notebook parameter; VALUE is read as papermill does (True/False/None, int, float, string)")
-    p.add_argument("-r", "--parameters-raw", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
-                   help="a notebook parameter kept as a string")
-    p.add_argument("-y", "--parameters-yaml", action="append", default=[], metavar="YAML",
-                   help="a YAML file of parameters, or an inline YAML mapping (later values win; -p/-r win over -y)")
+    p.add_argument(
+        "run_dir", metavar="RUN_DIR", help="run folder: record, config, metrics, samples, checkpoints"
+    )
+    p.add_argument(
+        "-p",
+        "--parameters",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("KEY", "VALUE"),
+        help="a notebook parameter; VALUE is read as papermill does (True/False/None, int, float, string)",
+    )
+    p.add_argument(
+        "-r",
+        "--parameters-raw",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("KEY", "VALUE"),
+        help="a notebook parameter kept as a string",
+    )
+    p.add_argument(
+        "-y",
+        "--parameters-yaml",
+        action="append",
+        default=[],
+        metavar="YAML",
+        help="a YAML file of parameters, or an inline YAML mapping (later values win; -p/-r win over -y)",
+    )
 
 
 def _collect(args) -> dict:
@@ -61,14 +83,25 @@ def _cmd_run_notebook(args) -> int:
     try:
         params = _collect(args)
         if args.check:
-            prep = prepare(args.notebook, args.run_dir, params, kernel=args.kernel,
-                           allow_config_change=args.allow_config_change)
+            prep = prepare(
+                args.notebook,
+                args.run_dir,
+                params,
+                kernel=args.kernel,
+                allow_config_change=args.allow_config_change,
+            )
             print(f"lens run-notebook: parameters OK; prepared notebook at {prep.prepared_path}")
             return 0
         _setup_logging()
-        result = run_notebook(args.notebook, args.run_dir, params, kernel=args.kernel,
-                              log_output=not args.no_log_output, execution_timeout=args.execution_timeout,
-                              allow_config_change=args.allow_config_change)
+        result = run_notebook(
+            args.notebook,
+            args.run_dir,
+            params,
+            kernel=args.kernel,
+            log_output=not args.no_log_output,
+            execution_timeout=args.execution_timeout,
+            allow_config_change=args.allow_config_change,
+        )
     except (ParameterError, FileNotFoundError, RuntimeError) as err:
         from lenslib.cli import fail
 
@@ -93,14 +126,33 @@ def _cmd_submit(args) -> int:
         nodes = args.nodes if args.nodes is not None else int(params.pop("nodes", 1) or 1)
         nproc = args.nproc_per_node if args.nproc_per_node is not None else params.pop("nproc_per_node", None)
         res = SlurmResources(
-            nodes=nodes, gpus_per_node=args.gpus_per_node, nproc_per_node=nproc, cpus_per_task=args.cpus_per_task,
-            mem=args.mem, time=args.time, partition=args.partition, account=args.account, qos=args.qos,
-            constraint=args.constraint, signal_seconds=args.signal_seconds, requeue=not args.no_requeue,
-            array_parallel=args.array_parallel, extra=args.sbatch_arg,
+            nodes=nodes,
+            gpus_per_node=args.gpus_per_node,
+            nproc_per_node=nproc,
+            cpus_per_task=args.cpus_per_task,
+            mem=args.mem,
+            time=args.time,
+            partition=args.partition,
+            account=args.account,
+            qos=args.qos,
+            constraint=args.constraint,
+            signal_seconds=args.signal_seconds,
+            requeue=not args.no_requeue,
+            array_parallel=args.array_parallel,
+            extra=args.sbatch_arg,
         )
         sweep = load_sweep(args.sweep) if args.sweep else None
-        sub = submit_notebook(args.notebook, args.run_dir, params, res, sweep=sweep, name=args.name,
-                              dry_run=args.dry_run, python=args.python, prologue=args.prologue)
+        sub = submit_notebook(
+            args.notebook,
+            args.run_dir,
+            params,
+            res,
+            sweep=sweep,
+            name=args.name,
+            dry_run=args.dry_run,
+            python=args.python,
+            prologue=args.prologue,
+        )
     except (ParameterError, SlurmError, FileNotFoundError, ValueError) as err:
         from lenslib.cli import fail
 
@@ -108,8 +160,10 @@ def _cmd_submit(args) -> int:
     if args.dry_run:
         print(sub.script, end="")
         return 0
-    print(f"submitted job {sub.job_id} ({len(sub.run_dirs)} run folder{'s' if len(sub.run_dirs) > 1 else ''}); "
-          f"script {sub.script_path}")
+    print(
+        f"submitted job {sub.job_id} ({len(sub.run_dirs)} run folder{'s' if len(sub.run_dirs) > 1 else ''}); "
+        f"script {sub.script_path}"
+    )
     if not args.wait:
         return 0
     try:
@@ -120,11 +174,15 @@ def _cmd_submit(args) -> int:
     from .notebook import read_manifest
 
     for t in sorted(tasks, key=lambda t: int(t.get("ArrayTaskId", "0") or 0)):
-        run_dir = sub.run_dirs[int(t.get("ArrayTaskId", "0") or 0)] if len(sub.run_dirs) > 1 else sub.run_dirs[0]
+        run_dir = (
+            sub.run_dirs[int(t.get("ArrayTaskId", "0") or 0)] if len(sub.run_dirs) > 1 else sub.run_dirs[0]
+        )
         attempts = read_manifest(run_dir).get("attempts", [])
-        print(f"{t.get('JobId')} {t.get('JobState')} exit {t.get('ExitCode')} restarts {t.get('Restarts')}: "
-              f"{run_dir} ({len(attempts)} attempt{'s' if len(attempts) != 1 else ''}, "
-              f"{attempts[-1]['status'] if attempts else 'no record'})")
+        print(
+            f"{t.get('JobId')} {t.get('JobState')} exit {t.get('ExitCode')} restarts {t.get('Restarts')}: "
+            f"{run_dir} ({len(attempts)} attempt{'s' if len(attempts) != 1 else ''}, "
+            f"{attempts[-1]['status'] if attempts else 'no record'})"
+        )
     return 0 if all(t.get("JobState") == "COMPLETED" for t in tasks) else 1
 
 
@@ -138,8 +196,9 @@ def _cmd_record(args) -> int:
         note = None
         if args.note is not None:
             if not Path(args.note).is_file():
-                raise FileNotFoundError(f"--note {args.note}: no such file; pass a markdown file describing how the "
-                                        "run was made.")
+                raise FileNotFoundError(
+                    f"--note {args.note}: no such file; pass a markdown file describing how the run was made."
+                )
             note = Path(args.note).read_text()
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError) as err:
         return fail("record", err)
@@ -149,24 +208,40 @@ def _cmd_record(args) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("run-notebook", help="validate parameters, then execute a training notebook headlessly",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "run-notebook",
+        help="validate parameters, then execute a training notebook headlessly",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _param_args(p)
     p.add_argument("-k", "--kernel", default="python3", help="Jupyter kernel (default python3)")
     p.add_argument("--check", action="store_true", help="validate and prepare only; execute nothing")
-    p.add_argument("--allow-config-change", action="store_true",
-                   help="resume a run folder even though the resolved config changed")
+    p.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="resume a run folder even though the resolved config changed",
+    )
     p.add_argument("--execution-timeout", type=float, default=None, help="seconds per cell (default: none)")
     p.add_argument("--no-log-output", action="store_true", help="do not echo cell output to the log")
     p.set_defaults(func=_cmd_run_notebook)
 
-    s = subparsers.add_parser("submit", help="submit a training notebook as a SLURM job (or a job array for a sweep)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s = subparsers.add_parser(
+        "submit",
+        help="submit a training notebook as a SLURM job (or a job array for a sweep)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _param_args(s)
     s.add_argument("--slurm", action="store_true", help="submit with sbatch")
     s.add_argument("--nodes", type=int, default=None, help="nodes (default: the nodes parameter, else 1)")
     s.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node (0: CPU job)")
-    s.add_argument("--nproc-per-node", type=int, default=None, help="training processes per node (default: GPUs per node, else 1)")
+    s.add_argument(
+        "--nproc-per-node",
+        type=int,
+        default=None,
+        help="training processes per node (default: GPUs per node, else 1)",
+    )
     s.add_argument("--cpus-per-task", type=int, default=None, help="CPUs per node (default: one per process)")
     s.add_argument("--mem", default=None, help="memory per node, e.g. 480G")
     s.add_argument("--time", default="01:00:00", help="time limit (HH:MM:SS or D-HH:MM:SS)")
@@ -174,23 +249,44 @@ def register(subparsers) -> None:
     s.add_argument("--account", default=None)
     s.add_argument("--qos", default=None)
     s.add_argument("--constraint", default=None)
-    s.add_argument("--signal-seconds", type=int, default=120, help="SIGUSR1 this long before the time limit (default 120)")
+    s.add_argument(
+        "--signal-seconds",
+        type=int,
+        default=120,
+        help="SIGUSR1 this long before the time limit (default 120)",
+    )
     s.add_argument("--no-requeue", action="store_true", help="do not requeue after a preemption save")
-    s.add_argument("--sweep", default=None, help="YAML list of parameter sets: one array task and RUN_DIR/run-i each")
+    s.add_argument(
+        "--sweep", default=None, help="YAML list of parameter sets: one array task and RUN_DIR/run-i each"
+    )
     s.add_argument("--array-parallel", type=int, default=None, help="at most this many array tasks at once")
     s.add_argument("--name", default=None, help="job name (default: the run folder's name)")
     s.add_argument("--python", default=None, help="Python on the compute nodes (default: this one)")
-    s.add_argument("--prologue", action="append", default=[], help="shell line run before the notebook (e.g. 'module load cuda')")
+    s.add_argument(
+        "--prologue",
+        action="append",
+        default=[],
+        help="shell line run before the notebook (e.g. 'module load cuda')",
+    )
     s.add_argument("--sbatch-arg", action="append", default=[], help="extra sbatch option, e.g. --exclusive")
     s.add_argument("--dry-run", action="store_true", help="print the script; submit nothing")
     s.add_argument("--wait", action="store_true", help="wait for the job and report its state")
     s.add_argument("--timeout", type=float, default=24 * 3600, help="seconds to --wait (default 1 day)")
     s.set_defaults(func=_cmd_submit)
 
-    r = subparsers.add_parser("record", help="render a run folder (executed notebook + metrics) as a book page")
+    r = subparsers.add_parser(
+        "record", help="render a run folder (executed notebook + metrics) as a book page"
+    )
     r.add_argument("run_dir", help="a run folder written by lens run-notebook")
-    r.add_argument("out", help="the page to write, an .ipynb in the book (an experiment's results.json is copied beside it as NAME.json)")
+    r.add_argument(
+        "out",
+        help="the page to write, an .ipynb in the book (an experiment's results.json is copied beside it as NAME.json)",
+    )
     r.add_argument("--title", default=None)
-    r.add_argument("--note", default=None, metavar="FILE",
-                   help="a markdown file shown after the summary: how the run was made (machines, threads, resumes)")
+    r.add_argument(
+        "--note",
+        default=None,
+        metavar="FILE",
+        help="a markdown file shown after the summary: how the run was made (machines, threads, resumes)",
+    )
     r.set_defaults(func=_cmd_record)

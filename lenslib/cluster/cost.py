@@ -37,8 +37,10 @@ def step_flops(cfg, world_size: int, txt_tokens: int = CAPTION_TOKENS) -> float:
         b = buckets[0]
         per_sample = transformer_flops(model, image_tokens(b.height, b.width), txt_tokens)["total"]
         return TRAIN_FLOPS_PER_FORWARD * per_sample * cfg.optim.global_batch
-    per_rank = [bucket_batch(cfg, b) * transformer_flops(model, image_tokens(b.height, b.width), txt_tokens)["total"]
-                for b in buckets]
+    per_rank = [
+        bucket_batch(cfg, b) * transformer_flops(model, image_tokens(b.height, b.width), txt_tokens)["total"]
+        for b in buckets
+    ]
     return TRAIN_FLOPS_PER_FORWARD * world_size * sum(per_rank) / len(per_rank)
 
 
@@ -61,11 +63,16 @@ def paper_stage_costs(total_gpu_hours: float = 192_000, gpus: int = 128) -> list
     """The paper's two pre-training stages: FLOPs and two estimates of their share of ``total_gpu_hours``."""
     from lenslib.train.config import load_config
 
-    stages = [("stage 1", load_config("lens-stage1", world_size=gpus)), ("stage 2", load_config("lens-stage2", world_size=gpus))]
+    stages = [
+        ("stage 1", load_config("lens-stage1", world_size=gpus)),
+        ("stage 2", load_config("lens-stage2", world_size=gpus)),
+    ]
     flops = [run_flops(cfg, gpus) for _, cfg in stages]
     steps = [cfg.run.steps for _, cfg in stages]
     out = []
     for (name, cfg), f, s in zip(stages, flops, steps):
         equal_time = total_gpu_hours * s / sum(steps)
-        out.append(StageCost(name, s, f, equal_time, total_gpu_hours * f / sum(flops), equal_time / gpus / 24))
+        out.append(
+            StageCost(name, s, f, equal_time, total_gpu_hours * f / sum(flops), equal_time / gpus / 24)
+        )
     return out

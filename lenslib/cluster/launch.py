@@ -35,8 +35,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunPreempted", "TrainingFailed", "LaunchResult", "torchrun_command", "srun_prefix", "launch_training",
-           "master_address", "request_stop", "check_result"]
+__all__ = [
+    "RunPreempted",
+    "TrainingFailed",
+    "LaunchResult",
+    "torchrun_command",
+    "srun_prefix",
+    "launch_training",
+    "master_address",
+    "request_stop",
+    "check_result",
+]
 
 #: torchrun's signal forwarding: SIGUSR1 added to its defaults (else it dies and orphans the workers).
 FORWARDED_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
@@ -74,9 +83,19 @@ def master_address() -> str:
     return "127.0.0.1"
 
 
-def torchrun_command(config_path: str | Path, nodes: int = 1, nproc_per_node: int = 1, *, master_addr: str | None = None,
-                     master_port: int | None = None, rdzv_id: str | None = None, shutdown_timeout: int = 100,
-                     module: str = "lenslib.train", extra_args: tuple[str, ...] = (), python: str | None = None) -> list[str]:
+def torchrun_command(
+    config_path: str | Path,
+    nodes: int = 1,
+    nproc_per_node: int = 1,
+    *,
+    master_addr: str | None = None,
+    master_port: int | None = None,
+    rdzv_id: str | None = None,
+    shutdown_timeout: int = 100,
+    module: str = "lenslib.train",
+    extra_args: tuple[str, ...] = (),
+    python: str | None = None,
+) -> list[str]:
     """The torchrun command line for one node (``python -m torch.distributed.run``: no PATH lookup).
 
     One node: ``--standalone``. Several: c10d rendezvous at ``master_addr:master_port`` with ``rdzv_id``
@@ -92,15 +111,36 @@ def torchrun_command(config_path: str | Path, nodes: int = 1, nproc_per_node: in
         addr = master_addr or master_address()
         port = master_port or int(os.environ.get("LENS_MASTER_PORT", DEFAULT_PORT))
         rid = rdzv_id or os.environ.get("SLURM_JOB_ID", "lens")
-        cmd += [f"--nnodes={nodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={addr}:{port}", f"--rdzv-id={rid}"]
-    cmd += [f"--nproc-per-node={nproc_per_node}", "--max-restarts=0", f"--signals-to-handle={FORWARDED_SIGNALS}",
-            f"--shutdown-timeout={shutdown_timeout}", "-m", module, "--config", str(config_path), *extra_args]
+        cmd += [
+            f"--nnodes={nodes}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={addr}:{port}",
+            f"--rdzv-id={rid}",
+        ]
+    cmd += [
+        f"--nproc-per-node={nproc_per_node}",
+        "--max-restarts=0",
+        f"--signals-to-handle={FORWARDED_SIGNALS}",
+        f"--shutdown-timeout={shutdown_timeout}",
+        "-m",
+        module,
+        "--config",
+        str(config_path),
+        *extra_args,
+    ]
     return cmd
 
 
 def srun_prefix(nodes: int) -> list[str]:
     """``srun`` with one task per node and all of the job's CPUs per task (22.05+ does not inherit -c)."""
-    cmd = ["srun", f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "--export=ALL"]
+    cmd = [
+        "srun",
+        f"--nodes={nodes}",
+        f"--ntasks={nodes}",
+        "--ntasks-per-node=1",
+        "--kill-on-bad-exit=1",
+        "--export=ALL",
+    ]
     cpus = os.environ.get("SLURM_CPUS_PER_TASK")
     if cpus:
         cmd.append(f"--cpus-per-task={cpus}")
@@ -125,19 +165,25 @@ def _resolve_config(config: Any, run_dir: str | Path | None) -> tuple[Path, Path
     if isinstance(config, TrainConfig):
         out = Path(run_dir or config.run.out_dir or "")
         if not str(out) or not config.run.out_dir:
-            raise ValueError("the config has no run.out_dir: build it with config_from_parameters(..., run_dir=...) "
-                             "or set run.out_dir, so every node writes to the same run folder.")
+            raise ValueError(
+                "the config has no run.out_dir: build it with config_from_parameters(..., run_dir=...) "
+                "or set run.out_dir, so every node writes to the same run folder."
+            )
         out.mkdir(parents=True, exist_ok=True)
         path = out / "config.yaml"
         tmp = out / "config.yaml.tmp"
         tmp.write_text(to_yaml(config))
         os.replace(tmp, path)
         return path, out
-    path = Path(config if config is not None else Path(run_dir or os.environ.get("LENS_RUN_DIR", "")) / "config.yaml")
+    path = Path(
+        config if config is not None else Path(run_dir or os.environ.get("LENS_RUN_DIR", "")) / "config.yaml"
+    )
     if path.is_dir():
         path = path / "config.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"training config {path} not found (run the notebook through `lens run-notebook` or pass a config).")
+        raise FileNotFoundError(
+            f"training config {path} not found (run the notebook through `lens run-notebook` or pass a config)."
+        )
     import yaml
 
     data = yaml.safe_load(path.read_text()) or {}
@@ -151,7 +197,11 @@ def _stop_flag(run_dir: Path) -> Path:
     """The file whose appearance asks a running launch to stop: ``$LENS_PREEMPT_FLAG``, else ``RUN_DIR/.preempt``."""
     from .notebook import PREEMPT_FLAG_NAME
 
-    return Path(os.environ["LENS_PREEMPT_FLAG"]) if os.environ.get("LENS_PREEMPT_FLAG") else run_dir / PREEMPT_FLAG_NAME
+    return (
+        Path(os.environ["LENS_PREEMPT_FLAG"])
+        if os.environ.get("LENS_PREEMPT_FLAG")
+        else run_dir / PREEMPT_FLAG_NAME
+    )
 
 
 def request_stop(run_dir: str | Path) -> Path:
@@ -175,15 +225,28 @@ def check_result(result: LaunchResult) -> LaunchResult:
         )
     if result.returncode != 0:
         n = len(result.tail.splitlines())
-        raise TrainingFailed(f"torchrun exited with code {result.returncode}. Last {n} lines of {result.log_path}:\n"
-                             f"{result.tail}")
+        raise TrainingFailed(
+            f"torchrun exited with code {result.returncode}. Last {n} lines of {result.log_path}:\n"
+            f"{result.tail}"
+        )
     return result
 
 
-def launch_training(config: Any = None, run_dir: str | Path | None = None, *, nodes: int = 1, nproc_per_node: int = 1,
-                    srun: bool | None = None, extra_args: tuple[str, ...] = (), shutdown_timeout: int = 100,
-                    tail_lines: int = 30, echo: bool = True, check: bool = True,
-                    command: list[str] | None = None, on_line=None) -> LaunchResult:
+def launch_training(
+    config: Any = None,
+    run_dir: str | Path | None = None,
+    *,
+    nodes: int = 1,
+    nproc_per_node: int = 1,
+    srun: bool | None = None,
+    extra_args: tuple[str, ...] = (),
+    shutdown_timeout: int = 100,
+    tail_lines: int = 30,
+    echo: bool = True,
+    check: bool = True,
+    command: list[str] | None = None,
+    on_line=None,
+) -> LaunchResult:
     """Run the trainer under torchrun (under srun inside a SLURM job) and wait; see the module docstring.
 
     ``config`` is a :class:`TrainConfig` (written to ``RUN_DIR/config.yaml``), a YAML path, or None for
@@ -204,8 +267,13 @@ def launch_training(config: Any = None, run_dir: str | Path | None = None, *, no
         srun = bool(os.environ.get("SLURM_JOB_ID")) and shutil.which("srun") is not None
     if nodes > 1 and not srun:
         raise ValueError(f"nodes={nodes} needs a SLURM allocation (srun) to start torchrun on every node.")
-    cmd = list(command) if command else torchrun_command(config_path, nodes, nproc_per_node,
-                                                         shutdown_timeout=shutdown_timeout, extra_args=extra_args)
+    cmd = (
+        list(command)
+        if command
+        else torchrun_command(
+            config_path, nodes, nproc_per_node, shutdown_timeout=shutdown_timeout, extra_args=extra_args
+        )
+    )
     if srun:
         cmd = srun_prefix(nodes) + cmd
     logs = run_dir / "logs"
@@ -220,8 +288,15 @@ def launch_training(config: Any = None, run_dir: str | Path | None = None, *, no
     with open(log_path, "w") as log_file:
         log_file.write("$ " + " ".join(cmd) + "\n")
         log_file.flush()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                env=env, preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env=env,
+            preexec_fn=_die_with_parent,
+        )
 
         def pump():
             for line in proc.stdout:
@@ -253,10 +328,14 @@ def launch_training(config: Any = None, run_dir: str | Path | None = None, *, no
         rc = proc.wait()
         reader.join()
     if signalled:
-        flag.unlink(missing_ok=True)  # the request was delivered; the next launch (the resume) must not see it
+        flag.unlink(
+            missing_ok=True
+        )  # the request was delivered; the next launch (the resume) must not see it
     seconds = time.time() - t0
     info = json.loads(marker.read_text()) if marker.is_file() else None
-    result = LaunchResult(rc, cmd, log_path, "\n".join(tail), seconds, preempted=info is not None, preempt_info=info)
+    result = LaunchResult(
+        rc, cmd, log_path, "\n".join(tail), seconds, preempted=info is not None, preempt_info=info
+    )
     print(f"[lens] torchrun exited with code {rc} after {seconds:.1f} s (log: {log_path})", flush=True)
     if not check:
         return result

@@ -134,7 +134,9 @@ def read_parameters_file(path_or_yaml: str | Path) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ParameterError(f"parameters {path_or_yaml!r} must be a mapping of name: value, got {type(data).__name__}.")
+        raise ParameterError(
+            f"parameters {path_or_yaml!r} must be a mapping of name: value, got {type(data).__name__}."
+        )
     return data
 
 
@@ -153,14 +155,17 @@ def load_notebook(path: str | Path):
     if not path.is_file():
         raise FileNotFoundError(f"notebook {path} not found: give a notebook file (.ipynb, or MyST .md).")
     if path.suffix not in NOTEBOOK_EXTENSIONS:
-        raise ParameterError(f"notebook {path}: {path.suffix or 'no extension'} is not a notebook format; give an "
-                             ".ipynb or a MyST .md file.")
+        raise ParameterError(
+            f"notebook {path}: {path.suffix or 'no extension'} is not a notebook format; give an "
+            ".ipynb or a MyST .md file."
+        )
     try:
         nb = jupytext.read(path)
     except (ValueError, UnicodeDecodeError) as err:  # NotJSONError, a jupytext format error, a binary file
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ParameterError(f"notebook {path} cannot be read as a notebook ({first}); give an .ipynb or MyST "
-                             ".md file.") from None
+        raise ParameterError(
+            f"notebook {path} cannot be read as a notebook ({first}); give an .ipynb or MyST .md file."
+        ) from None
     for cell in nb.cells:  # papermill expects every cell to carry a tags list
         cell.metadata.setdefault("tags", [])
     return nb
@@ -219,8 +224,8 @@ def config_key(name: str) -> str | None:
     sections = _sections()
     for section, keys in sections.items():
         prefix = section + "_"
-        if name.startswith(prefix) and name[len(prefix):] in keys:
-            return f"{section}.{name[len(prefix):]}"
+        if name.startswith(prefix) and name[len(prefix) :] in keys:
+            return f"{section}.{name[len(prefix) :]}"
     owners = [s for s, keys in sections.items() if name in keys]
     return f"{owners[0]}.{name}" if len(owners) == 1 else None
 
@@ -253,7 +258,9 @@ def config_from_parameters(params: dict, world_size: int | None = None, for_trai
     if isinstance(overrides, str):
         overrides = [overrides]
     if not isinstance(overrides, (list, tuple)) or not all(isinstance(o, str) for o in overrides):
-        raise ParameterError(f"parameter overrides={overrides!r} must be a list of 'section.key=value' strings.")
+        raise ParameterError(
+            f"parameter overrides={overrides!r} must be a list of 'section.key=value' strings."
+        )
     mapped = {}
     overrides = list(overrides)
     for name, value in params.items():
@@ -266,9 +273,13 @@ def config_from_parameters(params: dict, world_size: int | None = None, for_trai
         overrides.append(f"run.out_dir={json.dumps(str(params['run_dir']))}")
     preset = params.get("preset")
     pool = params.get("world_pool")
-    if pool:  # world presets train on a finite pool, rendered and encoded once (chapter 4); other sources ignore it
+    if (
+        pool
+    ):  # world presets train on a finite pool, rendered and encoded once (chapter 4); other sources ignore it
         if isinstance(pool, bool) or not isinstance(pool, int) or pool < 0:
-            raise ParameterError(f"parameter world_pool={pool!r} must be a whole number of scenes (0: render every step).")
+            raise ParameterError(
+                f"parameter world_pool={pool!r} must be a whole number of scenes (0: render every step)."
+            )
         try:
             is_world = load_config(preset).data.source == "world"
         except ConfigError:
@@ -292,8 +303,10 @@ def config_from_parameters(params: dict, world_size: int | None = None, for_trai
             if key in text:
                 raise ParameterError(f"parameter {name} (config key {key}): {text}") from None
         if "world size" in text:
-            raise ParameterError(f"parameters nodes={params.get('nodes', 1)} x nproc_per_node="
-                                 f"{params.get('nproc_per_node', 1)} (world size {world_size}): {text}") from None
+            raise ParameterError(
+                f"parameters nodes={params.get('nodes', 1)} x nproc_per_node="
+                f"{params.get('nproc_per_node', 1)} (world size {world_size}): {text}"
+            ) from None
         raise ParameterError(f"parameters give an invalid run config: {text}") from None
 
 
@@ -361,8 +374,14 @@ def read_manifest(run_dir: str | Path) -> dict:
 
 
 def _slurm_env() -> dict:
-    keys = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT", "SLURM_JOB_NODELIST",
-            "SLURM_JOB_NUM_NODES")
+    keys = (
+        "SLURM_JOB_ID",
+        "SLURM_ARRAY_JOB_ID",
+        "SLURM_ARRAY_TASK_ID",
+        "SLURM_RESTART_COUNT",
+        "SLURM_JOB_NODELIST",
+        "SLURM_JOB_NUM_NODES",
+    )
     return {k.removeprefix("SLURM_").lower(): os.environ[k] for k in keys if k in os.environ}
 
 
@@ -397,8 +416,13 @@ def _describes_config(declared: dict) -> bool:
     return "preset" in declared
 
 
-def prepare(notebook: str | Path, run_dir: str | Path, parameters: dict | None = None, kernel: str = "python3",
-            allow_config_change: bool = False) -> Prepared:
+def prepare(
+    notebook: str | Path,
+    run_dir: str | Path,
+    parameters: dict | None = None,
+    kernel: str = "python3",
+    allow_config_change: bool = False,
+) -> Prepared:
     """Convert, parameterise (papermill ``prepare_only``) and validate; executes nothing.
 
     Raises :class:`ParameterError` (bad parameter), :class:`FileNotFoundError` (notebook) or
@@ -413,7 +437,9 @@ def prepare(notebook: str | Path, run_dir: str | Path, parameters: dict | None =
         raise ParameterError(f"RUN_DIR {str(run_dir)!r} contains a newline; choose a plainer folder name.")
     above = next((p for p in (run_dir, *run_dir.parents) if p.exists()), None)
     if above is not None and not above.is_dir():
-        raise ParameterError(f"RUN_DIR {run_dir}: {above} is a file; give a folder (existing or new) for the run.")
+        raise ParameterError(
+            f"RUN_DIR {run_dir}: {above} is a file; give a folder (existing or new) for the run."
+        )
     passed = dict(parameters or {})
     if "run_dir" in passed and Path(str(passed["run_dir"])).resolve() != run_dir:
         raise ParameterError(
@@ -425,7 +451,10 @@ def prepare(notebook: str | Path, run_dir: str | Path, parameters: dict | None =
         passed["run_dir"] = str(run_dir)
     else:  # e.g. a book chapter: RUN_DIR keeps the record, the notebook writes its outputs where it always does
         passed.pop("run_dir", None)
-        log.info("note: %s has no run_dir parameter; RUN_DIR holds the record, not the notebook's outputs", notebook.name)
+        log.info(
+            "note: %s has no run_dir parameter; RUN_DIR holds the record, not the notebook's outputs",
+            notebook.name,
+        )
         if _describes_config(declared):
             raise ParameterError(
                 "the notebook has a preset but no run_dir parameter: add `run_dir = None` so its config, metrics and "
@@ -474,8 +503,14 @@ def prepare(notebook: str | Path, run_dir: str | Path, parameters: dict | None =
     nbformat.write(nb, tmp)
     os.replace(tmp, input_path)
     prepared_path = work / "prepared.ipynb"
-    papermill.execute_notebook(str(input_path), str(prepared_path), parameters=passed, prepare_only=True,
-                               kernel_name=kernel, progress_bar=False)
+    papermill.execute_notebook(
+        str(input_path),
+        str(prepared_path),
+        parameters=passed,
+        prepare_only=True,
+        kernel_name=kernel,
+        progress_bar=False,
+    )
     return Prepared(notebook, run_dir, passed, merged, cfg, input_path, prepared_path)
 
 
@@ -531,9 +566,17 @@ def _requeue_code() -> int:
     return REQUEUE_EXIT_CODE
 
 
-def run_notebook(notebook: str | Path, run_dir: str | Path, parameters: dict | None = None, *, kernel: str = "python3",
-                 log_output: bool = True, execution_timeout: float | None = None, allow_config_change: bool = False,
-                 cwd: str | Path | None = None) -> RunResult:
+def run_notebook(
+    notebook: str | Path,
+    run_dir: str | Path,
+    parameters: dict | None = None,
+    *,
+    kernel: str = "python3",
+    log_output: bool = True,
+    execution_timeout: float | None = None,
+    allow_config_change: bool = False,
+    cwd: str | Path | None = None,
+) -> RunResult:
     """Validate, then execute ``notebook`` with papermill into ``RUN_DIR/run.ipynb``; never raises for a cell error.
 
     The status is ``completed``, ``preempted`` (the notebook's training launcher raised ``RunPreempted``
@@ -560,17 +603,31 @@ def run_notebook(notebook: str | Path, run_dir: str | Path, parameters: dict | N
         os.replace(record, run_dir / ATTEMPTS_DIR / f"run-{len(attempts) - 1 if attempts else 0:03d}.ipynb")
     flag = run_dir / PREEMPT_FLAG_NAME
     flag.unlink(missing_ok=True)
-    attempt = {"attempt": len(attempts), "started": _now(), "status": "running", "host": socket.gethostname(),
-               "slurm": _slurm_env()}
+    attempt = {
+        "attempt": len(attempts),
+        "started": _now(),
+        "status": "running",
+        "host": socket.gethostname(),
+        "slurm": _slurm_env(),
+    }
     attempts.append(attempt)
     import lenslib
 
-    manifest.update({
-        "notebook": str(prep.notebook), "run_dir": str(run_dir), "parameters": prep.parameters,
-        "record": RECORD_NAME, "config": CONFIG_NAME if prep.config is not None else None,
-        "kernel": kernel, "lenslib": lenslib.__version__, "papermill": papermill.__version__,
-        "python": platform.python_version(), "attempts": attempts, "status": "running",
-    })
+    manifest.update(
+        {
+            "notebook": str(prep.notebook),
+            "run_dir": str(run_dir),
+            "parameters": prep.parameters,
+            "record": RECORD_NAME,
+            "config": CONFIG_NAME if prep.config is not None else None,
+            "kernel": kernel,
+            "lenslib": lenslib.__version__,
+            "papermill": papermill.__version__,
+            "python": platform.python_version(),
+            "attempts": attempts,
+            "status": "running",
+        }
+    )
     _write_atomic(run_dir / MANIFEST_NAME, json.dumps(manifest, indent=1))
 
     env_keys = {"LENS_RUN_DIR": str(run_dir), "LENS_PREEMPT_FLAG": str(flag), "LENS_HEADLESS": "1"}
@@ -587,9 +644,15 @@ def run_notebook(notebook: str | Path, run_dir: str | Path, parameters: dict | N
     status, code, error = "completed", 0, None
     try:
         papermill.execute_notebook(
-            str(prep.input_path), str(record), parameters=prep.parameters, kernel_name=kernel,
-            log_output=log_output, progress_bar=False, request_save_on_cell_execute=True,
-            cwd=str(cwd or prep.notebook.parent), execution_timeout=execution_timeout,
+            str(prep.input_path),
+            str(record),
+            parameters=prep.parameters,
+            kernel_name=kernel,
+            log_output=log_output,
+            progress_bar=False,
+            request_save_on_cell_execute=True,
+            cwd=str(cwd or prep.notebook.parent),
+            execution_timeout=execution_timeout,
         )
     except PapermillExecutionError as err:
         error = f"{err.ename}: {err.evalue}"
@@ -610,10 +673,17 @@ def run_notebook(notebook: str | Path, run_dir: str | Path, parameters: dict | N
             else:
                 os.environ[k] = v
     seconds = time.time() - t0
-    attempt.update({"finished": _now(), "seconds": round(seconds, 1), "status": status, "exit_code": code,
-                    "error": error, "stop_signal": stops.received})
+    attempt.update(
+        {
+            "finished": _now(),
+            "seconds": round(seconds, 1),
+            "status": status,
+            "exit_code": code,
+            "error": error,
+            "stop_signal": stops.received,
+        }
+    )
     manifest["status"] = status
     _write_atomic(run_dir / MANIFEST_NAME, json.dumps(manifest, indent=1))
     flag.unlink(missing_ok=True)
     return RunResult(status, code, run_dir, record, seconds, error, attempt["attempt"])
-

@@ -37,26 +37,38 @@ def read_run(run_dir: str | Path) -> dict:
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir} is {'a file' if run_dir.exists() else 'missing'}, not a run folder: give "
-                                "the RUN_DIR of a `lens run-notebook` run.")
+        raise FileNotFoundError(
+            f"{run_dir} is {'a file' if run_dir.exists() else 'missing'}, not a run folder: give "
+            "the RUN_DIR of a `lens run-notebook` run."
+        )
     manifest_path = run_dir / MANIFEST_NAME
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder of `lens run-notebook` (no {MANIFEST_NAME}).")
     try:
         manifest = json.loads(manifest_path.read_text())
     except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{manifest_path} is not valid JSON ({err}): the run folder is damaged; re-run it with "
-                         "`lens run-notebook` or restore run.json.") from None
+        raise ValueError(
+            f"{manifest_path} is not valid JSON ({err}): the run folder is damaged; re-run it with "
+            "`lens run-notebook` or restore run.json."
+        ) from None
     record = run_dir / manifest.get("record", RECORD_NAME)
     if not record.is_file():
         raise FileNotFoundError(f"{record} is missing: the run has no executed notebook yet.")
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else None
+    config = (
+        yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else None
+    )
     metrics, notes = read_metrics(run_dir)  # a killed job's torn last line is dropped and noted, not fatal
     for note in notes:
         log.warning("%s: %s", run_dir, note)
     samples = sorted((run_dir / "samples").glob("*.png")) if (run_dir / "samples").is_dir() else []
-    return {"run_dir": run_dir, "manifest": manifest, "config": config, "metrics": metrics, "samples": samples,
-            "record": record}
+    return {
+        "run_dir": run_dir,
+        "manifest": manifest,
+        "config": config,
+        "metrics": metrics,
+        "samples": samples,
+        "record": record,
+    }
 
 
 def _fmt_seconds(s: float | None) -> str:
@@ -74,38 +86,55 @@ def summary_markdown(run: dict, title: str | None = None) -> str:
     m, cfg, metrics = run["manifest"], run["config"], run["metrics"]
     name = title or (cfg or {}).get("run", {}).get("name") or Path(m.get("run_dir", "run")).name
     attempts = m.get("attempts", [])
-    lines = [f"# Run record: {name}", "",
-             f"Executed headlessly by `lens run-notebook` from `{Path(m.get('notebook', '?')).name}`; this page shows the "
-             "outputs stored in the run folder (it is not re-executed by the book build).", "",
-             "| | |", "|---|---|",
-             f"| status | **{m.get('status', '?')}** |",
-             f"| attempts | {len(attempts)} (total {_fmt_seconds(sum(a.get('seconds') or 0 for a in attempts))}) |",
-             f"| lenslib / papermill | {m.get('lenslib', '?')} / {m.get('papermill', '?')} |"]
+    lines = [
+        f"# Run record: {name}",
+        "",
+        f"Executed headlessly by `lens run-notebook` from `{Path(m.get('notebook', '?')).name}`; this page shows the "
+        "outputs stored in the run folder (it is not re-executed by the book build).",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| status | **{m.get('status', '?')}** |",
+        f"| attempts | {len(attempts)} (total {_fmt_seconds(sum(a.get('seconds') or 0 for a in attempts))}) |",
+        f"| lenslib / papermill | {m.get('lenslib', '?')} / {m.get('papermill', '?')} |",
+    ]
     if cfg:
         run_cfg, optim = cfg.get("run", {}), cfg.get("optim", {})
-        lines += [f"| model preset | {_cell(cfg.get('model', {}).get('preset'))} |",
-                  f"| steps | {run_cfg.get('steps')} |",
-                  f"| learning rate | {optim.get('lr')} |",
-                  f"| global batch | {optim.get('global_batch')} (micro-batch {optim.get('micro_batch')}) |",
-                  f"| strategy / precision | {cfg.get('dist', {}).get('strategy')} / {cfg.get('dist', {}).get('precision')} |"]
+        lines += [
+            f"| model preset | {_cell(cfg.get('model', {}).get('preset'))} |",
+            f"| steps | {run_cfg.get('steps')} |",
+            f"| learning rate | {optim.get('lr')} |",
+            f"| global batch | {optim.get('global_batch')} (micro-batch {optim.get('micro_batch')}) |",
+            f"| strategy / precision | {cfg.get('dist', {}).get('strategy')} / {cfg.get('dist', {}).get('precision')} |",
+        ]
     if metrics:
         last = metrics[-1]
-        lines += [f"| last logged step | {last.get('step')} |",
-                  f"| loss (first → last) | {metrics[0].get('loss', float('nan')):.4f} → {last.get('loss', float('nan')):.4f} |"]
+        lines += [
+            f"| last logged step | {last.get('step')} |",
+            f"| loss (first → last) | {metrics[0].get('loss', float('nan')):.4f} → {last.get('loss', float('nan')):.4f} |",
+        ]
         if "samples_per_s" in last:
             lines.append(f"| throughput (last step) | {last['samples_per_s']:.1f} samples/s |")
     lines += ["", "**Parameters**", "", "| parameter | value |", "|---|---|"]
     for k, v in sorted(m.get("parameters", {}).items()):
         if k != "run_dir":
             lines.append(f"| `{k}` | `{_cell(json.dumps(v))}` |")
-    lines += ["", "**Attempts**", "", "| # | status | exit | duration | SLURM job | restart | host |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "**Attempts**",
+        "",
+        "| # | status | exit | duration | SLURM job | restart | host |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for a in attempts:
         slurm = a.get("slurm", {})
         job = slurm.get("job_id", "–")
         if "array_task_id" in slurm:
             job = f"{slurm.get('array_job_id')}_{slurm['array_task_id']}"
-        lines.append(f"| {a.get('attempt')} | {a.get('status')} | {a.get('exit_code', '–')} | {_fmt_seconds(a.get('seconds'))} "
-                     f"| {job} | {slurm.get('restart_count', '0')} | {_cell(a.get('host', '–'))} |")
+        lines.append(
+            f"| {a.get('attempt')} | {a.get('status')} | {a.get('exit_code', '–')} | {_fmt_seconds(a.get('seconds'))} "
+            f"| {job} | {slurm.get('restart_count', '0')} | {_cell(a.get('host', '–'))} |"
+        )
         if a.get("error"):
             lines.append(f"| | {_cell(a['error'])[:200]} | | | | | |")
     return "\n".join(lines) + "\n"
@@ -119,8 +148,13 @@ def _loss_figure_html(metrics: list[dict]) -> str | None:
     import plotly.io as pio
 
     fig = go.Figure(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines", name="loss"))
-    fig.update_layout(title="Training loss (metrics.jsonl)", xaxis_title="step", yaxis_title="flow-matching loss",
-                      height=320, margin=dict(l=40, r=20, t=40, b=40))
+    fig.update_layout(
+        title="Training loss (metrics.jsonl)",
+        xaxis_title="step",
+        yaxis_title="flow-matching loss",
+        height=320,
+        margin=dict(l=40, r=20, t=40, b=40),
+    )
     return pio.to_html(fig, include_plotlyjs=True, full_html=False)
 
 
@@ -154,16 +188,27 @@ def record_to_page(run_dir: str | Path, title: str | None = None, note: str | No
         head.append(cell)
     if run["samples"]:
         last = run["samples"][-1]
-        cell = new_code_cell(f"# last preview samples: samples/{last.name}", metadata={"tags": ["remove-input"]})
-        cell.outputs = [new_output("display_data", data={"image/png": base64.b64encode(last.read_bytes()).decode(),
-                                                         "text/plain": f"<samples/{last.name}>"})]
+        cell = new_code_cell(
+            f"# last preview samples: samples/{last.name}", metadata={"tags": ["remove-input"]}
+        )
+        cell.outputs = [
+            new_output(
+                "display_data",
+                data={
+                    "image/png": base64.b64encode(last.read_bytes()).decode(),
+                    "text/plain": f"<samples/{last.name}>",
+                },
+            )
+        ]
         head.append(cell)
     head.append(new_markdown_cell("## The executed notebook"))
     for c in nb.cells:
         if c.cell_type == "markdown":
             c.source = _demote_headings(c.source)
     nb.cells = head + nb.cells
-    nb.metadata["mystnb"] = {"execution_mode": "off"}  # the book shows the cluster's outputs, never re-runs them
+    nb.metadata["mystnb"] = {
+        "execution_mode": "off"
+    }  # the book shows the cluster's outputs, never re-runs them
     nb.metadata["lens_record"] = {"run_dir": str(run["run_dir"]), "status": run["manifest"].get("status")}
     return nb
 
@@ -194,7 +239,9 @@ def check_record_args(run_dir: str | Path, out: str | Path) -> None:
         raise NotADirectoryError(f"{out} cannot be written: {above} is a file; give another page path.")
 
 
-def write_record_page(run_dir: str | Path, out: str | Path, title: str | None = None, note: str | None = None) -> Path:
+def write_record_page(
+    run_dir: str | Path, out: str | Path, title: str | None = None, note: str | None = None
+) -> Path:
     """Write :func:`record_to_page` to ``out`` (an ``.ipynb`` inside the book, e.g. ``book/runs/NAME.ipynb``).
 
     A run folder holding an experiment's ``results.json`` also gets it copied to ``NAME.json`` beside the

@@ -35,11 +35,31 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["SlurmResources", "SlurmError", "render_sbatch", "submit", "submit_notebook", "job_states",
-           "wait_for_job", "load_sweep", "sweep_run_dirs", "TERMINAL_STATES"]
+__all__ = [
+    "SlurmResources",
+    "SlurmError",
+    "render_sbatch",
+    "submit",
+    "submit_notebook",
+    "job_states",
+    "wait_for_job",
+    "load_sweep",
+    "sweep_run_dirs",
+    "TERMINAL_STATES",
+]
 
-TERMINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
-                   "DEADLINE", "PREEMPTED", "SPECIAL_EXIT"}
+TERMINAL_STATES = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "OUT_OF_MEMORY",
+    "NODE_FAIL",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "PREEMPTED",
+    "SPECIAL_EXIT",
+}
 _TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
 _PLAIN = re.compile(r"^[A-Za-z0-9_.,:+=@/-]+$")
 
@@ -75,25 +95,39 @@ class SlurmResources:
         for name in ("nodes", "max_requeues"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < (1 if name == "nodes" else 0):
-                raise SlurmError(f"{name}={value!r} must be a {'positive' if name == 'nodes' else 'non-negative'} integer.")
+                raise SlurmError(
+                    f"{name}={value!r} must be a {'positive' if name == 'nodes' else 'non-negative'} integer."
+                )
         for name in ("gpus_per_node", "nproc_per_node", "cpus_per_task", "array_parallel"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < (0 if name == "gpus_per_node" else 1)):
+            if value is not None and (
+                not isinstance(value, int) or value < (0 if name == "gpus_per_node" else 1)
+            ):
                 raise SlurmError(f"{name}={value!r} must be a positive integer.")
         if not _TIME.match(self.time):
-            raise SlurmError(f"time={self.time!r} is not a SLURM time: use MM, HH:MM:SS or D-HH:MM:SS (e.g. 2-00:00:00).")
+            raise SlurmError(
+                f"time={self.time!r} is not a SLURM time: use MM, HH:MM:SS or D-HH:MM:SS (e.g. 2-00:00:00)."
+            )
         if self.signal_seconds < 0:
             raise SlurmError(f"signal_seconds={self.signal_seconds} must be >= 0.")
         for name in ("mem", "partition", "account", "qos", "constraint"):
             value = getattr(self, name)
             if value is not None and not _PLAIN.match(value):
-                raise SlurmError(f"{name}={value!r} contains characters SLURM does not accept in that option.")
-        for opt in self.extra:  # each becomes one `#SBATCH` line: a line break would add directives of its own
+                raise SlurmError(
+                    f"{name}={value!r} contains characters SLURM does not accept in that option."
+                )
+        for (
+            opt
+        ) in self.extra:  # each becomes one `#SBATCH` line: a line break would add directives of its own
             if not isinstance(opt, str) or any(ord(c) < 32 or ord(c) == 127 for c in opt):
-                raise SlurmError(f"sbatch option {opt!r} contains a newline or another control character; give one "
-                                 "option per --sbatch-arg, on one line.")
+                raise SlurmError(
+                    f"sbatch option {opt!r} contains a newline or another control character; give one "
+                    "option per --sbatch-arg, on one line."
+                )
             if not opt.startswith("-"):
-                raise SlurmError(f"sbatch option {opt!r} is not an option: give it as --name=value (e.g. --exclusive).")
+                raise SlurmError(
+                    f"sbatch option {opt!r} is not an option: give it as --name=value (e.g. --exclusive)."
+                )
 
 
 def _job_name(name: str) -> str:
@@ -104,7 +138,9 @@ def _job_name(name: str) -> str:
 def _check_path(path: Path, what: str) -> str:
     text = str(path)
     if "\n" in text or "%" in text:
-        raise SlurmError(f"{what} {text!r} contains a newline or '%', which SLURM's output paths cannot hold; rename it.")
+        raise SlurmError(
+            f"{what} {text!r} contains a newline or '%', which SLURM's output paths cannot hold; rename it."
+        )
     return text
 
 
@@ -129,15 +165,26 @@ def _sbatch_lines(res: SlurmResources, name: str, output: str, workdir: str, arr
     lines.append("#SBATCH --requeue" if res.requeue else "#SBATCH --no-requeue")
     lines += ["#SBATCH --open-mode=append", f"#SBATCH --output={q(output)}", f"#SBATCH --chdir={q(workdir)}"]
     if array is not None:
-        lines.append(f"#SBATCH --array=0-{array - 1}" + (f"%{res.array_parallel}" if res.array_parallel else ""))
+        lines.append(
+            f"#SBATCH --array=0-{array - 1}" + (f"%{res.array_parallel}" if res.array_parallel else "")
+        )
     for opt in res.extra:
         lines.append(f"#SBATCH {q(opt)}")
     return lines
 
 
-def render_sbatch(notebook: str | Path, run_dirs: list[str | Path], parameter_sets: list[dict], resources: SlurmResources,
-                  *, name: str | None = None, python: str | None = None, workdir: str | Path | None = None,
-                  run_notebook_args: list[str] | None = None, prologue: list[str] | None = None) -> str:
+def render_sbatch(
+    notebook: str | Path,
+    run_dirs: list[str | Path],
+    parameter_sets: list[dict],
+    resources: SlurmResources,
+    *,
+    name: str | None = None,
+    python: str | None = None,
+    workdir: str | Path | None = None,
+    run_notebook_args: list[str] | None = None,
+    prologue: list[str] | None = None,
+) -> str:
     """The batch script; one run folder and parameter set per job (several: a job array).
 
     ``prologue`` lines (e.g. ``module load cuda``) are copied verbatim: they are the user's own shell.
@@ -186,11 +233,11 @@ def render_sbatch(notebook: str | Path, run_dirs: list[str | Path], parameter_se
         *cases,
         '    *) echo "lens: no parameter set for array task ${SLURM_ARRAY_TASK_ID:-0}" >&2; exit 2 ;;',
         "esac",
-        "export LENS_RUN_DIR=\"$RUN_DIR\"",
-        "export LENS_PREEMPT_FLAG=\"$RUN_DIR/.preempt\"",
+        'export LENS_RUN_DIR="$RUN_DIR"',
+        'export LENS_PREEMPT_FLAG="$RUN_DIR/.preempt"',
         "export PYTHONUNBUFFERED=1",
         "# torchrun's rendezvous (several nodes) lives on the job's first node",
-        "export LENS_MASTER_ADDR=\"$(scontrol show hostnames \"${SLURM_JOB_NODELIST:-localhost}\" | head -n 1)\"",
+        'export LENS_MASTER_ADDR="$(scontrol show hostnames "${SLURM_JOB_NODELIST:-localhost}" | head -n 1)"',
         "export LENS_MASTER_PORT=$(( 20000 + ${SLURM_JOB_ID:-0} % 20000 ))",
         *(prologue or []),
         'echo "lens: job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}) on $(hostname) at $(date -u +%FT%TZ): $RUN_DIR"',
@@ -200,15 +247,16 @@ def render_sbatch(notebook: str | Path, run_dirs: list[str | Path], parameter_se
         "interrupted=0",
         "trap 'interrupted=1; touch \"$LENS_PREEMPT_FLAG\"' USR1 TERM",
         '"$LENS_PYTHON" -m lenslib.cli run-notebook "$NOTEBOOK" "$RUN_DIR" -y "$PARAMS"'
-        + "".join(f" {q(a)}" for a in extra) + " &",
+        + "".join(f" {q(a)}" for a in extra)
+        + " &",
         "child=$!",
         "while :; do",
         "    interrupted=0",
         '    wait "$child"; rc=$?',
-        '    [[ $interrupted == 1 ]] || break      # woken by the trap: keep waiting for the child',
+        "    [[ $interrupted == 1 ]] || break      # woken by the trap: keep waiting for the child",
         "done",
         'if [[ $rc == "$REQUEUE_EXIT_CODE" ]]; then',
-        '    if (( ${SLURM_RESTART_COUNT:-0} >= MAX_REQUEUES )); then',
+        "    if (( ${SLURM_RESTART_COUNT:-0} >= MAX_REQUEUES )); then",
         '        echo "lens: preempted after $MAX_REQUEUES requeues; giving up (the checkpoint is kept)" >&2',
         '        exit "$rc"',
         "    fi",
@@ -224,8 +272,10 @@ def render_sbatch(notebook: str | Path, run_dirs: list[str | Path], parameter_se
 def _sbatch() -> str:
     path = shutil.which("sbatch")
     if path is None:
-        raise SlurmError("sbatch not found: run this on a SLURM login node (or start the local test cluster with "
-                         "`.ci/slurm-setup.sh start`).")
+        raise SlurmError(
+            "sbatch not found: run this on a SLURM login node (or start the local test cluster with "
+            "`.ci/slurm-setup.sh start`)."
+        )
     return path
 
 
@@ -263,7 +313,9 @@ def wait_for_job(job_id: str, timeout: float = 3600, poll: float = 0.5, expect_t
     states: list[dict] = []
     while time.time() < deadline:
         states = job_states(job_id)
-        tasks = [s for s in states if "_" not in s.get("ArrayTaskId", "") and "-" not in s.get("ArrayTaskId", "")]
+        tasks = [
+            s for s in states if "_" not in s.get("ArrayTaskId", "") and "-" not in s.get("ArrayTaskId", "")
+        ]
         if len(tasks) >= expect_tasks and all(s.get("JobState") in TERMINAL_STATES for s in tasks):
             return tasks
         time.sleep(poll)
@@ -282,7 +334,9 @@ def load_sweep(path: str | Path) -> list[dict]:
 
     data = yaml.safe_load(Path(path).read_text())
     if not isinstance(data, list) or not data or not all(isinstance(x, dict) for x in data):
-        raise SlurmError(f"sweep file {path} must be a non-empty YAML list of parameter mappings (- lr: 1e-3 ...).")
+        raise SlurmError(
+            f"sweep file {path} must be a non-empty YAML list of parameter mappings (- lr: 1e-3 ...)."
+        )
     return data
 
 
@@ -299,32 +353,53 @@ class Submitted:
     run_dirs: list[Path]
 
 
-def submit_notebook(notebook: str | Path, run_dir: str | Path, parameters: dict, resources: SlurmResources, *,
-                    sweep: list[dict] | None = None, name: str | None = None, dry_run: bool = False,
-                    python: str | None = None, workdir: str | Path | None = None,
-                    run_notebook_args: list[str] | None = None, prologue: list[str] | None = None) -> Submitted:
+def submit_notebook(
+    notebook: str | Path,
+    run_dir: str | Path,
+    parameters: dict,
+    resources: SlurmResources,
+    *,
+    sweep: list[dict] | None = None,
+    name: str | None = None,
+    dry_run: bool = False,
+    python: str | None = None,
+    workdir: str | Path | None = None,
+    run_notebook_args: list[str] | None = None,
+    prologue: list[str] | None = None,
+) -> Submitted:
     """Validate every parameter set (exactly as ``lens run-notebook`` will), render, and submit.
 
     ``nodes`` and ``nproc_per_node`` come from ``resources`` and are passed to the notebook when its
     parameters cell has them. With ``sweep``, element *i* (merged over ``parameters``) runs in
     ``RUN_DIR/run-i``. ``dry_run`` returns the script without writing or submitting anything.
     """
-    from .notebook import ParameterError, _describes_config, config_from_parameters, load_notebook, \
-        notebook_parameters, prepare, validate_parameters
+    from .notebook import (
+        ParameterError,
+        _describes_config,
+        config_from_parameters,
+        load_notebook,
+        notebook_parameters,
+        prepare,
+        validate_parameters,
+    )
 
     declared = notebook_parameters(load_notebook(notebook))
     sets = [dict(parameters, **element) for element in (sweep or [{}])]
     for params in sets:
         for key, value in (("nodes", resources.nodes), ("nproc_per_node", resources.procs())):
             if key in params and params[key] != value:
-                raise SlurmError(f"parameter {key}={params[key]!r} contradicts the job's {key}={value}; give it once.")
+                raise SlurmError(
+                    f"parameter {key}={params[key]!r} contradicts the job's {key}={value}; give it once."
+                )
             if key in declared:
                 params[key] = value
     run_dirs = sweep_run_dirs(run_dir, len(sets)) if sweep else [Path(run_dir).resolve()]
     for i, (rd, params) in enumerate(zip(run_dirs, sets)):
         try:
             if dry_run:  # check without writing anything
-                merged = validate_parameters(declared, dict(params, **({"run_dir": str(rd)} if "run_dir" in declared else {})))
+                merged = validate_parameters(
+                    declared, dict(params, **({"run_dir": str(rd)} if "run_dir" in declared else {}))
+                )
                 if _describes_config(declared):
                     config_from_parameters(merged)
             else:
@@ -333,8 +408,17 @@ def submit_notebook(notebook: str | Path, run_dir: str | Path, parameters: dict,
             if not sweep:
                 raise
             raise ParameterError(f"sweep element {i} ({json.dumps(sweep[i], default=str)}): {err}") from None
-    script = render_sbatch(notebook, run_dirs, sets, resources, name=name, python=python, workdir=workdir,
-                           run_notebook_args=run_notebook_args, prologue=prologue)
+    script = render_sbatch(
+        notebook,
+        run_dirs,
+        sets,
+        resources,
+        name=name,
+        python=python,
+        workdir=workdir,
+        run_notebook_args=run_notebook_args,
+        prologue=prologue,
+    )
     if dry_run:
         return Submitted(None, script, None, run_dirs)
     root = Path(run_dir).resolve()

@@ -42,20 +42,34 @@ class Batch:
 
     def to(self, device, non_blocking: bool = False) -> "Batch":
         """The batch on ``device``; ``non_blocking`` overlaps the copy with compute when the batch is pinned."""
+
         def move(t):
             return t.to(device, non_blocking=non_blocking)
 
-        return Batch(move(self.tokens), self.grid, [move(t) for t in self.text], move(self.text_mask),
-                     self.captions, self.indices)
+        return Batch(
+            move(self.tokens),
+            self.grid,
+            [move(t) for t in self.text],
+            move(self.text_mask),
+            self.captions,
+            self.indices,
+        )
 
     def pin_memory(self) -> "Batch":
         """The batch's host tensors in page-locked memory, so a CUDA copy of them can run asynchronously
         (features a text encoder made on the GPU are already there and stay)."""
+
         def pin(t):
             return t.pin_memory() if t.device.type == "cpu" else t
 
-        return Batch(pin(self.tokens), self.grid, [pin(t) for t in self.text], pin(self.text_mask), self.captions,
-                     self.indices)
+        return Batch(
+            pin(self.tokens),
+            self.grid,
+            [pin(t) for t in self.text],
+            pin(self.text_mask),
+            self.captions,
+            self.indices,
+        )
 
 
 @runtime_checkable

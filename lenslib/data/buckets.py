@@ -11,6 +11,7 @@ resized so it covers the bucket and centre-cropped; nothing is padded. :func:`tr
 table of (bucket, per-rank batch) pairs, which :func:`lenslib.data.order.plan` draws from. Used in chapter 1,
 by :mod:`lenslib.data.sampler` and by the trainer.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,7 +20,16 @@ from fractions import Fraction
 
 # (width, height) ratio terms, portrait to landscape, as in the paper: 1:2 … 2:1.
 ASPECT_RATIOS: tuple[tuple[int, int], ...] = (
-    (1, 2), (9, 16), (2, 3), (3, 4), (1, 1), (4, 3), (3, 2), (16, 9), (2, 1))
+    (1, 2),
+    (9, 16),
+    (2, 3),
+    (3, 4),
+    (1, 1),
+    (4, 3),
+    (3, 2),
+    (16, 9),
+    (2, 1),
+)
 BASE_SIDES: tuple[int, ...] = (512, 768, 1024)
 # Per-GPU batch sizes per base area (paper §2.2): equal wall-clock per step across ranks.
 BATCH_SIZES: dict[int, int] = {512: 24, 768: 10, 1024: 6}
@@ -29,6 +39,7 @@ MULTIPLE = 32
 @dataclass(frozen=True)
 class Bucket:
     """One training resolution. ``base`` is the side of the square base area (512, 768 or 1024)."""
+
     width: int
     height: int
     base: int

@@ -7,6 +7,7 @@ deterministic, non-learned alternative (a downsampled, mean-centred pixel vector
 tests; it finds resized/re-encoded copies, not semantic duplicates, and is never a stand-in for CLIP.
 Used in chapter 1 and by the pipeline's global dedup stage.
 """
+
 from __future__ import annotations
 
 from typing import Protocol, Sequence, runtime_checkable
@@ -19,6 +20,7 @@ DEFAULT_THRESHOLD = 0.985
 @runtime_checkable
 class ImageEmbedder(Protocol):
     """``embedder(images) -> float32 [N, dim]``, rows L2-normalised. ``name`` identifies the model."""
+
     name: str
     dim: int
 
@@ -48,8 +50,9 @@ class PixelEmbedder:
             return np.zeros((0, self.dim), np.float32)
         rows = []
         for im in images:
-            a = np.asarray(im.convert("RGB").resize((self.side, self.side), Image.Resampling.BOX),
-                           dtype=np.float32).ravel()
+            a = np.asarray(
+                im.convert("RGB").resize((self.side, self.side), Image.Resampling.BOX), dtype=np.float32
+            ).ravel()
             rows.append(a - a.mean())
         return _normalise(np.stack(rows))
 
@@ -65,25 +68,31 @@ class HFImageEmbedder:
         self.processor = AutoImageProcessor.from_pretrained(self.path)
         self.model = AutoModel.from_pretrained(self.path).to(device).eval()
         if not hasattr(self.model, "get_image_features"):
-            raise ValueError(f"{self.path} ({type(self.model).__name__}) has no get_image_features; "
-                             "use a CLIP/SigLIP-style model folder")
+            raise ValueError(
+                f"{self.path} ({type(self.model).__name__}) has no get_image_features; "
+                "use a CLIP/SigLIP-style model folder"
+            )
         self._torch = torch
         self.dim = int(self._probe_dim())
         self.name = f"{self.model.config.model_type}:{self.path}"
 
     def _probe_dim(self):
         from PIL import Image
+
         return self._embed([Image.new("RGB", (32, 32))]).shape[1]
 
     def _embed(self, images):
         out = []
         with self._torch.inference_mode():
             for i in range(0, len(images), self.batch_size):
-                px = self.processor(images=list(images[i:i + self.batch_size]), return_tensors="pt")
+                px = self.processor(images=list(images[i : i + self.batch_size]), return_tensors="pt")
                 f = self.model.get_image_features(pixel_values=px["pixel_values"].to(self.device))
                 if not isinstance(f, self._torch.Tensor):  # some versions return a model output
-                    f = getattr(f, "pooler_output", None) if getattr(f, "pooler_output", None) is not None \
+                    f = (
+                        getattr(f, "pooler_output", None)
+                        if getattr(f, "pooler_output", None) is not None
                         else f[0]
+                    )
                 out.append(f.float().cpu().numpy())
         return np.concatenate(out)
 
@@ -93,7 +102,9 @@ class HFImageEmbedder:
         return _normalise(self._embed(images))
 
 
-def near_duplicate_pairs(emb: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> list[tuple[int, int, float]]:
+def near_duplicate_pairs(
+    emb: np.ndarray, threshold: float = DEFAULT_THRESHOLD
+) -> list[tuple[int, int, float]]:
     """All pairs (i < j) with cosine > ``threshold`` (rows must be L2-normalised), via a faiss
     inner-product range search. Exact (flat index); for billions of rows swap in an IVF/HNSW index."""
     import faiss
@@ -103,11 +114,11 @@ def near_duplicate_pairs(emb: np.ndarray, threshold: float = DEFAULT_THRESHOLD) 
         return []
     index = faiss.IndexFlatIP(x.shape[1])
     index.add(x)
-    lims, D, I = index.range_search(x, float(threshold))
+    lims, sims, ids = index.range_search(x, float(threshold))
     counts = np.diff(lims).astype(np.int64)  # lims is uint64
     rows = np.repeat(np.arange(len(x), dtype=np.int64), counts)
     pairs = {}
-    for i, j, d in zip(rows, I.astype(np.int64), D):
+    for i, j, d in zip(rows, ids.astype(np.int64), sims):
         if i < j and d > threshold:
             pairs[(int(i), int(j))] = float(d)
     return [(i, j, d) for (i, j), d in sorted(pairs.items())]

@@ -12,6 +12,7 @@ text encoder (``TextEncoder.name``), the codec (``LatentCodec.name``) and the ca
 *refused* (:class:`CacheMismatchError`) when opened for another encoder or codec, because features from a
 different model are silently wrong training data. Used by the trainer and in chapter 1.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,14 @@ class CacheIdentity:
     kinds: tuple
 
     def to_dict(self):
-        return {"text_encoder": self.text_encoder, "num_layers": self.num_layers, "hidden_size": self.hidden_size,
-                "codec": self.codec, "token_channels": self.token_channels, "kinds": list(self.kinds)}
+        return {
+            "text_encoder": self.text_encoder,
+            "num_layers": self.num_layers,
+            "hidden_size": self.hidden_size,
+            "codec": self.codec,
+            "token_channels": self.token_channels,
+            "kinds": list(self.kinds),
+        }
 
 
 def _image_tensor(image, bucket: Bucket):
@@ -59,43 +66,64 @@ def _image_tensor(image, bucket: Bucket):
     return torch.from_numpy(a).permute(2, 0, 1) / 127.5 - 1.0
 
 
-def build_feature_cache(records: Sequence[dict], out: str | Path, text_encoder, codec, kinds=("detailed",),
-                        buckets: Sequence[Bucket] = LENS_BUCKETS, base: int | None = None,
-                        shard_size: int = 256, batch_size: int = 16, captioners: dict | None = None,
-                        progress: bool = False) -> dict:
+def build_feature_cache(
+    records: Sequence[dict],
+    out: str | Path,
+    text_encoder,
+    codec,
+    kinds=("detailed",),
+    buckets: Sequence[Bucket] = LENS_BUCKETS,
+    base: int | None = None,
+    shard_size: int = 256,
+    batch_size: int = 16,
+    captioners: dict | None = None,
+    progress: bool = False,
+) -> dict:
     """Encode ``records`` (dicts with ``key``, ``image`` (bytes or PIL) and ``captions`` {kind: {text}}
-    as :func:`lenslib.data.shards.read_output` returns them) into ``out``. Resumable: shards already on
-    disk are skipped (after checking they were built the same way). Each shard is written to a temporary file
-and renamed, and ``cache.json``, which readers require, is written last: an interrupted build leaves
-nothing a run could read. Returns the cache's ``cache.json`` content."""
+        as :func:`lenslib.data.shards.read_output` returns them) into ``out``. Resumable: shards already on
+        disk are skipped (after checking they were built the same way). Each shard is written to a temporary file
+    and renamed, and ``cache.json``, which readers require, is written last: an interrupted build leaves
+    nothing a run could read. Returns the cache's ``cache.json`` content."""
     from tqdm.auto import tqdm  # a progress bar only when a cache is built
 
     from .filters import decode_image  # the cleaning filters' image decoder, needed only for a build
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ident = CacheIdentity(text_encoder.name, int(text_encoder.num_layers), int(text_encoder.hidden_size),
-                          codec.name, int(codec.token_channels), tuple(kinds))
+    ident = CacheIdentity(
+        text_encoder.name,
+        int(text_encoder.num_layers),
+        int(text_encoder.hidden_size),
+        codec.name,
+        int(codec.token_channels),
+        tuple(kinds),
+    )
     meta_path = out / CACHE_JSON
     if meta_path.is_file():
         prev = json.loads(meta_path.read_text())
         if prev["identity"] != ident.to_dict():
-            raise CacheMismatchError(f"{out} already holds a cache for {prev['identity']}; this build uses "
-                                     f"{ident.to_dict()}. Use another folder.")
+            raise CacheMismatchError(
+                f"{out} already holds a cache for {prev['identity']}; this build uses "
+                f"{ident.to_dict()}. Use another folder."
+            )
     buckets = list(buckets)
     records = list(records)
     for r in records:
         missing = [k for k in kinds if k not in r["captions"]]
         if missing:
-            raise ValueError(f"record {r['key']} has no {missing} caption (has {sorted(r['captions'])}); "
-                             "choose kinds that every record has")
+            raise ValueError(
+                f"record {r['key']} has no {missing} caption (has {sorted(r['captions'])}); "
+                "choose kinds that every record has"
+            )
     shards = []
     n_shards = -(-len(records) // shard_size)
     for si in tqdm(range(n_shards), desc="feature cache", disable=not progress):
         name = f"features-{si:06d}.safetensors"
-        part = records[si * shard_size:(si + 1) * shard_size]
+        part = records[si * shard_size : (si + 1) * shard_size]
         path = out / name
-        if path.is_file():  # written by an interrupted build of this folder: reused only if built the same way
+        if (
+            path.is_file()
+        ):  # written by an interrupted build of this folder: reused only if built the same way
             _check_shard(path, ident.to_dict(), [r["key"] for r in part])
             shards.append({"file": name, "n": len(part), "keys": [r["key"] for r in part]})
             continue
@@ -109,16 +137,21 @@ nothing a run could read. Returns the cache's ``cache.json`` content."""
         for b in {b for _, _, b in imgs}:  # one codec batch per bucket (same shape)
             group = [(k, im) for k, im, bb in imgs if bb == b]
             for i in range(0, len(group), batch_size):
-                chunk = group[i:i + batch_size]
+                chunk = group[i : i + batch_size]
                 with torch.inference_mode():
                     tokens, (h, w) = codec.encode(torch.stack([_image_tensor(im, b) for _, im in chunk]))
                 for (k, _), t in zip(chunk, tokens):
                     tensors[f"{k}/latent"] = t.float().contiguous().clone()
-                    index[k] = {"bucket": buckets.index(b), "h": int(h), "w": int(w), "width": b.width,
-                                "height": b.height}
+                    index[k] = {
+                        "bucket": buckets.index(b),
+                        "h": int(h),
+                        "w": int(w),
+                        "width": b.width,
+                        "height": b.height,
+                    }
         for kind in kinds:
             for i in range(0, len(part), batch_size):
-                chunk = part[i:i + batch_size]
+                chunk = part[i : i + batch_size]
                 with torch.inference_mode():
                     feats, mask = text_encoder.encode([r["captions"][kind]["text"] for r in chunk])
                 for j, r in enumerate(chunk):
@@ -132,9 +165,15 @@ nothing a run could read. Returns the cache's ``cache.json`` content."""
         save_file(tensors, str(tmp), metadata=meta)
         os.replace(tmp, path)
         shards.append({"file": name, "n": len(part), "keys": [r["key"] for r in part]})
-    doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "identity": ident.to_dict(),
-           "captioners": captioners or {}, "buckets": [[b.width, b.height, b.base] for b in buckets],
-           "n": len(records), "shards": shards}
+    doc = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "identity": ident.to_dict(),
+        "captioners": captioners or {},
+        "buckets": [[b.width, b.height, b.base] for b in buckets],
+        "n": len(records),
+        "shards": shards,
+    }
     tmp = meta_path.with_name(CACHE_JSON + ".tmp")
     tmp.write_text(json.dumps(doc, indent=1))
     os.replace(tmp, meta_path)
@@ -147,24 +186,33 @@ def _check_shard(path: Path, identity: dict, keys: list[str]) -> None:
         md = h.metadata()
     found = json.loads(md["identity"])
     if found != identity:
-        diff = "; ".join(f"{k}: shard has {found.get(k)!r}, this build {identity.get(k)!r}"
-                         for k in sorted(set(found) | set(identity)) if found.get(k) != identity.get(k))
-        raise CacheMismatchError(f"{path} was left by an interrupted build made another way ({diff}): delete the "
-                                 "folder or build into another one.")
+        diff = "; ".join(
+            f"{k}: shard has {found.get(k)!r}, this build {identity.get(k)!r}"
+            for k in sorted(set(found) | set(identity))
+            if found.get(k) != identity.get(k)
+        )
+        raise CacheMismatchError(
+            f"{path} was left by an interrupted build made another way ({diff}): delete the "
+            "folder or build into another one."
+        )
     if sorted(json.loads(md["index"])) != sorted(keys):
-        raise CacheMismatchError(f"{path} holds other records than this build puts there (another record list or "
-                                 "shard_size): delete the folder or build into another one.")
+        raise CacheMismatchError(
+            f"{path} holds other records than this build puts there (another record list or "
+            "shard_size): delete the folder or build into another one."
+        )
 
 
-def check_identity(found: dict, text_encoder: str | None = None, codec: str | None = None,
-                   where: str = "cache") -> None:
+def check_identity(
+    found: dict, text_encoder: str | None = None, codec: str | None = None, where: str = "cache"
+) -> None:
     """Raises :class:`CacheMismatchError` if the cache's encoder/codec differ from the expected names."""
     for what, want in (("text_encoder", text_encoder), ("codec", codec)):
         if want is not None and found[what] != want:
             raise CacheMismatchError(
                 f"{where} was built with {what} {found[what]!r}, but this run uses {want!r}. Features from "
                 f"another model are wrong inputs: rebuild the cache with the configured {what} "
-                "(build_feature_cache / `lens data cache`) or point the config at the matching cache.")
+                "(build_feature_cache / `lens data cache`) or point the config at the matching cache."
+            )
 
 
 class FeatureCache:
@@ -178,8 +226,15 @@ class FeatureCache:
     to ``[B, S_max, H]`` per layer with a bool mask, the :class:`TextEncoder` contract.
     """
 
-    def __init__(self, path: str | Path, text_encoder: str | None = None, codec: str | None = None,
-                 kind: str | None = None, kind_weights: dict | None = None, seed: int = 0):
+    def __init__(
+        self,
+        path: str | Path,
+        text_encoder: str | None = None,
+        codec: str | None = None,
+        kind: str | None = None,
+        kind_weights: dict | None = None,
+        seed: int = 0,
+    ):
         self.path = Path(path)
         meta = self.path / CACHE_JSON
         if not meta.is_file():
@@ -196,8 +251,10 @@ class FeatureCache:
         if kind_weights:
             bad = set(kind_weights) - set(self.identity["kinds"])
             if bad or any(w < 0 for w in kind_weights.values()) or sum(kind_weights.values()) <= 0:
-                raise ValueError(f"kind_weights {kind_weights} must be non-negative weights over the cached kinds "
-                                 f"{self.identity['kinds']}")
+                raise ValueError(
+                    f"kind_weights {kind_weights} must be non-negative weights over the cached kinds "
+                    f"{self.identity['kinds']}"
+                )
             total = float(sum(kind_weights.values()))
             self.kind_weights = {k: w / total for k, w in kind_weights.items()}
         self._items, self._index = [], {}
@@ -208,8 +265,10 @@ class FeatureCache:
             ident = json.loads(md["identity"])
             check_identity(ident, text_encoder, codec, where=str(f))  # each shard checked on its own
             if ident != self.identity:
-                raise CacheMismatchError(f"{f} was built with {ident}, the cache with {self.identity}: "
-                                         "a shard from another build was mixed in; rebuild the cache")
+                raise CacheMismatchError(
+                    f"{f} was built with {ident}, the cache with {self.identity}: "
+                    "a shard from another build was mixed in; rebuild the cache"
+                )
             idx = json.loads(md["index"])
             for k in s["keys"]:
                 self._items.append((str(f), k))
@@ -240,8 +299,14 @@ class FeatureCache:
         with safe_open(f, "pt") as h:
             latent = h.get_tensor(f"{k}/latent")
             text = [h.get_tensor(f"{k}/text/{kind}/{li}") for li in range(self.identity["num_layers"])]
-        return {"key": k, "latent": latent, "hw": (info["h"], info["w"]), "bucket": info["bucket"], "kind": kind,
-                "text": text}
+        return {
+            "key": k,
+            "latent": latent,
+            "hw": (info["h"], info["w"]),
+            "bucket": info["bucket"],
+            "kind": kind,
+            "text": text,
+        }
 
     @staticmethod
     def collate(items: list[dict]):
@@ -258,8 +323,14 @@ class FeatureCache:
             mask[b, :n] = True
             for li in range(L):
                 feats[li][b, :n] = it["text"][li]
-        return {"latents": torch.stack([it["latent"] for it in items]), "hw": items[0]["hw"], "text": feats,
-                "mask": mask, "keys": [it["key"] for it in items], "kinds": [it.get("kind") for it in items]}
+        return {
+            "latents": torch.stack([it["latent"] for it in items]),
+            "hw": items[0]["hw"],
+            "text": feats,
+            "mask": mask,
+            "keys": [it["key"] for it in items],
+            "kinds": [it.get("kind") for it in items],
+        }
 
 
 class FeatureCacheSource:
@@ -271,7 +342,9 @@ class FeatureCacheSource:
     function of the index, as exact resume needs. Text features are padded or cut like the trainer's on-the-fly path (``max_text_tokens``, ``text_pad_multiple``).
     """
 
-    def __init__(self, cache: FeatureCache, max_text_tokens: int = 64, seed: int = 0, text_pad_multiple: int = 0):
+    def __init__(
+        self, cache: FeatureCache, max_text_tokens: int = 64, seed: int = 0, text_pad_multiple: int = 0
+    ):
         self.cache, self.max_text_tokens, self.seed = cache, int(max_text_tokens), seed
         self.text_pad_multiple = int(text_pad_multiple)
         self.by_size: dict[tuple[int, int], list[int]] = {}
@@ -283,15 +356,21 @@ class FeatureCacheSource:
 
     def check(self, text_encoder=None, codec=None) -> None:
         """Exact identity check against the trainer's encoder and codec instances."""
-        check_identity(self.cache.identity, getattr(text_encoder, "name", None), getattr(codec, "name", None),
-                       where=str(self.cache.path))
+        check_identity(
+            self.cache.identity,
+            getattr(text_encoder, "name", None),
+            getattr(codec, "name", None),
+            where=str(self.cache.path),
+        )
 
     def _items(self, indices, size):
         pool = self.by_size.get(tuple(size))
         if not pool:
-            raise ValueError(f"the feature cache at {self.cache.path} has no images at {size[1]}x{size[0]} "
-                             f"(cached sizes: {sorted((w, h) for h, w in self.by_size)}); build it with the "
-                             "training buckets")
+            raise ValueError(
+                f"the feature cache at {self.cache.path} has no images at {size[1]}x{size[0]} "
+                f"(cached sizes: {sorted((w, h) for h, w in self.by_size)}); build it with the "
+                "training buckets"
+            )
         return [pool[pool_index(self.seed, i, len(pool), pool[0], _cache=self._perms)] for i in indices]
 
     def batch(self, indices, size):
@@ -299,8 +378,14 @@ class FeatureCacheSource:
         b = FeatureCache.collate(items)
         text, mask = fit_length(b["text"], b["mask"], self.max_text_tokens, self.text_pad_multiple)
         captions = [self.cache._index[it["key"]].get(f"caption_{it['kind']}", "") for it in items]
-        return Batch(b["latents"].float().contiguous(), tuple(b["hw"]), [f.float().contiguous() for f in text],
-                     mask.bool(), captions, [int(i) for i in indices])
+        return Batch(
+            b["latents"].float().contiguous(),
+            tuple(b["hw"]),
+            [f.float().contiguous() for f in text],
+            mask.bool(),
+            captions,
+            [int(i) for i in indices],
+        )
 
 
 def open_source(path, data, seed: int = 0, text_encoder=None, codec=None) -> FeatureCacheSource:
@@ -314,17 +399,26 @@ def open_source(path, data, seed: int = 0, text_encoder=None, codec=None) -> Fea
     """
     d = data
     if hasattr(d, "data"):
-        raise TypeError("open_source takes the run's data section and seed: open_source(path, cfg.data, cfg.run.seed, ...)")
+        raise TypeError(
+            "open_source takes the run's data section and seed: open_source(path, cfg.data, cfg.run.seed, ...)"
+        )
     want_codec = getattr(codec, "name", None)
     if want_codec is None and d.codec == "pixel":
         want_codec = f"pixel:p{d.patch}"
-    kinds = json.loads((Path(path) / CACHE_JSON).read_text())["identity"]["kinds"] if (Path(path) / CACHE_JSON).is_file() else []
+    kinds = (
+        json.loads((Path(path) / CACHE_JSON).read_text())["identity"]["kinds"]
+        if (Path(path) / CACHE_JSON).is_file()
+        else []
+    )
     kw = {"kind": d.caption_kind}
     if d.caption_kind == "mixed" and "mixed" not in kinds and {"brief", "detailed"} <= set(kinds):
         kw = {"kind_weights": {"brief": 0.5, "detailed": 0.5}, "seed": seed}
     cache = FeatureCache(path, text_encoder=getattr(text_encoder, "name", None), codec=want_codec, **kw)
-    if text_encoder is None and not cache.identity["text_encoder"].startswith(d.text_encoder.replace("tiny-", "")):
+    if text_encoder is None and not cache.identity["text_encoder"].startswith(
+        d.text_encoder.replace("tiny-", "")
+    ):
         raise CacheMismatchError(
             f"{path} was built with text encoder {cache.identity['text_encoder']!r}, but data.text_encoder is "
-            f"{d.text_encoder!r}: rebuild the cache with the configured encoder (`lens data cache`)")
+            f"{d.text_encoder!r}: rebuild the cache with the configured encoder (`lens data cache`)"
+        )
     return FeatureCacheSource(cache, d.max_text_tokens, seed, d.text_pad_multiple)

@@ -11,6 +11,7 @@ The learned scorers (NSFW, aesthetics, watermark) are *pluggable*: pass any :cla
 Near-duplicate removal needs all embeddings at once and lives in :mod:`lenslib.data.dedup`.
 Used in chapter 1 and by :mod:`lenslib.data.funnel`.
 """
+
 from __future__ import annotations
 
 import io
@@ -30,6 +31,7 @@ ANALYSIS_AREA = 512 * 512
 @dataclass
 class Decoded:
     """A decoded image (always 8-bit RGB) plus what was found in the file."""
+
     image: object  # PIL.Image.Image in RGB
     width: int
     height: int
@@ -96,6 +98,7 @@ def analysis_view(image, area: int = ANALYSIS_AREA):
 @runtime_checkable
 class ImageScorer(Protocol):
     """Anything that scores a batch of RGB PIL images: ``scorer(images) -> np.ndarray[float] (N,)``."""
+
     name: str
 
     def __call__(self, images: Sequence) -> np.ndarray: ...
@@ -130,7 +133,7 @@ class HFImageClassifierScorer:
         out = []
         with self._torch.inference_mode():
             for i in range(0, len(images), self.batch_size):
-                px = self.processor(images=list(images[i:i + self.batch_size]), return_tensors="pt")
+                px = self.processor(images=list(images[i : i + self.batch_size]), return_tensors="pt")
                 logits = self.model(**{k: v.to(self.device) for k, v in px.items()}).logits.float()
                 s = logits[:, 0] if self.label_index is None else logits.softmax(-1)[:, self.label_index]
                 out.append(s.cpu().numpy())
@@ -150,6 +153,7 @@ class FunctionScorer:
 # --------------------------------------------------------------------------------------------- filters
 class Filter:
     """Base class: ``scores(images)`` then ``keep(score)``. ``rule`` is a human-readable keep rule."""
+
     name = "filter"
 
     def available(self) -> tuple[bool, str]:
@@ -174,6 +178,7 @@ class Filter:
 
 class MinAreaFilter(Filter):
     """Step 2: drop images with fewer than 384² pixels (paper). Score = width × height of the original."""
+
     name = "size"
 
     def __init__(self, min_area: int = 384 * 384):
@@ -192,6 +197,7 @@ class MinAreaFilter(Filter):
 
 class _LearnedFilter(Filter):
     """A filter driven by a pluggable :class:`ImageScorer`; unavailable (skipped) without one."""
+
     what = "score"
 
     def __init__(self, scorer: ImageScorer | None = None, threshold: float = 0.5):
@@ -199,8 +205,10 @@ class _LearnedFilter(Filter):
 
     def available(self):
         if self.scorer is None:
-            return False, (f"no {self.what} model configured (pass a scorer, e.g. "
-                           f"HFImageClassifierScorer('<local folder>')); step skipped")
+            return False, (
+                f"no {self.what} model configured (pass a scorer, e.g. "
+                f"HFImageClassifierScorer('<local folder>')); step skipped"
+            )
         return True, ""
 
     def scores(self, images):
@@ -219,6 +227,7 @@ class _LearnedFilter(Filter):
 class NSFWFilter(_LearnedFilter):
     """Step 3: drop images whose NSFW probability is ≥ ``threshold`` (paper: an EVA-based classifier,
     threshold not given; 0.5 is the decision boundary of a calibrated binary classifier)."""
+
     name, what = "nsfw", "NSFW classifier"
 
     def keep(self, score):
@@ -231,6 +240,7 @@ class NSFWFilter(_LearnedFilter):
 
 class AestheticFilter(_LearnedFilter):
     """Step 4: keep aesthetic score ≥ 3 (paper: Aesthetic Predictor v2.5, on its 1–10 scale)."""
+
     name, what = "aesthetic", "aesthetic predictor"
 
     def __init__(self, scorer: ImageScorer | None = None, threshold: float = 3.0):
@@ -247,6 +257,7 @@ class AestheticFilter(_LearnedFilter):
 class WatermarkFilter(_LearnedFilter):
     """Step 5: drop images whose watermark probability is ≥ ``threshold`` (paper: a fine-tuned SigLIP2
     classifier, threshold not given; 0.5 as for NSFW)."""
+
     name, what = "watermark", "watermark classifier"
 
     def keep(self, score):
@@ -279,6 +290,7 @@ class BlurFilter(Filter):
     (gradients, colour wheels, flat-shaded renders) also score low; that is a known false positive of this
     measure, so set ``min_variance`` per source (0 disables the step in effect).
     """
+
     name = "blur"
 
     def __init__(self, min_variance: float = 10.0):
@@ -311,6 +323,7 @@ class EntropyFilter(Filter):
     4.3–7.8). A higher threshold would drop clean black-on-white text renders and silhouettes
     (about 0.5–2 bits), and Lens explicitly wants text-heavy images; raise it for photo-only sources.
     """
+
     name = "entropy"
 
     def __init__(self, min_bits: float = 1.0):
@@ -342,6 +355,7 @@ class ExposureFilter(Filter):
     0.97 it is nearly all white, while white-background product shots and documents sit around 0.85–0.95
     and must pass.
     """
+
     name = "exposure"
 
     def __init__(self, min_value: float = 0.05, max_value: float = 0.97):
@@ -360,21 +374,37 @@ class ExposureFilter(Filter):
         return f"{self.min_value} <= mean V <= {self.max_value}"
 
 
-def default_filters(nsfw: ImageScorer | None = None, aesthetic: ImageScorer | None = None,
-                    watermark: ImageScorer | None = None, thresholds: dict | None = None) -> list[Filter]:
+def default_filters(
+    nsfw: ImageScorer | None = None,
+    aesthetic: ImageScorer | None = None,
+    watermark: ImageScorer | None = None,
+    thresholds: dict | None = None,
+) -> list[Filter]:
     """Steps 2–8 with the paper's order and defaults (step 1, decoding, and step 9, near-duplicates, are
     handled by the funnel). ``thresholds`` may set min_area, nsfw, aesthetic, watermark, blur, entropy,
     exposure_min, exposure_max."""
     t = dict(thresholds or {})
-    unknown = set(t) - {"min_area", "nsfw", "aesthetic", "watermark", "blur", "entropy", "exposure_min",
-                        "exposure_max"}
+    unknown = set(t) - {
+        "min_area",
+        "nsfw",
+        "aesthetic",
+        "watermark",
+        "blur",
+        "entropy",
+        "exposure_min",
+        "exposure_max",
+    }
     if unknown:
-        raise ValueError(f"unknown thresholds {sorted(unknown)}; known: min_area, nsfw, aesthetic, watermark, "
-                         "blur, entropy, exposure_min, exposure_max")
-    return [MinAreaFilter(t.get("min_area", 384 * 384)),
-            NSFWFilter(nsfw, t.get("nsfw", 0.5)),
-            AestheticFilter(aesthetic, t.get("aesthetic", 3.0)),
-            WatermarkFilter(watermark, t.get("watermark", 0.5)),
-            BlurFilter(t.get("blur", 10.0)),
-            EntropyFilter(t.get("entropy", 1.0)),
-            ExposureFilter(t.get("exposure_min", 0.05), t.get("exposure_max", 0.97))]
+        raise ValueError(
+            f"unknown thresholds {sorted(unknown)}; known: min_area, nsfw, aesthetic, watermark, "
+            "blur, entropy, exposure_min, exposure_max"
+        )
+    return [
+        MinAreaFilter(t.get("min_area", 384 * 384)),
+        NSFWFilter(nsfw, t.get("nsfw", 0.5)),
+        AestheticFilter(aesthetic, t.get("aesthetic", 3.0)),
+        WatermarkFilter(watermark, t.get("watermark", 0.5)),
+        BlurFilter(t.get("blur", 10.0)),
+        EntropyFilter(t.get("entropy", 1.0)),
+        ExposureFilter(t.get("exposure_min", 0.05), t.get("exposure_max", 0.97)),
+    ]

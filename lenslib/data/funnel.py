@@ -6,6 +6,7 @@ score, and a small thumbnail so a report can be inspected on its own). Counts al
 step's ``n_in`` is the previous step's ``kept``. Per-shard reports merge into one (:meth:`merge`), which is
 how the distributed pipeline reports. Used in chapter 1 and by :mod:`lenslib.data.pipeline`.
 """
+
 from __future__ import annotations
 
 import base64
@@ -28,6 +29,7 @@ MAX_EXAMPLES = 6
 @dataclass
 class Sample:
     """One image travelling through the pipeline: raw bytes, decoded image (after step 1), metadata."""
+
     key: str
     data: bytes
     meta: dict = field(default_factory=dict)
@@ -108,13 +110,18 @@ class FunnelReport:
             parts = [r.steps[k] for r in reports]
             if any(p.name != name for p in parts):
                 raise ValueError("reports have different step orders; they come from different funnels")
-            s = StepReport(name, parts[0].rule, config=parts[0].config,
-                           skipped=all(p.skipped for p in parts), skip_reason=parts[0].skip_reason)
+            s = StepReport(
+                name,
+                parts[0].rule,
+                config=parts[0].config,
+                skipped=all(p.skipped for p in parts),
+                skip_reason=parts[0].skip_reason,
+            )
             for p in parts:
                 s.n_in += p.n_in
                 s.dropped += p.dropped
                 s.kept += p.kept
-                s.examples += p.examples[:max(0, max_examples - len(s.examples))]
+                s.examples += p.examples[: max(0, max_examples - len(s.examples))]
             out.append(s)
         return cls(out)
 
@@ -152,9 +159,15 @@ class Funnel:
         thumbnails: store small thumbnails of dropped examples in the report.
     """
 
-    def __init__(self, filters: Sequence[Filter] | None = None, embedder: ImageEmbedder | None = None,
-                 dedup_threshold: float = DEFAULT_THRESHOLD, thumbnails: bool = True,
-                 max_examples: int = MAX_EXAMPLES, dedup: bool = True):
+    def __init__(
+        self,
+        filters: Sequence[Filter] | None = None,
+        embedder: ImageEmbedder | None = None,
+        dedup_threshold: float = DEFAULT_THRESHOLD,
+        thumbnails: bool = True,
+        max_examples: int = MAX_EXAMPLES,
+        dedup: bool = True,
+    ):
         self.filters = list(default_filters() if filters is None else filters)
         self.embedder, self.dedup_threshold = embedder, float(dedup_threshold)
         self.thumbnails, self.max_examples, self.dedup = thumbnails, max_examples, dedup
@@ -219,14 +232,21 @@ class Funnel:
             return None if self.embedder is None else np.zeros((0, self.embedder.dim), np.float32)
         return self.embedder([s.image for s in samples])
 
-    def dedup_step(self, samples: Sequence[Sample], emb: np.ndarray | None) -> tuple[list[Sample], StepReport]:
+    def dedup_step(
+        self, samples: Sequence[Sample], emb: np.ndarray | None
+    ) -> tuple[list[Sample], StepReport]:
         """Step 9 over *all* samples at once (dedup is global, not per shard)."""
-        rep = StepReport("near_dup", f"cosine <= {self.dedup_threshold}", n_in=len(samples),
-                         config={"threshold": self.dedup_threshold,
-                                 "embedder": getattr(self.embedder, "name", None)})
+        rep = StepReport(
+            "near_dup",
+            f"cosine <= {self.dedup_threshold}",
+            n_in=len(samples),
+            config={"threshold": self.dedup_threshold, "embedder": getattr(self.embedder, "name", None)},
+        )
         if emb is None:
-            why = ("no image embedder configured (pass an ImageEmbedder, e.g. HFImageEmbedder('<local "
-                   "CLIP folder>'), or the non-learned PixelEmbedder); step skipped")
+            why = (
+                "no image embedder configured (pass an ImageEmbedder, e.g. HFImageEmbedder('<local "
+                "CLIP folder>'), or the non-learned PixelEmbedder); step skipped"
+            )
             self._warn_skip("near_dup", why)
             rep.skipped, rep.skip_reason, rep.kept = True, why, len(samples)
             return list(samples), rep
@@ -240,10 +260,13 @@ class Funnel:
             orig = samples[dup_of[i]]
             s.scores["near_dup_of"] = orig.key
             if len(rep.examples) < self.max_examples:
-                ex = _example(s, float(emb[i] @ emb[dup_of[i]]), f"near-duplicate of {orig.key}",
-                              self.thumbnails)
+                ex = _example(
+                    s, float(emb[i] @ emb[dup_of[i]]), f"near-duplicate of {orig.key}", self.thumbnails
+                )
                 ex["duplicate_of"] = orig.key
-                kept_thumb = thumbnail_b64(orig.image) if (self.thumbnails and orig.image is not None) else None
+                kept_thumb = (
+                    thumbnail_b64(orig.image) if (self.thumbnails and orig.image is not None) else None
+                )
                 if kept_thumb:
                     ex["duplicate_of_thumb"] = kept_thumb
                 rep.examples.append(ex)

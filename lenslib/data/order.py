@@ -52,8 +52,14 @@ class StepPlan:
         return (self.bucket.height, self.bucket.width)
 
 
-def plan(seed: int, step: int, rank: int, world_size: int, buckets: Sequence[tuple[object, int]],
-         micro_batch: int | None = None) -> StepPlan:
+def plan(
+    seed: int,
+    step: int,
+    rank: int,
+    world_size: int,
+    buckets: Sequence[tuple[object, int]],
+    micro_batch: int | None = None,
+) -> StepPlan:
     """Step ``step``'s data for ``rank`` of ``world_size``.
 
     ``buckets`` pairs each resolution with the rank's samples per step at it: one pair in stage 1 (the

@@ -23,6 +23,7 @@ per task) on a local or remote cluster; the records are the same as in the singl
 measured latencies differ).
 Used by ``lens recaption`` and in chapter 1.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,6 +55,7 @@ class PipelineConfig:
     ``captioner_options``: keyword arguments for the captioners (``base_url``, ``api_key_env``,
     ``max_concurrency``, prices, ``device``, ``batch_size``, ``max_new_tokens`` …).
     """
+
     captioners: list = field(default_factory=list)
     output_format: str = "tar"
     funnel: dict = field(default_factory=dict)
@@ -76,9 +78,21 @@ class PipelineConfig:
     def fingerprint(self) -> str:
         d = asdict(self)
         # options that change speed, not results, are left out
-        d["captioner_options"] = {k: v for k, v in d["captioner_options"].items()
-                                  if k not in ("max_concurrency", "timeout_s", "max_retries", "device", "batch_size",
-                                               "backoff_s", "price_in_per_m", "price_out_per_m")}
+        d["captioner_options"] = {
+            k: v
+            for k, v in d["captioner_options"].items()
+            if k
+            not in (
+                "max_concurrency",
+                "timeout_s",
+                "max_retries",
+                "device",
+                "batch_size",
+                "backoff_s",
+                "price_in_per_m",
+                "price_out_per_m",
+            )
+        }
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -94,10 +108,16 @@ def build_funnel(cfg: dict) -> Funnel:
     emb = cfg.get("embedder")
     embedder = None
     if emb:
-        embedder = PixelEmbedder(int(emb.split("-")[1])) if emb.startswith("pixels-") else HFImageEmbedder(emb)
-    return Funnel(default_filters(**scorers, thresholds=cfg.get("thresholds")), embedder=embedder,
-                  dedup_threshold=cfg.get("dedup_threshold", 0.985), thumbnails=cfg.get("thumbnails", True),
-                  dedup=cfg.get("dedup", True))
+        embedder = (
+            PixelEmbedder(int(emb.split("-")[1])) if emb.startswith("pixels-") else HFImageEmbedder(emb)
+        )
+    return Funnel(
+        default_filters(**scorers, thresholds=cfg.get("thresholds")),
+        embedder=embedder,
+        dedup_threshold=cfg.get("dedup_threshold", 0.985),
+        thumbnails=cfg.get("thumbnails", True),
+        dedup=cfg.get("dedup", True),
+    )
 
 
 def build_captioners(cfg: PipelineConfig):
@@ -131,10 +151,17 @@ def filter_shard(ref: ShardRef, out: Path, funnel: Funnel) -> dict:
             np.save(f, emb.astype(np.float32))
         os.replace(tmp, d / f"{ref.name}.npy")
     decoded = {s.key: {k: s.meta.get(k) for k in ("width", "height", "mode", "format")} for s in kept}
-    rec = {"shard": ref.name, "kept": [s.key for s in kept], "scores": {s.key: s.scores for s in kept},
-           "decoded": decoded, "embedder": getattr(funnel.embedder, "name", None) if funnel.dedup else None,
-           "input_issues": issues, "report": report.to_dict(), "embeddings": emb is not None,
-           "seconds": time.perf_counter() - t0}
+    rec = {
+        "shard": ref.name,
+        "kept": [s.key for s in kept],
+        "scores": {s.key: s.scores for s in kept},
+        "decoded": decoded,
+        "embedder": getattr(funnel.embedder, "name", None) if funnel.dedup else None,
+        "input_issues": issues,
+        "report": report.to_dict(),
+        "embeddings": emb is not None,
+        "seconds": time.perf_counter() - t0,
+    }
     _atomic_json(d / f"{ref.name}.json", rec)
     return {"shard": ref.name, "n_in": report.n_in, "kept": len(kept)}
 
@@ -161,14 +188,21 @@ def dedup_all(refs: list[ShardRef], out: Path, funnel_cfg: dict) -> dict:
     if len(names) > 1:
         raise ValueError(f"shards of {out} were embedded with different embedders {sorted(map(str, names))}")
     embedder = names.pop() if names else None
-    rep = StepReport("near_dup", f"cosine <= {threshold}", n_in=len(keys),
-                     config={"threshold": threshold, "embedder": embedder})
+    rep = StepReport(
+        "near_dup",
+        f"cosine <= {threshold}",
+        n_in=len(keys),
+        config={"threshold": threshold, "embedder": embedder},
+    )
     dropped = {}
     if not enabled or embedder is None:
         rep.skipped = True
-        rep.skip_reason = ("near-duplicate removal disabled" if not enabled else
-                           "no image embedder configured (funnel.embedder: 'pixels-16' or a local CLIP folder); "
-                           "step skipped")
+        rep.skip_reason = (
+            "near-duplicate removal disabled"
+            if not enabled
+            else "no image embedder configured (funnel.embedder: 'pixels-16' or a local CLIP folder); "
+            "step skipped"
+        )
         if enabled:
             log.warning("funnel step 'near_dup' skipped: %s", rep.skip_reason)
         rep.kept = len(keys)
@@ -178,8 +212,14 @@ def dedup_all(refs: list[ShardRef], out: Path, funnel_cfg: dict) -> dict:
         dropped = {keys[j]: keys[i] for j, i in sorted(dup_of.items())}
         rep.dropped, rep.kept = len(dropped), int(keep.sum())
         for j, i in sorted(dup_of.items())[:6]:
-            rep.examples.append({"key": keys[j], "score": float(emb[i] @ emb[j]), "duplicate_of": keys[i],
-                                 "reason": f"near-duplicate of {keys[i]}"})
+            rep.examples.append(
+                {
+                    "key": keys[j],
+                    "score": float(emb[i] @ emb[j]),
+                    "duplicate_of": keys[i],
+                    "reason": f"near-duplicate of {keys[i]}",
+                }
+            )
     rec = {"dropped": dropped, "report": asdict(rep)}
     _atomic_json(out / "work" / "dedup.json", rec)
     return rec
@@ -210,11 +250,17 @@ def caption_shard(ref: ShardRef, out: Path, cfg: PipelineConfig, captioners, dro
             by_key[s.key] = s
     missing = want - set(by_key)
     if missing:
-        raise RuntimeError(f"shard {ref.name} changed since it was filtered ({len(missing)} samples missing); "
-                           "rerun with a new output folder")
+        raise RuntimeError(
+            f"shard {ref.name} changed since it was filtered ({len(missing)} samples missing); "
+            "rerun with a new output folder"
+        )
     samples = [by_key[k] for k in wanted]
-    rep = StepReport("caption", "every captioner succeeded", n_in=len(samples),
-                     config={"captioners": [c.identity() for c in captioners]})
+    rep = StepReport(
+        "caption",
+        "every captioner succeeded",
+        n_in=len(samples),
+        config={"captioners": [c.identity() for c in captioners]},
+    )
     failed: dict[str, str] = {}
     usage = {"input_tokens": 0, "output_tokens": 0, "captions": 0, "latency_s": 0.0}
     for cap in captioners:
@@ -222,7 +268,7 @@ def caption_shard(ref: ShardRef, out: Path, cfg: PipelineConfig, captioners, dro
         bs = max(1, cfg.batch_size, 4 * getattr(cap, "max_concurrency", 0))
         todo = [s for s in samples if s.key not in failed]
         for i in range(0, len(todo), bs):
-            batch = todo[i:i + bs]
+            batch = todo[i : i + bs]
             res = cap.caption_each([s.image for s in batch], [s.meta for s in batch])
             for s, r in zip(batch, res):
                 if isinstance(r, Exception):
@@ -239,18 +285,28 @@ def caption_shard(ref: ShardRef, out: Path, cfg: PipelineConfig, captioners, dro
     rep.examples = [{"key": k, "score": None, "reason": v} for k, v in list(failed.items())[:6]]
     if samples and len(failed) / len(samples) > cfg.max_caption_failure_rate:
         first = next(iter(failed.values()))
-        raise RuntimeError(f"shard {ref.name}: {len(failed)} of {len(samples)} captions failed (more than "
-                           f"max_caption_failure_rate={cfg.max_caption_failure_rate}); first error: {first}. "
-                           "Fix the captioner and rerun: finished shards are kept.")
+        raise RuntimeError(
+            f"shard {ref.name}: {len(failed)} of {len(samples)} captions failed (more than "
+            f"max_caption_failure_rate={cfg.max_caption_failure_rate}); first error: {first}. "
+            "Fix the captioner and rerun: finished shards are kept."
+        )
     for s in kept:
         s.image = None
     ext = "tar" if cfg.output_format == "tar" else "parquet"
     path = out / "shards" / f"{ref.name}.{ext}"
     (write_tar if ext == "tar" else write_parquet)(path, kept)
-    report = {"shard": ref.name, "input": ref.path, "output": str(path.relative_to(out)), "n": len(kept),
-              "bytes": path.stat().st_size, "sha256": sha256(path), "caption_step": asdict(rep),
-              "usage": usage, "caption_kinds": sorted({k for s in kept for k in s.meta["captions"]}),
-              "seconds": time.perf_counter() - t0}
+    report = {
+        "shard": ref.name,
+        "input": ref.path,
+        "output": str(path.relative_to(out)),
+        "n": len(kept),
+        "bytes": path.stat().st_size,
+        "sha256": sha256(path),
+        "caption_step": asdict(rep),
+        "usage": usage,
+        "caption_kinds": sorted({k for s in kept for k in s.meta["captions"]}),
+        "seconds": time.perf_counter() - t0,
+    }
     _atomic_json(out / "reports" / f"{ref.name}.json", report)
     return {"shard": ref.name, "n": len(kept)}
 
@@ -275,8 +331,11 @@ class _RayStage:
         self.funnel = build_funnel(self.cfg.funnel) if stage == "filter" else None
         self.captioners = build_captioners(self.cfg) if stage == "caption" else None
         # read from the shared output folder rather than shipped with the task (it can be large)
-        self.dropped = set(json.loads((self.out / "work" / "dedup.json").read_text())["dropped"]) \
-            if stage == "caption" else set()
+        self.dropped = (
+            set(json.loads((self.out / "work" / "dedup.json").read_text())["dropped"])
+            if stage == "caption"
+            else set()
+        )
 
     def __call__(self, row: dict) -> dict:
         ref = ShardRef(row["name"], row["path"], row["format"], tuple(json.loads(row["files"])))
@@ -290,11 +349,17 @@ class _RayStage:
 def _ray_run(stage: str, refs: list[ShardRef], out: Path, cfg: PipelineConfig, concurrency=None):
     import ray
 
-    items = [{"name": r.name, "path": r.path, "format": r.format, "files": json.dumps(list(r.files))} for r in refs]
+    items = [
+        {"name": r.name, "path": r.path, "format": r.format, "files": json.dumps(list(r.files))} for r in refs
+    ]
     n = concurrency or max(1, min(len(items), int(ray.available_resources().get("CPU", 1))))
     ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map(_RayStage, fn_constructor_kwargs={"stage": stage, "out": str(out), "cfg": asdict(cfg)},
-                compute=ray.data.ActorPoolStrategy(size=n), num_cpus=1)
+    ds = ds.map(
+        _RayStage,
+        fn_constructor_kwargs={"stage": stage, "out": str(out), "cfg": asdict(cfg)},
+        compute=ray.data.ActorPoolStrategy(size=n),
+        num_cpus=1,
+    )
     return [json.loads(r["result"]) for r in ds.take_all()]
 
 
@@ -312,8 +377,15 @@ def _ensure_ray(address: str):
 
 
 # ------------------------------------------------------------------------------------- driver
-def run_pipeline(input: str, output: str, cfg: PipelineConfig, ray_address: str | None = None,
-                 overwrite: bool = False, progress: bool = True, ray_concurrency: int | None = None) -> dict:
+def run_pipeline(
+    input: str,
+    output: str,
+    cfg: PipelineConfig,
+    ray_address: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    ray_concurrency: int | None = None,
+) -> dict:
     """Run (or resume) the pipeline; returns the manifest. ``ray_address``: None = one process;
     ``"auto"`` or ``"ray://…"`` = an existing cluster; ``"local"`` = start Ray here (or reuse one
     already initialised in this process). On a multi-node cluster, ``input`` and ``output`` must be paths
@@ -324,8 +396,14 @@ def run_pipeline(input: str, output: str, cfg: PipelineConfig, ray_address: str 
     refs = list_shards(input, cfg.images_per_shard)
     out = Path(output)
     run_file = out / "run.json"
-    run = {"format": FORMAT, "format_version": FORMAT_VERSION, "input": str(input),
-           "fingerprint": cfg.fingerprint(), "config": asdict(cfg), "shards": [r.name for r in refs]}
+    run = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "input": str(input),
+        "fingerprint": cfg.fingerprint(),
+        "config": asdict(cfg),
+        "shards": [r.name for r in refs],
+    }
     if out.exists() and any(out.iterdir()):
         if overwrite:
             shutil.rmtree(out)
@@ -334,13 +412,17 @@ def run_pipeline(input: str, output: str, cfg: PipelineConfig, ray_address: str 
         else:
             prev = json.loads(run_file.read_text())
             if prev["fingerprint"] != run["fingerprint"] or prev["input"] != run["input"]:
-                raise ValueError(f"{out} was made with a different input or configuration "
-                                 f"({prev['fingerprint']} != {run['fingerprint']}); use a new --output or "
-                                 "--overwrite to start again")
+                raise ValueError(
+                    f"{out} was made with a different input or configuration "
+                    f"({prev['fingerprint']} != {run['fingerprint']}); use a new --output or "
+                    "--overwrite to start again"
+                )
             if prev.get("shards") != run["shards"]:
-                raise ValueError(f"the input shards changed since {out} was started ({len(prev.get('shards', []))} "
-                                 f"then, {len(refs)} now); near-duplicates are removed across all shards, so "
-                                 "finished shards would be stale: use a new --output (or --overwrite)")
+                raise ValueError(
+                    f"the input shards changed since {out} was started ({len(prev.get('shards', []))} "
+                    f"then, {len(refs)} now); near-duplicates are removed across all shards, so "
+                    "finished shards would be stale: use a new --output (or --overwrite)"
+                )
     for d in ("work/filter", "shards", "reports"):
         (out / d).mkdir(parents=True, exist_ok=True)
     _atomic_json(run_file, run)
@@ -388,10 +470,19 @@ def finalize(out: Path, refs: list[ShardRef], cfg: PipelineConfig) -> dict:
     issues = {f"{f['shard']}/{k}": v for f in frecs for k, v in f["input_issues"].items()}
     kinds = sorted({k for r in reps for k in r["caption_kinds"]})
     manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "fingerprint": cfg.fingerprint(),
-        "config": asdict(cfg), "caption_kinds": kinds, "n_in": report.n_in, "n_out": report.n_kept,
-        "funnel": [{k: s[k] for k in ("name", "n_in", "dropped", "kept", "skipped")} for s in report.to_dict()["steps"]],
-        "usage": usage, "input_issues": issues,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "fingerprint": cfg.fingerprint(),
+        "config": asdict(cfg),
+        "caption_kinds": kinds,
+        "n_in": report.n_in,
+        "n_out": report.n_kept,
+        "funnel": [
+            {k: s[k] for k in ("name", "n_in", "dropped", "kept", "skipped")}
+            for s in report.to_dict()["steps"]
+        ],
+        "usage": usage,
+        "input_issues": issues,
         "shards": [{k: r[k] for k in ("shard", "input", "output", "n", "bytes", "sha256")} for r in reps],
     }
     _atomic_json(out / "manifest.json", manifest)

@@ -3,6 +3,7 @@
 Kept in the library so chapters stay short and import only ``lenslib`` (plus plotly for showing).
 Used in chapter 1.
 """
+
 from __future__ import annotations
 
 import base64
@@ -24,9 +25,14 @@ def funnel_figure(report, title: str = "Cleaning funnel"):
     steps = report.steps
     labels = [f"{s.name} (skipped)" if s.skipped else s.name for s in steps]
     colours = ["#bbbbbb" if s.skipped else "#4c78a8" for s in steps]
-    fig = go.Figure(go.Funnel(y=["input"] + labels, x=[report.n_in] + [s.kept for s in steps],
-                              textinfo="value+percent initial",
-                              marker={"color": ["#72b7b2"] + colours}))
+    fig = go.Figure(
+        go.Funnel(
+            y=["input"] + labels,
+            x=[report.n_in] + [s.kept for s in steps],
+            textinfo="value+percent initial",
+            marker={"color": ["#72b7b2"] + colours},
+        )
+    )
     fig.update_layout(title=title, height=120 + 40 * len(steps), margin=dict(l=160, r=20, t=50, b=20))
     return fig
 
@@ -41,8 +47,13 @@ def image_grid(items: list[tuple[str, object]], cols: int = 5, side: int = 160, 
         fig.update_layout(title=(title or "") + " (none)", height=80)
         return fig
     rows = -(-len(items) // cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[t for t, _ in items],
-                        horizontal_spacing=0.02, vertical_spacing=0.12 / max(1, rows))
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=[t for t, _ in items],
+        horizontal_spacing=0.02,
+        vertical_spacing=0.12 / max(1, rows),
+    )
     for i, (_, im) in enumerate(items):
         src = ("data:image/png;base64," + im) if isinstance(im, str) else _uri(im, side)
         fig.add_trace(go.Image(source=src), row=i // cols + 1, col=i % cols + 1)

@@ -3,12 +3,31 @@
 The book's funnel demo needs real photographs, and these are the ones every machine with the
 environment has: no download. Used in chapter 1.
 """
+
 from __future__ import annotations
 
 # scikit-image sample images that are photographs or scans (not synthetic test patterns)
-SKIMAGE_PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "rocket", "coins", "moon", "brick", "grass",
-                  "gravel", "hubble_deep_field", "retina", "immunohistochemistry", "horse", "page", "text",
-                  "clock", "colorwheel", "logo")
+SKIMAGE_PHOTOS = (
+    "astronaut",
+    "camera",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "coins",
+    "moon",
+    "brick",
+    "grass",
+    "gravel",
+    "hubble_deep_field",
+    "retina",
+    "immunohistochemistry",
+    "horse",
+    "page",
+    "text",
+    "clock",
+    "colorwheel",
+    "logo",
+)
 
 
 def sample_photographs(include: tuple = SKIMAGE_PHOTOS) -> dict:

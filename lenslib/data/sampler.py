@@ -12,6 +12,7 @@ repeats or skips data. It is for a finite data set whose every image already has
 :mod:`lenslib.data.order`, which also plans the trainer's steps (:func:`~lenslib.data.order.plan`). Used in
 chapter 1.
 """
+
 from __future__ import annotations
 
 from typing import Iterator, Sequence
@@ -39,9 +40,16 @@ class BucketBatchSampler:
     ``batches()`` also yields the bucket of each batch.
     """
 
-    def __init__(self, bucket_ids: Sequence[int], buckets: Sequence[Bucket] = LENS_BUCKETS,
-                 batch_sizes: dict[int, int] | None = None, rank: int = 0, world_size: int = 1,
-                 seed: int = 0, drop_last: bool = True):
+    def __init__(
+        self,
+        bucket_ids: Sequence[int],
+        buckets: Sequence[Bucket] = LENS_BUCKETS,
+        batch_sizes: dict[int, int] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        drop_last: bool = True,
+    ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
         self.bucket_ids = np.asarray(bucket_ids, dtype=np.int64)
@@ -69,7 +77,7 @@ class BucketBatchSampler:
             idx = idx[epoch_permutation(self.seed, epoch, len(idx), b)]
             bs = self.batch_size_of(self.buckets[b])
             n = len(idx) // bs if self.drop_last else -(-len(idx) // bs)
-            batches += [(b, idx[i * bs:(i + 1) * bs]) for i in range(n)]
+            batches += [(b, idx[i * bs : (i + 1) * bs]) for i in range(n)]
         order = epoch_permutation(self.seed, epoch, len(batches))
         return [batches[i] for i in order]
 
@@ -102,14 +110,21 @@ class BucketBatchSampler:
     def state_dict(self, steps_done: int | None = None) -> dict:
         """Resumable state. A DataLoader prefetches batches, so ``step`` runs ahead of training; pass the
         number of steps the trainer has actually finished in this epoch as ``steps_done``."""
-        return {"epoch": self.epoch, "step": self.step if steps_done is None else int(steps_done), "seed": self.seed, "world_size": self.world_size,
-                "num_samples": int(len(self.bucket_ids))}
+        return {
+            "epoch": self.epoch,
+            "step": self.step if steps_done is None else int(steps_done),
+            "seed": self.seed,
+            "world_size": self.world_size,
+            "num_samples": int(len(self.bucket_ids)),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Resume. Refuses a state from another seed, world size or dataset (it would skip/repeat data)."""
         for k in ("seed", "world_size", "num_samples"):
             mine = self.state_dict()[k]
             if k in state and state[k] != mine:
-                raise ValueError(f"sampler state has {k}={state[k]} but this sampler has {k}={mine}; "
-                                 "resume with the same seed, world size and dataset")
+                raise ValueError(
+                    f"sampler state has {k}={state[k]} but this sampler has {k}={mine}; "
+                    "resume with the same seed, world size and dataset"
+                )
         self.epoch, self.step = int(state["epoch"]), int(state["step"])

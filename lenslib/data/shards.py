@@ -13,6 +13,7 @@ decoded with replacement characters and reported per sample (``meta["issues"]``)
 Outputs are webdataset tars or HF-compatible parquet, each written to a temporary file and renamed
 into place, so a crash never leaves a half-written shard. Used by :mod:`lenslib.data.pipeline`.
 """
+
 from __future__ import annotations
 
 import glob
@@ -32,6 +33,7 @@ CAPTION_COLUMNS = ("alt_text", "brief", "detailed", "mixed", "caption", "text", 
 @dataclass(frozen=True)
 class ShardRef:
     """One input shard. ``name`` is unique within a run and names the output shard."""
+
     name: str
     path: str
     format: str  # "tar", "parquet", "arrow", "folder"
@@ -56,13 +58,21 @@ def list_shards(source: str, images_per_shard: int = 256) -> list[ShardRef]:
         imgs = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower().lstrip(".") in IMAGE_EXTS)
         if not imgs:
             raise FileNotFoundError(f"{source} holds no .tar, .parquet, .arrow or image files")
-        return [ShardRef(f"images-{i // images_per_shard:06d}", str(p), "folder",
-                         tuple(str(f) for f in imgs[i:i + images_per_shard]))
-                for i in range(0, len(imgs), images_per_shard)]
+        return [
+            ShardRef(
+                f"images-{i // images_per_shard:06d}",
+                str(p),
+                "folder",
+                tuple(str(f) for f in imgs[i : i + images_per_shard]),
+            )
+            for i in range(0, len(imgs), images_per_shard)
+        ]
     paths = sorted({q for pat in braceexpand.braceexpand(source) for q in glob.glob(pat)})
     if not paths:
-        raise FileNotFoundError(f"no input shards match {source!r}: give a folder of images or shards, a shard file "
-                                "(.tar, .parquet, .arrow), a glob or a {a..b} pattern")
+        raise FileNotFoundError(
+            f"no input shards match {source!r}: give a folder of images or shards, a shard file "
+            "(.tar, .parquet, .arrow), a glob or a {a..b} pattern"
+        )
     fmt = {".tar": "tar", ".parquet": "parquet", ".arrow": "arrow"}
     out = []
     for q in paths:
@@ -186,8 +196,13 @@ def _read_table(ref: ShardRef) -> Iterator[Sample]:
             elif c == "json":
                 fields["json"] = v
         s = _sample_from_fields(key, fields, ref.name)
-        extra = {c: v for c, v in row.items() if c not in CAPTION_COLUMNS and c not in ("spec", "seed", "json")
-                 and isinstance(v, (str, int, float, bool))}
+        extra = {
+            c: v
+            for c, v in row.items()
+            if c not in CAPTION_COLUMNS
+            and c not in ("spec", "seed", "json")
+            and isinstance(v, (str, int, float, bool))
+        }
         s.meta.update(extra)
         yield s
 
@@ -233,12 +248,20 @@ def write_parquet(path: str | Path, samples: list[Sample]) -> None:
     path = Path(path)
     recs = [output_record(s) for s in samples]
     kinds = sorted({k for r in recs for k in r["captions"]})
-    feats = datasets.Features({"key": datasets.Value("string"), "image": datasets.Image(),
-                               **{k: datasets.Value("string") for k in kinds},
-                               "json": datasets.Value("string")})
-    cols = {"key": [s.key for s in samples], "image": [{"bytes": s.data, "path": None} for s in samples],
-            **{k: [r["captions"].get(k, {}).get("text") for r in recs] for k in kinds},
-            "json": [json.dumps(r) for r in recs]}
+    feats = datasets.Features(
+        {
+            "key": datasets.Value("string"),
+            "image": datasets.Image(),
+            **{k: datasets.Value("string") for k in kinds},
+            "json": datasets.Value("string"),
+        }
+    )
+    cols = {
+        "key": [s.key for s in samples],
+        "image": [{"bytes": s.data, "path": None} for s in samples],
+        **{k: [r["captions"].get(k, {}).get("text") for r in recs] for k in kinds},
+        "json": [json.dumps(r) for r in recs],
+    }
     ds = datasets.Dataset.from_dict(cols, features=feats)
     tmp = path.with_name(path.name + ".tmp")
     ds.to_parquet(str(tmp))
@@ -274,7 +297,9 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def images_to_shards(images: dict, out_dir: str | Path, per_shard: int = 64, captions: dict | None = None) -> list[Path]:
+def images_to_shards(
+    images: dict, out_dir: str | Path, per_shard: int = 64, captions: dict | None = None
+) -> list[Path]:
     """Write {key: PIL image or encoded bytes} as webdataset tar shards (PNG for PIL images), with
     optional {key: alt-text}. Used by the book and tests to make pipeline inputs."""
     import webdataset as wds
@@ -290,7 +315,7 @@ def images_to_shards(images: dict, out_dir: str | Path, per_shard: int = 64, cap
         p = out_dir / f"input-{si // per_shard:06d}.tar"
         tmp = p.with_name(p.name + ".tmp")
         with wds.TarWriter(str(tmp), mtime=0.0) as tw:
-            for k in keys[si:si + per_shard]:
+            for k in keys[si : si + per_shard]:
                 v = images[k]
                 if not isinstance(v, (bytes, bytearray)):
                     buf = io.BytesIO()

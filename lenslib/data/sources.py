@@ -42,8 +42,16 @@ from .feature_cache import open_source
 from .order import mix_seed, pool_index
 from .world_cache import WorldCache
 
-__all__ = ["CachedWorldBatcher", "HFImageSource", "TokenBatcher", "WebDatasetSource", "WorldSource", "build_codec",
-           "encode_images", "source_from_config"]
+__all__ = [
+    "CachedWorldBatcher",
+    "HFImageSource",
+    "TokenBatcher",
+    "WebDatasetSource",
+    "WorldSource",
+    "build_codec",
+    "encode_images",
+    "source_from_config",
+]
 
 
 class WorldSource:
@@ -54,8 +62,14 @@ class WorldSource:
     :class:`CachedWorldBatcher` reads from a :class:`~lenslib.data.world_cache.WorldCache`.
     """
 
-    def __init__(self, seed: int = 0, vocab: str = "shapes", caption_kind: str = "detailed", num_scenes: int | None = None,
-                 **scene_kwargs):
+    def __init__(
+        self,
+        seed: int = 0,
+        vocab: str = "shapes",
+        caption_kind: str = "detailed",
+        num_scenes: int | None = None,
+        **scene_kwargs,
+    ):
         self.seed, self.vocab, self.caption_kind, self.num_scenes = seed, vocab, caption_kind, num_scenes
         self.scene_kwargs = scene_kwargs
 
@@ -71,7 +85,9 @@ class WorldSource:
             i = int(i) % self.num_scenes if self.num_scenes else int(i)  # a finite pool repeats captions too
             scene = self.scene(i)
             image = np.asarray(render(scene, w, h))
-            out.append(Example(image, caption(scene, self.caption_kind, mix_seed(self.seed, i, 1)), {"scene": scene}))
+            out.append(
+                Example(image, caption(scene, self.caption_kind, mix_seed(self.seed, i, 1)), {"scene": scene})
+            )
         return out
 
 
@@ -95,7 +111,9 @@ class HFImageSource:
         self.ds = load_from_disk(path)
         for key in (image_key, caption_key):
             if key not in self.ds.column_names:
-                raise ValueError(f"dataset {path} has no column {key!r} (columns: {self.ds.column_names}); set data.image_key/caption_key.")
+                raise ValueError(
+                    f"dataset {path} has no column {key!r} (columns: {self.ds.column_names}); set data.image_key/caption_key."
+                )
         self.image_key, self.caption_key, self.seed = image_key, caption_key, seed
         self._perms: dict = {}
 
@@ -107,7 +125,10 @@ class HFImageSource:
 
     def examples(self, indices: Sequence[int], size: tuple[int, int]) -> list[Example]:
         rows = self.ds[[self._row(i) for i in indices]]
-        return [Example(_resize_crop(im, size), str(c)) for im, c in zip(rows[self.image_key], rows[self.caption_key])]
+        return [
+            Example(_resize_crop(im, size), str(c))
+            for im, c in zip(rows[self.image_key], rows[self.caption_key])
+        ]
 
 
 def _every_shard(urls):
@@ -130,7 +151,12 @@ class WebDatasetSource:
     def _open(self):
         import webdataset as wds  # optional dependency, needed only for data.source=webdataset
 
-        return iter(wds.WebDataset(self.urls, shardshuffle=False, nodesplitter=_every_shard, empty_check=False).repeat().decode("pil").to_tuple(self.image_key, self.caption_key))
+        return iter(
+            wds.WebDataset(self.urls, shardshuffle=False, nodesplitter=_every_shard, empty_check=False)
+            .repeat()
+            .decode("pil")
+            .to_tuple(self.image_key, self.caption_key)
+        )
 
     def examples(self, indices: Sequence[int], size: tuple[int, int]) -> list[Example]:
         want = sorted(int(i) for i in indices)
@@ -180,13 +206,22 @@ class TokenBatcher:
     to ``text_pad_multiple`` (0: always to ``max_text_tokens``), see :func:`~lenslib.model.text_encoders.base.fit_length`.
     """
 
-    def __init__(self, source: ExampleSource, codec, text_encoder, max_text_tokens: int = 64, text_pad_multiple: int = 0):
+    def __init__(
+        self,
+        source: ExampleSource,
+        codec,
+        text_encoder,
+        max_text_tokens: int = 64,
+        text_pad_multiple: int = 0,
+    ):
         self.source, self.codec, self.text_encoder = source, codec, text_encoder
         self.max_text_tokens, self.text_pad_multiple = int(max_text_tokens), int(text_pad_multiple)
 
     @torch.no_grad()
     def encode_text(self, captions: list[str]) -> tuple[list[torch.Tensor], torch.Tensor]:
-        feats, mask = fit_length(*self.text_encoder.encode(list(captions)), self.max_text_tokens, self.text_pad_multiple)
+        feats, mask = fit_length(
+            *self.text_encoder.encode(list(captions)), self.max_text_tokens, self.text_pad_multiple
+        )
         return [f.float().contiguous() for f in feats], mask.bool()
 
     def batch(self, indices: Sequence[int], size: tuple[int, int]) -> Batch:
@@ -210,22 +245,41 @@ class CachedWorldBatcher(TokenBatcher):
     (held-out previews) and other sizes are rendered and encoded on the fly as before.
     """
 
-    def __init__(self, source: WorldSource, codec, text_encoder, max_text_tokens: int, text_pad_multiple: int,
-                 size: int, root, progress: bool = True):
+    def __init__(
+        self,
+        source: WorldSource,
+        codec,
+        text_encoder,
+        max_text_tokens: int,
+        text_pad_multiple: int,
+        size: int,
+        root,
+        progress: bool = True,
+    ):
         super().__init__(source, codec, text_encoder, max_text_tokens, text_pad_multiple)
         if not source.num_scenes:
             raise ValueError("CachedWorldBatcher needs a finite world (num_scenes >= 1)")
         self.size = int(size)
-        identity = {"world_seed": int(source.seed), "vocab": source.vocab, "caption_kind": source.caption_kind,
-                    "scene_kwargs": dict(sorted(source.scene_kwargs.items())), "num_scenes": int(source.num_scenes),
-                    "size": self.size, "text_encoder": text_encoder.name, "num_layers": int(text_encoder.num_layers),
-                    "hidden_size": int(text_encoder.hidden_size), "max_text_tokens": self.max_text_tokens}
+        identity = {
+            "world_seed": int(source.seed),
+            "vocab": source.vocab,
+            "caption_kind": source.caption_kind,
+            "scene_kwargs": dict(sorted(source.scene_kwargs.items())),
+            "num_scenes": int(source.num_scenes),
+            "size": self.size,
+            "text_encoder": text_encoder.name,
+            "num_layers": int(text_encoder.num_layers),
+            "hidden_size": int(text_encoder.hidden_size),
+            "max_text_tokens": self.max_text_tokens,
+        }
 
         def render_one(i: int):
             example = source.examples([i], (self.size, self.size))[0]
             return example.image, example.caption
 
-        self.cache = WorldCache.open_or_build(root, identity, render_one, text_encoder.encode, progress=progress)
+        self.cache = WorldCache.open_or_build(
+            root, identity, render_one, text_encoder.encode, progress=progress
+        )
         self._steps = torch.arange(self.max_text_tokens)
 
     @torch.no_grad()
@@ -242,16 +296,28 @@ class CachedWorldBatcher(TokenBatcher):
             keep = min(keep, max(m, -(-int(lengths.max(initial=0)) // m) * m))
         lengths = torch.from_numpy(lengths.astype(np.int64))
         mask = self._steps[None, :keep] < lengths[:, None]
-        text, mask = fit_length([torch.from_numpy(f[:, :keep]).float() for f in feats], mask, self.max_text_tokens,
-                                self.text_pad_multiple)
-        return Batch(tokens, grid, [f.contiguous() for f in text], mask,
-                     [self.cache.captions[p] for p in pos.tolist()], [int(i) for i in indices])
+        text, mask = fit_length(
+            [torch.from_numpy(f[:, :keep]).float() for f in feats],
+            mask,
+            self.max_text_tokens,
+            self.text_pad_multiple,
+        )
+        return Batch(
+            tokens,
+            grid,
+            [f.contiguous() for f in text],
+            mask,
+            [self.cache.captions[p] for p in pos.tolist()],
+            [int(i) for i in indices],
+        )
 
 
 def build_codec(data):
     """The codec of a run's ``data`` section: patchified pixels (``pixel``) or the FLUX.2 VAE (``latent``)."""
     if data.codec == "pixel":
-        from lenslib.model.vae import PixelCodec  # lenslib.model.vae imports diffusers: only when a codec is built
+        from lenslib.model.vae import (
+            PixelCodec,
+        )  # lenslib.model.vae imports diffusers: only when a codec is built
 
         return PixelCodec(data.patch)
     if not data.vae:
@@ -261,7 +327,9 @@ def build_codec(data):
     return Flux2Codec.from_pretrained(data.vae)
 
 
-def source_from_config(data, seed: int, progress: bool = True, device=None) -> tuple[BatchSource, object, object]:
+def source_from_config(
+    data, seed: int, progress: bool = True, device=None
+) -> tuple[BatchSource, object, object]:
     """The ``(batch source, codec, text encoder)`` of a run's ``data`` section (a ``DataConfig``) and seed.
 
     A world with ``data.num_scenes`` set reads its finite pool from a world cache under ``data.path`` (default
@@ -273,10 +341,20 @@ def source_from_config(data, seed: int, progress: bool = True, device=None) -> t
     place = {"device": device} if device is not None and torch.device(device).type == "cuda" else {}
     text_encoder = get_text_encoder(data.text_encoder, **{**place, **data.text_encoder_kwargs})
     if data.source == "world" and data.num_scenes:
-        world = WorldSource(seed, data.vocab, data.caption_kind, num_scenes=data.num_scenes, **data.world_kwargs)
+        world = WorldSource(
+            seed, data.vocab, data.caption_kind, num_scenes=data.num_scenes, **data.world_kwargs
+        )
         root = Path(data.path) if data.path else cache_dir() / "world"
-        batcher = CachedWorldBatcher(world, codec, text_encoder, data.max_text_tokens, data.text_pad_multiple,
-                                     data.image_size, root, progress=progress)
+        batcher = CachedWorldBatcher(
+            world,
+            codec,
+            text_encoder,
+            data.max_text_tokens,
+            data.text_pad_multiple,
+            data.image_size,
+            root,
+            progress=progress,
+        )
         return batcher, codec, text_encoder
     if data.source == "world":
         examples = WorldSource(seed, data.vocab, data.caption_kind, **data.world_kwargs)
@@ -286,9 +364,15 @@ def source_from_config(data, seed: int, progress: bool = True, device=None) -> t
         examples = WebDatasetSource(data.path, caption_key=data.caption_key)
     elif data.source == "features":
         if not data.path:
-            raise ValueError("data.source=features needs data.path=<feature cache folder> (built by `lens data cache`).")
+            raise ValueError(
+                "data.source=features needs data.path=<feature cache folder> (built by `lens data cache`)."
+            )
         # exact identity: the cache must come from this encoder (model, tapped layers, template) and this codec
         return open_source(data.path, data, seed, text_encoder=text_encoder, codec=codec), codec, text_encoder
     else:
         raise ValueError(f"unknown data.source {data.source!r}; choose world, hf, webdataset or features.")
-    return TokenBatcher(examples, codec, text_encoder, data.max_text_tokens, data.text_pad_multiple), codec, text_encoder
+    return (
+        TokenBatcher(examples, codec, text_encoder, data.max_text_tokens, data.text_pad_multiple),
+        codec,
+        text_encoder,
+    )

@@ -93,9 +93,20 @@ class BatchStream:
     end.
     """
 
-    def __init__(self, source: BatchSource, *, seed: int, rank: int, world_size: int,
-                 buckets: Sequence[tuple[object, int]], micro_batch: int | None = None, start: int = 0,
-                 stop: int | None = None, device: torch.device | str = "cpu", workers: int = 0):
+    def __init__(
+        self,
+        source: BatchSource,
+        *,
+        seed: int,
+        rank: int,
+        world_size: int,
+        buckets: Sequence[tuple[object, int]],
+        micro_batch: int | None = None,
+        start: int = 0,
+        stop: int | None = None,
+        device: torch.device | str = "cpu",
+        workers: int = 0,
+    ):
         self.source, self.seed, self.rank, self.world_size = source, int(seed), int(rank), int(world_size)
         self.buckets, self.micro_batch = list(buckets), micro_batch
         self.start, self.stop = int(start), stop

@@ -48,8 +48,11 @@ def cache_key(identity: dict) -> str:
 
 
 def _diff(found: dict, wanted: dict) -> list[str]:
-    return [f"{k}: cache has {found.get(k)!r}, run wants {wanted.get(k)!r}"
-            for k in sorted(set(found) | set(wanted)) if found.get(k) != wanted.get(k)]
+    return [
+        f"{k}: cache has {found.get(k)!r}, run wants {wanted.get(k)!r}"
+        for k in sorted(set(found) | set(wanted))
+        if found.get(k) != wanted.get(k)
+    ]
 
 
 def _alive(pid: str) -> bool:
@@ -75,18 +78,26 @@ class WorldCache:
         self.path = Path(path)
         meta_path = self.path / _META
         if not meta_path.is_file():
-            raise FileNotFoundError(f"{self.path} is not a world cache (no {_META}); build it with WorldCache.build.")
+            raise FileNotFoundError(
+                f"{self.path} is not a world cache (no {_META}); build it with WorldCache.build."
+            )
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != FORMAT_VERSION:
-            raise WorldCacheMismatch(f"{self.path} has world-cache format {meta.get('format')}, this lenslib reads "
-                                     f"{FORMAT_VERSION}: delete the folder and it is rebuilt.")
+            raise WorldCacheMismatch(
+                f"{self.path} has world-cache format {meta.get('format')}, this lenslib reads "
+                f"{FORMAT_VERSION}: delete the folder and it is rebuilt."
+            )
         self.identity = meta["identity"]
         if identity is not None and self.identity != identity:
-            raise WorldCacheMismatch(f"world cache {self.path} was built for another run; differing fields: "
-                                     + "; ".join(_diff(self.identity, identity))
-                                     + ". Point the run at its own cache (the default folder is keyed by these fields).")
+            raise WorldCacheMismatch(
+                f"world cache {self.path} was built for another run; differing fields: "
+                + "; ".join(_diff(self.identity, identity))
+                + ". Point the run at its own cache (the default folder is keyed by these fields)."
+            )
         self._images = np.load(self.path / "images.npy", mmap_mode="c")
-        self._text = [np.load(self.path / f"text_{k}.npy", mmap_mode="c") for k in range(self.identity["num_layers"])]
+        self._text = [
+            np.load(self.path / f"text_{k}.npy", mmap_mode="c") for k in range(self.identity["num_layers"])
+        ]
         self._lengths = np.load(self.path / "lengths.npy")
         self.captions: list[str] = json.loads((self.path / "captions.json").read_text())
 
@@ -111,9 +122,16 @@ class WorldCache:
         return [layer[sel] for layer in self._text], self._lengths[sel]
 
     @classmethod
-    def open_or_build(cls, root: str | Path, identity: dict, render: Callable[[int], tuple[np.ndarray, str]],
-                      encode: Callable[[list[str]], tuple[list, "object"]], *, batch_size: int = 64,
-                      progress: bool = True) -> "WorldCache":
+    def open_or_build(
+        cls,
+        root: str | Path,
+        identity: dict,
+        render: Callable[[int], tuple[np.ndarray, str]],
+        encode: Callable[[list[str]], tuple[list, "object"]],
+        *,
+        batch_size: int = 64,
+        progress: bool = True,
+    ) -> "WorldCache":
         """The cache of ``identity`` under ``root/<cache_key(identity)>``, built first if absent.
 
         ``render(i)`` gives scene ``i``'s uint8 image and caption; ``encode(captions)`` the encoder's
@@ -125,12 +143,16 @@ class WorldCache:
         return cls(path, identity)
 
     @staticmethod
-    def build(path: str | Path, identity: dict, render, encode, *, batch_size: int = 64, progress: bool = True) -> Path:
+    def build(
+        path: str | Path, identity: dict, render, encode, *, batch_size: int = 64, progress: bool = True
+    ) -> Path:
         """Render and encode scenes ``0..identity['num_scenes']-1`` into ``path`` (atomically: temp folder, rename)."""
         from tqdm.auto import tqdm  # progress bar only when a cache is actually built
 
         path = Path(path)
-        n, t, layers, hidden = (int(identity[k]) for k in ("num_scenes", "max_text_tokens", "num_layers", "hidden_size"))
+        n, t, layers, hidden = (
+            int(identity[k]) for k in ("num_scenes", "max_text_tokens", "num_layers", "hidden_size")
+        )
         size = int(identity["size"])
         if n < 1:
             raise ValueError(f"a world cache needs at least one scene, got num_scenes={n}")
@@ -142,8 +164,10 @@ class WorldCache:
         tmp.mkdir(parents=True)
         try:
             images = np.lib.format.open_memmap(tmp / "images.npy", "w+", np.uint8, (n, size, size, 3))
-            text = [np.lib.format.open_memmap(tmp / f"text_{k}.npy", "w+", np.float16, (n, t, hidden))
-                    for k in range(layers)]
+            text = [
+                np.lib.format.open_memmap(tmp / f"text_{k}.npy", "w+", np.float16, (n, t, hidden))
+                for k in range(layers)
+            ]
             lengths = np.zeros(n, np.int16)
             captions: list[str] = []
             bar = tqdm(total=n, desc="world cache", unit="scene", disable=not progress)
@@ -154,7 +178,10 @@ class WorldCache:
                     images[i], caption = render(i)
                     caps.append(caption)
                 feats, mask = encode(caps)
-                feats, mask = [f.cpu() for f in feats], mask.cpu()  # an encoder on the GPU: stored from the host
+                feats, mask = (
+                    [f.cpu() for f in feats],
+                    mask.cpu(),
+                )  # an encoder on the GPU: stored from the host
                 valid = mask.sum(dim=1).clamp(max=t).numpy()
                 for k in range(layers):
                     f = feats[k][:, :t].float().numpy().astype(np.float16)

@@ -28,14 +28,17 @@ def check_args(args) -> None:
         if value is not None and value < 1:
             raise ValueError(f"{flag} {value}: give a positive number, or omit it to take it from the folder")
     if args.n_boot < 1:
-        raise ValueError(f"--n-boot {args.n_boot}: the bootstrap needs at least 1 replicate (2000, the default, "
-                         "gives stable 95 % intervals)")
+        raise ValueError(
+            f"--n-boot {args.n_boot}: the bootstrap needs at least 1 replicate (2000, the default, "
+            "gives stable 95 % intervals)"
+        )
     out = Path(args.out or args.images)
     for p in (out, *out.parents):
         if p.exists():
             if not p.is_dir():
-                raise NotADirectoryError(f"--out {out}: {p} is a file; give a folder for results.jsonl and "
-                                         "summary.json")
+                raise NotADirectoryError(
+                    f"--out {out}: {p} is a file; give a folder for results.jsonl and summary.json"
+                )
             break
     for name in ("results.jsonl", "summary.json"):
         if (out / name).is_dir():
@@ -48,8 +51,14 @@ def _eval(args) -> int:
 
     try:
         check_args(args)
-        rows = evaluate_folder(args.images, args.metadata, vocab=args.vocab, size=args.size,
-                               per_prompt=args.per_prompt, strict=args.strict)
+        rows = evaluate_folder(
+            args.images,
+            args.metadata,
+            vocab=args.vocab,
+            size=args.size,
+            per_prompt=args.per_prompt,
+            strict=args.strict,
+        )
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError) as err:
         return fail("eval", err)  # bad arguments, no folder, no prompts at all: nothing to score
     summary = summarize(rows, n_boot=args.n_boot, seed=args.seed)
@@ -58,28 +67,49 @@ def _eval(args) -> int:
     print(f"results: {results}\nsummary: {summary_path}")
     if summary["n_errors"]:
         lost = summary["n_missing"] + summary["n_unreadable"]
-        print(f"{summary['n_errors']} images could not be judged ({summary['n_missing']} missing, "
-              f"{summary['n_unreadable']} unreadable: {lost} scored as failures); "
-              f"see the 'error' lines in {results}")
+        print(
+            f"{summary['n_errors']} images could not be judged ({summary['n_missing']} missing, "
+            f"{summary['n_unreadable']} unreadable: {lost} scored as failures); "
+            f"see the 'error' lines in {results}"
+        )
         return 1
     return 0
 
 
 def register(subparsers) -> None:
     """Add ``lens eval``."""
-    p = subparsers.add_parser("eval", help="score GenEval-layout image folders with the exact judge",
-                              description="Score images in GenEval's folder layout with the world's exact judge.")
-    p.add_argument("--metadata", default=None,
-                   help="suite file (evaluation_metadata.jsonl); default: each folder's own metadata.jsonl")
+    p = subparsers.add_parser(
+        "eval",
+        help="score GenEval-layout image folders with the exact judge",
+        description="Score images in GenEval's folder layout with the world's exact judge.",
+    )
+    p.add_argument(
+        "--metadata",
+        default=None,
+        help="suite file (evaluation_metadata.jsonl); default: each folder's own metadata.jsonl",
+    )
     p.add_argument("--images", required=True, help="folder with <index:05d>/samples/<k:04d>.png")
-    p.add_argument("--out", default=None, help="where to write results.jsonl and summary.json (default: --images)")
+    p.add_argument(
+        "--out", default=None, help="where to write results.jsonl and summary.json (default: --images)"
+    )
     p.add_argument("--vocab", choices=("shapes", "emoji"), default="shapes")
-    p.add_argument("--size", type=int, default=None,
-                   help="expected image side in pixels (default: the most common size in the folder)")
-    p.add_argument("--per-prompt", type=int, default=None,
-                   help="expected images per prompt (default: the most found for any prompt)")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="expected image side in pixels (default: the most common size in the folder)",
+    )
+    p.add_argument(
+        "--per-prompt",
+        type=int,
+        default=None,
+        help="expected images per prompt (default: the most found for any prompt)",
+    )
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument("--strict", action="store_true",
-                   help="refuse lines this world cannot draw (default: list and count them, unjudged)")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse lines this world cannot draw (default: list and count them, unjudged)",
+    )
     p.set_defaults(func=_eval)

@@ -64,7 +64,7 @@ def occlusion(image: Image.Image, scene, fraction: float, seed: int = 0) -> Imag
         left, top = rng.integers(2), rng.integers(2)
         cx0 = x0 if left else x1 - w
         cy0 = y0 if top else y1 - h
-        out[int(round(cy0)):int(round(cy0 + h)), int(round(cx0)):int(round(cx0 + w))] = color
+        out[int(round(cy0)) : int(round(cy0 + h)), int(round(cx0)) : int(round(cx0 + w))] = color
     return Image.fromarray(out)
 
 
@@ -108,8 +108,15 @@ def degrade_folder(src, out, kind: str, level: float, seed: int = 0, overwrite: 
     return Path(out)
 
 
-def degradation_sweep(lines: list[dict], kinds=DEGRADATIONS, levels: dict | None = None, vocab: str = "shapes",
-                      size: int = 64, per_prompt: int = 1, seed: int = 0) -> list[dict]:
+def degradation_sweep(
+    lines: list[dict],
+    kinds=DEGRADATIONS,
+    levels: dict | None = None,
+    vocab: str = "shapes",
+    size: int = 64,
+    per_prompt: int = 1,
+    seed: int = 0,
+) -> list[dict]:
     """Judge accuracy on degraded ground-truth renders of ``lines``, per kind, level and tag.
 
     Each line is laid out ``per_prompt`` times (``scene_from_metadata``), rendered at ``size``,
@@ -123,7 +130,9 @@ def degradation_sweep(lines: list[dict], kinds=DEGRADATIONS, levels: dict | None
     renders = []
     for i, line in enumerate(lines):
         for k in range(per_prompt):
-            scene = scene_from_metadata(line, vocab, int(np.random.SeedSequence([seed, i, k]).generate_state(1)[0]))
+            scene = scene_from_metadata(
+                line, vocab, int(np.random.SeedSequence([seed, i, k]).generate_state(1)[0])
+            )
             renders.append((line, scene, render(scene, size, size), 1000 * i + k))
     rows = []
     for kind in kinds:
@@ -133,8 +142,15 @@ def degradation_sweep(lines: list[dict], kinds=DEGRADATIONS, levels: dict | None
                 verdict = judge(degrade(image, kind, level, scene, seed=s), line, vocab)
                 hits.setdefault(line["tag"], []).append(bool(verdict.correct))
             for tag, h in hits.items():
-                rows.append({"kind": kind, "level": float(level), "tag": tag, "accuracy": float(np.mean(h)),
-                             "n": len(h)})
+                rows.append(
+                    {
+                        "kind": kind,
+                        "level": float(level),
+                        "tag": tag,
+                        "accuracy": float(np.mean(h)),
+                        "n": len(h),
+                    }
+                )
     return rows
 
 
@@ -144,5 +160,15 @@ def breaking_level(rows: list[dict], kind: str) -> float | None:
     return bad[0] if bad else None
 
 
-__all__ = ["DEGRADATIONS", "DEFAULT_LEVELS", "blur", "noise", "color_jitter", "occlusion", "degrade",
-           "degrade_folder", "degradation_sweep", "breaking_level"]
+__all__ = [
+    "DEGRADATIONS",
+    "DEFAULT_LEVELS",
+    "blur",
+    "noise",
+    "color_jitter",
+    "occlusion",
+    "degrade",
+    "degrade_folder",
+    "degradation_sweep",
+    "breaking_level",
+]

@@ -38,8 +38,18 @@ def _interval(hits: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def denoise_scores(model, batcher, indices: Sequence[int], size: int, *, levels: Sequence[float] = NOISE_LEVELS,
-                   prediction: str = "velocity", seed: int = 0, n_boot: int = 1000, return_images: bool = False):
+def denoise_scores(
+    model,
+    batcher,
+    indices: Sequence[int],
+    size: int,
+    *,
+    levels: Sequence[float] = NOISE_LEVELS,
+    prediction: str = "velocity",
+    seed: int = 0,
+    n_boot: int = 1000,
+    return_images: bool = False,
+):
     """Exact-judge scores of one-step clean-image estimates of world scenes ``indices``, per noise level.
 
     ``batcher`` is the run's :class:`lenslib.data.sources.TokenBatcher` over a ``WorldSource`` (each example
@@ -59,11 +69,15 @@ def denoise_scores(model, batcher, indices: Sequence[int], size: int, *, levels:
         raise ValueError(f"noise levels must lie in (0, 1], got {bad}")
     examples = batcher.source.examples(list(indices), (size, size))
     if any("scene" not in e.meta for e in examples):
-        raise ValueError("denoise_scores needs world scenes (a WorldSource batcher): the judge compares with each "
-                         "example's scene")
+        raise ValueError(
+            "denoise_scores needs world scenes (a WorldSource batcher): the judge compares with each "
+            "example's scene"
+        )
     batch = batcher.from_examples(examples, list(indices))
     h, w = batch.grid
-    noise = torch.randn(batch.tokens.shape, generator=torch.Generator().manual_seed(int(seed)))  # CPU: any device
+    noise = torch.randn(
+        batch.tokens.shape, generator=torch.Generator().manual_seed(int(seed))
+    )  # CPU: any device
     device = model_device(model)
     batch, noise = batch.to(device), noise.to(device)
     x0 = batch.tokens.float()
@@ -74,21 +88,36 @@ def denoise_scores(model, batcher, indices: Sequence[int], size: int, *, levels:
         for level in levels:
             t = torch.full((x0.shape[0],), float(level), device=device)
             x_t = interpolate(x0, noise, t)
-            v = predict_velocity(model, x_t, t, prediction, encoder_hidden_states=batch.text,
-                                 encoder_hidden_states_mask=batch.text_mask, img_shapes=[(1, h, w)]).float()
+            v = predict_velocity(
+                model,
+                x_t,
+                t,
+                prediction,
+                encoder_hidden_states=batch.text,
+                encoder_hidden_states_mask=batch.text_mask,
+                img_shapes=[(1, h, w)],
+            ).float()
             x0_hat = x_t - t.reshape(-1, 1, 1) * v
             arrs = decode_uint8(batcher.codec, x0_hat, h, w)
             matches = []
             for arr, ex in zip(arrs, examples):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)
-                    matches.append(match_scene(parse(arr, ex.meta["scene"].vocab), ex.meta["scene"], size, size))
+                    matches.append(
+                        match_scene(parse(arr, ex.meta["scene"].vocab), ex.meta["scene"], size, size)
+                    )
             hits = np.array([m.exact for m in matches], dtype=float)
-            rows.append({"t": float(level), "n": len(matches), "scene_exact": float(hits.mean()),
-                         "ci95": _interval(hits, n_boot, seed),
-                         "object_recall": float(np.mean([m.recall for m in matches])),
-                         "object_precision": float(np.mean([m.precision for m in matches])),
-                         **({"images": list(arrs)} if return_images else {})})
+            rows.append(
+                {
+                    "t": float(level),
+                    "n": len(matches),
+                    "scene_exact": float(hits.mean()),
+                    "ci95": _interval(hits, n_boot, seed),
+                    "object_recall": float(np.mean([m.recall for m in matches])),
+                    "object_precision": float(np.mean([m.precision for m in matches])),
+                    **({"images": list(arrs)} if return_images else {}),
+                }
+            )
     finally:
         model.train(was_training)
     return rows

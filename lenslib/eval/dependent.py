@@ -57,5 +57,9 @@ def score_long(image, line: dict, vocab: str = "shapes") -> dict:
     by_cat = defaultdict(list)
     for q in line["questions"]:
         by_cat[q.get("category", "other")].append(float(answers[q["id"]]))
-    return {"score": sum(scored.values()) / len(scored), "answers": {str(k): v for k, v in answers.items()},
-            "categories": {c: sum(v) / len(v) for c, v in by_cat.items()}, "reason": "\n".join(reasons)}
+    return {
+        "score": sum(scored.values()) / len(scored),
+        "answers": {str(k): v for k, v in answers.items()},
+        "categories": {c: sum(v) / len(v) for c, v in by_cat.items()},
+        "reason": "\n".join(reasons),
+    }

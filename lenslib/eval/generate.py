@@ -28,14 +28,33 @@ from lenslib.train.data import build_source
 from lenslib.world.spec import within_limits
 from lenslib.world.suites import detailed_prompt
 
-__all__ = ["checkpoint_model", "decode_uint8", "default_device", "generate_suite", "guess_path", "model_device",
-           "sample_images", "score_checkpoint", "suite_noise"]
+__all__ = [
+    "checkpoint_model",
+    "decode_uint8",
+    "default_device",
+    "generate_suite",
+    "guess_path",
+    "model_device",
+    "sample_images",
+    "score_checkpoint",
+    "suite_noise",
+]
 
 
 @torch.no_grad()
-def sample_images(model, text, mask, codec, size: tuple[int, int], noise: torch.Tensor, num_steps: int = 20,
-                  guidance: float = 3.0, mu: float | None = None, prediction: str = "velocity",
-                  return_guesses: bool = False):
+def sample_images(
+    model,
+    text,
+    mask,
+    codec,
+    size: tuple[int, int],
+    noise: torch.Tensor,
+    num_steps: int = 20,
+    guidance: float = 3.0,
+    mu: float | None = None,
+    prediction: str = "velocity",
+    return_guesses: bool = False,
+):
     """Images (uint8, N x H x W x 3) from ``noise`` (N x tokens x channels) for text features ``text``/``mask``.
 
     The unconditional branch uses zeroed features and an all-false mask, as caption dropout trains it; one
@@ -51,15 +70,24 @@ def sample_images(model, text, mask, codec, size: tuple[int, int], noise: torch.
 
     def velocity(x, sigma, conditional):
         tx, m = (text, mask) if conditional else (empty_text, empty_mask)
-        return predict_velocity(model, x, sigma, prediction, encoder_hidden_states=tx, encoder_hidden_states_mask=m,
-                                img_shapes=[(1, h, w)]).float()
+        return predict_velocity(
+            model,
+            x,
+            sigma,
+            prediction,
+            encoder_hidden_states=tx,
+            encoder_hidden_states_mask=m,
+            img_shapes=[(1, h, w)],
+        ).float()
 
     if not return_guesses:
         return decode_uint8(codec, euler_sample(velocity, noise, num_steps, guidance, mu), h, w)
     x, path = euler_sample(velocity, noise, num_steps, guidance, mu, return_path=True)
     sig = euler_sigmas(num_steps, mu).tolist()
-    guesses = [decode_uint8(codec, a - sig[i] * (b - a) / (sig[i + 1] - sig[i]), h, w)  # Euler: b = a + dσ·v
-               for i, (a, b) in enumerate(zip(path[:-1], path[1:]))]
+    guesses = [
+        decode_uint8(codec, a - sig[i] * (b - a) / (sig[i + 1] - sig[i]), h, w)  # Euler: b = a + dσ·v
+        for i, (a, b) in enumerate(zip(path[:-1], path[1:]))
+    ]
     return decode_uint8(codec, x, h, w), guesses
 
 
@@ -71,8 +99,18 @@ def suite_noise(seed: int, index: int, k: int, tokens: int, channels: int) -> to
 
 
 @torch.no_grad()
-def guess_path(model, batcher, prompts: list[str], *, size: int = 64, num_steps: int = 20, guidance: float = 3.0,
-               mu: float | None = None, prediction: str = "velocity", seed: int = 0):
+def guess_path(
+    model,
+    batcher,
+    prompts: list[str],
+    *,
+    size: int = 64,
+    num_steps: int = 20,
+    guidance: float = 3.0,
+    mu: float | None = None,
+    prediction: str = "velocity",
+    seed: int = 0,
+):
     """``(sigmas, images, guesses)`` for one sample per prompt: the noise levels σ of the steps, the final images
     and the sampler's clean-image estimate at each step (see :func:`sample_images`). Prompt ``i`` starts from
     the noise of suite line ``i`` (:func:`suite_noise`). Chapter 4 shows these to locate where samples go wrong.
@@ -80,12 +118,25 @@ def guess_path(model, batcher, prompts: list[str], *, size: int = 64, num_steps:
     codec, device = batcher.codec, model_device(model)
     h, w = size // codec.patch, size // codec.patch
     text, mask = batcher.encode_text(list(prompts))
-    noise = torch.stack([suite_noise(seed, i, 0, h * w, model.config.in_channels) for i in range(len(prompts))])
+    noise = torch.stack(
+        [suite_noise(seed, i, 0, h * w, model.config.in_channels) for i in range(len(prompts))]
+    )
     was_training = model.training
     model.eval()
     try:
-        images, guesses = sample_images(model, [t.to(device) for t in text], mask.to(device), codec, (size, size),
-                                        noise.to(device), num_steps, guidance, mu, prediction, return_guesses=True)
+        images, guesses = sample_images(
+            model,
+            [t.to(device) for t in text],
+            mask.to(device),
+            codec,
+            (size, size),
+            noise.to(device),
+            num_steps,
+            guidance,
+            mu,
+            prediction,
+            return_guesses=True,
+        )
     finally:
         model.train(was_training)
     return euler_sigmas(num_steps, mu)[:-1].tolist(), images, guesses
@@ -98,9 +149,23 @@ def decode_uint8(codec, tokens: torch.Tensor, h: int, w: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def generate_suite(model, batcher, lines: list[dict], *, per_prompt: int = 1, size: int = 64, num_steps: int = 20,
-                   guidance: float = 3.0, mu: float | None = None, prompt: str = "detailed", vocab: str = "shapes",
-                   seed: int = 0, batch_size: int = 64, return_images: bool = False, prediction: str = "velocity"):
+def generate_suite(
+    model,
+    batcher,
+    lines: list[dict],
+    *,
+    per_prompt: int = 1,
+    size: int = 64,
+    num_steps: int = 20,
+    guidance: float = 3.0,
+    mu: float | None = None,
+    prompt: str = "detailed",
+    vocab: str = "shapes",
+    seed: int = 0,
+    batch_size: int = 64,
+    return_images: bool = False,
+    prediction: str = "velocity",
+):
     """GenEval result rows (``index, k, tag, prompt, correct, reason``) for model samples of ``lines``.
 
     ``batcher`` turns captions into padded text features (a :class:`lenslib.data.sources.TokenBatcher`:
@@ -111,35 +176,52 @@ def generate_suite(model, batcher, lines: list[dict], *, per_prompt: int = 1, si
     if prompt not in ("suite", "detailed"):
         raise ValueError(f"prompt must be 'suite' or 'detailed', got {prompt!r}")
     if not within_limits(vocab, size, size):
-        raise ValueError(f"size {size} px is below the {vocab} judge's limit; sample at a larger size "
-                         "(the judge is exact only inside lenslib.world.spec's limits)")
+        raise ValueError(
+            f"size {size} px is below the {vocab} judge's limit; sample at a larger size "
+            "(the judge is exact only inside lenslib.world.spec's limits)"
+        )
     codec = batcher.codec
     if size % codec.patch:
         raise ValueError(f"size {size} is not a multiple of the codec's patch {codec.patch}")
     h, w = size // codec.patch, size // codec.patch
-    texts = {i: (detailed_prompt(line, seed, vocab) if prompt == "detailed" else line["prompt"])
-             for i, line in enumerate(lines)}
+    texts = {
+        i: (detailed_prompt(line, seed, vocab) if prompt == "detailed" else line["prompt"])
+        for i, line in enumerate(lines)
+    }
     # similar lengths share a batch, so short prompts are not padded to long ones; rows come back in line order
-    jobs = sorted(((i, k) for i in range(len(lines)) for k in range(per_prompt)), key=lambda j: len(texts[j[0]]))
+    jobs = sorted(
+        ((i, k) for i in range(len(lines)) for k in range(per_prompt)), key=lambda j: len(texts[j[0]])
+    )
     device = model_device(model)
     was_training = model.training
     model.eval()
     rows, images = [], []
     try:
         for start in range(0, len(jobs), batch_size):
-            chunk = jobs[start:start + batch_size]
+            chunk = jobs[start : start + batch_size]
             text, mask = batcher.encode_text([texts[i] for i, _ in chunk])
             text, mask = [t.to(device, non_blocking=True) for t in text], mask.to(device, non_blocking=True)
-            noise = torch.stack([suite_noise(seed, i, k, h * w, model.config.in_channels) for i, k in chunk]).to(device)
-            batch_imgs = sample_images(model, text, mask, codec, (size, size), noise, num_steps, guidance, mu,
-                                       prediction)
+            noise = torch.stack(
+                [suite_noise(seed, i, k, h * w, model.config.in_channels) for i, k in chunk]
+            ).to(device)
+            batch_imgs = sample_images(
+                model, text, mask, codec, (size, size), noise, num_steps, guidance, mu, prediction
+            )
             for (i, k), im in zip(chunk, batch_imgs):
                 line = lines[i]
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)
                     verdict = judge(im, line, vocab)
-                rows.append({"index": i, "k": k, "tag": line["tag"], "prompt": texts[i],
-                             "correct": bool(verdict.correct), "reason": verdict.reason})
+                rows.append(
+                    {
+                        "index": i,
+                        "k": k,
+                        "tag": line["tag"],
+                        "prompt": texts[i],
+                        "correct": bool(verdict.correct),
+                        "reason": verdict.reason,
+                    }
+                )
                 if return_images:
                     images.append(im)
     finally:
@@ -162,7 +244,9 @@ def default_device() -> torch.device:
 
 
 @contextlib.contextmanager
-def checkpoint_model(cfg, checkpoint, *, batcher: TokenBatcher | None = None, weights: str = "ema", device=None):
+def checkpoint_model(
+    cfg, checkpoint, *, batcher: TokenBatcher | None = None, weights: str = "ema", device=None
+):
     """Yield ``(model, batcher)``: the model of ``cfg`` (a ``TrainConfig``) holding a checkpoint's weights.
 
     ``checkpoint=None`` gives the untrained model of the same config (the trainer's initialisation, seeded
@@ -181,8 +265,9 @@ def checkpoint_model(cfg, checkpoint, *, batcher: TokenBatcher | None = None, we
     yield load_model(cfg, checkpoint, codec, text_encoder, weights=weights, device=device), batcher
 
 
-def score_checkpoint(cfg, checkpoint, lines: list[dict], *, batcher=None, weights: str = "ema", device=None,
-                     **kwargs) -> list[dict]:
+def score_checkpoint(
+    cfg, checkpoint, lines: list[dict], *, batcher=None, weights: str = "ema", device=None, **kwargs
+) -> list[dict]:
     """GenEval result rows for a training checkpoint of ``cfg`` (a ``TrainConfig``) on suite ``lines``.
 
     ``checkpoint``, ``batcher``, ``weights`` and ``device`` are as in :func:`checkpoint_model` (``None``: the
@@ -192,7 +277,15 @@ def score_checkpoint(cfg, checkpoint, lines: list[dict], *, batcher=None, weight
     at another size, ...); the sampler's shift ``mu`` defaults to the run's ``eval.sample_mu``. Used in chapters 4 and 6 (``lenslib.experiments.captions``) and
     ``benchmarks/bench_learning.py``.
     """
-    with checkpoint_model(cfg, checkpoint, batcher=batcher, weights=weights, device=device) as (model, batcher):
-        return generate_suite(model, batcher, lines, **{"size": cfg.data.image_size, "mu": cfg.eval.sample_mu, **kwargs},
-                              vocab=cfg.data.vocab,
-                              prediction=cfg.flow.prediction)
+    with checkpoint_model(cfg, checkpoint, batcher=batcher, weights=weights, device=device) as (
+        model,
+        batcher,
+    ):
+        return generate_suite(
+            model,
+            batcher,
+            lines,
+            **{"size": cfg.data.image_size, "mu": cfg.eval.sample_mu, **kwargs},
+            vocab=cfg.data.vocab,
+            prediction=cfg.flow.prediction,
+        )

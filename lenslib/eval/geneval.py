@@ -29,7 +29,9 @@ from lenslib.world.outdir import atomic_output_dir, check_output_dir
 from lenslib.world.suites import GENEVAL_TAGS, LONG_TAG, MetadataReport, check_line, read_metadata, some
 
 SAMPLE_RE = re.compile(r"^(\d+)\.png$")  # GenEval's own filter on sample file names
-NOT_DRAWN = "not_drawn.jsonl"  # what render_suite writes beside the prompt folders: the lines it could not draw
+NOT_DRAWN = (
+    "not_drawn.jsonl"  # what render_suite writes beside the prompt folders: the lines it could not draw
+)
 IMAGE_FAILURES = ("missing_image", "corrupt_image", "wrong_size", "judge_error")  # scored as failures
 UNREADABLE = ("corrupt_image", "wrong_size", "judge_error")
 
@@ -55,8 +57,10 @@ def failure_kinds(reason: str) -> list[str]:
         kinds.append(next((kind for pattern, kind in _FAILURES if pattern.search(line)), "other"))
     return kinds
 
-def bootstrap_ci(per_prompt, tags=None, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
-                 resample: str = "both") -> dict:
+
+def bootstrap_ci(
+    per_prompt, tags=None, n_boot: int = 2000, seed: int = 0, level: float = 0.95, resample: str = "both"
+) -> dict:
     """Percentile bootstrap intervals for GenEval's summary numbers, resampling prompts and seeds.
 
     ``per_prompt`` is a list with one 1-D array per prompt of its images' scores (0/1, or a DPG
@@ -162,66 +166,104 @@ def summarize(results: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
         "n_unreadable": sum(1 for r in failed if r["kind"] in UNREADABLE),
         "n_outside_limits": sum(1 for r in judged if r.get("within_limits") is False),
         "n_lines_not_judged": len(not_judged),
-        "not_judged_classes": dict(Counter(c for r in not_judged for c in r.get("classes", [])).most_common()),
-        "lines_not_judged": [{"index": r["index"], "tag": r.get("tag"), "prompt": r.get("prompt"),
-                              "classes": r.get("classes", [])} for r in not_judged],
+        "not_judged_classes": dict(
+            Counter(c for r in not_judged for c in r.get("classes", [])).most_common()
+        ),
+        "lines_not_judged": [
+            {
+                "index": r["index"],
+                "tag": r.get("tag"),
+                "prompt": r.get("prompt"),
+                "classes": r.get("classes", []),
+            }
+            for r in not_judged
+        ],
         "tags": {},
     }
-    tag_order = [t for t in (*GENEVAL_TAGS, LONG_TAG) if t in tags] + \
-        [t for t in dict.fromkeys(tags) if t not in (*GENEVAL_TAGS, LONG_TAG)]
+    tag_order = [t for t in (*GENEVAL_TAGS, LONG_TAG) if t in tags] + [
+        t for t in dict.fromkeys(tags) if t not in (*GENEVAL_TAGS, LONG_TAG)
+    ]
     ci = bootstrap_ci(per_prompt, tags, n_boot=n_boot, seed=seed) if per_prompt else {}
     for t in tag_order:
         vals = [v for g, tg in zip(per_prompt, tags) if tg == t for v in g]
-        summary["tags"][t] = {"accuracy": float(np.mean(vals)), "n_images": len(vals),
-                              "n_prompts": tags.count(t), "ci95": ci.get(f"tag:{t}")}
+        summary["tags"][t] = {
+            "accuracy": float(np.mean(vals)),
+            "n_images": len(vals),
+            "n_prompts": tags.count(t),
+            "ci95": ci.get(f"tag:{t}"),
+        }
     for t in tag_order:  # why images failed, per tag (GenEval prints only the raw reasons)
-        failures = Counter(k for r in judged if r["tag"] == t and not r["correct"]
-                           for k in (r["failures"] if "failures" in r else failure_kinds(r["reason"])))
+        failures = Counter(
+            k
+            for r in judged
+            if r["tag"] == t and not r["correct"]
+            for k in (r["failures"] if "failures" in r else failure_kinds(r["reason"]))
+        )
         failures.update(r["kind"].replace("_", " ") for r in failed if r["tag"] == t)
         summary["tags"][t]["failures"] = dict(failures.most_common())
     long_rows = [r for r in judged if r["tag"] == LONG_TAG and "categories" in r]
     if long_rows:  # DPG-style per-category answers (before the dependency rule, as DPG-Bench reports them)
         cats = sorted({c for r in long_rows for c in r["categories"]})
         summary["tags"][LONG_TAG]["categories"] = {
-            c: float(np.mean([r["categories"][c] for r in long_rows if c in r["categories"]])) for c in cats}
+            c: float(np.mean([r["categories"][c] for r in long_rows if c in r["categories"]])) for c in cats
+        }
     geneval = [t for t in tag_order if t in GENEVAL_TAGS]
     if geneval:
-        summary["overall"] = {"score": float(np.mean([summary["tags"][t]["accuracy"] for t in geneval])),
-                              "ci95": ci.get("overall"), "tags": geneval}
+        summary["overall"] = {
+            "score": float(np.mean([summary["tags"][t]["accuracy"] for t in geneval])),
+            "ci95": ci.get("overall"),
+            "tags": geneval,
+        }
     if per_prompt:
         flat = [v for g in per_prompt for v in g]
         summary["pct_correct_images"] = {"value": float(np.mean(flat)), "ci95": ci["pct_correct_images"]}
-        summary["pct_prompts_any_correct"] = {"value": float(np.mean([max(g) >= 1.0 for g in per_prompt])),
-                                              "ci95": ci["pct_prompts_any_correct"]}
-    summary["bootstrap"] = {"n_boot": n_boot, "seed": seed, "level": 0.95,
-                            "resampling": "prompts within each tag, then images within each prompt"}
+        summary["pct_prompts_any_correct"] = {
+            "value": float(np.mean([max(g) >= 1.0 for g in per_prompt])),
+            "ci95": ci["pct_prompts_any_correct"],
+        }
+    summary["bootstrap"] = {
+        "n_boot": n_boot,
+        "seed": seed,
+        "level": 0.95,
+        "resampling": "prompts within each tag, then images within each prompt",
+    }
     return summary
 
 
 def format_summary(summary: dict) -> str:
     """A GenEval-style text table of ``summarize``'s output."""
+
     def ci(c):
         return f"[{c[0]:.1%}, {c[1]:.1%}]" if c else ""
 
-    lines = [f"images: {summary['n_images']}  judged: {summary.get('n_judged', summary['n_scored'])}  "
-             f"errors: {summary['n_errors']}" + (f" {summary['errors']}" if summary["errors"] else "")]
+    lines = [
+        f"images: {summary['n_images']}  judged: {summary.get('n_judged', summary['n_scored'])}  "
+        f"errors: {summary['n_errors']}" + (f" {summary['errors']}" if summary["errors"] else "")
+    ]
     lost = {"missing": summary.get("n_missing", 0), "unreadable": summary.get("n_unreadable", 0)}
     if any(lost.values()):
-        lines.append(" and ".join(f"{n} {what}" for what, n in lost.items() if n)
-                     + " images are scored as failures")
+        lines.append(
+            " and ".join(f"{n} {what}" for what, n in lost.items() if n) + " images are scored as failures"
+        )
     if summary.get("n_lines_not_judged"):
         classes = some(f"{c} ({n})" for c, n in summary["not_judged_classes"].items())
-        lines.append(f"{summary['n_lines_not_judged']} lines not judged: they name classes this world cannot draw "
-                     f"({classes})")
+        lines.append(
+            f"{summary['n_lines_not_judged']} lines not judged: they name classes this world cannot draw "
+            f"({classes})"
+        )
     if summary.get("n_outside_limits"):
         lines.append(f"({summary['n_outside_limits']} scored images are outside the judge's exact limits)")
     for t, s in summary["tags"].items():
         why = ", ".join(f"{k} {n}" for k, n in list(s.get("failures", {}).items())[:3])
-        lines.append(f"{t:<16} {s['accuracy']:7.2%} {ci(s['ci95']):>18}  ({s['n_images']} images)"
-                     + (f"  failures: {why}" if why else ""))
+        lines.append(
+            f"{t:<16} {s['accuracy']:7.2%} {ci(s['ci95']):>18}  ({s['n_images']} images)"
+            + (f"  failures: {why}" if why else "")
+        )
     if "overall" in summary:
         o = summary["overall"]
-        lines.append(f"{'overall':<16} {o['score']:7.2%} {ci(o['ci95']):>18}  (mean of {len(o['tags'])} tags)")
+        lines.append(
+            f"{'overall':<16} {o['score']:7.2%} {ci(o['ci95']):>18}  (mean of {len(o['tags'])} tags)"
+        )
     if "pct_correct_images" in summary:
         lines.append(f"% correct images           {summary['pct_correct_images']['value']:.2%}")
         lines.append(f"% prompts with >=1 correct {summary['pct_prompts_any_correct']['value']:.2%}")
@@ -236,8 +278,13 @@ def _judge_image(image, line: dict, vocab: str) -> dict:
         from lenslib.eval.dependent import score_long
 
         result = score_long(image, line, vocab)
-        return {"correct": result["score"] >= 1.0, "score": result["score"], "reason": result["reason"],
-                "answers": result["answers"], "categories": result["categories"]}
+        return {
+            "correct": result["score"] >= 1.0,
+            "score": result["score"],
+            "reason": result["reason"],
+            "answers": result["answers"],
+            "categories": result["categories"],
+        }
     import warnings
 
     from lenslib.eval.judge import judge
@@ -264,8 +311,14 @@ def _load_image(path: Path, size: tuple[int, int] | None):
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         return None, "corrupt_image", f"image {path} cannot be decoded ({err}); regenerate it"
     if size is not None and image.size != tuple(size):
-        return None, "wrong_size", (f"image {path} is {image.size[0]}x{image.size[1]} but the suite is judged "
-                                    f"at {size[0]}x{size[1]}; regenerate it at that size or pass --size")
+        return (
+            None,
+            "wrong_size",
+            (
+                f"image {path} is {image.size[0]}x{image.size[1]} but the suite is judged "
+                f"at {size[0]}x{size[1]}; regenerate it at that size or pass --size"
+            ),
+        )
     return image, None, None
 
 
@@ -283,12 +336,20 @@ def _sample_indices(folder: Path) -> list[int]:
     samples = folder / "samples"
     if not samples.is_dir():
         return []
-    return sorted(int(m.group(1)) for p in samples.iterdir() if (m := SAMPLE_RE.match(p.name)) and p.is_file())
+    return sorted(
+        int(m.group(1)) for p in samples.iterdir() if (m := SAMPLE_RE.match(p.name)) and p.is_file()
+    )
 
 
-def evaluate_folder(images: str | Path, metadata: str | Path | None = None, vocab: str = "shapes",
-                    size: int | tuple[int, int] | None = None, per_prompt: int | None = None,
-                    progress: bool | None = None, strict: bool = False) -> list[dict]:
+def evaluate_folder(
+    images: str | Path,
+    metadata: str | Path | None = None,
+    vocab: str = "shapes",
+    size: int | tuple[int, int] | None = None,
+    per_prompt: int | None = None,
+    progress: bool | None = None,
+    strict: bool = False,
+) -> list[dict]:
     """Judge every image of a GenEval-layout folder; one result row per image, never a crash.
 
     Rows: ``{"index", "k", "tag", "prompt", "correct", "reason"}`` (plus ``score``/``answers``
@@ -332,17 +393,32 @@ def evaluate_folder(images: str | Path, metadata: str | Path | None = None, voca
     for index in indices:
         if index in undrawable:
             u = undrawable[index]
-            plan.append((index, {"tag": u.get("tag"), "prompt": u.get("prompt")},
-                         {"not_judged": f"line {index}: {u['why']}", "kind": "undrawable", "classes": u["classes"]}))
+            plan.append(
+                (
+                    index,
+                    {"tag": u.get("tag"), "prompt": u.get("prompt")},
+                    {
+                        "not_judged": f"line {index}: {u['why']}",
+                        "kind": "undrawable",
+                        "classes": u["classes"],
+                    },
+                )
+            )
         else:
-            plan.append((index, *_line_for(index, folders.get(index), suite, suite_errors, metadata is not None,
-                                           vocab)))
+            plan.append(
+                (
+                    index,
+                    *_line_for(index, folders.get(index), suite, suite_errors, metadata is not None, vocab),
+                )
+            )
     skipped = [(index, err) for index, _, err in plan if err and "not_judged" in err]
     if strict and skipped:
         classes = Counter(c for _, err in skipped for c in err["classes"])
-        raise ValueError(f"{len(skipped)} lines name classes the {vocab} world cannot draw "
-                         f"({some(classes)}); first: {skipped[0][1]['not_judged']}; "
-                         "drop --strict to judge the drawable lines and list these")
+        raise ValueError(
+            f"{len(skipped)} lines name classes the {vocab} world cannot draw "
+            f"({some(classes)}); first: {skipped[0][1]['not_judged']}; "
+            "drop --strict to judge the drawable lines and list these"
+        )
 
     found = {i: _sample_indices(folders[i]) if i in folders else [] for i in indices}
     if per_prompt is None:
@@ -388,11 +464,17 @@ def _read_not_drawn(images: Path) -> dict[int, dict]:
             continue
         try:
             rec = json.loads(raw)
-            out[int(rec["index"])] = {"tag": rec.get("tag"), "prompt": rec.get("prompt"),
-                                      "classes": list(rec["classes"]), "why": rec["why"]}
+            out[int(rec["index"])] = {
+                "tag": rec.get("tag"),
+                "prompt": rec.get("prompt"),
+                "classes": list(rec["classes"]),
+                "why": rec["why"],
+            }
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{path} line {n}: not a record of a line left out ({err}); "
-                             f"render the folder again or remove {path.name}") from None
+            raise ValueError(
+                f"{path} line {n}: not a record of a line left out ({err}); "
+                f"render the folder again or remove {path.name}"
+            ) from None
     return out
 
 
@@ -408,18 +490,28 @@ def _line_for(index, folder, suite, suite_errors, have_suite, vocab):
             own = json.loads((folder / "metadata.jsonl").read_text().strip().splitlines()[0])
         except (json.JSONDecodeError, IndexError) as err:
             if not have_suite:
-                return None, {"error": f"{folder}/metadata.jsonl is not a JSON line ({err})", "kind": "bad_json"}
+                return None, {
+                    "error": f"{folder}/metadata.jsonl is not a JSON line ({err})",
+                    "kind": "bad_json",
+                }
     if have_suite:
         line = suite.get(index)
         if line is None:
-            return None, {"error": f"prompt folder {index:05d} has no line {index} in the metadata file",
-                          "kind": "unknown_prompt"}
+            return None, {
+                "error": f"prompt folder {index:05d} has no line {index} in the metadata file",
+                "kind": "unknown_prompt",
+            }
         if own is not None and own != line:
-            return line, {"error": f"{folder}/metadata.jsonl differs from line {index} of the metadata file; "
-                          "were the images generated from another suite?", "kind": "metadata_mismatch"}
+            return line, {
+                "error": f"{folder}/metadata.jsonl differs from line {index} of the metadata file; "
+                "were the images generated from another suite?",
+                "kind": "metadata_mismatch",
+            }
         if folder is None:
-            return line, {"error": f"no folder {index:05d}/ for prompt {index}: images are missing",
-                          "kind": "missing_image"}
+            return line, {
+                "error": f"no folder {index:05d}/ for prompt {index}: images are missing",
+                "kind": "missing_image",
+            }
         return line, None
     if own is None:
         return None, {"error": f"{folder}/metadata.jsonl is missing", "kind": "missing_metadata"}
@@ -470,8 +562,17 @@ def write_results(rows: list[dict], summary: dict, out: str | Path) -> tuple[Pat
 
 
 # --------------------------------------------------------------------------- ground-truth renders
-def render_suite(metadata, out: str | Path, per_prompt: int = 4, vocab: str = "shapes", size: int | None = None,
-                 seed: int = 0, overwrite: bool = False, progress: bool | None = None, strict: bool = False) -> Path:
+def render_suite(
+    metadata,
+    out: str | Path,
+    per_prompt: int = 4,
+    vocab: str = "shapes",
+    size: int | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    strict: bool = False,
+) -> Path:
     """Render ground-truth images for a suite in GenEval's folder layout.
 
     ``metadata`` is a path or a list of lines. Image ``k`` of prompt ``index`` is the world's
@@ -498,8 +599,10 @@ def render_suite(metadata, out: str | Path, per_prompt: int = 4, vocab: str = "s
         raise ValueError(f"unknown vocabulary {vocab!r}; choose one of {list(VOCAB_MIN_SIDE)}")
     size = VOCAB_MIN_SIDE[vocab] if size is None else size
     if not within_limits(vocab, size, size):
-        raise ValueError(f"size {size} px is below the {vocab} world's limit of {VOCAB_MIN_SIDE[vocab]} px, where "
-                         "the judge is no longer exact; render at a larger size")
+        raise ValueError(
+            f"size {size} px is below the {vocab} world's limit of {VOCAB_MIN_SIDE[vocab]} px, where "
+            "the judge is no longer exact; render at a larger size"
+        )
     if per_prompt < 1:
         raise ValueError(f"per_prompt must be >= 1, got {per_prompt}")
 
@@ -516,8 +619,10 @@ def render_suite(metadata, out: str | Path, per_prompt: int = 4, vocab: str = "s
     if report.undrawable and strict:
         raise ValueError(report.undrawable_message())
     if not report.lines:
-        raise ValueError(f"{report.path}: none of its {report.n_lines} lines can be drawn in the {vocab} world "
-                         f"(they name {some(report.undrawable_classes)}); pick the right --vocab")
+        raise ValueError(
+            f"{report.path}: none of its {report.n_lines} lines can be drawn in the {vocab} world "
+            f"(they name {some(report.undrawable_classes)}); pick the right --vocab"
+        )
     check_output_dir(out, overwrite)
     show = progress if progress is not None else _interactive()
     with atomic_output_dir(out, overwrite) as tmp:
@@ -526,9 +631,22 @@ def render_suite(metadata, out: str | Path, per_prompt: int = 4, vocab: str = "s
 
             write_attribution(tmp)  # OpenMoji's CC BY-SA 4.0 travels with its renders
         if report.undrawable:
-            (tmp / NOT_DRAWN).write_text("".join(
-                json.dumps({"index": u["line"], "tag": u["tag"], "prompt": u["prompt"], "classes": u["classes"],
-                            "why": u["why"], "metadata": json.loads(u["raw"])}) + "\n" for u in report.undrawable))
+            (tmp / NOT_DRAWN).write_text(
+                "".join(
+                    json.dumps(
+                        {
+                            "index": u["line"],
+                            "tag": u["tag"],
+                            "prompt": u["prompt"],
+                            "classes": u["classes"],
+                            "why": u["why"],
+                            "metadata": json.loads(u["raw"]),
+                        }
+                    )
+                    + "\n"
+                    for u in report.undrawable
+                )
+            )
         for index, line in tqdm(report.lines, desc="rendering", disable=not show):
             folder = tmp / f"{index:05d}"
             (folder / "samples").mkdir(parents=True)

@@ -45,8 +45,17 @@ import numpy as np
 from lenslib.eval.parse import Detection, parse
 from lenslib.world.spec import COLORS, Scene, _validate_metadata, relation, within_limits
 
-__all__ = ["ClauseResult", "Verdict", "judge", "match_scene", "score_scene_images", "MAX_OBJECTS_PER_CLASS",
-           "BLUR_TOLERANCE", "NOISE_TOLERANCE", "JITTER_TOLERANCE"]
+__all__ = [
+    "ClauseResult",
+    "Verdict",
+    "judge",
+    "match_scene",
+    "score_scene_images",
+    "MAX_OBJECTS_PER_CLASS",
+    "BLUR_TOLERANCE",
+    "NOISE_TOLERANCE",
+    "JITTER_TOLERANCE",
+]
 
 MAX_OBJECTS_PER_CLASS = 16  # GenEval keeps at most 16 detections per class
 # Documented tolerance of the parse (see the module docstring; tested in tests/test_eval_judge.py).
@@ -67,7 +76,13 @@ class ClauseResult:
     reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "index": self.index, "clause": self.clause, "ok": self.ok, "reason": self.reason}
+        return {
+            "kind": self.kind,
+            "index": self.index,
+            "clause": self.clause,
+            "ok": self.ok,
+            "reason": self.reason,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,9 +97,13 @@ class Verdict:
     within_limits: bool = True
 
     def to_dict(self) -> dict[str, Any]:
-        return {"correct": self.correct, "reason": self.reason,
-                "detections": [d.to_dict() for d in self.detections],
-                "per_clause": [c.to_dict() for c in self.per_clause], "within_limits": self.within_limits}
+        return {
+            "correct": self.correct,
+            "reason": self.reason,
+            "detections": [d.to_dict() for d in self.detections],
+            "per_clause": [c.to_dict() for c in self.per_clause],
+            "within_limits": self.within_limits,
+        }
 
 
 def _image_size(image) -> tuple[int, int]:
@@ -99,8 +118,14 @@ def _px(det: Detection, width: int, height: int) -> tuple[float, float, float, f
     return (x0 * width, y0 * height, x1 * width, y1 * height)
 
 
-def judge(image, metadata_line: dict, vocab: str = "shapes", *, top_k_colors: bool = False,
-          detections: Sequence[Detection] | None = None) -> Verdict:
+def judge(
+    image,
+    metadata_line: dict,
+    vocab: str = "shapes",
+    *,
+    top_k_colors: bool = False,
+    detections: Sequence[Detection] | None = None,
+) -> Verdict:
     """Score one image against one GenEval metadata line with GenEval's rules (see module doc).
 
     ``image`` is a PIL image or an H x W x 3 uint8 array; ``detections`` may be passed to reuse a
@@ -110,8 +135,11 @@ def judge(image, metadata_line: dict, vocab: str = "shapes", *, top_k_colors: bo
     width, height = _image_size(image)
     inside = within_limits(vocab, width, height)
     if not inside:
-        warnings.warn(f"a {width} x {height} image is outside the judge's operating limits for {vocab!r} "
-                      "(see lenslib.world.spec); its verdict is not guaranteed exact", stacklevel=2)
+        warnings.warn(
+            f"a {width} x {height} image is outside the judge's operating limits for {vocab!r} "
+            "(see lenslib.world.spec); its verdict is not guaranteed exact",
+            stacklevel=2,
+        )
     dets = list(parse(image, vocab) if detections is None else detections)
     objects: dict[str, list[Detection]] = {}
     for d in dets:  # already ordered by match score, then area (GenEval: by confidence)
@@ -132,8 +160,10 @@ def judge(image, metadata_line: dict, vocab: str = "shapes", *, top_k_colors: bo
             colors = [d.color for d in pool]
             if colors.count(color) < count:
                 ok = False
-                reason = (f"expected {color} {cls}>={count}, found {colors.count(color)} {color}; and "
-                          + ", ".join(f"{colors.count(c)} {c}" for c in COLORS if c in colors))
+                reason = (
+                    f"expected {color} {cls}>={count}, found {colors.count(color)} {color}; and "
+                    + ", ".join(f"{colors.count(c)} {c}" for c in COLORS if c in colors)
+                )
             else:
                 found = [d for d in pool if d.color == color]
         found = found[:count]
@@ -147,8 +177,10 @@ def judge(image, metadata_line: dict, vocab: str = "shapes", *, top_k_colors: bo
                         true_rels = relation(_px(obj, width, height), _px(tgt, width, height))
                         if expected_rel not in true_rels:
                             ok = False
-                            reason = (f"expected {cls} {expected_rel} target, found "
-                                      f"{' and '.join(sorted(true_rels))} target")
+                            reason = (
+                                f"expected {cls} {expected_rel} target, found "
+                                f"{' and '.join(sorted(true_rels))} target"
+                            )
                             break
                     if not ok:
                         break
@@ -158,12 +190,17 @@ def judge(image, metadata_line: dict, vocab: str = "shapes", *, top_k_colors: bo
         cls, count = req["class"], req.get("count", 1)
         n = len(objects.get(cls, []))
         ok = n < count
-        results.append(ClauseResult("exclude", i, dict(req), ok, "" if ok else f"expected {cls}<{count}, found {n}"))
+        results.append(
+            ClauseResult("exclude", i, dict(req), ok, "" if ok else f"expected {cls}<{count}, found {n}")
+        )
     correct = all(r.ok for r in results)
-    return Verdict(correct, "\n".join(r.reason for r in results if not r.ok), tuple(dets), tuple(results), inside)
+    return Verdict(
+        correct, "\n".join(r.reason for r in results if not r.ok), tuple(dets), tuple(results), inside
+    )
 
 
 # --- comparing a parse with its scene ------------------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class SceneMatch:
@@ -185,8 +222,9 @@ class SceneMatch:
         return self.true_positives / n if n else 1.0
 
 
-def match_scene(detections: Sequence[Detection], scene: Scene, width: int, height: int,
-                box_tol_px: float = 2.0) -> SceneMatch:
+def match_scene(
+    detections: Sequence[Detection], scene: Scene, width: int, height: int, box_tol_px: float = 2.0
+) -> SceneMatch:
     """Match detections to the scene's objects one-to-one (same class and colour, nearest box).
 
     ``exact`` also requires every matched box to lie within ``box_tol_px`` of the spec's box.
@@ -232,10 +270,12 @@ def score_scene_images(images, scenes: Sequence[Scene]) -> dict[str, float]:
         h, w = arr.shape[:2]
         matches.append(match_scene(parse(arr, scene.vocab), scene, w, h))
     n = max(1, len(matches))
-    return {"n": len(matches),
-            "scene_exact": sum(m.exact for m in matches) / n,
-            "object_precision": float(np.mean([m.precision for m in matches])) if matches else 1.0,
-            "object_recall": float(np.mean([m.recall for m in matches])) if matches else 1.0}
+    return {
+        "n": len(matches),
+        "scene_exact": sum(m.exact for m in matches) / n,
+        "object_precision": float(np.mean([m.precision for m in matches])) if matches else 1.0,
+        "object_recall": float(np.mean([m.recall for m in matches])) if matches else 1.0,
+    }
 
 
 def verdict_json(verdict: Verdict) -> str:

@@ -38,8 +38,8 @@ import math
 
 import numpy as np
 from PIL import Image
-from skimage.color import rgb2lab
 from scipy.ndimage import binary_dilation, binary_fill_holes, gaussian_filter
+from skimage.color import rgb2lab
 from skimage.measure import label, regionprops
 
 from lenslib.world.spec import COLORS, GAP, MIN_SHORT_SIDE, vocab_classes
@@ -51,7 +51,7 @@ __all__ = ["Detection", "parse", "quantize", "MERGE", "MIN_DETECTION_SIDE", "PAL
 MERGE = GAP / 2  # parts closer than this (fraction of the image, along both axes) are one object
 MIN_DETECTION_SIDE = 0.095  # thinner groups are text or noise (objects are >= MIN_SHORT_SIDE thick)
 BACKGROUND_BIAS = 1.6  # a pixel is background only if 1.6x closer to it than to any colour, so that
-                       # blurred thin parts stay in the silhouette
+# blurred thin parts stay in the silhouette
 ASPECT_PENALTY = 0.3  # per unit of |log(class aspect / silhouette box aspect)|, when choosing a class
 MIN_SCORE = 0.5  # groups that match no sprite this well are not objects
 REFINE_MARGIN = 0.05  # classes this close to the best coarse fit are refined before one is chosen
@@ -79,8 +79,13 @@ class Detection:
         return int(self.mask.sum())
 
     def to_dict(self) -> dict:
-        return {"class": self.cls, "color": self.color, "box": [round(v, 4) for v in self.box],
-                "box_px": list(self.box_px), "score": round(self.score, 4)}
+        return {
+            "class": self.cls,
+            "color": self.color,
+            "box": [round(v, 4) for v in self.box],
+            "box_px": list(self.box_px),
+            "score": round(self.score, 4),
+        }
 
 
 @functools.lru_cache(maxsize=16)
@@ -184,8 +189,9 @@ def _core(idx: np.ndarray) -> np.ndarray:
     colour mixes with its surroundings (orange beside a black outline averages to brown)."""
     core = np.zeros(idx.shape, bool)
     c = idx[1:-1, 1:-1]
-    core[1:-1, 1:-1] = ((c == idx[:-2, 1:-1]) & (c == idx[2:, 1:-1]) & (c == idx[1:-1, :-2])
-                        & (c == idx[1:-1, 2:]) & (c != 0))
+    core[1:-1, 1:-1] = (
+        (c == idx[:-2, 1:-1]) & (c == idx[2:, 1:-1]) & (c == idx[1:-1, :-2]) & (c == idx[1:-1, 2:]) & (c != 0)
+    )
     return core
 
 
@@ -208,8 +214,9 @@ def _unmix(diff: np.ndarray, direction: np.ndarray) -> np.ndarray:
     return diff @ (direction / norm2) if norm2 > 1e-6 else np.zeros(diff.shape[:-1], np.float32)
 
 
-def _coverage(arr: np.ndarray, bg: tuple[int, int, int], color: str,
-              palette: dict[str, np.ndarray] | None = None) -> np.ndarray:
+def _coverage(
+    arr: np.ndarray, bg: tuple[int, int, int], color: str, palette: dict[str, np.ndarray] | None = None
+) -> np.ndarray:
     """Per-pixel coverage of an object painted ``color`` with a black outline over ``bg``.
 
     Each pixel is unmixed linearly as ``bg + a_fill (colour - bg) + a_ink (black - bg)``; the
@@ -241,7 +248,7 @@ def _soft_iou(tmpl: np.ndarray, pos: np.ndarray, total_pos: float, X0: int, Y0: 
     ax0, ay0, ax1, ay1 = max(X0, 0), max(Y0, 0), min(X0 + tw, cw), min(Y0 + th, ch)
     if ax1 <= ax0 or ay1 <= ay0:
         return 0.0
-    inter = float(np.minimum(pos[ay0:ay1, ax0:ax1], tmpl[ay0 - Y0:ay1 - Y0, ax0 - X0:ax1 - X0]).sum())
+    inter = float(np.minimum(pos[ay0:ay1, ax0:ax1], tmpl[ay0 - Y0 : ay1 - Y0, ax0 - X0 : ax1 - X0]).sum())
     return inter / (total_pos + float(tmpl.sum()) - inter)
 
 
@@ -272,7 +279,7 @@ def _signed_template(vocab: str, cls: str, w: int, h: int, ink: float, smooth: b
 
 
 SMOOTH_SIGMA = 0.7  # px; white objects are compared after both sides are smoothed, so that a
-SMOOTH_PAD = 2      # slightly blurred image still matches its crisp template
+SMOOTH_PAD = 2  # slightly blurred image still matches its crisp template
 
 
 def _smooth(a: np.ndarray) -> np.ndarray:
@@ -288,16 +295,22 @@ def _synth_score(tmpl: np.ndarray, obs: np.ndarray, total_obs: float, X0: int, Y
     if ax1 <= ax0 or ay1 <= ay0:
         return 0.0
     o = obs[ay0:ay1, ax0:ax1]
-    t = tmpl[ay0 - Y0:ay1 - Y0, ax0 - X0:ax1 - X0]
+    t = tmpl[ay0 - Y0 : ay1 - Y0, ax0 - X0 : ax1 - X0]
     # |o - t| inside the overlap, |o| elsewhere in the crop, |t| for the template outside the crop
     num = total_obs - float(np.abs(o).sum()) + float(np.abs(o - t).sum()) + total_t - float(np.abs(t).sum())
     return 1.0 - num / (total_obs + total_t)
 
 
-def _classify(vocab: str, classes: list[str], cov: np.ndarray, obs_box: tuple[int, int, int, int],
-              W: int, H: int, filled: bool = False,
-              signed: tuple[np.ndarray, np.ndarray, float] | None = None
-              ) -> tuple[str, float, tuple[int, int, int, int]]:
+def _classify(
+    vocab: str,
+    classes: list[str],
+    cov: np.ndarray,
+    obs_box: tuple[int, int, int, int],
+    W: int,
+    H: int,
+    filled: bool = False,
+    signed: tuple[np.ndarray, np.ndarray, float] | None = None,
+) -> tuple[str, float, tuple[int, int, int, int]]:
     """Best class for a coverage crop, its match score and its box (integer crop coordinates).
 
     For each class the box is fitted from the coverage's total and centroid (both blur-invariant)
@@ -325,8 +338,13 @@ def _classify(vocab: str, classes: list[str], cov: np.ndarray, obs_box: tuple[in
     def score_fn(cls, X0, Y0, X1, Y1):
         if signed is None:
             return _soft_iou(_template(vocab, cls, X1 - X0, Y1 - Y0, filled), pos, total_pos, X0, Y0)
-        return _synth_score(_signed_template(vocab, cls, X1 - X0, Y1 - Y0, ink), obs, total_obs,
-                            X0 - SMOOTH_PAD, Y0 - SMOOTH_PAD)
+        return _synth_score(
+            _signed_template(vocab, cls, X1 - X0, Y1 - Y0, ink),
+            obs,
+            total_obs,
+            X0 - SMOOTH_PAD,
+            Y0 - SMOOTH_PAD,
+        )
 
     candidates = []  # (score - penalty, class, score, box, penalty)
     for cls in classes:
@@ -365,8 +383,9 @@ def _classify(vocab: str, classes: list[str], cov: np.ndarray, obs_box: tuple[in
             total_raw = float(np.abs(raw).sum())
 
             def raw_fn(X0, Y0, X1, Y1):
-                return _synth_score(_signed_template(vocab, best_cls, X1 - X0, Y1 - Y0, ink, False), raw,
-                                    total_raw, X0, Y0)
+                return _synth_score(
+                    _signed_template(vocab, best_cls, X1 - X0, Y1 - Y0, ink, False), raw, total_raw, X0, Y0
+                )
 
             raw_box = max([best_box, list(obs_box)], key=lambda b: raw_fn(*b))
             best_box, _ = _refine(raw_fn, raw_box, raw_fn(*raw_box), steps=(-2, -1, 1, 2))
@@ -448,7 +467,9 @@ def parse(image, vocab: str = "shapes") -> list[Detection]:
         if filled:
             white = palette["white"] - np.asarray(bg, np.float32)
             ink = float((palette["black"] - np.asarray(bg, np.float32)) @ white / (white @ white))
-            obs = (arr[cy0:cy1, cx0:cx1].astype(np.float32) - np.asarray(bg, np.float32)) @ (white / (white @ white))
+            obs = (arr[cy0:cy1, cx0:cx1].astype(np.float32) - np.asarray(bg, np.float32)) @ (
+                white / (white @ white)
+            )
             raw = np.clip(obs, -1.5, 1.5) * near
             signed = (raw, _smooth(raw), round(ink, 2))
         obs_box = (x0 - cx0, y0 - cy0, x1 - cx0, y1 - cy0)
@@ -459,11 +480,14 @@ def parse(image, vocab: str = "shapes") -> list[Detection]:
         # colour from the sprite's fill pixels, placed at the fitted box
         sx0, sy0, sx1, sy1 = max(bx0, 0), max(by0, 0), min(bx1, W), min(by1, H)
         full = np.zeros((by1 - by0, bx1 - bx0), np.int8)
-        full[sy0 - by0:sy1 - by0, sx0 - bx0:sx1 - bx0] = np.where(mask[sy0:sy1, sx0:sx1], idx[sy0:sy1, sx0:sx1], 0)
+        full[sy0 - by0 : sy1 - by0, sx0 - bx0 : sx1 - bx0] = np.where(
+            mask[sy0:sy1, sx0:sx1], idx[sy0:sy1, sx0:sx1], 0
+        )
         pure = np.zeros(full.shape, bool)
-        pure[sy0 - by0:sy1 - by0, sx0 - bx0:sx1 - bx0] = core[sy0:sy1, sx0:sx1]
+        pure[sy0 - by0 : sy1 - by0, sx0 - bx0 : sx1 - bx0] = core[sy0:sy1, sx0:sx1]
         color = _color(vocab, cls, full, pure)
-        dets.append(Detection(cls, color, (bx0 / W, by0 / H, bx1 / W, by1 / H),
-                              (bx0, by0, bx1, by1), mask, score))
+        dets.append(
+            Detection(cls, color, (bx0 / W, by0 / H, bx1 / W, by1 / H), (bx0, by0, bx1, by1), mask, score)
+        )
     dets.sort(key=lambda d: (-round(d.score, 6), -d.area, d.box_px))
     return dets

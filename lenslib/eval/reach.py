@@ -45,13 +45,20 @@ def attention_reach(model, batch, t: float, seed: int = 0) -> list[dict]:
         raise ValueError(f"t={t} is not a noise level; use a value in [0, 1] (0 = clean, 1 = pure noise)")
     h, w = batch.grid
     s_img = h * w
-    noise = torch.randn(batch.tokens.shape, generator=torch.Generator().manual_seed(seed))  # CPU noise: any device
+    noise = torch.randn(
+        batch.tokens.shape, generator=torch.Generator().manual_seed(seed)
+    )  # CPU noise: any device
     device = model_device(model)
     batch, noise = batch.to(device), noise.to(device)
     tt = torch.full((len(batch),), float(t), device=device)
     x_t = interpolate(batch.tokens, noise, tt)
-    kwargs = dict(hidden_states=x_t, timestep=tt, encoder_hidden_states=batch.text,
-                  encoder_hidden_states_mask=batch.text_mask, img_shapes=[(1, h, w)])
+    kwargs = dict(
+        hidden_states=x_t,
+        timestep=tt,
+        encoder_hidden_states=batch.text,
+        encoder_hidden_states_mask=batch.text_mask,
+        img_shapes=[(1, h, w)],
+    )
     near = _neighbour_mask(h, w).to(device)
     valid_keys = s_img + batch.text_mask.sum(dim=1).float()  # [B]
     uniform_neighbours = (near.sum(dim=1).float()[None, :] / valid_keys[:, None]).mean()
@@ -60,19 +67,23 @@ def attention_reach(model, batch, t: float, seed: int = 0) -> list[dict]:
     rows = []
     try:
         for block in range(len(model.transformer_blocks)):
-            p = capture_attention_probs(model, block, **kwargs)[:, :, :s_img].float()  # image queries [B, H, Q, K]
+            p = capture_attention_probs(model, block, **kwargs)[
+                :, :, :s_img
+            ].float()  # image queries [B, H, Q, K]
             entropy = -(p * p.clamp_min(1e-30).log()).sum(dim=-1)
             img = p[..., :s_img]
-            rows.append({
-                "block": block,
-                "t": float(t),
-                "effective_keys": float(entropy.exp().mean()),
-                "self": float(torch.diagonal(img, dim1=-2, dim2=-1).mean()),
-                "neighbours": float((img * near).sum(dim=-1).mean()),
-                "text": float(p[..., s_img:].sum(dim=-1).mean()),
-                "uniform_keys": float(valid_keys.mean()),
-                "uniform_neighbours": float(uniform_neighbours),
-            })
+            rows.append(
+                {
+                    "block": block,
+                    "t": float(t),
+                    "effective_keys": float(entropy.exp().mean()),
+                    "self": float(torch.diagonal(img, dim1=-2, dim2=-1).mean()),
+                    "neighbours": float((img * near).sum(dim=-1).mean()),
+                    "text": float(p[..., s_img:].sum(dim=-1).mean()),
+                    "uniform_keys": float(valid_keys.mean()),
+                    "uniform_neighbours": float(uniform_neighbours),
+                }
+            )
     finally:
         model.train(was_training)
     return rows

@@ -26,7 +26,9 @@ def check_notebook_parameters(experiment: str, params: dict):
         raise ValueError(f"parameter preset={preset!r}: {err}") from None
     seeds = params.get("seeds")
     if seeds is not None and (not isinstance(seeds, (list, tuple)) or len(seeds) < 1):
-        raise ValueError(f"parameter seeds={seeds!r} must be a list of training seeds (or None for the preset's)")
+        raise ValueError(
+            f"parameter seeds={seeds!r} must be a list of training seeds (or None for the preset's)"
+        )
     try:
         cfgs = captions.arm_configs(p, params.get("run_dir") or ".", ("detailed",), seeds)
     except ValueError as err:

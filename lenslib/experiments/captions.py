@@ -30,9 +30,25 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["KINDS", "MODES", "Preset", "PRESETS", "get_preset", "suite_lines", "arm_configs",
-           "config_differences", "prompt_lines", "run_captions", "CaptionResults", "paired_difference",
-           "summarize_rows", "conclusion", "RESULTS_NAME", "save_results", "load_results"]
+__all__ = [
+    "KINDS",
+    "MODES",
+    "Preset",
+    "PRESETS",
+    "get_preset",
+    "suite_lines",
+    "arm_configs",
+    "config_differences",
+    "prompt_lines",
+    "run_captions",
+    "CaptionResults",
+    "paired_difference",
+    "summarize_rows",
+    "conclusion",
+    "RESULTS_NAME",
+    "save_results",
+    "load_results",
+]
 
 KINDS = ("alt_text", "brief", "detailed", "mixed")  # lenslib.world.captions
 MODES = ("brief", "reasoner", "detailed")  # how the suite is prompted at evaluation time
@@ -73,17 +89,51 @@ WHOLE_CAPTIONS = ("data.max_text_tokens=160", "data.text_encoder_kwargs.max_leng
 
 PRESETS: dict[str, Preset] = {
     # tests: seconds
-    "micro": Preset(steps=4, eval_at=(2, 4), seeds=(0,), lines_per_tag=1, per_prompt=1, sample_steps=4,
-                    overrides=(*WORLD_64, *WHOLE_CAPTIONS, "optim.global_batch=4", "optim.micro_batch=4", "optim.warmup_steps=2"),
-                    description="a smoke test: 4 steps, 1 seed, 6 suite lines"),
+    "micro": Preset(
+        steps=4,
+        eval_at=(2, 4),
+        seeds=(0,),
+        lines_per_tag=1,
+        per_prompt=1,
+        sample_steps=4,
+        overrides=(
+            *WORLD_64,
+            *WHOLE_CAPTIONS,
+            "optim.global_batch=4",
+            "optim.micro_batch=4",
+            "optim.warmup_steps=2",
+        ),
+        description="a smoke test: 4 steps, 1 seed, 6 suite lines",
+    ),
     # the book's default: 4 arms x 3 seeds inside chapter 6's CPU budget; far too short to learn the world
-    "reduced": Preset(steps=8, eval_at=(4, 8), seeds=(0, 1, 2), lines_per_tag=2, per_prompt=1, sample_steps=2,
-                      overrides=(*WORLD_64, *WHOLE_CAPTIONS, "optim.global_batch=8", "optim.micro_batch=8", "optim.warmup_steps=4"),
-                      description="the book's CPU default: 8 steps of batch 8, 3 seeds, 12 suite lines"),
+    "reduced": Preset(
+        steps=8,
+        eval_at=(4, 8),
+        seeds=(0, 1, 2),
+        lines_per_tag=2,
+        per_prompt=1,
+        sample_steps=2,
+        overrides=(
+            *WORLD_64,
+            *WHOLE_CAPTIONS,
+            "optim.global_batch=8",
+            "optim.micro_batch=8",
+            "optim.warmup_steps=4",
+        ),
+        description="the book's CPU default: 8 steps of batch 8, 3 seeds, 12 suite lines",
+    ),
     # the experiment proper (hours on two CPU cores): cpu-tiny's own schedule and batch
-    "full": Preset(steps=1200, eval_at=(150, 300, 600, 900, 1200), curve_modes=("brief", "detailed"), seeds=(0, 1, 2),
-                   lines_per_tag=20, per_prompt=2, sample_steps=20, overrides=(*WORLD_64, *WHOLE_CAPTIONS),
-                   description="cpu-tiny's batch for 1200 steps, 3 seeds, 110 suite lines x 2 images"),
+    "full": Preset(
+        steps=1200,
+        eval_at=(150, 300, 600, 900, 1200),
+        curve_modes=("brief", "detailed"),
+        seeds=(0, 1, 2),
+        lines_per_tag=20,
+        per_prompt=2,
+        sample_steps=20,
+        overrides=(*WORLD_64, *WHOLE_CAPTIONS),
+        description="cpu-tiny's batch for 1200 steps, 3 seeds, 110 suite lines x 2 images",
+    ),
 }
 
 
@@ -92,8 +142,10 @@ def get_preset(name: str | Preset) -> Preset:
     if isinstance(name, Preset):
         return name
     if name not in PRESETS:
-        raise ValueError(f"unknown caption-ablation preset {name!r}; choose one of {', '.join(PRESETS)} "
-                         "(lenslib.experiments.captions.PRESETS).")
+        raise ValueError(
+            f"unknown caption-ablation preset {name!r}; choose one of {', '.join(PRESETS)} "
+            "(lenslib.experiments.captions.PRESETS)."
+        )
     return PRESETS[name]
 
 
@@ -169,11 +221,23 @@ def arm_configs(preset: str | Preset, out_dir: str | Path, kinds=KINDS, seeds=No
     for kind in kinds:
         for seed in seeds:
             name = f"{kind}-s{seed}"
-            cfg = load_config(p.base, [*p.overrides, *overrides, f"run.steps={p.steps}", f"run.seed={seed}",
-                                       f"run.save_every={every}", "run.keep_last=0", "eval.every=0",
-                                       f"run.log_every={max(1, min(10, p.steps))}", "run.progress=log",
-                                       f"data.caption_kind={kind}", f"run.name=captions-{name}",
-                                       f"run.out_dir={json.dumps(str(Path(out_dir) / 'runs' / name))}"])
+            cfg = load_config(
+                p.base,
+                [
+                    *p.overrides,
+                    *overrides,
+                    f"run.steps={p.steps}",
+                    f"run.seed={seed}",
+                    f"run.save_every={every}",
+                    "run.keep_last=0",
+                    "eval.every=0",
+                    f"run.log_every={max(1, min(10, p.steps))}",
+                    "run.progress=log",
+                    f"data.caption_kind={kind}",
+                    f"run.name=captions-{name}",
+                    f"run.out_dir={json.dumps(str(Path(out_dir) / 'runs' / name))}",
+                ],
+            )
             out[(kind, seed)] = cfg
     return out
 
@@ -190,7 +254,9 @@ def config_differences(a, b) -> list[str]:
                 yield f"{prefix}{k}", v
 
     fa, fb = dict(flat(to_dict(a))), dict(flat(to_dict(b)))
-    return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k) and k not in ("run.name", "run.out_dir"))
+    return sorted(
+        k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k) and k not in ("run.name", "run.out_dir")
+    )
 
 
 def _write_json(path: Path, data) -> None:
@@ -242,7 +308,9 @@ def _score_checkpoints(cfg, p: Preset, lines: list[dict], modes, encoders: dict 
     from lenslib.train.trainer import run_dir_of
 
     d = cfg.data
-    enc_key = json.dumps([d.text_encoder, d.text_encoder_kwargs, d.codec, d.patch, d.vae, d.max_text_tokens], default=str)
+    enc_key = json.dumps(
+        [d.text_encoder, d.text_encoder_kwargs, d.codec, d.patch, d.vae, d.max_text_tokens], default=str
+    )
     encoders = {} if encoders is None else encoders
     if enc_key not in encoders:
         _, codec, text_encoder = build_source(cfg)
@@ -258,11 +326,24 @@ def _score_checkpoints(cfg, p: Preset, lines: list[dict], modes, encoders: dict 
             continue
         path = saved.get(ckpt.checkpoint_name(step), run_dir / ckpt.checkpoint_name(step))
         if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: the arm's run folder lost a checkpoint; delete {run_dir} to retrain it")
-        batch = [x for m in here for x in prompts[m]]  # all prompt modes in one sampling pass (cheaper on CPU)
-        sampler = dict(per_prompt=p.per_prompt, size=p.size, num_steps=p.sample_steps, guidance=p.guidance,
-                       mu=cfg.flow.mu, prompt="suite", seed=10_000 + cfg.run.seed)
-        key = json.loads(json.dumps({"checkpoint": path.name, "modes": list(here), "prompts": batch, "sampler": sampler}))
+            raise FileNotFoundError(
+                f"{path} is missing: the arm's run folder lost a checkpoint; delete {run_dir} to retrain it"
+            )
+        batch = [
+            x for m in here for x in prompts[m]
+        ]  # all prompt modes in one sampling pass (cheaper on CPU)
+        sampler = dict(
+            per_prompt=p.per_prompt,
+            size=p.size,
+            num_steps=p.sample_steps,
+            guidance=p.guidance,
+            mu=cfg.flow.mu,
+            prompt="suite",
+            seed=10_000 + cfg.run.seed,
+        )
+        key = json.loads(
+            json.dumps({"checkpoint": path.name, "modes": list(here), "prompts": batch, "sampler": sampler})
+        )
         done = run_dir / SCORES_DIR / f"{path.name}.json"
         kept = json.loads(done.read_text()) if done.is_file() else None
         if kept is not None and kept["key"] == key:
@@ -272,16 +353,33 @@ def _score_checkpoints(cfg, p: Preset, lines: list[dict], modes, encoders: dict 
         here_rows = []
         for r in got:
             mode, index = here[r["index"] // len(lines)], r["index"] % len(lines)
-            here_rows.append({"kind": cfg.data.caption_kind, "seed": cfg.run.seed, "step": step, "mode": mode,
-                              "index": index, "k": r["k"], "tag": r["tag"], "correct": r["correct"],
-                              "reason": r["reason"]})
+            here_rows.append(
+                {
+                    "kind": cfg.data.caption_kind,
+                    "seed": cfg.run.seed,
+                    "step": step,
+                    "mode": mode,
+                    "index": index,
+                    "k": r["k"],
+                    "tag": r["tag"],
+                    "correct": r["correct"],
+                    "reason": r["reason"],
+                }
+            )
         _write_json(done, {"key": key, "rows": here_rows})
         rows += here_rows
     return rows
 
 
-def run_captions(preset: str | Preset = "reduced", out_dir: str | Path | None = None, kinds=KINDS, seeds=None,
-                 modes=MODES, overrides=(), progress=print) -> "CaptionResults":
+def run_captions(
+    preset: str | Preset = "reduced",
+    out_dir: str | Path | None = None,
+    kinds=KINDS,
+    seeds=None,
+    modes=MODES,
+    overrides=(),
+    progress=print,
+) -> "CaptionResults":
     """Train and score every arm (cached per arm in ``out_dir``); returns :class:`CaptionResults`.
 
     ``out_dir`` defaults to ``<cache>/experiments/captions/<preset>``. An arm whose result file matches
@@ -302,7 +400,9 @@ def run_captions(preset: str | Preset = "reduced", out_dir: str | Path | None = 
     lines = suite_lines(p.lines_per_tag)
     rows, meta, encoders = [], {}, {}
     for (kind, seed), cfg in configs.items():
-        key = _arm_key({"config": to_dict(cfg), "preset": dataclasses.asdict(p), "modes": list(modes), "lines": lines})
+        key = _arm_key(
+            {"config": to_dict(cfg), "preset": dataclasses.asdict(p), "modes": list(modes), "lines": lines}
+        )
         path = out_dir / "arms" / f"{kind}-s{seed}.json"
         cached = json.loads(path.read_text()) if path.exists() else None
         if cached is not None and _arm_key(cached["key"]) == key:
@@ -312,15 +412,21 @@ def run_captions(preset: str | Preset = "reduced", out_dir: str | Path | None = 
             _set_aside_stale_run(cfg, out_dir, key)
             summary = train(cfg)
             if summary.get("preempted"):
-                raise RuntimeError(f"arm {kind} seed {seed} was preempted at step {summary['step']}; run again to continue")
+                raise RuntimeError(
+                    f"arm {kind} seed {seed} was preempted at step {summary['step']}; run again to continue"
+                )
             totals = run_totals(run_dir_of(cfg))  # across resumptions, not just this call's share
             seconds = totals["train_seconds"]
             t0 = time.time()
             arm_rows = _score_checkpoints(cfg, p, lines, modes, encoders)
-            _write_json(path, {"key": key, "rows": arm_rows, "train_seconds": seconds,
-                               "final_loss": totals["final_loss"]})
-            progress(f"{kind:>9} seed {seed}: trained {p.steps} steps in {seconds:.0f} s, scored "
-                     f"{len(p.eval_at)} checkpoints (the last in {len(modes)} prompt modes) in {time.time() - t0:.0f} s")
+            _write_json(
+                path,
+                {"key": key, "rows": arm_rows, "train_seconds": seconds, "final_loss": totals["final_loss"]},
+            )
+            progress(
+                f"{kind:>9} seed {seed}: trained {p.steps} steps in {seconds:.0f} s, scored "
+                f"{len(p.eval_at)} checkpoints (the last in {len(modes)} prompt modes) in {time.time() - t0:.0f} s"
+            )
         rows += arm_rows
         meta[(kind, seed)] = {"train_seconds": seconds}
     res = CaptionResults(rows, p, kinds, seeds, modes, configs, meta, preset_name=name)
@@ -362,17 +468,35 @@ def save_results(res: "CaptionResults", path: str | Path, lines: list[dict] | No
             failed[key][j] = "".join(legend.setdefault(k, str(len(legend))) for k in kinds)
     missing = [key for key, v in cells.items() if "?" in v]
     if missing or len(legend) > 10:
-        raise ValueError(f"results of {missing[:3]} lack some (line, image) verdicts; nothing was written to {path}"
-                         if missing else f"{len(legend)} failure kinds do not fit one digit each; nothing was written")
-    doc = {"format": _RESULTS_FORMAT, "preset": res.preset_name, "preset_values": dataclasses.asdict(res.preset),
-           "kinds": list(res.kinds), "seeds": list(res.seeds), "modes": list(res.modes),
-           "lines": [{"tag": x["tag"], "prompt": x["prompt"]} for x in lines],
-           "failure_kinds": sorted(legend, key=legend.get),
-           "cells": [{"kind": k, "seed": s, "step": st, "mode": m, "correct": "".join(v),
-                      "failures": ",".join(failed[(k, s, st, m)])}
-                     for (k, s, st, m), v in sorted(cells.items(), key=lambda kv: tuple(map(str, kv[0])))],
-           "train_seconds": {f"{k}-s{s}": v["train_seconds"] for (k, s), v in res.meta.items()},
-           "lenslib": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        raise ValueError(
+            f"results of {missing[:3]} lack some (line, image) verdicts; nothing was written to {path}"
+            if missing
+            else f"{len(legend)} failure kinds do not fit one digit each; nothing was written"
+        )
+    doc = {
+        "format": _RESULTS_FORMAT,
+        "preset": res.preset_name,
+        "preset_values": dataclasses.asdict(res.preset),
+        "kinds": list(res.kinds),
+        "seeds": list(res.seeds),
+        "modes": list(res.modes),
+        "lines": [{"tag": x["tag"], "prompt": x["prompt"]} for x in lines],
+        "failure_kinds": sorted(legend, key=legend.get),
+        "cells": [
+            {
+                "kind": k,
+                "seed": s,
+                "step": st,
+                "mode": m,
+                "correct": "".join(v),
+                "failures": ",".join(failed[(k, s, st, m)]),
+            }
+            for (k, s, st, m), v in sorted(cells.items(), key=lambda kv: tuple(map(str, kv[0])))
+        ],
+        "train_seconds": {f"{k}-s{s}": v["train_seconds"] for (k, s), v in res.meta.items()},
+        "lenslib": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     _write_json(Path(path), doc)
     return Path(path)
 
@@ -382,8 +506,10 @@ def load_results(path: str | Path) -> "CaptionResults":
     path = Path(path)
     doc = json.loads(path.read_text())
     if doc.get("format") != _RESULTS_FORMAT:
-        raise ValueError(f"{path} is not a caption-ablation results file (format {doc.get('format')!r}, "
-                         f"expected {_RESULTS_FORMAT!r}); write it with lenslib.experiments.captions.save_results")
+        raise ValueError(
+            f"{path} is not a caption-ablation results file (format {doc.get('format')!r}, "
+            f"expected {_RESULTS_FORMAT!r}); write it with lenslib.experiments.captions.save_results"
+        )
     values = dict(doc["preset_values"])
     for key in ("eval_at", "curve_modes", "seeds", "overrides"):
         values[key] = tuple(values[key])
@@ -391,20 +517,41 @@ def load_results(path: str | Path) -> "CaptionResults":
     rows = []
     for c in doc["cells"]:
         if len(c["correct"]) != len(lines) * per:
-            raise ValueError(f"{path}: a cell of {c['kind']} seed {c['seed']} has {len(c['correct'])} verdicts, "
-                             f"expected {len(lines)} lines x {per} images")
+            raise ValueError(
+                f"{path}: a cell of {c['kind']} seed {c['seed']} has {len(c['correct'])} verdicts, "
+                f"expected {len(lines)} lines x {per} images"
+            )
         failures = c["failures"].split(",")
         for j, v in enumerate(c["correct"]):
             index, k = divmod(j, per)
-            rows.append({"kind": c["kind"], "seed": c["seed"], "step": c["step"], "mode": c["mode"], "index": index,
-                         "k": k, "tag": lines[index]["tag"], "correct": v == "1",
-                         "failures": [doc["failure_kinds"][int(d)] for d in failures[j]]})
+            rows.append(
+                {
+                    "kind": c["kind"],
+                    "seed": c["seed"],
+                    "step": c["step"],
+                    "mode": c["mode"],
+                    "index": index,
+                    "k": k,
+                    "tag": lines[index]["tag"],
+                    "correct": v == "1",
+                    "failures": [doc["failure_kinds"][int(d)] for d in failures[j]],
+                }
+            )
     meta = {}
     for key, seconds in doc["train_seconds"].items():
         kind, seed = key.rsplit("-s", 1)
         meta[(kind, int(seed))] = {"train_seconds": seconds}
-    return CaptionResults(rows, preset, tuple(doc["kinds"]), tuple(doc["seeds"]), tuple(doc["modes"]),
-                          meta=meta, preset_name=doc["preset"], created=doc["created"], lenslib=doc["lenslib"])
+    return CaptionResults(
+        rows,
+        preset,
+        tuple(doc["kinds"]),
+        tuple(doc["seeds"]),
+        tuple(doc["modes"]),
+        meta=meta,
+        preset_name=doc["preset"],
+        created=doc["created"],
+        lenslib=doc["lenslib"],
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -421,8 +568,9 @@ def _by_prompt_seed(rows: list[dict]) -> tuple[dict, dict]:
     return {k: float(np.mean(v)) for k, v in acc.items()}, tag
 
 
-def paired_difference(rows_a: list[dict], rows_b: list[dict], n_boot: int = 2000, seed: int = 0,
-                      level: float = 0.95) -> dict:
+def paired_difference(
+    rows_a: list[dict], rows_b: list[dict], n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> dict:
     """GenEval overall of ``rows_a`` minus that of ``rows_b``, with a paired bootstrap interval.
 
     Both sets must score the same prompts (``index``, with ``tag``) under the same training seeds
@@ -435,8 +583,10 @@ def paired_difference(rows_a: list[dict], rows_b: list[dict], n_boot: int = 2000
     a, tag_a = _by_prompt_seed(rows_a)
     b, tag_b = _by_prompt_seed(rows_b)
     if set(a) != set(b) or tag_a != tag_b:
-        raise ValueError("paired_difference needs both sets to cover the same (prompt index, seed) cells with the same tags; "
-                         f"only in the first: {sorted(set(a) - set(b))[:5]}, only in the second: {sorted(set(b) - set(a))[:5]}")
+        raise ValueError(
+            "paired_difference needs both sets to cover the same (prompt index, seed) cells with the same tags; "
+            f"only in the first: {sorted(set(a) - set(b))[:5]}, only in the second: {sorted(set(b) - set(a))[:5]}"
+        )
     if not a:
         raise ValueError("paired_difference got no rows")
     prompts = sorted(tag_a)
@@ -455,8 +605,14 @@ def paired_difference(rows_a: list[dict], rows_b: list[dict], n_boot: int = 2000
         pick_seeds = rng.integers(0, len(seeds), len(seeds))
         reps[r] = overall(pick_seeds, [rng.integers(0, len(g), len(g)) for g in groups])
     lo, hi = np.quantile(reps, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return {"diff": estimate, "ci95": (float(lo), float(hi)), "p_le_zero": float(np.mean(reps <= 0)),
-            "n_prompts": len(prompts), "n_seeds": len(seeds), "n_boot": n_boot}
+    return {
+        "diff": estimate,
+        "ci95": (float(lo), float(hi)),
+        "p_le_zero": float(np.mean(reps <= 0)),
+        "n_prompts": len(prompts),
+        "n_seeds": len(seeds),
+        "n_boot": n_boot,
+    }
 
 
 def summarize_rows(rows: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
@@ -472,12 +628,16 @@ def summarize_rows(rows: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
     return summarize([dict(r, k=number[(r["seed"], r["k"])]) for r in rows], n_boot=n_boot, seed=seed)
 
 
-def conclusion(diff: dict, a: str = "detailed captions", b: str = "brief captions", what: str = "prompted in detail") -> str:
+def conclusion(
+    diff: dict, a: str = "detailed captions", b: str = "brief captions", what: str = "prompted in detail"
+) -> str:
     """One sentence that states what a :func:`paired_difference` of ``a`` − ``b`` found, chosen by its sign
     and whether its interval excludes 0 (never written before the numbers)."""
     lo, hi = diff["ci95"]
-    head = (f"{a} − {b} ({what}) = {diff['diff']:+.3f}, 95 % interval [{lo:+.3f}, {hi:+.3f}] "
-            f"({diff['n_prompts']} prompts × {diff['n_seeds']} seeds)")
+    head = (
+        f"{a} − {b} ({what}) = {diff['diff']:+.3f}, 95 % interval [{lo:+.3f}, {hi:+.3f}] "
+        f"({diff['n_prompts']} prompts × {diff['n_seeds']} seeds)"
+    )
     if lo > 0:
         return head + f": {a} scores higher than {b}, and the interval excludes 0."
     if hi < 0:
@@ -511,19 +671,31 @@ class CaptionResults:
     def select(self, kind: str | None = None, mode: str | None = None, step: int | None = None) -> list[dict]:
         """Rows of one arm / prompt mode / step (``step`` defaults to the last)."""
         step = self.final_step if step is None else step
-        return [r for r in self.rows if (kind is None or r["kind"] == kind) and (mode is None or r["mode"] == mode)
-                and r["step"] == step]
+        return [
+            r
+            for r in self.rows
+            if (kind is None or r["kind"] == kind)
+            and (mode is None or r["mode"] == mode)
+            and r["step"] == step
+        ]
 
     def summary(self, kind: str, mode: str, step: int | None = None, n_boot: int = 2000) -> dict:
         return summarize_rows(self.select(kind, mode, step), n_boot=n_boot)
 
-    def difference(self, a: str = "detailed", b: str = "brief", mode: str = "detailed", step: int | None = None,
-                   n_boot: int = 2000) -> dict:
+    def difference(
+        self,
+        a: str = "detailed",
+        b: str = "brief",
+        mode: str = "detailed",
+        step: int | None = None,
+        n_boot: int = 2000,
+    ) -> dict:
         """Paired difference arm ``a`` − arm ``b`` under prompt ``mode`` (for modes, pass kind as a/b and mode)."""
         return paired_difference(self.select(a, mode, step), self.select(b, mode, step), n_boot=n_boot)
 
-    def mode_difference(self, kind: str, a: str = "reasoner", b: str = "brief", step: int | None = None,
-                        n_boot: int = 2000) -> dict:
+    def mode_difference(
+        self, kind: str, a: str = "reasoner", b: str = "brief", step: int | None = None, n_boot: int = 2000
+    ) -> dict:
         """Paired difference between two prompt modes for one arm (e.g. reasoner − brief)."""
         return paired_difference(self.select(kind, a, step), self.select(kind, b, step), n_boot=n_boot)
 
@@ -534,11 +706,19 @@ class CaptionResults:
         if {"detailed", "brief"} <= set(self.kinds):
             for mode, what in (("detailed", "prompted in detail"), ("brief", "prompted briefly")):
                 if mode in self.modes:
-                    out.append(conclusion(self.difference("detailed", "brief", mode, n_boot=n_boot), what=what))
+                    out.append(
+                        conclusion(self.difference("detailed", "brief", mode, n_boot=n_boot), what=what)
+                    )
         if {"reasoner", "brief"} <= set(self.modes):
             for kind in self.kinds:
-                out.append(conclusion(self.mode_difference(kind, "reasoner", "brief", n_boot=n_boot),
-                                      "reasoner-rewritten prompts", "brief prompts", f"{kind}-trained model"))
+                out.append(
+                    conclusion(
+                        self.mode_difference(kind, "reasoner", "brief", n_boot=n_boot),
+                        "reasoner-rewritten prompts",
+                        "brief prompts",
+                        f"{kind}-trained model",
+                    )
+                )
         return out
 
     def table(self, n_boot: int = 1000):
@@ -549,8 +729,12 @@ class CaptionResults:
         for kind in self.kinds:
             for mode in self.modes:
                 s = self.summary(kind, mode, n_boot=n_boot)
-                row = {"captions": kind, "prompted": mode, "overall": s["overall"]["score"],
-                       "overall_ci95": tuple(round(x, 3) for x in s["overall"]["ci95"])}
+                row = {
+                    "captions": kind,
+                    "prompted": mode,
+                    "overall": s["overall"]["score"],
+                    "overall_ci95": tuple(round(x, 3) for x in s["overall"]["ci95"]),
+                }
                 for t, v in s["tags"].items():
                     row[t] = v["accuracy"]
                     row[f"{t}_ci95"] = tuple(round(x, 3) for x in v["ci95"])
@@ -572,6 +756,12 @@ class CaptionResults:
                     by_tag = defaultdict(list)
                     for r in rows:
                         by_tag[r["tag"]].append(float(bool(r["correct"])))
-                    out.append({"captions": kind, "prompted": mode, "step": step,
-                                "overall": float(np.mean([np.mean(v) for v in by_tag.values()]))})
+                    out.append(
+                        {
+                            "captions": kind,
+                            "prompted": mode,
+                            "step": step,
+                            "overall": float(np.mean([np.mean(v) for v in by_tag.values()])),
+                        }
+                    )
         return pd.DataFrame(out)

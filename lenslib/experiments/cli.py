@@ -18,14 +18,21 @@ from pathlib import Path
 def register(subparsers) -> None:
     p = subparsers.add_parser("experiment", help="run one of the paper's ablations on the synthetic world")
     sub = p.add_subparsers(dest="experiment", required=True)
-    c = sub.add_parser("captions", help="caption ablation: alt-text / brief / detailed / mixed training captions",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    c = sub.add_parser(
+        "captions",
+        help="caption ablation: alt-text / brief / detailed / mixed training captions",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     c.add_argument("--preset", default="reduced", help="micro | reduced | full")
-    c.add_argument("--out", default=None, help="output folder (default <cache>/experiments/captions/<preset>)")
+    c.add_argument(
+        "--out", default=None, help="output folder (default <cache>/experiments/captions/<preset>)"
+    )
     c.add_argument("--kinds", nargs="+", default=None, help="caption kinds (default all four)")
     c.add_argument("--seeds", nargs="+", type=int, default=None, help="training seeds (default the preset's)")
     c.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates")
-    c.add_argument("overrides", nargs="*", help="run-config overrides applied to every arm (section.key=value)")
+    c.add_argument(
+        "overrides", nargs="*", help="run-config overrides applied to every arm (section.key=value)"
+    )
     c.set_defaults(func=_cmd_captions)
 
 
@@ -37,9 +44,13 @@ def _cmd_captions(args) -> int:
     kinds = tuple(args.kinds or cap.KINDS)
     try:
         if args.n_boot < 1:
-            raise ValueError(f"--n-boot {args.n_boot}: the bootstrap needs at least 1 replicate (default 2000)")
+            raise ValueError(
+                f"--n-boot {args.n_boot}: the bootstrap needs at least 1 replicate (default 2000)"
+            )
         preset = cap.get_preset(args.preset)
-        out = Path(args.out) if args.out else cache_dir(create=False) / "experiments" / "captions" / args.preset
+        out = (
+            Path(args.out) if args.out else cache_dir(create=False) / "experiments" / "captions" / args.preset
+        )
         above = next((p for p in (out, *out.parents) if p.exists()), None)
         if above is not None and not above.is_dir():
             raise NotADirectoryError(f"--out {out}: {above} is a file; give a folder (existing or new)")

@@ -97,24 +97,28 @@ def _key_groups(valid: torch.Tensor) -> list:
     return groups
 
 
-def joint_key_mask(encoder_hidden_states_mask: torch.Tensor | None, num_image_tokens: int,
-                   mode: str = "sdpa") -> JointKeyMask | None:
+def joint_key_mask(
+    encoder_hidden_states_mask: torch.Tensor | None, num_image_tokens: int, mode: str = "sdpa"
+) -> JointKeyMask | None:
     """What the fast attention modes need to hide padded text keys, or None when no text token is padded.
 
     ``mode`` is ``"sdpa"`` (key groups) or ``"flex"`` (a FlexAttention block mask); see the module
     docstring. Image keys are always valid. Called once per forward, outside the blocks.
     """
     if mode not in ("sdpa", "flex"):
-        raise ValueError(f"joint_key_mask builds the fast paths 'sdpa' or 'flex', got {mode!r}; "
-                         "the reference path uses joint_attention_mask")
+        raise ValueError(
+            f"joint_key_mask builds the fast paths 'sdpa' or 'flex', got {mode!r}; "
+            "the reference path uses joint_attention_mask"
+        )
     if encoder_hidden_states_mask is None:
         return None
     text_valid = encoder_hidden_states_mask.to(torch.bool)
     if bool(text_valid.all()):
         return None
     batch = text_valid.shape[0]
-    valid = torch.cat([torch.ones(batch, num_image_tokens, dtype=torch.bool, device=text_valid.device),
-                       text_valid], dim=1)
+    valid = torch.cat(
+        [torch.ones(batch, num_image_tokens, dtype=torch.bool, device=text_valid.device), text_valid], dim=1
+    )
     if mode == "sdpa":
         return JointKeyMask(valid, groups=_key_groups(valid))
     length = valid.shape[1]
@@ -139,12 +143,15 @@ def _grouped_sdpa(q, k, v, groups) -> torch.Tensor:
         og = F.scaled_dot_product_attention(qg, kg, vg)
         if rows is None:
             return og
-        out = (og.new_zeros(q.shape) if out is None else out).index_copy(0, rows, og)  # og: the autocast dtype
+        out = (og.new_zeros(q.shape) if out is None else out).index_copy(
+            0, rows, og
+        )  # og: the autocast dtype
     return out
 
 
-def joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                    attention_mask: torch.Tensor | JointKeyMask | None) -> torch.Tensor:
+def joint_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask: torch.Tensor | JointKeyMask | None
+) -> torch.Tensor:
     """SDPA over q, k, v [B, H, S, D] with padded keys hidden by whichever form ``attention_mask`` has:
     a reference float mask [B, 1, 1, S], a :class:`JointKeyMask`, or None (nothing padded)."""
     if attention_mask is None:
@@ -197,13 +204,17 @@ class LensJointAttention(nn.Module):
         if isinstance(attention_mask, JointKeyMask):
             expected = (hidden_states.shape[0], s_img + s_txt)
             if tuple(attention_mask.valid.shape) != expected:
-                raise ValueError(f"the key mask covers {tuple(attention_mask.valid.shape)} keys but the batch has "
-                                 f"{expected} (B, S_img + S_txt); build it with joint_key_mask for these inputs")
+                raise ValueError(
+                    f"the key mask covers {tuple(attention_mask.valid.shape)} keys but the batch has "
+                    f"{expected} (B, S_img + S_txt); build it with joint_key_mask for these inputs"
+                )
         elif attention_mask is not None:
             expected = (hidden_states.shape[0], 1, 1, s_img + s_txt)
             if tuple(attention_mask.shape) != expected:
-                raise ValueError(f"the attention mask must have shape {expected} (B, 1, 1, S_img + S_txt), "
-                                 f"got {tuple(attention_mask.shape)}")
+                raise ValueError(
+                    f"the attention mask must have shape {expected} (B, 1, 1, S_img + S_txt), "
+                    f"got {tuple(attention_mask.shape)}"
+                )
 
         img_q, img_k, img_v = self._split_qkv(self.img_qkv(hidden_states))
         txt_q, txt_k, txt_v = self._split_qkv(self.txt_qkv(encoder_hidden_states))

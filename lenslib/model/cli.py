@@ -35,8 +35,10 @@ def output_paths(out: str | os.PathLike, num_prompts: int, num_images: int) -> l
     out = Path(out)
     if num_prompts * num_images == 1:
         return [[out]]
-    return [[out.with_name(f"{out.stem}_p{i:03d}_s{j:02d}{out.suffix}") for j in range(num_images)]
-            for i in range(num_prompts)]
+    return [
+        [out.with_name(f"{out.stem}_p{i:03d}_s{j:02d}{out.suffix}") for j in range(num_images)]
+        for i in range(num_prompts)
+    ]
 
 
 def _save_atomic(image, path: Path) -> None:
@@ -94,8 +96,13 @@ def _sample(args: argparse.Namespace) -> int:
     if args.cuda_graphs and not device.startswith("cuda"):
         return fail("--cuda-graphs needs a CUDA device (--device cuda).")
     if args.fast or args.compile or args.cuda_graphs:
-        pipe.set_fast_path(split_cfg=True, cuda_graphs=args.cuda_graphs, attention="sdpa",
-                           compile_blocks=args.compile, dynamic=False)
+        pipe.set_fast_path(
+            split_cfg=True,
+            cuda_graphs=args.cuda_graphs,
+            attention="sdpa",
+            compile_blocks=args.compile,
+            dynamic=False,
+        )
     if args.date:
         pipe.prompt_date = args.date
     pipe.reasoner.api_url = args.api_url
@@ -103,10 +110,20 @@ def _sample(args: argparse.Namespace) -> int:
     pipe.reasoner.api_model = args.api_model
     generator = torch.Generator("cpu").manual_seed(args.seed) if args.seed is not None else None
     try:
-        result = pipe(prompt=prompts, negative_prompt=args.negative_prompt, height=height, width=width,
-                      base_resolution=base, aspect_ratio=ratio, num_inference_steps=args.steps,
-                      guidance_scale=args.guidance, num_images_per_prompt=args.num_images, generator=generator,
-                      max_sequence_length=args.max_sequence_length, enable_reasoner=args.enable_reasoner)
+        result = pipe(
+            prompt=prompts,
+            negative_prompt=args.negative_prompt,
+            height=height,
+            width=width,
+            base_resolution=base,
+            aspect_ratio=ratio,
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance,
+            num_images_per_prompt=args.num_images,
+            generator=generator,
+            max_sequence_length=args.max_sequence_length,
+            enable_reasoner=args.enable_reasoner,
+        )
     except ValueError as e:
         return fail(str(e))
     paths = output_paths(out, len(prompts), args.num_images)
@@ -119,32 +136,61 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("sample", help="generate images with a local Lens pipeline folder",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="local pipeline folder (model_index.json, transformer/, vae/, ...)")
+    p = subparsers.add_parser(
+        "sample",
+        help="generate images with a local Lens pipeline folder",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--model", required=True, help="local pipeline folder (model_index.json, transformer/, vae/, ...)"
+    )
     p.add_argument("--prompt", required=True, help='prompt text; several prompts separated by "|"')
     p.add_argument("--negative-prompt", default="", help='negative prompt (default "": zero features)')
     p.add_argument("--steps", type=int, default=20, help="denoising steps (default 20; Turbo: 4; Base: 50)")
     p.add_argument("--guidance", type=float, default=5.0, help="CFG scale (default 5.0; Turbo: 1.0)")
     p.add_argument("--seed", type=int, default=None, help="seed of a CPU generator (default: random)")
-    p.add_argument("--size", default=None, help="HEIGHTxWIDTH in pixels, multiples of 16 (overrides the bucket)")
-    p.add_argument("--base-resolution", type=int, default=None, help="bucket base 1024 or 1440 (default 1440)")
+    p.add_argument(
+        "--size", default=None, help="HEIGHTxWIDTH in pixels, multiples of 16 (overrides the bucket)"
+    )
+    p.add_argument(
+        "--base-resolution", type=int, default=None, help="bucket base 1024 or 1440 (default 1440)"
+    )
     p.add_argument("--aspect-ratio", default=None, help="bucket ratio W:H, e.g. 16:9 (default 1:1)")
     p.add_argument("--num-images", type=int, default=1, help="images per prompt (default 1)")
-    p.add_argument("--max-sequence-length", type=int, default=512, help="text tokens incl. template (default 512)")
+    p.add_argument(
+        "--max-sequence-length", type=int, default=512, help="text tokens incl. template (default 512)"
+    )
     p.add_argument("--date", default=None, help="pin the chat-template date YYYY-MM-DD (default: today)")
-    p.add_argument("--enable-reasoner", action="store_true",
-                   help="rewrite prompts with the local GPT-OSS before encoding (needs the full text_encoder folder)")
+    p.add_argument(
+        "--enable-reasoner",
+        action="store_true",
+        help="rewrite prompts with the local GPT-OSS before encoding (needs the full text_encoder folder)",
+    )
     p.add_argument("--api-url", default=None, help="OpenAI-compatible base URL for an API prompt rewriter")
-    p.add_argument("--api-key", default=None, help="API key (or env LENS_API_KEY); with --api-model enables the API rewriter")
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help="API key (or env LENS_API_KEY); with --api-model enables the API rewriter",
+    )
     p.add_argument("--api-model", default=None, help="API model name for the prompt rewriter")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                   help="model dtype (default bfloat16 on GPU, float32 on CPU)")
-    p.add_argument("--fast", action="store_true",
-                   help="split CFG and mask-free attention: the same images up to rounding, faster (chapter 7)")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=["float32", "bfloat16", "float16"],
+        help="model dtype (default bfloat16 on GPU, float32 on CPU)",
+    )
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="split CFG and mask-free attention: the same images up to rounding, faster (chapter 7)",
+    )
     p.add_argument("--compile", action="store_true", help="--fast, with every block compiled (torch.compile)")
-    p.add_argument("--cuda-graphs", action="store_true",
-                   help="--fast, with each step replayed from a CUDA graph (CUDA only; prompts of one length)")
+    p.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="--fast, with each step replayed from a CUDA graph (CUDA only; prompts of one length)",
+    )
     p.add_argument("--out", required=True, help="output image file (.png); numbered when several images")
     p.set_defaults(func=_sample)

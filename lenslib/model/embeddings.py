@@ -35,8 +35,12 @@ class LensTimestepEmbedding(nn.Module):
 
     def __init__(self, embedding_dim: int):
         super().__init__()
-        self.time_proj = Timesteps(TIMESTEP_CHANNELS, flip_sin_to_cos=True, downscale_freq_shift=0, scale=1000)
-        self.timestep_embedder = TimestepEmbedding(in_channels=TIMESTEP_CHANNELS, time_embed_dim=embedding_dim)
+        self.time_proj = Timesteps(
+            TIMESTEP_CHANNELS, flip_sin_to_cos=True, downscale_freq_shift=0, scale=1000
+        )
+        self.timestep_embedder = TimestepEmbedding(
+            in_channels=TIMESTEP_CHANNELS, time_embed_dim=embedding_dim
+        )
 
     def forward(self, timestep: torch.Tensor, hidden_states: torch.Tensor) -> torch.Tensor:
         # The sinusoid is always float32; it is cast to the model dtype before the MLP (§2.5 step 4).

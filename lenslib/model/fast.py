@@ -30,9 +30,13 @@ from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint
 
 __all__ = ["CHECKPOINT_POLICIES", "CUDAGraphStep", "checkpoint_function", "saved_ops", "trim_text_padding"]
 
-_ATTENTION_OPS = ("_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
-                  "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu",
-                  "_scaled_dot_product_fused_attention_overrideable")
+_ATTENTION_OPS = (
+    "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_cudnn_attention",
+    "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_fused_attention_overrideable",
+)
 _MATMUL_OPS = ("mm", "addmm", "bmm", "baddbmm")
 
 #: Activation checkpointing policies: what each block keeps from its forward pass for the backward.
@@ -46,7 +50,9 @@ CHECKPOINT_POLICIES = {
 def saved_ops(policy: str) -> frozenset:
     """The aten operators whose outputs ``policy`` stores (the empty set for ``"full"``)."""
     if policy not in CHECKPOINT_POLICIES:
-        raise ValueError(f"unknown checkpointing policy {policy!r}; choose one of {sorted(CHECKPOINT_POLICIES)}")
+        raise ValueError(
+            f"unknown checkpointing policy {policy!r}; choose one of {sorted(CHECKPOINT_POLICIES)}"
+        )
     names = {"full": (), "attention": _ATTENTION_OPS, "matmuls": _ATTENTION_OPS + _MATMUL_OPS}[policy]
     ops = {getattr(torch.ops.aten, name).default for name in names if hasattr(torch.ops.aten, name)}
     if policy != "full":
@@ -112,8 +118,10 @@ class CUDAGraphStep:
     def __init__(self, fn: Callable, static: dict, dynamic: dict, warmup: int = 2):
         leaves = [t for t in tree_leaves(dynamic) + tree_leaves(static) if isinstance(t, torch.Tensor)]
         if not torch.cuda.is_available() or any(t.device.type != "cuda" for t in leaves):
-            raise ValueError("CUDA graphs need a CUDA device and all inputs on it; sample without cuda_graphs "
-                             "on this machine")
+            raise ValueError(
+                "CUDA graphs need a CUDA device and all inputs on it; sample without cuda_graphs "
+                "on this machine"
+            )
         self.fn, self.static = fn, static
         self.inputs = tree_map(lambda t: t.clone(), dynamic)
         self.spec = tree_structure(dynamic)
@@ -129,10 +137,14 @@ class CUDAGraphStep:
 
     def __call__(self, **dynamic) -> torch.Tensor:
         if tree_structure(dynamic) != self.spec:
-            raise ValueError(f"a captured step takes exactly the inputs it was captured with: {sorted(self.inputs)}")
+            raise ValueError(
+                f"a captured step takes exactly the inputs it was captured with: {sorted(self.inputs)}"
+            )
         for buffer, value in zip(tree_leaves(self.inputs), tree_leaves(dynamic)):
             if buffer.shape != value.shape:
-                raise ValueError(f"captured for shape {tuple(buffer.shape)}, got {tuple(value.shape)}; capture again")
+                raise ValueError(
+                    f"captured for shape {tuple(buffer.shape)}, got {tuple(value.shape)}; capture again"
+                )
             buffer.copy_(value)
         self.graph.replay()
         return self.output

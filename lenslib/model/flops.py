@@ -47,7 +47,11 @@ LENS_PIXELS_PER_TOKEN = 16
 
 
 def _cfg(config: Any) -> Mapping[str, Any]:
-    return config if isinstance(config, Mapping) else dict(config.config if hasattr(config, "config") else config)
+    return (
+        config
+        if isinstance(config, Mapping)
+        else dict(config.config if hasattr(config, "config") else config)
+    )
 
 
 def transformer_flops(config: Any, img_tokens: int, txt_tokens: int, batch: int = 1) -> dict[str, int]:
@@ -87,8 +91,15 @@ def image_tokens(height: int, width: int, pixels_per_token: int = LENS_PIXELS_PE
     return (height // pixels_per_token) * (width // pixels_per_token)
 
 
-def denoising_step_flops(config: Any, height: int, width: int, txt_tokens: int, batch: int = 1,
-                         cfg: bool = True, pixels_per_token: int = LENS_PIXELS_PER_TOKEN) -> int:
+def denoising_step_flops(
+    config: Any,
+    height: int,
+    width: int,
+    txt_tokens: int,
+    batch: int = 1,
+    cfg: bool = True,
+    pixels_per_token: int = LENS_PIXELS_PER_TOKEN,
+) -> int:
     """Transformer FLOPs of one sampling step; with ``cfg`` the batch is doubled (cond + uncond)."""
     n_img = image_tokens(height, width, pixels_per_token)
     return transformer_flops(config, n_img, txt_tokens, batch * (2 if cfg else 1))["total"]
@@ -98,8 +109,9 @@ def denoising_step_flops(config: Any, height: int, width: int, txt_tokens: int, 
 ROOFLINE_PARTS = ("matmuls", "attention", "norms/modulation")
 
 
-def block_roofline(config: Any, img_tokens: int, txt_tokens: int, batch: int = 1,
-                   bytes_per_value: int = 2) -> list[dict]:
+def block_roofline(
+    config: Any, img_tokens: int, txt_tokens: int, batch: int = 1, bytes_per_value: int = 2
+) -> list[dict]:
     """FLOPs and minimum bytes moved by every operation of one dual-stream block, both streams.
 
     Returns rows ``{"op", "part", "flops", "bytes"}`` with ``part`` in :data:`ROOFLINE_PARTS`.
@@ -120,7 +132,9 @@ def block_roofline(config: Any, img_tokens: int, txt_tokens: int, batch: int = 1
     rows: list[dict] = []
 
     def matmul(op, m, k, n):
-        rows.append({"op": op, "part": "matmuls", "flops": 2 * m * k * n, "bytes": v * (m * k + k * n + m * n)})
+        rows.append(
+            {"op": op, "part": "matmuls", "flops": 2 * m * k * n, "bytes": v * (m * k + k * n + m * n)}
+        )
 
     def elementwise(op, reads, writes, flops):
         rows.append({"op": op, "part": "norms/modulation", "flops": flops, "bytes": v * (reads + writes)})
@@ -146,14 +160,28 @@ def block_roofline(config: Any, img_tokens: int, txt_tokens: int, batch: int = 1
         else:
             elementwise(f"{stream} GELU", m * hidden, m * hidden, 8 * m * hidden)
     s = int(img_tokens) + int(txt_tokens)
-    rows.append({"op": "attention (fused kernel)", "part": "attention", "flops": b * 4 * s * s * d,
-                 "bytes": v * b * 4 * s * d})
-    rows.append({"op": "attention scores (unfused)", "part": "attention unfused extra", "flops": 0,
-                 "bytes": v * b * 4 * heads * s * s})
+    rows.append(
+        {
+            "op": "attention (fused kernel)",
+            "part": "attention",
+            "flops": b * 4 * s * s * d,
+            "bytes": v * b * 4 * s * d,
+        }
+    )
+    rows.append(
+        {
+            "op": "attention scores (unfused)",
+            "part": "attention unfused extra",
+            "flops": 0,
+            "bytes": v * b * 4 * heads * s * s,
+        }
+    )
     return rows
 
 
-def roofline_times(rows: list[dict], peak_flops: float, bandwidth: float, unfused_attention: bool = False) -> dict:
+def roofline_times(
+    rows: list[dict], peak_flops: float, bandwidth: float, unfused_attention: bool = False
+) -> dict:
     """Per part of :func:`block_roofline`: FLOPs, bytes, arithmetic intensity (FLOP/byte), the lower bound
     max(FLOPs/peak, bytes/bandwidth) in seconds, and which of the two sets it.
 
@@ -162,10 +190,19 @@ def roofline_times(rows: list[dict], peak_flops: float, bandwidth: float, unfuse
     """
     out = {}
     for part in ROOFLINE_PARTS:
-        sel = [r for r in rows if r["part"] == part or (unfused_attention and part == "attention"
-                                                       and r["part"] == "attention unfused extra")]
+        sel = [
+            r
+            for r in rows
+            if r["part"] == part
+            or (unfused_attention and part == "attention" and r["part"] == "attention unfused extra")
+        ]
         flops, moved = sum(r["flops"] for r in sel), sum(r["bytes"] for r in sel)
         compute, memory = flops / peak_flops, moved / bandwidth
-        out[part] = {"flops": flops, "bytes": moved, "intensity": flops / moved if moved else float("inf"),
-                     "seconds": max(compute, memory), "bound": "compute" if compute >= memory else "memory"}
+        out[part] = {
+            "flops": flops,
+            "bytes": moved,
+            "intensity": flops / moved if moved else float("inf"),
+            "seconds": max(compute, memory),
+            "bound": "compute" if compute >= memory else "memory",
+        }
     return out

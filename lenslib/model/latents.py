@@ -80,7 +80,9 @@ def _bn_view(stat: torch.Tensor) -> torch.Tensor:
     return stat.reshape(1, -1, 1, 1)
 
 
-def bn_normalize(z: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor, eps: float) -> torch.Tensor:
+def bn_normalize(
+    z: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor, eps: float
+) -> torch.Tensor:
     """Training direction: ``(z - mean) / sqrt(var + eps)`` on a *patchified* latent ``[B, K, h, w]``.
 
     This is the FLUX.2 convention (the official Lens code is inference-only and only
@@ -91,7 +93,9 @@ def bn_normalize(z: torch.Tensor, running_mean: torch.Tensor, running_var: torch
     return (z - mean) / std
 
 
-def bn_denormalize(z: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor, eps: float) -> torch.Tensor:
+def bn_denormalize(
+    z: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor, eps: float
+) -> torch.Tensor:
     """Official inverse on a patchified latent: ``z / (1/std) - (-mean)``.
 
     ``std`` is computed in the statistics' dtype, then ``1/std`` and ``-mean`` are cast

@@ -30,10 +30,10 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import diffusers
 import numpy as np
 import PIL.Image
 import torch
-import diffusers
 import transformers
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.utils import BaseOutput
@@ -75,12 +75,18 @@ def _is_blank(s: str | None) -> bool:
 
 def _negative_list(negative_prompt, n_prompts: int) -> list:
     """Broadcast a string or a 1-element list to ``n_prompts``; any other length mismatch is an error."""
-    negs = [negative_prompt] if negative_prompt is None or isinstance(negative_prompt, str) else list(negative_prompt)
+    negs = (
+        [negative_prompt]
+        if negative_prompt is None or isinstance(negative_prompt, str)
+        else list(negative_prompt)
+    )
     if len(negs) == 1:
         return negs * n_prompts
     if len(negs) != n_prompts:
-        raise ValueError(f"negative_prompt has {len(negs)} entries but there are {n_prompts} prompts; "
-                         "give one negative (broadcast) or one per prompt.")
+        raise ValueError(
+            f"negative_prompt has {len(negs)} entries but there are {n_prompts} prompts; "
+            "give one negative (broadcast) or one per prompt."
+        )
     return negs
 
 
@@ -89,8 +95,9 @@ def _repeat_interleave(feats: list[torch.Tensor], mask: torch.Tensor, index: lis
     return [f.index_select(0, idx.to(f.device)) for f in feats], mask.index_select(0, idx)
 
 
-def align_text_features(pos: list[torch.Tensor], pos_mask: torch.Tensor, neg: list[torch.Tensor],
-                        neg_mask: torch.Tensor):
+def align_text_features(
+    pos: list[torch.Tensor], pos_mask: torch.Tensor, neg: list[torch.Tensor], neg_mask: torch.Tensor
+):
     """Right-pad positive and negative features (zeros) and masks (False) to a common length (§5.6)."""
     if not pos or not neg:
         raise ValueError("Text features are empty: need at least one feature layer for prompt and negative.")
@@ -99,10 +106,14 @@ def align_text_features(pos: list[torch.Tensor], pos_mask: torch.Tensor, neg: li
     for name, feats, mask in (("prompt", pos, pos_mask), ("negative", neg, neg_mask)):
         for i, f in enumerate(feats):
             if f.ndim != 3 or tuple(f.shape[:2]) != tuple(mask.shape):
-                raise ValueError(f"{name} feature layer {i} has shape {tuple(f.shape)} but its mask is "
-                                 f"{tuple(mask.shape)}; they must agree on [B, S].")
+                raise ValueError(
+                    f"{name} feature layer {i} has shape {tuple(f.shape)} but its mask is "
+                    f"{tuple(mask.shape)}; they must agree on [B, S]."
+                )
     if pos_mask.shape[0] != neg_mask.shape[0]:
-        raise ValueError(f"Prompt batch ({pos_mask.shape[0]}) and negative batch ({neg_mask.shape[0]}) differ.")
+        raise ValueError(
+            f"Prompt batch ({pos_mask.shape[0]}) and negative batch ({neg_mask.shape[0]}) differ."
+        )
     for i, (p, n) in enumerate(zip(pos, neg)):
         if p.shape[2] != n.shape[2]:
             raise ValueError(f"Feature layer {i}: prompt width {p.shape[2]} != negative width {n.shape[2]}.")
@@ -134,11 +145,22 @@ class LensPipeline(DiffusionPipeline):
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
     _optional_components = ["text_encoder", "tokenizer"]
 
-    def __init__(self, scheduler: FlowMatchEulerDiscreteScheduler, vae, text_encoder, tokenizer,
-                 transformer: LensTransformer2DModel):
+    def __init__(
+        self,
+        scheduler: FlowMatchEulerDiscreteScheduler,
+        vae,
+        text_encoder,
+        tokenizer,
+        transformer: LensTransformer2DModel,
+    ):
         super().__init__()
-        self.register_modules(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                              transformer=transformer)
+        self.register_modules(
+            scheduler=scheduler,
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            transformer=transformer,
+        )
         # model_index.json names the official libraries for the official classes.
         for name, obj in (("transformer", transformer), ("text_encoder", text_encoder)):
             if type(obj) in (LensTransformer2DModel, LensGptOssEncoder):
@@ -160,12 +182,18 @@ class LensPipeline(DiffusionPipeline):
         self.cuda_graphs = False
         self._graph_steps: dict = {}  # captured transformer calls, by branch and shapes
         self.reasoner = PromptReasoner(text_encoder, tokenizer)
-        if isinstance(text_encoder, LensGptOssEncoder) and text_encoder.selected_layers is None and transformer is not None:
+        if (
+            isinstance(text_encoder, LensGptOssEncoder)
+            and text_encoder.selected_layers is None
+            and transformer is not None
+        ):
             text_encoder.set_selected_layers(transformer.config.selected_layer_index)
 
     # ------------------------------------------------------------------ speed
 
-    def set_fast_path(self, split_cfg: bool = True, cuda_graphs: bool = False, **transformer_fast_path) -> "LensPipeline":
+    def set_fast_path(
+        self, split_cfg: bool = True, cuda_graphs: bool = False, **transformer_fast_path
+    ) -> "LensPipeline":
         """Sampling settings that keep the function and cut the time; returns ``self``. Chapter 7.
 
         ``split_cfg``: run the conditional and unconditional branches as two batches, each trimmed of
@@ -178,8 +206,10 @@ class LensPipeline(DiffusionPipeline):
         Other keyword arguments go to the transformer's ``set_fast_path`` (``attention``, ``compile_blocks``).
         """
         if cuda_graphs and not split_cfg:
-            raise ValueError("cuda_graphs needs split_cfg=True: the official CFG batch pads the empty negative, "
-                             "and a padded batch cannot be captured")
+            raise ValueError(
+                "cuda_graphs needs split_cfg=True: the official CFG batch pads the empty negative, "
+                "and a padded batch cannot be captured"
+            )
         self.split_cfg, self.cuda_graphs = bool(split_cfg), bool(cuda_graphs)
         self._graph_steps.clear()
         if transformer_fast_path:
@@ -198,9 +228,13 @@ class LensPipeline(DiffusionPipeline):
             if not self.cuda_graphs:
                 outs.append(self.transformer(**dynamic, **static))
                 continue
-            key = (i, tuple(img_shapes[0]), latents.dtype,
-                   tuple(tuple(t.shape) for t in ([text] if isinstance(text, torch.Tensor) else text)),
-                   tuple(latents.shape))
+            key = (
+                i,
+                tuple(img_shapes[0]),
+                latents.dtype,
+                tuple(tuple(t.shape) for t in ([text] if isinstance(text, torch.Tensor) else text)),
+                tuple(latents.shape),
+            )
             if key not in self._graph_steps:
                 self._graph_steps[key] = CUDAGraphStep(self.transformer, static, dynamic)
             outs.append(self._graph_steps[key](**dynamic))
@@ -248,14 +282,25 @@ class LensPipeline(DiffusionPipeline):
     def _encode_texts(self, texts: list[str], device, max_sequence_length: int):
         te = self.text_encoder
         if isinstance(te, LensGptOssEncoder):
-            feats, mask = encode_prompts(te, self.tokenizer, texts, max_sequence_length=max_sequence_length,
-                                         txt_offset=self.txt_offset, date=self.prompt_date)
+            feats, mask = encode_prompts(
+                te,
+                self.tokenizer,
+                texts,
+                max_sequence_length=max_sequence_length,
+                txt_offset=self.txt_offset,
+                date=self.prompt_date,
+            )
         else:
             feats, mask = te.encode(list(texts))
         return [f.to(device) for f in feats], mask.to(device).bool()
 
-    def encode_prompt(self, prompt: list[str], device=None, num_images_per_prompt: int = 1,
-                      max_sequence_length: int = MAX_SEQUENCE_LENGTH):
+    def encode_prompt(
+        self,
+        prompt: list[str],
+        device=None,
+        num_images_per_prompt: int = 1,
+        max_sequence_length: int = MAX_SEQUENCE_LENGTH,
+    ):
         """Encode each unique prompt once, then repeat ``num_images_per_prompt`` times, interleaved."""
         device = device or self._execution_device
         unique = list(dict.fromkeys(prompt))
@@ -265,31 +310,55 @@ class LensPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------ checks
 
-    def check_inputs(self, prompt, negative_prompt, height, width, prompt_embeds, prompt_mask,
-                     negative_prompt_embeds, negative_prompt_mask, output_type, num_inference_steps,
-                     num_images_per_prompt, latents, callback_on_step_end_tensor_inputs, enable_reasoner):
+    def check_inputs(
+        self,
+        prompt,
+        negative_prompt,
+        height,
+        width,
+        prompt_embeds,
+        prompt_mask,
+        negative_prompt_embeds,
+        negative_prompt_mask,
+        output_type,
+        num_inference_steps,
+        num_images_per_prompt,
+        latents,
+        callback_on_step_end_tensor_inputs,
+        enable_reasoner,
+    ):
         """Reject bad input with a ValueError naming the fix, before any model runs."""
         if self.transformer is None or self.scheduler is None:
-            raise ValueError("LensPipeline needs a transformer and a scheduler; load a complete model folder "
-                             "or pass both components.")
+            raise ValueError(
+                "LensPipeline needs a transformer and a scheduler; load a complete model folder "
+                "or pass both components."
+            )
         if height is None or width is None:
             raise ValueError("height and width are required (or give base_resolution and aspect_ratio).")
         check_divisible(int(height), int(width), self.vae_scale_factor)
         if prompt is None and prompt_embeds is None:
-            raise ValueError("Provide a prompt (string or list of strings) or prompt_embeds with prompt_mask.")
+            raise ValueError(
+                "Provide a prompt (string or list of strings) or prompt_embeds with prompt_mask."
+            )
         if prompt is not None:
             if isinstance(prompt, str):
                 prompt = [prompt]
             if not isinstance(prompt, (list, tuple)) or not all(isinstance(p, str) for p in prompt):
-                raise ValueError(f"prompt must be a string or a list of strings, got {type(prompt).__name__}.")
+                raise ValueError(
+                    f"prompt must be a string or a list of strings, got {type(prompt).__name__}."
+                )
             if len(prompt) == 0:
                 raise ValueError("prompt is an empty list; give at least one prompt.")
         if callback_on_step_end_tensor_inputs is not None:
             bad = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
             if bad:
-                raise ValueError(f"callback_on_step_end_tensor_inputs {bad} unknown; allowed: {self._callback_tensor_inputs}.")
+                raise ValueError(
+                    f"callback_on_step_end_tensor_inputs {bad} unknown; allowed: {self._callback_tensor_inputs}."
+                )
         if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type {output_type!r} is not supported; use one of {list(OUTPUT_TYPES)}.")
+            raise ValueError(
+                f"output_type {output_type!r} is not supported; use one of {list(OUTPUT_TYPES)}."
+            )
         if int(num_inference_steps) < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}.")
         if int(num_images_per_prompt) < 1:
@@ -302,18 +371,28 @@ class LensPipeline(DiffusionPipeline):
         if negative_prompt_embeds is not None and negative_prompt_mask is None:
             raise ValueError("negative_prompt_embeds requires negative_prompt_mask.")
 
-        n_layers = len(self.transformer.config.selected_layer_index) if self.transformer.config.multi_layer_encoder_feature else 1
+        n_layers = (
+            len(self.transformer.config.selected_layer_index)
+            if self.transformer.config.multi_layer_encoder_feature
+            else 1
+        )
         width_txt = self.transformer.config.enc_hidden_dim
-        for name, emb, mask in (("prompt_embeds", prompt_embeds, prompt_mask),
-                                ("negative_prompt_embeds", negative_prompt_embeds, negative_prompt_mask)):
+        for name, emb, mask in (
+            ("prompt_embeds", prompt_embeds, prompt_mask),
+            ("negative_prompt_embeds", negative_prompt_embeds, negative_prompt_mask),
+        ):
             if emb is None:
                 continue
             if not isinstance(emb, (list, tuple)) or len(emb) != n_layers:
-                raise ValueError(f"{name} must be a list of {n_layers} tensors [B, S, {width_txt}] (one per tapped layer).")
+                raise ValueError(
+                    f"{name} must be a list of {n_layers} tensors [B, S, {width_txt}] (one per tapped layer)."
+                )
             for i, f in enumerate(emb):
                 if f.ndim != 3 or tuple(f.shape[:2]) != tuple(mask.shape) or f.shape[2] != width_txt:
-                    raise ValueError(f"{name}[{i}] has shape {tuple(f.shape)}; expected [B, S, {width_txt}] with "
-                                     f"[B, S] = mask shape {tuple(mask.shape)}.")
+                    raise ValueError(
+                        f"{name}[{i}] has shape {tuple(f.shape)}; expected [B, S, {width_txt}] with "
+                        f"[B, S] = mask shape {tuple(mask.shape)}."
+                    )
 
         # batch sizes and which texts must be encoded
         n_prompts = len(prompt) if prompt_embeds is None else prompt_embeds[0].shape[0]
@@ -324,29 +403,41 @@ class LensPipeline(DiffusionPipeline):
             if not all(_is_blank(n) for n in negs):
                 needs_encoder = True
         elif negative_prompt_embeds[0].shape[0] != total:
-            raise ValueError(f"negative_prompt_embeds batch {negative_prompt_embeds[0].shape[0]} does not match the "
-                             f"prompt batch {total}.")
+            raise ValueError(
+                f"negative_prompt_embeds batch {negative_prompt_embeds[0].shape[0]} does not match the "
+                f"prompt batch {total}."
+            )
         if needs_encoder:
             spec = self._text_spec()
             if spec is None:
-                raise ValueError("This pipeline has no text encoder: pass prompt_embeds/prompt_mask (and a blank "
-                                 "negative or negative_prompt_embeds), or load a text_encoder.")
+                raise ValueError(
+                    "This pipeline has no text encoder: pass prompt_embeds/prompt_mask (and a blank "
+                    "negative or negative_prompt_embeds), or load a text_encoder."
+                )
             if isinstance(self.text_encoder, LensGptOssEncoder) and self.tokenizer is None:
-                raise ValueError("The GPT-OSS text encoder needs its tokenizer component (the harmony tokenizer folder).")
+                raise ValueError(
+                    "The GPT-OSS text encoder needs its tokenizer component (the harmony tokenizer folder)."
+                )
             if spec != (n_layers, width_txt):
-                raise ValueError(f"Text encoder gives {spec[0]} layers of width {spec[1]} but the transformer expects "
-                                 f"{n_layers} of width {width_txt}; pair the transformer with the encoder it was trained with.")
+                raise ValueError(
+                    f"Text encoder gives {spec[0]} layers of width {spec[1]} but the transformer expects "
+                    f"{n_layers} of width {width_txt}; pair the transformer with the encoder it was trained with."
+                )
         if output_type != "latent":
             if self.vae is None:
                 raise ValueError("output_type needs a vae to decode; load one or use output_type='latent'.")
             if self.codec.token_channels != self.transformer.config.in_channels:
-                raise ValueError(f"vae tokens have {self.codec.token_channels} channels but the transformer takes "
-                                 f"{self.transformer.config.in_channels}.")
+                raise ValueError(
+                    f"vae tokens have {self.codec.token_channels} channels but the transformer takes "
+                    f"{self.transformer.config.in_channels}."
+                )
         if latents is not None:
             h, w = int(height) // self.vae_scale_factor, int(width) // self.vae_scale_factor
             expect = (total, h * w, self.transformer.config.in_channels)
             if tuple(latents.shape) != expect:
-                raise ValueError(f"latents have shape {tuple(latents.shape)}; expected packed tokens {expect}.")
+                raise ValueError(
+                    f"latents have shape {tuple(latents.shape)}; expected packed tokens {expect}."
+                )
 
     # ------------------------------------------------------------------ decode
 
@@ -394,16 +485,31 @@ class LensPipeline(DiffusionPipeline):
         if base_resolution is not None and aspect_ratio is not None:
             height, width = resolve_resolution(base_resolution, aspect_ratio)
         elif (base_resolution is None) != (aspect_ratio is None):
-            raise ValueError("base_resolution and aspect_ratio go together (e.g. 1024 and '1:1'); "
-                             "or pass explicit height and width.")
+            raise ValueError(
+                "base_resolution and aspect_ratio go together (e.g. 1024 and '1:1'); "
+                "or pass explicit height and width."
+            )
         else:
             height = height or self.default_sample_size
             width = width or self.default_sample_size
 
         # 2. checks (all of them, before any compute)
-        self.check_inputs(prompt, negative_prompt, height, width, prompt_embeds, prompt_mask, negative_prompt_embeds,
-                          negative_prompt_mask, output_type, num_inference_steps, num_images_per_prompt, latents,
-                          callback_on_step_end_tensor_inputs, enable_reasoner)
+        self.check_inputs(
+            prompt,
+            negative_prompt,
+            height,
+            width,
+            prompt_embeds,
+            prompt_mask,
+            negative_prompt_embeds,
+            negative_prompt_mask,
+            output_type,
+            num_inference_steps,
+            num_images_per_prompt,
+            latents,
+            callback_on_step_end_tensor_inputs,
+            enable_reasoner,
+        )
         self._guidance_scale = guidance_scale
         device = self._execution_device
         dtype = self.transformer.dtype
@@ -418,7 +524,9 @@ class LensPipeline(DiffusionPipeline):
         # 4. encode prompts and negatives (supplied embeddings are used as they are, no repetition)
         embeds_given = prompt_embeds is not None
         if not embeds_given:
-            prompt_embeds, prompt_mask = self.encode_prompt(prompts, device, num_images_per_prompt, max_sequence_length)
+            prompt_embeds, prompt_mask = self.encode_prompt(
+                prompts, device, num_images_per_prompt, max_sequence_length
+            )
         else:
             prompt_embeds = [f.to(device) for f in prompt_embeds]
             prompt_mask = prompt_mask.to(device).bool()
@@ -433,14 +541,17 @@ class LensPipeline(DiffusionPipeline):
             else:
                 reps = 1 if embeds_given else num_images_per_prompt
                 negs = ["" if n is None else n for n in negs]
-                negative_prompt_embeds, negative_prompt_mask = self.encode_prompt(negs, device, reps, max_sequence_length)
+                negative_prompt_embeds, negative_prompt_mask = self.encode_prompt(
+                    negs, device, reps, max_sequence_length
+                )
         else:
             negative_prompt_embeds = [f.to(device) for f in negative_prompt_embeds]
             negative_prompt_mask = negative_prompt_mask.to(device).bool()
 
         # 5. align lengths; 6. CFG batch [positive; negative] in the transformer dtype
         prompt_embeds, prompt_mask, negative_prompt_embeds, negative_prompt_mask = align_text_features(
-            prompt_embeds, prompt_mask, negative_prompt_embeds, negative_prompt_mask)
+            prompt_embeds, prompt_mask, negative_prompt_embeds, negative_prompt_mask
+        )
         text = [torch.cat([p, n], dim=0).to(dtype) for p, n in zip(prompt_embeds, negative_prompt_embeds)]
         text_mask = torch.cat([prompt_mask, negative_prompt_mask], dim=0)
         if not self.transformer.config.multi_layer_encoder_feature:
@@ -448,12 +559,18 @@ class LensPipeline(DiffusionPipeline):
         branches = None
         if self.split_cfg:  # two batches, each without its all-padded text columns
             single = not self.transformer.config.multi_layer_encoder_feature
-            branches = [trim_text_padding(feats[0] if single else feats, mask) for feats, mask in (
-                ([f.to(dtype) for f in prompt_embeds], prompt_mask),
-                ([f.to(dtype) for f in negative_prompt_embeds], negative_prompt_mask))]
+            branches = [
+                trim_text_padding(feats[0] if single else feats, mask)
+                for feats, mask in (
+                    ([f.to(dtype) for f in prompt_embeds], prompt_mask),
+                    ([f.to(dtype) for f in negative_prompt_embeds], negative_prompt_mask),
+                )
+            ]
             if self.cuda_graphs and any(mask is not None for _, mask in branches):
-                raise ValueError("cuda_graphs needs text without padding in each CFG branch (prompts of one token "
-                                 "length, e.g. a single prompt); sample these prompts without cuda_graphs")
+                raise ValueError(
+                    "cuda_graphs needs text without padding in each CFG branch (prompts of one token "
+                    "length, e.g. a single prompt); sample these prompts without cuda_graphs"
+                )
 
         # 7. noise, drawn directly in packed token layout [B, S_img, C]
         shape = (batch, h * w, self.transformer.config.in_channels)
@@ -474,7 +591,9 @@ class LensPipeline(DiffusionPipeline):
             for i, t in enumerate(timesteps):
                 tau = transformer_timesteps(t, latents.dtype)  # t in the latent dtype, then /1000
                 if branches is not None:
-                    v_cond, v_uncond = self._split_cfg_velocity(branches, latents, tau.expand(batch), img_shapes)
+                    v_cond, v_uncond = self._split_cfg_velocity(
+                        branches, latents, tau.expand(batch), img_shapes
+                    )
                 else:
                     out = self.transformer(
                         hidden_states=torch.cat([latents, latents], dim=0),
@@ -487,9 +606,14 @@ class LensPipeline(DiffusionPipeline):
                 noise_pred = norm_rescaled_cfg(v_cond, v_uncond, guidance_scale)
                 latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
                 if callback_on_step_end is not None:
-                    local = {"latents": latents, "prompt_embeds": prompt_embeds,
-                             "negative_prompt_embeds": negative_prompt_embeds}
-                    cb_out = callback_on_step_end(self, i, t, {k: local[k] for k in callback_on_step_end_tensor_inputs})
+                    local = {
+                        "latents": latents,
+                        "prompt_embeds": prompt_embeds,
+                        "negative_prompt_embeds": negative_prompt_embeds,
+                    }
+                    cb_out = callback_on_step_end(
+                        self, i, t, {k: local[k] for k in callback_on_step_end_tensor_inputs}
+                    )
                     if cb_out:
                         latents = cb_out.pop("latents", latents)
                 progress.update()
@@ -514,8 +638,10 @@ class LensPipeline(DiffusionPipeline):
         spec = None
         if isinstance(te, TextEncoder):
             if not hasattr(te, "registry_spec"):
-                raise ValueError(f"Text encoder {type(te).__name__} cannot be saved; save the pipeline with "
-                                 "text_encoder=None and pass it to from_pretrained(..., text_encoder=...).")
+                raise ValueError(
+                    f"Text encoder {type(te).__name__} cannot be saved; save the pipeline with "
+                    "text_encoder=None and pass it to from_pretrained(..., text_encoder=...)."
+                )
             spec = te.registry_spec()
             self.register_modules(text_encoder=None)
         try:
@@ -545,15 +671,19 @@ class LensPipeline(DiffusionPipeline):
                     spec = json.load(f)
                 kwargs["text_encoder"] = get_text_encoder(spec["name"], **spec.get("kwargs", {}))
         elif not os.path.exists(path) and os.environ.get("HF_HUB_OFFLINE") == "1":
-            raise FileNotFoundError(f"Model folder {path!r} not found (offline): pass a local LensPipeline folder.")
+            raise FileNotFoundError(
+                f"Model folder {path!r} not found (offline): pass a local LensPipeline folder."
+            )
         return super().from_pretrained(path, **kwargs)
 
 
 def _check_folder(path: str, passed: dict[str, Any]) -> None:
     index = os.path.join(path, "model_index.json")
     if not os.path.isfile(index):
-        raise FileNotFoundError(f"{path!r} has no model_index.json; it is not a pipeline folder "
-                                "(expected scheduler/, vae/, text_encoder/, tokenizer/, transformer/).")
+        raise FileNotFoundError(
+            f"{path!r} has no model_index.json; it is not a pipeline folder "
+            "(expected scheduler/, vae/, text_encoder/, tokenizer/, transformer/)."
+        )
     with open(index) as f:
         entries = json.load(f)
     missing, no_weights = [], []
@@ -565,14 +695,20 @@ def _check_folder(path: str, passed: dict[str, Any]) -> None:
             missing.append(name)
             continue
         is_model = not any(k in str(value[1]) for k in ("Scheduler", "Tokenizer"))
-        if is_model and not any(f.endswith((".safetensors", ".bin", ".index.json")) for f in os.listdir(folder)):
+        if is_model and not any(
+            f.endswith((".safetensors", ".bin", ".index.json")) for f in os.listdir(folder)
+        ):
             no_weights.append(name)
     if missing:
-        raise FileNotFoundError(f"Pipeline folder {path!r} lacks component folder(s) {missing} named in model_index.json; "
-                                "copy them from the checkpoint or pass those components to from_pretrained.")
+        raise FileNotFoundError(
+            f"Pipeline folder {path!r} lacks component folder(s) {missing} named in model_index.json; "
+            "copy them from the checkpoint or pass those components to from_pretrained."
+        )
     if no_weights:
-        raise FileNotFoundError(f"Component folder(s) {no_weights} in {path!r} have no weights file "
-                                "(*.safetensors / *.bin); the checkpoint copy is incomplete.")
+        raise FileNotFoundError(
+            f"Component folder(s) {no_weights} in {path!r} have no weights file "
+            "(*.safetensors / *.bin); the checkpoint copy is incomplete."
+        )
 
 
 def register_official_classes() -> None:

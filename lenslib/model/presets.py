@@ -134,7 +134,11 @@ def get_config(name: str, **overrides: Any) -> dict[str, Any]:
     config.update(overrides)
     if num_text_layers is not None or encoder_layers is not None:
         taps = num_text_layers if num_text_layers is not None else len(config["selected_layer_index"])
-        depth = encoder_layers if encoder_layers is not None else max(max(config["selected_layer_index"]) + 1, taps)
+        depth = (
+            encoder_layers
+            if encoder_layers is not None
+            else max(max(config["selected_layer_index"]) + 1, taps)
+        )
         config["selected_layer_index"] = spread_layers(int(depth), int(taps))
     if ("in_channels" in overrides or "patch_size" in overrides) and "out_channels" not in overrides:
         per_pixel, rem = divmod(config["in_channels"], config["patch_size"] ** 2)
@@ -148,14 +152,28 @@ def get_config(name: str, **overrides: Any) -> dict[str, Any]:
     return config
 
 
-def cpu_config(name: str = "cpu-tiny", *, in_channels: int | None = None, patch_size: int | None = None,
-               enc_hidden_dim: int | None = None, num_text_layers: int | None = None,
-               text_encoder_layers: int | None = None, **overrides: Any) -> dict[str, Any]:
+def cpu_config(
+    name: str = "cpu-tiny",
+    *,
+    in_channels: int | None = None,
+    patch_size: int | None = None,
+    enc_hidden_dim: int | None = None,
+    num_text_layers: int | None = None,
+    text_encoder_layers: int | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
     """A CPU preset sized for a given input layout and text encoder (see :func:`get_config`)."""
     if not name.startswith("cpu-"):
-        raise ValueError(f"cpu_config is for the CPU presets ({[p for p in PRESETS if p.startswith('cpu-')]}), got {name!r}")
-    for key, value in (("in_channels", in_channels), ("patch_size", patch_size), ("enc_hidden_dim", enc_hidden_dim),
-                       ("num_text_layers", num_text_layers), ("text_encoder_layers", text_encoder_layers)):
+        raise ValueError(
+            f"cpu_config is for the CPU presets ({[p for p in PRESETS if p.startswith('cpu-')]}), got {name!r}"
+        )
+    for key, value in (
+        ("in_channels", in_channels),
+        ("patch_size", patch_size),
+        ("enc_hidden_dim", enc_hidden_dim),
+        ("num_text_layers", num_text_layers),
+        ("text_encoder_layers", text_encoder_layers),
+    ):
         if value is not None:
             overrides[key] = value
     return get_config(name, **overrides)

@@ -68,8 +68,16 @@ def clean_reasoner_output(text: str) -> str:
 class PromptReasoner:
     """Rewrites prompts with an API model or the local GPT-OSS; see the module docstring."""
 
-    def __init__(self, text_encoder=None, tokenizer=None, api_url: str | None = None, api_key: str | None = None,
-                 api_model: str | None = None, max_new_tokens: int = 4096, temperature: float = 0.7):
+    def __init__(
+        self,
+        text_encoder=None,
+        tokenizer=None,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        api_model: str | None = None,
+        max_new_tokens: int = 4096,
+        temperature: float = 0.7,
+    ):
         self.text_encoder = text_encoder
         self.tokenizer = tokenizer
         self.api_url, self.api_key, self.api_model = api_url, api_key, api_model
@@ -82,7 +90,7 @@ class PromptReasoner:
         return bool(self.api_key) and bool(self.api_model)
 
     def backend(self, enable: bool) -> str:
-        """"api", "local" or "none" for this call."""
+        """ "api", "local" or "none" for this call."""
         if self.uses_api:
             return "api"
         return "local" if enable else "none"
@@ -94,8 +102,10 @@ class PromptReasoner:
             from .text_encoders.gpt_oss import LensGptOssEncoder
 
             if not isinstance(self.text_encoder, LensGptOssEncoder) or self.tokenizer is None:
-                raise ValueError("enable_reasoner=True needs the GPT-OSS text encoder and its tokenizer (the local "
-                                 "reasoner generates with them); or set api_key and api_model for an API reasoner.")
+                raise ValueError(
+                    "enable_reasoner=True needs the GPT-OSS text encoder and its tokenizer (the local "
+                    "reasoner generates with them); or set api_key and api_model for an API reasoner."
+                )
 
     def __call__(self, prompts: Sequence[str], enable: bool = False) -> list[str]:
         backend = self.backend(enable)
@@ -112,18 +122,29 @@ class PromptReasoner:
             self._client = ChatClient(self.api_model, self.api_url, api_key=self.api_key)
         answer, _, _ = self._client.complete(
             [{"role": "system", "content": REWRITER_PROMPT}, {"role": "user", "content": prompt}],
-            max_tokens=4096, allow_empty=True)
+            max_tokens=4096,
+            allow_empty=True,
+        )
         return answer or prompt
 
     @torch.no_grad()
     def _local(self, prompt: str) -> str:
         tok, model = self.tokenizer, self.text_encoder
-        messages = [{"role": "system", "content": REWRITER_PROMPT + "\n\n" + PRIVACY_NOTE},
-                    {"role": "user", "content": prompt}]
-        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, reasoning_effort="low")
+        messages = [
+            {"role": "system", "content": REWRITER_PROMPT + "\n\n" + PRIVACY_NOTE},
+            {"role": "user", "content": prompt},
+        ]
+        text = tok.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, reasoning_effort="low"
+        )
         batch = tok(text, return_tensors="pt", add_special_tokens=False).to(model.device)
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        out = model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=True,
-                             temperature=self.temperature, pad_token_id=pad)
-        new = tok.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=False)
+        out = model.generate(
+            **batch,
+            max_new_tokens=self.max_new_tokens,
+            do_sample=True,
+            temperature=self.temperature,
+            pad_token_id=pad,
+        )
+        new = tok.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=False)
         return clean_reasoner_output(new) or prompt

@@ -14,7 +14,13 @@ from __future__ import annotations
 
 from .latents import check_divisible
 
-__all__ = ["RESOLUTION_BUCKETS", "SUPPORTED_BASES", "SUPPORTED_RATIOS", "resolve_resolution", "check_divisible"]
+__all__ = [
+    "RESOLUTION_BUCKETS",
+    "SUPPORTED_BASES",
+    "SUPPORTED_RATIOS",
+    "resolve_resolution",
+    "check_divisible",
+]
 
 # base -> {W:H ratio -> (height, width)}
 RESOLUTION_BUCKETS: dict[int, dict[str, tuple[int, int]]] = {
@@ -50,12 +56,18 @@ def resolve_resolution(base_resolution: int, aspect_ratio: str) -> tuple[int, in
     try:
         base = int(base_resolution)
     except (TypeError, ValueError):
-        raise ValueError(f"base_resolution must be one of {list(SUPPORTED_BASES)}, got {base_resolution!r}.") from None
+        raise ValueError(
+            f"base_resolution must be one of {list(SUPPORTED_BASES)}, got {base_resolution!r}."
+        ) from None
     if base not in RESOLUTION_BUCKETS:
-        raise ValueError(f"Unsupported base_resolution {base_resolution!r}; choose one of {list(SUPPORTED_BASES)} "
-                         "or pass explicit height and width (multiples of 16).")
+        raise ValueError(
+            f"Unsupported base_resolution {base_resolution!r}; choose one of {list(SUPPORTED_BASES)} "
+            "or pass explicit height and width (multiples of 16)."
+        )
     ratio = str(aspect_ratio).strip()
     if ratio not in RESOLUTION_BUCKETS[base]:
-        raise ValueError(f"Unsupported aspect_ratio {aspect_ratio!r} (W:H); choose one of {list(SUPPORTED_RATIOS)} "
-                         "or pass explicit height and width (multiples of 16).")
+        raise ValueError(
+            f"Unsupported aspect_ratio {aspect_ratio!r} (W:H); choose one of {list(SUPPORTED_RATIOS)} "
+            "or pass explicit height and width (multiples of 16)."
+        )
     return RESOLUTION_BUCKETS[base][ratio]

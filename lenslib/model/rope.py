@@ -48,7 +48,9 @@ def rope_frequencies(positions: torch.Tensor, dim: int, theta: float = 10000) ->
     """
     if dim % 2:
         raise ValueError(f"every RoPE axis dimension must be even, got {dim}")
-    omega = 1.0 / torch.pow(theta, torch.arange(0, dim, 2, device=positions.device).to(torch.float32).div(dim))
+    omega = 1.0 / torch.pow(
+        theta, torch.arange(0, dim, 2, device=positions.device).to(torch.float32).div(dim)
+    )
     angles = torch.outer(positions.to(torch.float32), omega)
     return torch.polar(torch.ones_like(angles), angles)
 
@@ -148,8 +150,13 @@ class LensEmbedRope(nn.Module):
     training step.
     """
 
-    def __init__(self, theta: float = 10000, axes_dim: Sequence[int] = (8, 28, 28), scale_rope: bool = True,
-                 cache_size: int = 64):
+    def __init__(
+        self,
+        theta: float = 10000,
+        axes_dim: Sequence[int] = (8, 28, 28),
+        scale_rope: bool = True,
+        cache_size: int = 64,
+    ):
         super().__init__()
         self.theta = theta
         self.axes_dim = [int(d) for d in axes_dim]
@@ -163,7 +170,9 @@ class LensEmbedRope(nn.Module):
         ``txt_seq_lens``: an int or a list whose first element is the text length. ``real``: return the
         tables as (cos, sin) pairs [S, D/2, 2] float32 (:func:`real_rope_table`) instead of complex64."""
         grid = video_fhw.tolist() if isinstance(video_fhw, torch.Tensor) else video_fhw
-        while isinstance(grid, (list, tuple)) and len(grid) and isinstance(grid[0], (list, tuple, torch.Tensor)):
+        while (
+            isinstance(grid, (list, tuple)) and len(grid) and isinstance(grid[0], (list, tuple, torch.Tensor))
+        ):
             grid = grid[0]  # [(f, h, w)], [[(f, h, w)]] or a tensor: only the first grid is read
         if not isinstance(grid, (list, tuple)) or len(grid) != 3:
             raise ValueError(f"img_shapes must hold a (frames, h_tokens, w_tokens) triple, got {video_fhw!r}")

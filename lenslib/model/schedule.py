@@ -75,8 +75,12 @@ def sigma_inputs(num_steps: int) -> np.ndarray:
     return np.linspace(1.0, 1.0 / num_steps, num_steps)
 
 
-def official_sigmas(num_steps: int, image_seq_len: int, scheduler: FlowMatchEulerDiscreteScheduler | None = None,
-                    device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, float]:
+def official_sigmas(
+    num_steps: int,
+    image_seq_len: int,
+    scheduler: FlowMatchEulerDiscreteScheduler | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Run ``set_timesteps`` as the pipeline does; returns ``(sigmas [N+1], timesteps [N], mu)``."""
     scheduler = scheduler if scheduler is not None else make_scheduler()
     mu = compute_empirical_mu(image_seq_len, num_steps)

@@ -139,14 +139,23 @@ class PixelHead(nn.Module):
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
 
-    def forward(self, tokens: torch.Tensor, grid: tuple[int, int], patch: int, skip: torch.Tensor | None = None,
-                temb: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        grid: tuple[int, int],
+        patch: int,
+        skip: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         x = tokens_to_latent(tokens, *grid, patch)
         if self.film is None:
             h = nn.functional.silu(self.conv1(x))
         else:
             scale, shift = self.film(nn.functional.silu(temb)).chunk(2, dim=-1)
-            h = self.conv1(torch.cat([x, skip.to(x.dtype)], dim=1)) * (1 + scale[..., None, None]) + shift[..., None, None]
+            h = (
+                self.conv1(torch.cat([x, skip.to(x.dtype)], dim=1)) * (1 + scale[..., None, None])
+                + shift[..., None, None]
+            )
             h = nn.functional.silu(self.conv_mid(nn.functional.silu(h)))
         x = x + self.conv2(h)
         return latent_to_tokens(x, patch)
@@ -182,11 +191,15 @@ class LensTransformerBlock(nn.Module):
         self.img_mod = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
         self.img_norm1 = _block_norm(dim, rms_norm, eps)
         self.img_norm2 = _block_norm(dim, rms_norm, eps)
-        self.img_mlp = LensSwiGLU(dim) if gate_mlp else FeedForward(dim, dim_out=dim, activation_fn="gelu-approximate")
+        self.img_mlp = (
+            LensSwiGLU(dim) if gate_mlp else FeedForward(dim, dim_out=dim, activation_fn="gelu-approximate")
+        )
         self.txt_mod = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
         self.txt_norm1 = _block_norm(dim, rms_norm, eps)
         self.txt_norm2 = _block_norm(dim, rms_norm, eps)
-        self.txt_mlp = LensSwiGLU(dim) if gate_mlp else FeedForward(dim, dim_out=dim, activation_fn="gelu-approximate")
+        self.txt_mlp = (
+            LensSwiGLU(dim) if gate_mlp else FeedForward(dim, dim_out=dim, activation_fn="gelu-approximate")
+        )
         # A selective checkpoint of the whole block (lenslib.model.fast.checkpoint_function), applied inside
         # forward so that a compiled block compiles the checkpoint and its policy with it.
         self.checkpoint_fn = None
@@ -209,8 +222,12 @@ class LensTransformerBlock(nn.Module):
         return self._forward(*args)
 
     def _forward(self, hidden_states, encoder_hidden_states, temb, image_rotary_emb, attention_mask):
-        img_shift1, img_scale1, img_gate1, img_shift2, img_scale2, img_gate2 = self.img_mod(temb).chunk(6, dim=-1)
-        txt_shift1, txt_scale1, txt_gate1, txt_shift2, txt_scale2, txt_gate2 = self.txt_mod(temb).chunk(6, dim=-1)
+        img_shift1, img_scale1, img_gate1, img_shift2, img_scale2, img_gate2 = self.img_mod(temb).chunk(
+            6, dim=-1
+        )
+        txt_shift1, txt_scale1, txt_gate1, txt_shift2, txt_scale2, txt_gate2 = self.txt_mod(temb).chunk(
+            6, dim=-1
+        )
 
         x_mod = self._modulate(self.img_norm1(hidden_states), img_shift1, img_scale1)
         c_mod = self._modulate(self.txt_norm1(encoder_hidden_states), txt_shift1, txt_scale1)
@@ -312,29 +329,43 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
         self.pooled_in = nn.Linear(dim, dim) if pooled_text else None
         patch_in = patch_size * patch_size
         if pixel_skip and not (pixel_stem and pixel_head):
-            raise ValueError("pixel_skip feeds the pixel_stem features to the pixel_head: set both (e.g. 16 and 32)")
+            raise ValueError(
+                "pixel_skip feeds the pixel_stem features to the pixel_head: set both (e.g. 16 and 32)"
+            )
         if pixel_stem and in_channels % patch_in:
-            raise ValueError(f"pixel_stem needs in_channels ({in_channels}) to be a multiple of patch_size² ({patch_in})")
+            raise ValueError(
+                f"pixel_stem needs in_channels ({in_channels}) to be a multiple of patch_size² ({patch_in})"
+            )
         self.img_stem = PixelStem(in_channels // patch_in, pixel_stem) if pixel_stem else None
         self.img_in = nn.Linear(pixel_stem * patch_in if pixel_stem else in_channels, dim)
         self.transformer_blocks = nn.ModuleList(
             [
-                LensTransformerBlock(dim, num_attention_heads, attention_head_dim, gate_mlp=gate_mlp,
-                                     rms_norm=rms_norm, eps=1e-6)
+                LensTransformerBlock(
+                    dim,
+                    num_attention_heads,
+                    attention_head_dim,
+                    gate_mlp=gate_mlp,
+                    rms_norm=rms_norm,
+                    eps=1e-6,
+                )
                 for _ in range(num_layers)
             ]
         )
         self.token_convs = nn.ModuleList([TokenConv(dim) for _ in range(num_layers)]) if token_conv else None
         self.norm_out = AdaLayerNormContinuous(dim, dim, elementwise_affine=False, eps=1e-6)
         self.proj_out = nn.Linear(dim, patch_size * patch_size * self.out_channels, bias=True)
-        self.img_head = (PixelHead(self.out_channels, pixel_head, pixel_stem if pixel_skip else 0, dim)
-                         if pixel_head else None)
+        self.img_head = (
+            PixelHead(self.out_channels, pixel_head, pixel_stem if pixel_skip else 0, dim)
+            if pixel_head
+            else None
+        )
         self.gradient_checkpointing = False
         self.attention_mode = "reference"
 
     # -- speed ------------------------------------------------------------------------------------
-    def set_fast_path(self, attention: str = "sdpa", compile_blocks: bool = False,
-                      **compile_kwargs) -> "LensTransformer2DModel":
+    def set_fast_path(
+        self, attention: str = "sdpa", compile_blocks: bool = False, **compile_kwargs
+    ) -> "LensTransformer2DModel":
         """Choose how padded text is hidden in attention and optionally compile each block; returns ``self``.
 
         ``attention``: one of :data:`lenslib.model.attention.ATTENTION_MODES`. ``"reference"`` is the
@@ -494,14 +525,21 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
         batch, s_img = hidden_states.shape[:2]
         s_txt = self._check_text(encoder_hidden_states, batch)
         if encoder_hidden_states_mask is None and self.attention_mode == "reference":
-            encoder_hidden_states_mask = torch.ones(batch, s_txt, dtype=torch.bool, device=hidden_states.device)
-        if encoder_hidden_states_mask is not None and tuple(encoder_hidden_states_mask.shape) != (batch, s_txt):
+            encoder_hidden_states_mask = torch.ones(
+                batch, s_txt, dtype=torch.bool, device=hidden_states.device
+            )
+        if encoder_hidden_states_mask is not None and tuple(encoder_hidden_states_mask.shape) != (
+            batch,
+            s_txt,
+        ):
             raise ValueError(
                 f"encoder_hidden_states_mask has shape {tuple(encoder_hidden_states_mask.shape)}, expected "
                 f"(B, S_txt) = {(batch, s_txt)}"
             )
         if img_shapes is None:
-            raise ValueError("img_shapes is required: pass [(1, h_tokens, w_tokens)] for the batch's token grid")
+            raise ValueError(
+                "img_shapes is required: pass [(1, h_tokens, w_tokens)] for the batch's token grid"
+            )
         if timestep is None:
             raise ValueError("timestep is required: pass σ in [0, 1], one value per sample ([B])")
 

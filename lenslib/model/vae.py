@@ -22,10 +22,10 @@ from __future__ import annotations
 import os
 
 import torch
-from torch import nn
 from diffusers import AutoencoderKLFlux2
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
 
 from .latents import (
     bn_denormalize,
@@ -65,7 +65,9 @@ class LatentCodec:
 
     def _check_images(self, images: torch.Tensor) -> tuple[int, int]:
         if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"{type(self).__name__}.encode expects images [B, 3, H, W], got {tuple(images.shape)}.")
+            raise ValueError(
+                f"{type(self).__name__}.encode expects images [B, 3, H, W], got {tuple(images.shape)}."
+            )
         H, W = int(images.shape[-2]), int(images.shape[-1])
         check_divisible(H, W, self.downsample)
         return H // self.downsample, W // self.downsample
@@ -100,11 +102,15 @@ class Flux2Codec(nn.Module, LatentCodec):
         self.name = f"flux2-vae:{getattr(cfg, '_name_or_path', '') or 'custom'}:c{self.latent_channels}:d{self.downsample}"
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, torch_dtype: torch.dtype = torch.float32) -> "Flux2Codec":
+    def from_pretrained(
+        cls, path: str | os.PathLike, torch_dtype: torch.dtype = torch.float32
+    ) -> "Flux2Codec":
         """Load ``AutoencoderKLFlux2`` from a local folder (e.g. ``<lens>/vae``)."""
         path = os.fspath(path)
         if not os.path.isfile(os.path.join(path, "config.json")):
-            raise FileNotFoundError(f"No AutoencoderKLFlux2 config.json in {path!r}; pass the VAE folder (e.g. <model>/vae).")
+            raise FileNotFoundError(
+                f"No AutoencoderKLFlux2 config.json in {path!r}; pass the VAE folder (e.g. <model>/vae)."
+            )
         return cls(AutoencoderKLFlux2.from_pretrained(path, dtype=torch_dtype))
 
     @property
@@ -181,8 +187,9 @@ def as_codec(vae) -> LatentCodec:
     )
 
 
-def tiny_flux2_vae(latent_channels: int = 4, block_out_channels=(8, 8, 8, 8), norm_num_groups: int = 4,
-                   seed: int = 0) -> AutoencoderKLFlux2:
+def tiny_flux2_vae(
+    latent_channels: int = 4, block_out_channels=(8, 8, 8, 8), norm_num_groups: int = 4, seed: int = 0
+) -> AutoencoderKLFlux2:
     """A random-weight ``AutoencoderKLFlux2`` with the official *structure* (4 blocks -> 16 px per token).
 
     Small enough for CPU tests; the BatchNorm running statistics stay at their

@@ -4,6 +4,7 @@ Every caption records which model wrote it, with which instruction version, how 
 how long it took, so a dataset can keep several captions per image (``alt_text``, ``brief``,
 ``detailed``, … as Sana and Recap-DataComp do) and training can choose among them. Used in chapter 1.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -45,13 +46,13 @@ class Captioner(ABC):
     ``caption_each`` returns a Caption *or the exception* per image, so a pipeline can count per-sample
     failures and go on. ``metas`` carries per-image side information (alt-text, scene specs).
     """
+
     name: str = "captioner"
     kind: str = "detailed"
     prompt_version: str = ""
 
     @abstractmethod
-    def _caption_batch(self, images: Sequence, metas: Sequence[dict]) -> list[Caption]:
-        ...
+    def _caption_batch(self, images: Sequence, metas: Sequence[dict]) -> list[Caption]: ...
 
     def caption_each(self, images: Sequence, metas: Sequence[dict] | None = None) -> list:
         metas = list(metas) if metas is not None else [{} for _ in images]

@@ -6,6 +6,7 @@ image's tokens; the output is the caption (Lens: ~109 words ≈ 145 tokens at ~1
 word). Prices are inputs, not facts: set them to your provider's current price list (batch APIs are
 often discounted). Used in chapter 1.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,15 +58,33 @@ class RecaptionCost:
         return self.usd / self.n_images * 1000
 
     def table(self) -> dict:
-        return {"images": self.n_images, "input tokens": self.input_tokens, "output tokens": self.output_tokens,
-                "USD": self.usd, "USD per 1k images": self.usd_per_1k_images}
+        return {
+            "images": self.n_images,
+            "input tokens": self.input_tokens,
+            "output tokens": self.output_tokens,
+            "USD": self.usd,
+            "USD per 1k images": self.usd_per_1k_images,
+        }
 
 
-def recaption_cost(n_images: float, instruction_tokens: int, image_tokens_per_image: int,
-                   caption_words: float = 109, price_in_per_m: float = 2.0, price_out_per_m: float = 8.0,
-                   user_tokens: int = 10, discount: float = 0.0) -> RecaptionCost:
+def recaption_cost(
+    n_images: float,
+    instruction_tokens: int,
+    image_tokens_per_image: int,
+    caption_words: float = 109,
+    price_in_per_m: float = 2.0,
+    price_out_per_m: float = 8.0,
+    user_tokens: int = 10,
+    discount: float = 0.0,
+) -> RecaptionCost:
     """Cost of captioning ``n_images``. Defaults: Lens's mean caption length (109 words) and GPT-4.1's
     list prices at its April 2025 launch (USD 2 / 8 per million input / output tokens) — check current
     prices before relying on the result."""
-    return RecaptionCost(n_images, instruction_tokens + user_tokens + image_tokens_per_image,
-                         caption_words * TOKENS_PER_WORD, price_in_per_m, price_out_per_m, discount)
+    return RecaptionCost(
+        n_images,
+        instruction_tokens + user_tokens + image_tokens_per_image,
+        caption_words * TOKENS_PER_WORD,
+        price_in_per_m,
+        price_out_per_m,
+        discount,
+    )

@@ -9,6 +9,7 @@ status (``429``, ``500`` …), ``None`` (answer normally), ``"malformed"`` (vali
 OpenAICaptioner` are tested against real HTTP. Standard library only (``http.server`` in a thread).
 Used in chapter 1 and in ``tests/test_recaption_openai.py``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -22,10 +23,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
-NAMED_COLOURS = {"black": (0, 0, 0), "white": (255, 255, 255), "grey": (128, 128, 128), "red": (200, 30, 30),
-                 "green": (40, 160, 60), "blue": (30, 70, 200), "yellow": (230, 210, 40),
-                 "orange": (240, 140, 20), "purple": (130, 50, 170), "brown": (120, 70, 30),
-                 "pink": (240, 150, 200)}
+NAMED_COLOURS = {
+    "black": (0, 0, 0),
+    "white": (255, 255, 255),
+    "grey": (128, 128, 128),
+    "red": (200, 30, 30),
+    "green": (40, 160, 60),
+    "blue": (30, 70, 200),
+    "yellow": (230, 210, 40),
+    "orange": (240, 140, 20),
+    "purple": (130, 50, 170),
+    "brown": (120, 70, 30),
+    "pink": (240, 150, 200),
+}
 
 
 def describe(image) -> str:
@@ -37,8 +47,10 @@ def describe(image) -> str:
     light = "dark" if v < 0.3 else "bright" if v > 0.75 else "moderately lit"
     h, w = a.shape[:2]
     shape = "square" if abs(w - h) <= 0.05 * max(w, h) else "landscape" if w > h else "portrait"
-    return (f"A {light} {shape} image, {w} by {h} pixels, whose overall colour is closest to {colour}. "
-            f"The average red, green and blue levels are {mean[0]:.0f}, {mean[1]:.0f} and {mean[2]:.0f}.")
+    return (
+        f"A {light} {shape} image, {w} by {h} pixels, whose overall colour is closest to {colour}. "
+        f"The average red, green and blue levels are {mean[0]:.0f}, {mean[1]:.0f} and {mean[2]:.0f}."
+    )
 
 
 def image_tokens(w: int, h: int) -> int:
@@ -124,7 +136,9 @@ class _Handler(BaseHTTPRequestHandler):
                     if not url.startswith("data:image/") or ";base64," not in url:
                         return self._error(400, "image_url must be a base64 data URL")
                     try:
-                        images.append(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
+                        images.append(
+                            Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB")
+                        )
                     except Exception:
                         return self._error(400, "image_url does not decode to an image")
         if not images and len(messages) < 2:
@@ -133,16 +147,32 @@ class _Handler(BaseHTTPRequestHandler):
         if images:
             caption = "" if action == "empty" else " ".join(describe(im) for im in images)
         else:  # a text-only chat (system + user), e.g. the prompt reasoner: answer with an expanded prompt
-            caption = "" if action == "empty" else (
-                f"A detailed, evenly lit picture of {texts[-1].strip()}, centred on a plain background.")
+            caption = (
+                ""
+                if action == "empty"
+                else (
+                    f"A detailed, evenly lit picture of {texts[-1].strip()}, centred on a plain background."
+                )
+            )
         tin = sum(len(t) for t in texts) // 4 + sum(image_tokens(*im.size) for im in images)
         tout = max(1, len(caption) // 4)
-        self._send(200, {
-            "id": f"chatcmpl-{srv.n_requests}", "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model", srv.model),
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": caption}}],
-            "usage": {"prompt_tokens": tin, "completion_tokens": tout, "total_tokens": tin + tout}})
+        self._send(
+            200,
+            {
+                "id": f"chatcmpl-{srv.n_requests}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", srv.model),
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": caption},
+                    }
+                ],
+                "usage": {"prompt_tokens": tin, "completion_tokens": tout, "total_tokens": tin + tout},
+            },
+        )
 
 
 class _Server(ThreadingHTTPServer):
@@ -150,6 +180,7 @@ class _Server(ThreadingHTTPServer):
 
     def handle_error(self, request, client_address):
         import sys
+
         if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):  # client gave up
             super().handle_error(request, client_address)
 
@@ -162,8 +193,13 @@ class LocalChatServer:
     Counters: ``n_requests``, ``peak_in_flight``, ``received`` (texts and image sizes, never the key).
     """
 
-    def __init__(self, api_key: str | None = "test-key", model: str = "local-captioner", delay_s: float = 0.0,
-                 retry_after: float = 0.0):
+    def __init__(
+        self,
+        api_key: str | None = "test-key",
+        model: str = "local-captioner",
+        delay_s: float = 0.0,
+        retry_after: float = 0.0,
+    ):
         self.api_key, self.model, self.delay_s, self.retry_after = api_key, model, delay_s, retry_after
         self.script: deque = deque()
         self.lock = threading.Lock()

@@ -7,6 +7,7 @@ with a concurrency limit; 429 and 5xx answers (and timeouts, dropped connections
 exponential backoff and jitter, honouring ``Retry-After``; other 4xx answers fail at once. Token usage
 and cost are accounted per caption and in total. Used in chapter 1 and by ``lens recaption``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .base import Caption, CaptionError, Captioner
+from .base import Caption, Captioner, CaptionError
 from .instruction import instruction
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 @dataclass
 class Usage:
     """Running totals; ``cost_usd`` uses the prices given to the captioner (USD per million tokens)."""
+
     requests: int = 0
     retries: int = 0
     failures: int = 0
@@ -49,9 +51,18 @@ class Usage:
         return (self.input_tokens * self.price_in_per_m + self.output_tokens * self.price_out_per_m) / 1e6
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("requests", "retries", "failures", "input_tokens",
-                                              "output_tokens", "price_in_per_m", "price_out_per_m")} | {
-            "cost_usd": self.cost_usd}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "requests",
+                "retries",
+                "failures",
+                "input_tokens",
+                "output_tokens",
+                "price_in_per_m",
+                "price_out_per_m",
+            )
+        } | {"cost_usd": self.cost_usd}
 
 
 def image_data_url(image, max_side: int = 1024, quality: int = 90) -> str:
@@ -78,27 +89,43 @@ class ChatClient:
     retried with exponential backoff and jitter (honouring ``Retry-After``); other 4xx answers fail at once.
     """
 
-    def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None,
-                 api_key_env: str = "OPENAI_API_KEY", timeout_s: float = 60.0, max_retries: int = 5,
-                 backoff_s: float = 1.0, max_backoff_s: float = 60.0, max_concurrency: int = 8,
-                 price_in_per_m: float = 0.0, price_out_per_m: float = 0.0, seed: int = 0):
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        timeout_s: float = 60.0,
+        max_retries: int = 5,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 60.0,
+        max_concurrency: int = 8,
+        price_in_per_m: float = 0.0,
+        price_out_per_m: float = 0.0,
+        seed: int = 0,
+    ):
         import httpx
 
         self.api_key_env = api_key_env
         key = api_key or os.environ.get(api_key_env, "")
         if not key:
-            raise ChatAPIError(f"no API key: the environment variable {api_key_env} is not set. Export it "
-                               f"(for a keyless local server set it to any value, e.g. EMPTY).")
+            raise ChatAPIError(
+                f"no API key: the environment variable {api_key_env} is not set. Export it "
+                f"(for a keyless local server set it to any value, e.g. EMPTY)."
+            )
         self._key = key  # kept private; never logged, never in repr or errors
         self.model = model
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip(
+            "/"
+        )
         self.timeout_s, self.max_retries = timeout_s, max_retries
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.max_concurrency = max(1, int(max_concurrency))
         self.usage = Usage(price_in_per_m=price_in_per_m, price_out_per_m=price_out_per_m)
         self._rng = random.Random(seed)
-        self._client = httpx.Client(timeout=httpx.Timeout(timeout_s),
-                                    limits=httpx.Limits(max_connections=self.max_concurrency))
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(timeout_s), limits=httpx.Limits(max_connections=self.max_concurrency)
+        )
         self._httpx = httpx
 
     def __repr__(self):
@@ -113,7 +140,7 @@ class ChatClient:
                 return min(self.max_backoff_s, max(0.0, float(retry_after)))
             except ValueError:
                 pass
-        base = min(self.max_backoff_s, self.backoff_s * 2 ** attempt)
+        base = min(self.max_backoff_s, self.backoff_s * 2**attempt)
         return base * (0.5 + 0.5 * self._rng.random())
 
     def post(self, body: dict) -> dict:
@@ -135,8 +162,9 @@ class ChatClient:
                     try:
                         return r.json()
                     except ValueError:
-                        raise ChatAPIError(f"malformed response from {url}: body is not JSON "
-                                           f"({r.text[:200]!r})") from None
+                        raise ChatAPIError(
+                            f"malformed response from {url}: body is not JSON ({r.text[:200]!r})"
+                        ) from None
                 detail = r.text[:300]
                 if r.status_code not in RETRY_STATUS:
                     hint = " (check the API key)" if r.status_code in (401, 403) else ""
@@ -144,11 +172,19 @@ class ChatClient:
                 last, retry_after = f"HTTP {r.status_code}: {detail}", r.headers.get("retry-after")
             if attempt < self.max_retries:
                 wait = self._sleep_for(attempt, retry_after)
-                log.info("retrying %s after %s (attempt %d/%d, waiting %.2fs)", self.model, last.split(":")[0],
-                         attempt + 1, self.max_retries, wait)
+                log.info(
+                    "retrying %s after %s (attempt %d/%d, waiting %.2fs)",
+                    self.model,
+                    last.split(":")[0],
+                    attempt + 1,
+                    self.max_retries,
+                    wait,
+                )
                 time.sleep(wait)
-        raise ChatAPIError(f"gave up on {url} after {self.max_retries + 1} attempts "
-                           f"({self.max_retries} retries); last error: {last}")
+        raise ChatAPIError(
+            f"gave up on {url} after {self.max_retries + 1} attempts "
+            f"({self.max_retries} retries); last error: {last}"
+        )
 
     @staticmethod
     def parse(resp: dict, allow_empty: bool = False) -> tuple[str, dict, str | None]:
@@ -157,8 +193,9 @@ class ChatClient:
             choice = resp["choices"][0]
             text = choice["message"]["content"]
         except (KeyError, IndexError, TypeError) as e:
-            raise ChatAPIError(f"malformed chat-completions response: missing {e} in "
-                               f"{json.dumps(resp)[:200]}") from None
+            raise ChatAPIError(
+                f"malformed chat-completions response: missing {e} in {json.dumps(resp)[:200]}"
+            ) from None
         if isinstance(text, list):  # some servers return content parts
             text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
         if text is None and allow_empty:
@@ -167,12 +204,17 @@ class ChatClient:
             raise ChatAPIError("malformed chat-completions response: empty answer text")
         return text.strip(), resp.get("usage") or {}, choice.get("finish_reason")
 
-    def complete(self, messages: list[dict], allow_empty: bool = False, **params) -> tuple[str, dict, str | None]:
+    def complete(
+        self, messages: list[dict], allow_empty: bool = False, **params
+    ) -> tuple[str, dict, str | None]:
         """Send ``messages`` (plus e.g. ``max_tokens``); return (text, usage, finish_reason), tokens counted."""
-        text, usage, finish = self.parse(self.post({"model": self.model, "messages": messages, **params}),
-                                         allow_empty=allow_empty)
-        self.usage.add(input_tokens=int(usage.get("prompt_tokens") or 0),
-                       output_tokens=int(usage.get("completion_tokens") or 0))
+        text, usage, finish = self.parse(
+            self.post({"model": self.model, "messages": messages, **params}), allow_empty=allow_empty
+        )
+        self.usage.add(
+            input_tokens=int(usage.get("prompt_tokens") or 0),
+            output_tokens=int(usage.get("completion_tokens") or 0),
+        )
         return text, usage, finish
 
 
@@ -191,16 +233,40 @@ class OpenAICaptioner(Captioner):
         alt_text_hint: if a sample's meta has ``alt_text``, include it as a hint (PixArt-style prompt).
     """
 
-    def __init__(self, model: str = "gpt-4.1", base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
-                 kind: str = "detailed", instruction_text: str | None = None, prompt_version: str | None = None,
-                 max_tokens: int = 1024, temperature: float = 0.2, timeout_s: float = 60.0, max_retries: int = 5,
-                 backoff_s: float = 1.0, max_backoff_s: float = 60.0, max_concurrency: int = 8,
-                 max_side: int = 1024, price_in_per_m: float = 0.0, price_out_per_m: float = 0.0,
-                 alt_text_hint: bool = False, seed: int = 0):
-        self.client = ChatClient(model, base_url, api_key_env=api_key_env, timeout_s=timeout_s,
-                                 max_retries=max_retries, backoff_s=backoff_s, max_backoff_s=max_backoff_s,
-                                 max_concurrency=max_concurrency, price_in_per_m=price_in_per_m,
-                                 price_out_per_m=price_out_per_m, seed=seed)
+    def __init__(
+        self,
+        model: str = "gpt-4.1",
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        kind: str = "detailed",
+        instruction_text: str | None = None,
+        prompt_version: str | None = None,
+        max_tokens: int = 1024,
+        temperature: float = 0.2,
+        timeout_s: float = 60.0,
+        max_retries: int = 5,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 60.0,
+        max_concurrency: int = 8,
+        max_side: int = 1024,
+        price_in_per_m: float = 0.0,
+        price_out_per_m: float = 0.0,
+        alt_text_hint: bool = False,
+        seed: int = 0,
+    ):
+        self.client = ChatClient(
+            model,
+            base_url,
+            api_key_env=api_key_env,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+            backoff_s=backoff_s,
+            max_backoff_s=max_backoff_s,
+            max_concurrency=max_concurrency,
+            price_in_per_m=price_in_per_m,
+            price_out_per_m=price_out_per_m,
+            seed=seed,
+        )
         self.model, self.base_url, self.usage = model, self.client.base_url, self.client.usage
         self.api_key_env, self.max_concurrency = api_key_env, self.client.max_concurrency
         text, version = instruction(kind) if instruction_text is None else (instruction_text, "custom")
@@ -223,27 +289,47 @@ class OpenAICaptioner(Captioner):
     def request_body(self, image, meta: dict | None = None) -> dict:
         user_text = "Caption this image."
         if self.alt_text_hint and meta and meta.get("alt_text"):
-            user_text = (f'The image was published with the text "{meta["alt_text"]}". Use it only where the '
-                         "image confirms it. Caption this image.")
-        return {"model": self.model, "max_tokens": self.max_tokens, "temperature": self.temperature,
-                "messages": [
-                    {"role": "system", "content": self.instruction_text},
-                    {"role": "user", "content": [
+            user_text = (
+                f'The image was published with the text "{meta["alt_text"]}". Use it only where the '
+                "image confirms it. Caption this image."
+            )
+        return {
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "messages": [
+                {"role": "system", "content": self.instruction_text},
+                {
+                    "role": "user",
+                    "content": [
                         {"type": "text", "text": user_text},
-                        {"type": "image_url", "image_url": {"url": image_data_url(image, self.max_side)}}]}]}
+                        {"type": "image_url", "image_url": {"url": image_data_url(image, self.max_side)}},
+                    ],
+                },
+            ],
+        }
 
     def _one(self, image, meta) -> Caption:
         t0 = time.perf_counter()
         body = self.request_body(image, meta)
         try:
-            text, usage, finish = self.client.complete(body["messages"], max_tokens=self.max_tokens,
-                                                       temperature=self.temperature)
+            text, usage, finish = self.client.complete(
+                body["messages"], max_tokens=self.max_tokens, temperature=self.temperature
+            )
         except CaptionError:
             self.usage.add(failures=1)
             raise
         tin, tout = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        return Caption(text, self.kind, self.name, self.prompt_version, tin, tout, time.perf_counter() - t0,
-                       {"finish_reason": finish, "truncated": finish == "length"})
+        return Caption(
+            text,
+            self.kind,
+            self.name,
+            self.prompt_version,
+            tin,
+            tout,
+            time.perf_counter() - t0,
+            {"finish_reason": finish, "truncated": finish == "length"},
+        )
 
     def _caption_batch(self, images, metas):
         return [self._one(im, m) for im, m in zip(images, metas)]

@@ -8,12 +8,13 @@ feature cache) as photographs captioned by a VLM or GPT-4.1. Each sample's meta 
 (``spec``: a :class:`~lenslib.world.spec.Scene`, its dict or its JSON, as world shards store it in
 ``<key>.spec.json``). Used in chapter 1.
 """
+
 from __future__ import annotations
 
 import json
 import time
 
-from .base import Caption, CaptionError, Captioner
+from .base import Caption, Captioner, CaptionError
 
 
 class OracleCaptioner(Captioner):
@@ -38,8 +39,10 @@ class OracleCaptioner(Captioner):
 
         spec = meta.get("spec", meta.get("scene"))
         if spec is None:
-            raise CaptionError("the oracle captioner needs each sample's scene spec (meta['spec']); "
-                               "it only captions images from the synthetic world")
+            raise CaptionError(
+                "the oracle captioner needs each sample's scene spec (meta['spec']); "
+                "it only captions images from the synthetic world"
+            )
         if isinstance(spec, Scene):
             return spec
         if isinstance(spec, bytes):
@@ -56,6 +59,16 @@ class OracleCaptioner(Captioner):
             t0 = time.perf_counter()
             seed = int(meta.get("seed", self.seed))
             text = caption(self.scene_of(meta), self.kind, seed)
-            out.append(Caption(text, self.kind, self.name, self.prompt_version, None, len(text.split()),
-                               time.perf_counter() - t0, {"seed": seed}))
+            out.append(
+                Caption(
+                    text,
+                    self.kind,
+                    self.name,
+                    self.prompt_version,
+                    None,
+                    len(text.split()),
+                    time.perf_counter() - t0,
+                    {"seed": seed},
+                )
+            )
         return out

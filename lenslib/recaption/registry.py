@@ -5,6 +5,7 @@
 ``brief``) picks the instruction. Examples: ``openai:gpt-4.1``, ``brief=vlm:/models/qwen2-vl``,
 ``oracle:alt_text``. Options not used by a backend are ignored. Used by :mod:`lenslib.data.pipeline`.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -21,8 +22,10 @@ def parse_spec(spec: str) -> tuple[str | None, str, str]:
         kind, spec = spec.split("=", 1)
     backend, sep, arg = spec.partition(":")
     if backend not in BACKENDS or not sep or not arg:
-        raise ValueError(f"bad captioner spec {spec!r}: use [KIND=]BACKEND:ARG with BACKEND in {BACKENDS}, "
-                         "e.g. openai:gpt-4.1, brief=vlm:/path/to/model, oracle:detailed")
+        raise ValueError(
+            f"bad captioner spec {spec!r}: use [KIND=]BACKEND:ARG with BACKEND in {BACKENDS}, "
+            "e.g. openai:gpt-4.1, brief=vlm:/path/to/model, oracle:detailed"
+        )
     return kind, backend, arg
 
 
@@ -30,12 +33,15 @@ def make_captioner(spec: str, **options) -> Captioner:
     kind, backend, arg = parse_spec(spec)
     if backend == "openai":
         from .openai_api import OpenAICaptioner as cls
+
         kw = {"model": arg, "kind": kind or "detailed"}
     elif backend == "vlm":
         from .vlm import VLMCaptioner as cls
+
         kw = {"path": arg, "kind": kind or "detailed"}
     else:
         from .oracle import OracleCaptioner as cls
+
         if kind and kind != arg:
             raise ValueError(f"oracle spec {spec!r}: the oracle's kind is its argument ({arg})")
         kw = {"kind": arg}

@@ -140,7 +140,9 @@ def remove_stale_tmp(run_dir: str | Path) -> list[Path]:
         for p in folder.iterdir():
             name = p.name
             if name.endswith(".tmp") or (".tmp" in name and name.rsplit(".tmp", 1)[1].isdigit()):
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(
+                    missing_ok=True
+                )
                 removed.append(p)
     return removed
 
@@ -161,7 +163,14 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     root = Path(run_dir) / CHECKPOINT_DIR
     if not root.is_dir():
         return []
-    done = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and not p.name.endswith(".tmp") and (p / _STATE).is_file()]
+    done = [
+        p
+        for p in root.iterdir()
+        if p.is_dir()
+        and p.name.startswith("step_")
+        and not p.name.endswith(".tmp")
+        and (p / _STATE).is_file()
+    ]
     return sorted(done, key=lambda p: p.name)
 
 
@@ -199,7 +208,9 @@ def file_sha256(path: str | Path) -> str:
 def checkpoint_files(path: str | Path) -> list[str]:
     """Every file of a checkpoint folder but ``SHA256SUMS``, as sorted POSIX paths relative to it."""
     path = Path(path)
-    return sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() and p.name != CHECKSUMS)
+    return sorted(
+        p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() and p.name != CHECKSUMS
+    )
 
 
 def _digests(folder: Path, names: list[str]) -> dict[str, str]:
@@ -305,14 +316,19 @@ def verify_checkpoint(path: str | Path) -> CheckpointCheck:
         return check
     have = set(present)
     check.problems += [f"{n}: missing" for n in sorted(set(expected) - have)]
-    check.problems += [f"{n}: not listed in {CHECKSUMS} (a shard from elsewhere?)" for n in sorted(have - set(expected))
-                       if n.endswith(".safetensors") or n == _STATE]
+    check.problems += [
+        f"{n}: not listed in {CHECKSUMS} (a shard from elsewhere?)"
+        for n in sorted(have - set(expected))
+        if n.endswith(".safetensors") or n == _STATE
+    ]
     digests = _digests(path, sorted(set(expected) & have))
     for name, digest in digests.items():
         if digest.startswith("error:"):
             check.problems.append(f"{name}: {digest}")
         elif digest != expected[name]:
-            check.problems.append(f"{name}: SHA-256 differs from {CHECKSUMS} (the file changed after it was written)")
+            check.problems.append(
+                f"{name}: SHA-256 differs from {CHECKSUMS} (the file changed after it was written)"
+            )
     return check
 
 
@@ -374,7 +390,9 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     tensors["numpy.keys"] = torch.from_numpy(keys.astype(np.int64))
     version, internal, gauss_next = random.getstate()
     meta = {
-        "numpy": json.dumps({"name": name, "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)}),
+        "numpy": json.dumps(
+            {"name": name, "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)}
+        ),
         "python": json.dumps({"version": version, "state": list(internal), "gauss_next": gauss_next}),
     }
     return tensors, meta
@@ -383,11 +401,22 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
     torch.set_rng_state(tensors["torch"])
     if torch.cuda.is_available():
-        states = [tensors[k] for k in sorted((k for k in tensors if k.startswith("cuda.")), key=lambda k: int(k[5:]))]
+        states = [
+            tensors[k]
+            for k in sorted((k for k in tensors if k.startswith("cuda.")), key=lambda k: int(k[5:]))
+        ]
         if len(states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(states)
     npm = json.loads(meta["numpy"])
-    np.random.set_state((npm["name"], tensors["numpy.keys"].numpy().astype(np.uint32), npm["pos"], npm["has_gauss"], npm["cached_gaussian"]))
+    np.random.set_state(
+        (
+            npm["name"],
+            tensors["numpy.keys"].numpy().astype(np.uint32),
+            npm["pos"],
+            npm["has_gauss"],
+            npm["cached_gaussian"],
+        )
+    )
     py = json.loads(meta["python"])
     random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
 
@@ -426,7 +455,9 @@ def _model_optim_state(model, optimizer):
 
     msd, osd = get_state_dict(model, optimizer)
     # Optimizer tensors ({fqn: {step, exp_avg, exp_avg_sq}}) go to safetensors; hyper-parameters to JSON.
-    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in osd["param_groups"]]
+    groups = [
+        {k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in osd["param_groups"]
+    ]
     return msd, _flatten(osd["state"]), groups
 
 
@@ -465,7 +496,11 @@ def save_checkpoint(
         state = {"model": msd, "optim": optim_tensors}
         if ema is not None:
             state["ema"] = ema.state_dict()
-        dcp.save(state, storage_writer=HuggingFaceStorageWriter(str(tmp), save_distributed=_dist()), no_dist=not _dist())
+        dcp.save(
+            state,
+            storage_writer=HuggingFaceStorageWriter(str(tmp), save_distributed=_dist()),
+            no_dist=not _dist(),
+        )
 
         tensors, meta = rng_state()
         save_file(tensors, str(tmp / "rng" / f"rank_{rank:05d}.safetensors"), metadata=meta)
@@ -519,28 +554,32 @@ def read_trainer_state(path: str | Path) -> dict:
     try:
         return json.loads((path / _STATE).read_text())
     except (ValueError, UnicodeDecodeError) as err:
-        raise DamagedCheckpointError(f"checkpoint {path} is damaged: {_STATE} is unreadable ({err})", path,
-                                     [f"{_STATE} is unreadable"]) from None
+        raise DamagedCheckpointError(
+            f"checkpoint {path} is damaged: {_STATE} is unreadable ({err})", path, [f"{_STATE} is unreadable"]
+        ) from None
 
 
 def _verified(path: Path) -> CheckpointCheck:
     check = verify_checkpoint(path).raise_if_damaged()
     if not check.verified:
-        warnings.warn(f"checkpoint {path} was written without {CHECKSUMS}: loading it unverified", stacklevel=3)
+        warnings.warn(
+            f"checkpoint {path} was written without {CHECKSUMS}: loading it unverified", stacklevel=3
+        )
     return check
 
 
 def _check_model_keys(path: Path, prefix: str, names) -> None:
     """Refuse a checkpoint whose ``prefix`` tensors are not exactly the model's: ``dcp.load`` reads only the
     tensors it is asked for, so a model with fewer blocks would load silently."""
-    have = {k[len(prefix) + 1:] for k in checkpoint_keys(path) if k.startswith(prefix + ".")}
+    have = {k[len(prefix) + 1 :] for k in checkpoint_keys(path) if k.startswith(prefix + ".")}
     want = set(names)
     if have != want:
         extra, missing = sorted(have - want), sorted(want - have)
         raise ValueError(
             f"checkpoint {path} holds another model than the one built: {len(extra)} of its {prefix} tensors are not "
             f"in the model (e.g. {extra[:3]}), {len(missing)} of the model's are not in it (e.g. {missing[:3]}). "
-            "Build the model of the run that wrote it (its config is in trainer_state.json).")
+            "Build the model of the run that wrote it (its config is in trainer_state.json)."
+        )
 
 
 def checkpoint_keys(path: str | Path) -> set[str]:
@@ -552,8 +591,14 @@ def checkpoint_keys(path: str | Path) -> set[str]:
     return keys
 
 
-def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, ema=None,
-                    restore_rng: bool = True, verify: bool = True) -> dict:
+def load_checkpoint(
+    path: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    ema=None,
+    restore_rng: bool = True,
+    verify: bool = True,
+) -> dict:
     """Restore model (+ optimizer, EMA, RNG) from ``path`` into already built/wrapped objects.
 
     Works at any world size for model/optimizer/EMA. RNG states are restored only when the world size
@@ -598,9 +643,13 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
             groups.append(g)
         # dcp.load above already failed on any missing model tensor; strict=False only lets parameters
         # without saved AdamW state stay without state, as they were.
-        set_state_dict(model, optimizer, model_state_dict=state["model"],
-                       optim_state_dict={"state": _unflatten(state["optim"]), "param_groups": groups},
-                       options=StateDictOptions(strict=False))
+        set_state_dict(
+            model,
+            optimizer,
+            model_state_dict=state["model"],
+            optim_state_dict={"state": _unflatten(state["optim"]), "param_groups": groups},
+            options=StateDictOptions(strict=False),
+        )
     else:
         from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
@@ -616,7 +665,9 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
     return info
 
 
-def load_tensors(path: str | Path, prefix: str, like: dict[str, torch.Tensor], verify: bool = True) -> dict[str, torch.Tensor]:
+def load_tensors(
+    path: str | Path, prefix: str, like: dict[str, torch.Tensor], verify: bool = True
+) -> dict[str, torch.Tensor]:
     """Read the ``prefix`` ("model" or "ema") tensors of a checkpoint into full tensors shaped like ``like``.
 
     Needs no process group: this is how ``lens export`` and notebooks read any checkpoint, sharded or not.

@@ -36,25 +36,51 @@ EXIT_DAMAGED = 1
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "-c", default="cpu-tiny", help="shipped config name (cpu-tiny, lens-toy, lens-stage1, lens-stage2) or a YAML file")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="dotted overrides, e.g. optim.lr=3e-4 run.steps=100 (before or after the options)")
+    p.add_argument(
+        "--config",
+        "-c",
+        default="cpu-tiny",
+        help="shipped config name (cpu-tiny, lens-toy, lens-stage1, lens-stage2) or a YAML file",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="dotted overrides, e.g. optim.lr=3e-4 run.steps=100 (before or after the options)",
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train a Lens transformer (one process, or torchrun with --nproc-per-node)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "train",
+        help="train a Lens transformer (one process, or torchrun with --nproc-per-node)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _train_args(p)
-    p.add_argument("--nproc-per-node", type=int, default=None,
-                   help="launch torchrun with this many processes (>= 1; omit to train in this process)")
-    p.add_argument("--shutdown-timeout", type=int, default=300, help="seconds torchrun waits for workers to save on a signal")
+    p.add_argument(
+        "--nproc-per-node",
+        type=int,
+        default=None,
+        help="launch torchrun with this many processes (>= 1; omit to train in this process)",
+    )
+    p.add_argument(
+        "--shutdown-timeout",
+        type=int,
+        default=300,
+        help="seconds torchrun waits for workers to save on a signal",
+    )
     p.set_defaults(func=_cmd_train)
 
-    e = subparsers.add_parser("export", help="write a checkpoint's EMA weights as an official transformer/ folder")
+    e = subparsers.add_parser(
+        "export", help="write a checkpoint's EMA weights as an official transformer/ folder"
+    )
     e.add_argument("checkpoint", help="a run folder (uses its latest checkpoint) or a checkpoint folder")
     e.add_argument("out", help="output folder; OUT/transformer/ is written")
-    e.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA (default) or the raw training weights")
+    e.add_argument(
+        "--weights", choices=("ema", "model"), default="ema", help="EMA (default) or the raw training weights"
+    )
     e.set_defaults(func=_cmd_export)
 
 
@@ -85,7 +111,9 @@ def prepare_run(config: str, overrides: list[str], world_size: int, print_config
 def _run_here(cfg) -> int:
     """Train ``cfg`` in this process; the exit code of ``lens train`` / a torchrun worker."""
     from lenslib.cli import fail
-    from lenslib.eval.judge import score_scene_images  # the command line wires evaluation's judge into training
+    from lenslib.eval.judge import (
+        score_scene_images,
+    )  # the command line wires evaluation's judge into training
 
     from .checkpoint import DamagedCheckpointError
     from .config import ConfigError
@@ -129,9 +157,20 @@ def launch(config: str, overrides: list[str], nproc: int, shutdown_timeout: int 
     cfg = prepare_run(config, overrides, nproc)  # fail here, before starting N processes
     marker = run_dir_of(cfg) / PREEMPTED_FILE
     marker.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1", f"--shutdown-timeout={shutdown_timeout}",
-           "-m", "lenslib.train", "--config", str(config), *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",
+        f"--shutdown-timeout={shutdown_timeout}",
+        "-m",
+        "lenslib.train",
+        "--config",
+        str(config),
+        *overrides,
+    ]
     proc = subprocess.Popen(cmd)
 
     def forward(signum, frame):
@@ -152,11 +191,17 @@ def _cmd_train(args) -> int:
     from lenslib.cli import fail
 
     if args.nproc_per_node is not None and args.nproc_per_node < 1:
-        return fail("train", f"--nproc-per-node {args.nproc_per_node}: give at least 1 process, or omit the option "
-                             "to train in this process.")
+        return fail(
+            "train",
+            f"--nproc-per-node {args.nproc_per_node}: give at least 1 process, or omit the option "
+            "to train in this process.",
+        )
     if args.shutdown_timeout < 0:
-        return fail("train", f"--shutdown-timeout {args.shutdown_timeout}: give the seconds (>= 0) torchrun waits "
-                             "for its workers to save.")
+        return fail(
+            "train",
+            f"--shutdown-timeout {args.shutdown_timeout}: give the seconds (>= 0) torchrun waits "
+            "for its workers to save.",
+        )
     from .config import ConfigError
 
     world = args.nproc_per_node or 1
@@ -188,11 +233,13 @@ def export(checkpoint: str | Path, out: str | Path, weights: str = "ema") -> Pat
 
     path, out = Path(checkpoint), Path(out)
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: give a run folder or a checkpoint folder "
-                                "(RUN/checkpoints/step_XXXXXXX).")
+        raise FileNotFoundError(
+            f"{path} does not exist: give a run folder or a checkpoint folder (RUN/checkpoints/step_XXXXXXX)."
+        )
     if not path.is_dir():
-        raise NotADirectoryError(f"{path} is a file: give a run folder or a checkpoint folder "
-                                 "(RUN/checkpoints/step_XXXXXXX).")
+        raise NotADirectoryError(
+            f"{path} is a file: give a run folder or a checkpoint folder (RUN/checkpoints/step_XXXXXXX)."
+        )
     _check_output_folder(out)
     from lenslib.model.transformer import LensTransformer2DModel
 
@@ -201,23 +248,37 @@ def export(checkpoint: str | Path, out: str | Path, weights: str = "ema") -> Pat
     if (path / "trainer_state.json").is_file():
         check = ckpt.verify_checkpoint(path)
         if not check.ok:
-            raise ckpt.DamagedCheckpointError(check.describe() + "; nothing exported (give the run folder to export "
-                                              "its newest intact checkpoint)", path, check.problems)
+            raise ckpt.DamagedCheckpointError(
+                check.describe() + "; nothing exported (give the run folder to export "
+                "its newest intact checkpoint)",
+                path,
+                check.problems,
+            )
     else:
         check, damaged = ckpt.find_intact_checkpoint(path)
         for bad in damaged:
             print(f"!! WARNING: {bad.describe()}", file=sys.stderr, flush=True)
         if check is None:
             if damaged:
-                raise ckpt.DamagedCheckpointError(f"{path}: every checkpoint is damaged (above); nothing exported.")
-            raise FileNotFoundError(f"{path} is neither a checkpoint folder (no trainer_state.json) nor a run folder "
-                                    "with checkpoints: give RUN or RUN/checkpoints/step_XXXXXXX.")
+                raise ckpt.DamagedCheckpointError(
+                    f"{path}: every checkpoint is damaged (above); nothing exported."
+                )
+            raise FileNotFoundError(
+                f"{path} is neither a checkpoint folder (no trainer_state.json) nor a run folder "
+                "with checkpoints: give RUN or RUN/checkpoints/step_XXXXXXX."
+            )
         if damaged:
-            print(f"!! WARNING: exporting {check.path.name}, the newest intact checkpoint of {path}", file=sys.stderr,
-                  flush=True)
+            print(
+                f"!! WARNING: exporting {check.path.name}, the newest intact checkpoint of {path}",
+                file=sys.stderr,
+                flush=True,
+            )
         path = check.path
     if not check.verified:
-        print(f"!! WARNING: {path} was written without {ckpt.CHECKSUMS}: exporting it unverified", file=sys.stderr)
+        print(
+            f"!! WARNING: {path} was written without {ckpt.CHECKSUMS}: exporting it unverified",
+            file=sys.stderr,
+        )
     state = check.state
     if weights == "ema" and not state.get("has_ema", False):
         raise ValueError(f"{path} has no EMA weights (ema.enabled was false); use --weights model.")
@@ -231,8 +292,18 @@ def export(checkpoint: str | Path, out: str | Path, weights: str = "ema") -> Pat
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     prediction = state.get("config", {}).get("flow", {}).get("prediction", "velocity")
-    (tmp / "lens_export.json").write_text(json.dumps({"checkpoint": str(path), "step": state["step"], "weights": weights,
-                                                      "prediction": prediction, "verified": check.verified}, indent=1))
+    (tmp / "lens_export.json").write_text(
+        json.dumps(
+            {
+                "checkpoint": str(path),
+                "step": state["step"],
+                "weights": weights,
+                "prediction": prediction,
+                "verified": check.verified,
+            },
+            indent=1,
+        )
+    )
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -244,10 +315,14 @@ def _check_output_folder(out: Path) -> None:
     for p in (out, *out.parents):
         if p.exists():
             if not p.is_dir():
-                raise NotADirectoryError(f"output {out}: {p} is a file, not a folder; give another output folder.")
+                raise NotADirectoryError(
+                    f"output {out}: {p} is a file, not a folder; give another output folder."
+                )
             break
     if (out / "transformer").exists() and not (out / "transformer").is_dir():
-        raise NotADirectoryError(f"output {out}: {out / 'transformer'} is a file; move it or give another output folder.")
+        raise NotADirectoryError(
+            f"output {out}: {out / 'transformer'} is a file; move it or give another output folder."
+        )
 
 
 def _cmd_export(args) -> int:

@@ -116,7 +116,9 @@ class BucketConfig:
 
     bases: list[int]  # sides of the square base areas, e.g. [512, 768, 1024]
     batches: list[int]  # per-rank batch for each base, e.g. [24, 10, 6]
-    ratios: list[str] = field(default_factory=lambda: ["1:2", "9:16", "2:3", "3:4", "1:1", "4:3", "3:2", "16:9", "2:1"])
+    ratios: list[str] = field(
+        default_factory=lambda: ["1:2", "9:16", "2:3", "3:4", "1:1", "4:3", "3:2", "16:9", "2:1"]
+    )
     multiple: int = 32  # sides are multiples of this
 
 
@@ -136,12 +138,20 @@ class DataConfig:
     text_encoder: str = "minilm"  # name understood by lenslib.model.text_encoders
     text_encoder_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {path: <lens>/text_encoder}
     max_text_tokens: int = 64
-    text_pad_multiple: int = 8  # pad each batch's text to its longest caption, rounded up to this; 0: always max_text_tokens
-    caption_kind: str = "detailed"  # world captions: alt_text | brief | detailed | mixed (lenslib.world.captions)
+    text_pad_multiple: int = (
+        8  # pad each batch's text to its longest caption, rounded up to this; 0: always max_text_tokens
+    )
+    caption_kind: str = (
+        "detailed"  # world captions: alt_text | brief | detailed | mixed (lenslib.world.captions)
+    )
     vocab: str = "shapes"  # world vocabulary (lenslib.world.vocab)
     world_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {max_objects: 2, text_prob: 0.0}
-    num_scenes: int | None = None  # world only: a finite pool of scenes, rendered and encoded once (lenslib.data.world_cache)
-    num_workers: int = 0  # threads building the next batches during the step (lenslib.data.stream); 0: in the loop
+    num_scenes: int | None = (
+        None  # world only: a finite pool of scenes, rendered and encoded once (lenslib.data.world_cache)
+    )
+    num_workers: int = (
+        0  # threads building the next batches during the step (lenslib.data.stream); 0: in the loop
+    )
 
 
 @dataclass
@@ -152,7 +162,9 @@ class FlowConfig:
     mu: float = 1.06  # location for the constant schedule
     logit_normal_scale: float = 1.0  # not in the paper; SD3/minRF value
     caption_dropout: float = 0.1  # not in the paper; probability of the empty (unconditional) caption
-    prediction: str = "velocity"  # what the network outputs: velocity (Lens) | x (JiT; lenslib.flow.predict_velocity)
+    prediction: str = (
+        "velocity"  # what the network outputs: velocity (Lens) | x (JiT; lenslib.flow.predict_velocity)
+    )
 
 
 @dataclass
@@ -164,7 +176,9 @@ class OptimConfig:
     weight_decay: float = 0.0
     eps: float = 1e-8
     warmup_steps: int = 0
-    decay_ratio: float = 0.0  # final share of run.steps over which the LR decays (torchtitan's WSD); 0: constant (paper)
+    decay_ratio: float = (
+        0.0  # final share of run.steps over which the LR decays (torchtitan's WSD); 0: constant (paper)
+    )
     decay_type: str = "linear"  # linear | sqrt | cosine
     min_lr_factor: float = 0.0  # LR at the last step, as a fraction of optim.lr
     grad_clip: float = 1.0  # 0 disables clipping
@@ -202,7 +216,9 @@ class EvalConfig:
     num_images: int = 8
     num_steps: int = 20
     guidance: float = 4.0
-    sample_mu: float | None = None  # Euler steps shifted towards noise by lenslib.flow.time_shift (None: unshifted)
+    sample_mu: float | None = (
+        None  # Euler steps shifted towards noise by lenslib.flow.time_shift (None: unshifted)
+    )
     seed: int = 1234
     judge: bool = True  # score world samples with lenslib.eval's exact judge when available
 
@@ -264,7 +280,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {_type_name(tp)}")
+        raise ConfigError(
+            errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {_type_name(tp)}"
+        )
     if tp is Any:
         return value
     if dataclasses.is_dataclass(tp):
@@ -400,15 +418,21 @@ def _read_yaml(path: Path, seen: tuple = ()) -> dict:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except UnicodeDecodeError:
-        raise ConfigError(f"config {path} is not a text file: give a YAML file or a shipped config name.") from None
+        raise ConfigError(
+            f"config {path} is not a text file: give a YAML file or a shipped config name."
+        ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"config {path} is not valid YAML{where}: {problem}. Fix the file there (an unclosed "
-                          "bracket or quote, or a tab used for indentation, are the usual causes).") from None
+        raise ConfigError(
+            f"config {path} is not valid YAML{where}: {problem}. Fix the file there (an unclosed "
+            "bracket or quote, or a tab used for indentation, are the usual causes)."
+        ) from None
     if not isinstance(data, dict):
-        raise ConfigError(f"config {path} must be a mapping of sections (run:, model:, ...), got {type(data).__name__}.")
+        raise ConfigError(
+            f"config {path} must be a mapping of sections (run:, model:, ...), got {type(data).__name__}."
+        )
     base = data.pop("base", None)
     if base is not None:
         data = _merge(_read_yaml(_resolve_path(base), seen + (path,)), data)
@@ -443,7 +467,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load_config(name_or_path: str | Path | None = None, overrides: list[str] | None = None, world_size: int | None = None) -> TrainConfig:
+def load_config(
+    name_or_path: str | Path | None = None, overrides: list[str] | None = None, world_size: int | None = None
+) -> TrainConfig:
     """Load a shipped config by name (``"cpu-tiny"``) or a YAML path, apply overrides, validate.
 
     ``world_size`` (if given) also checks the batch arithmetic for that many ranks.
@@ -477,12 +503,19 @@ def check_run_name(name: str) -> None:
 
     A name with ``/``, ``..`` or a control character would put the run (its checkpoints, metrics and samples)
     outside the runs folder or break the log lines that name it. Chapter 4 names its run through the config."""
-    bad = (not name.strip() or name in (".", "..") or "/" in name or "\\" in name
-           or any(ord(c) < 32 or ord(c) == 127 for c in name))
+    bad = (
+        not name.strip()
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or any(ord(c) < 32 or ord(c) == 127 for c in name)
+    )
     if bad:
-        raise ConfigError(f"run.name={name!r} must be a single folder name (no '/', '\\', '..' or control "
-                          "characters): the run folder is <cache>/runs/<run.name>. Give a plain name such as "
-                          "run.name=my-run, or set run.out_dir=<folder> to put the run elsewhere.")
+        raise ConfigError(
+            f"run.name={name!r} must be a single folder name (no '/', '\\', '..' or control "
+            "characters): the run folder is <cache>/runs/<run.name>. Give a plain name such as "
+            "run.name=my-run, or set run.out_dir=<folder> to put the run elsewhere."
+        )
 
 
 def _non_finite(value: Any, key: str) -> tuple[str, float] | None:
@@ -515,12 +548,18 @@ def _check_names(cfg: TrainConfig) -> None:
 
     d = cfg.data
     if d.vocab not in VOCAB_MIN_SIDE:
-        raise ConfigError(f"data.vocab={d.vocab!r} is not a world vocabulary: choose one of {', '.join(VOCAB_MIN_SIDE)}.")
+        raise ConfigError(
+            f"data.vocab={d.vocab!r} is not a world vocabulary: choose one of {', '.join(VOCAB_MIN_SIDE)}."
+        )
     if d.caption_kind not in CAPTION_KINDS:
-        raise ConfigError(f"data.caption_kind={d.caption_kind!r} is not a world caption kind: choose one of "
-                          f"{', '.join(CAPTION_KINDS)}.")
+        raise ConfigError(
+            f"data.caption_kind={d.caption_kind!r} is not a world caption kind: choose one of "
+            f"{', '.join(CAPTION_KINDS)}."
+        )
     try:
-        sample_scene(0, d.vocab, **d.world_kwargs)  # one scene (no rendering): unknown keys and bad values show here
+        sample_scene(
+            0, d.vocab, **d.world_kwargs
+        )  # one scene (no rendering): unknown keys and bad values show here
     except TypeError as err:
         import inspect
 
@@ -533,13 +572,21 @@ def _check_names(cfg: TrainConfig) -> None:
     smallest = -(-smallest // step) * step  # also a multiple of the patch (pixel) or of 16 (latent)
     short = min(min(b.height, b.width) for b in bucket_table(cfg))
     if short < smallest:
-        what = f"data.image_size={short}" if d.buckets is None else f"data.buckets has a bucket side of {short} px"
-        fix = (f"data.image_size >= {smallest}" if d.buckets is None
-               else f"larger data.buckets.bases (or fewer extreme data.buckets.ratios), so every side is >= {smallest}")
+        what = (
+            f"data.image_size={short}"
+            if d.buckets is None
+            else f"data.buckets has a bucket side of {short} px"
+        )
+        fix = (
+            f"data.image_size >= {smallest}"
+            if d.buckets is None
+            else f"larger data.buckets.bases (or fewer extreme data.buckets.ratios), so every side is >= {smallest}"
+        )
         raise ConfigError(
             f"{what}: the world draws its thinnest objects {MIN_SHORT_SIDE:g} of the side wide, under one pixel at "
             f"{short} px, so they vanish from the image but not from the caption. Use {fix} (the {d.vocab} judge "
-            f"is exact from {VOCAB_MIN_SIDE[d.vocab]} px).")
+            f"is exact from {VOCAB_MIN_SIDE[d.vocab]} px)."
+        )
 
 
 def _check_folder(key: str, value: str, what: str, marker: str | None = None) -> None:
@@ -565,7 +612,9 @@ def _check_run_folder(cfg: TrainConfig) -> None:
             what = "is a file" if p == run_dir else f"cannot be created: {p} is a file"
             raise ConfigError(f"{key} {what}. Set run.out_dir to a folder (existing or new).")
         if not os.access(p, os.W_OK | os.X_OK):
-            raise ConfigError(f"{key} cannot be written: {p} is not writable. Set run.out_dir to a folder you can write.")
+            raise ConfigError(
+                f"{key} cannot be written: {p} is not writable. Set run.out_dir to a folder you can write."
+            )
         break
 
 
@@ -576,17 +625,23 @@ def check_inputs(cfg: TrainConfig) -> None:
     d = cfg.data
     # what must be given (the paper configs leave these to the user) ...
     if d.source != "world" and not d.path:
-        raise ConfigError(f"data.source={d.source!r} needs data.path (a dataset folder, shard pattern or cache).")
+        raise ConfigError(
+            f"data.source={d.source!r} needs data.path (a dataset folder, shard pattern or cache)."
+        )
     if d.codec == "latent" and not d.vae:
         raise ConfigError("data.codec='latent' needs data.vae=<folder of the FLUX.2 VAE> (e.g. <lens>/vae).")
     from lenslib.model.text_encoders.registry import available_text_encoders
 
     if d.text_encoder not in available_text_encoders():
-        raise ConfigError(f"data.text_encoder={d.text_encoder!r} is not a text encoder: choose one of "
-                          f"{', '.join(available_text_encoders())}.")
+        raise ConfigError(
+            f"data.text_encoder={d.text_encoder!r} is not a text encoder: choose one of "
+            f"{', '.join(available_text_encoders())}."
+        )
     if d.text_encoder == "gpt-oss" and "path" not in d.text_encoder_kwargs:
-        raise ConfigError("data.text_encoder='gpt-oss' needs data.text_encoder_kwargs.path=<lens>/text_encoder "
-                          "(and tokenizer_path=<lens>/tokenizer).")
+        raise ConfigError(
+            "data.text_encoder='gpt-oss' needs data.text_encoder_kwargs.path=<lens>/text_encoder "
+            "(and tokenizer_path=<lens>/tokenizer)."
+        )
 
 
 def check_paths(cfg: TrainConfig) -> None:
@@ -598,27 +653,49 @@ def check_paths(cfg: TrainConfig) -> None:
     its paths may exist only on the compute nodes."""
     d = cfg.data
     if d.source in ("hf", "features"):
-        what = ("a datasets folder written by save_to_disk" if d.source == "hf"
-                else "a feature cache folder built by `lens data cache`")
+        what = (
+            "a datasets folder written by save_to_disk"
+            if d.source == "hf"
+            else "a feature cache folder built by `lens data cache`"
+        )
         _check_folder("data.path", d.path, what)
-    elif d.source == "webdataset" and not any(c in d.path for c in "{*?[") and "://" not in d.path \
-            and not d.path.startswith("pipe:") and not Path(d.path).exists():
-        raise ConfigError(f"data.path={d.path}: no such shard file or folder. Give tar shards as a file, folder, glob "
-                          "or {a..b} pattern.")
+    elif (
+        d.source == "webdataset"
+        and not any(c in d.path for c in "{*?[")
+        and "://" not in d.path
+        and not d.path.startswith("pipe:")
+        and not Path(d.path).exists()
+    ):
+        raise ConfigError(
+            f"data.path={d.path}: no such shard file or folder. Give tar shards as a file, folder, glob "
+            "or {a..b} pattern."
+        )
     elif d.source == "world" and d.path and Path(d.path).exists() and not Path(d.path).is_dir():
         raise ConfigError(f"data.path={d.path} is a file: for the world it is the folder world caches go to.")
     if d.codec == "latent":
         _check_folder("data.vae", d.vae, "the FLUX.2 VAE folder (e.g. <lens>/vae)")
     for name in ("path", "tokenizer_path"):
         if d.text_encoder_kwargs.get(name):
-            _check_folder(f"data.text_encoder_kwargs.{name}", str(d.text_encoder_kwargs[name]),
-                          "the local folder of the text encoder" if name == "path" else "the local tokenizer folder")
+            _check_folder(
+                f"data.text_encoder_kwargs.{name}",
+                str(d.text_encoder_kwargs[name]),
+                "the local folder of the text encoder" if name == "path" else "the local tokenizer folder",
+            )
     if cfg.model.init_from:
-        _check_folder("model.init_from", cfg.model.init_from, "a transformer/ folder (e.g. a stage-1 export)",
-                      "config.json")
+        _check_folder(
+            "model.init_from",
+            cfg.model.init_from,
+            "a transformer/ folder (e.g. a stage-1 export)",
+            "config.json",
+        )
     if cfg.run.resume not in ("auto", "never"):
-        _check_folder("run.resume", cfg.run.resume, "a checkpoint folder (RUN/checkpoints/step_XXXXXXX), or "
-                      "run.resume=auto (the run folder's newest checkpoint) or never", "trainer_state.json")
+        _check_folder(
+            "run.resume",
+            cfg.run.resume,
+            "a checkpoint folder (RUN/checkpoints/step_XXXXXXX), or "
+            "run.resume=auto (the run folder's newest checkpoint) or never",
+            "trainer_state.json",
+        )
     _check_run_folder(cfg)
 
 
@@ -634,8 +711,10 @@ def validate(cfg: TrainConfig, world_size: int | None = None, for_training: bool
     for section, values in d.items():
         bad = _non_finite(values, section)
         if bad is not None:
-            raise ConfigError(f"{bad[0]}={bad[1]} is not a finite number: give a real value (the shipped configs "
-                              "show typical ones, lens train --print-config the current one).")
+            raise ConfigError(
+                f"{bad[0]}={bad[1]} is not a finite number: give a real value (the shipped configs "
+                "show typical ones, lens train --print-config the current one)."
+            )
     for key, choices in _CHOICES.items():
         if choices is None:
             continue
@@ -658,8 +737,10 @@ def validate(cfg: TrainConfig, world_size: int | None = None, for_training: bool
     positive("optim.warmup_steps", cfg.optim.warmup_steps, allow_zero=True)
     positive("optim.grad_clip", cfg.optim.grad_clip, allow_zero=True)
     if not (0.0 <= cfg.optim.decay_ratio <= 1.0 and 0.0 <= cfg.optim.min_lr_factor <= 1.0):
-        raise ConfigError(f"optim.decay_ratio and optim.min_lr_factor are fractions in [0, 1], got "
-                          f"{cfg.optim.decay_ratio} and {cfg.optim.min_lr_factor}.")
+        raise ConfigError(
+            f"optim.decay_ratio and optim.min_lr_factor are fractions in [0, 1], got "
+            f"{cfg.optim.decay_ratio} and {cfg.optim.min_lr_factor}."
+        )
     positive("optim.weight_decay", cfg.optim.weight_decay, allow_zero=True)
     positive("flow.logit_normal_scale", cfg.flow.logit_normal_scale)
     positive("eval.every", cfg.eval.every, allow_zero=True)
@@ -672,9 +753,15 @@ def validate(cfg: TrainConfig, world_size: int | None = None, for_training: bool
     positive("eval.num_steps", cfg.eval.num_steps)
     if cfg.data.num_scenes is not None:
         positive("data.num_scenes", cfg.data.num_scenes)
-        if cfg.data.source != "world" or cfg.data.buckets is not None or "num_scenes" in cfg.data.world_kwargs:
-            raise ConfigError("data.num_scenes (a cached finite world pool) needs data.source=world at one image size "
-                              "(no data.buckets) and no data.world_kwargs.num_scenes: remove one of them.")
+        if (
+            cfg.data.source != "world"
+            or cfg.data.buckets is not None
+            or "num_scenes" in cfg.data.world_kwargs
+        ):
+            raise ConfigError(
+                "data.num_scenes (a cached finite world pool) needs data.source=world at one image size "
+                "(no data.buckets) and no data.world_kwargs.num_scenes: remove one of them."
+            )
     positive("dist.timeout_s", cfg.dist.timeout_s)
     for i, b in enumerate(cfg.optim.betas):
         if not 0.0 <= b < 1.0:
@@ -732,7 +819,9 @@ def validate(cfg: TrainConfig, world_size: int | None = None, for_training: bool
     else:
         for h, w in sizes:
             if h % 16 or w % 16:
-                raise ConfigError(f"image size {h}x{w}: the latent codec needs multiples of 16 (VAE ×8, then 2×2 packing).")
+                raise ConfigError(
+                    f"image size {h}x{w}: the latent codec needs multiples of 16 (VAE ×8, then 2×2 packing)."
+                )
     _check_names(cfg)
     if for_training:
         check_inputs(cfg)
@@ -788,11 +877,19 @@ RESUMABLE_KEYS: dict[str, str] = {
 # What a refused key is part of, for the message (first matching prefix wins).
 _KINDS = (
     ("model.", "architecture"),
-    ("data.codec", "codec"), ("data.patch", "codec"), ("data.vae", "codec"),
-    ("data.text_encoder", "text encoder"), ("data.max_text_tokens", "text encoder"),
+    ("data.codec", "codec"),
+    ("data.patch", "codec"),
+    ("data.vae", "codec"),
+    ("data.text_encoder", "text encoder"),
+    ("data.max_text_tokens", "text encoder"),
     ("data.text_pad_multiple", "text encoder"),
-    ("data.image_size", "data shape"), ("data.buckets", "data shape"),
-    ("data.", "data"), ("flow.", "objective"), ("optim.", "optimizer"), ("ema.", "EMA"), ("run.seed", "seed"),
+    ("data.image_size", "data shape"),
+    ("data.buckets", "data shape"),
+    ("data.", "data"),
+    ("flow.", "objective"),
+    ("optim.", "optimizer"),
+    ("ema.", "EMA"),
+    ("run.seed", "seed"),
 )
 
 
@@ -822,7 +919,9 @@ def _resumable(key: str) -> bool:
     return any(key == r or key.startswith(r + ".") for r in RESUMABLE_KEYS)
 
 
-def resume_differences(saved: dict, cfg: TrainConfig) -> tuple[list[tuple[str, Any, Any]], list[tuple[str, Any, Any]]]:
+def resume_differences(
+    saved: dict, cfg: TrainConfig
+) -> tuple[list[tuple[str, Any, Any]], list[tuple[str, Any, Any]]]:
     """``(refused, allowed)``: the keys whose value differs between a checkpoint's stored config and ``cfg``,
     each as ``(key, checkpoint value, run value)``; ``allowed`` are those on :data:`RESUMABLE_KEYS`.
 
@@ -847,7 +946,9 @@ def _kind(key: str) -> str:
     return next((kind for prefix, kind in _KINDS if key.startswith(prefix)), "run")
 
 
-def check_resume(saved: dict, cfg: TrainConfig, checkpoint: str = "the checkpoint") -> list[tuple[str, Any, Any]]:
+def check_resume(
+    saved: dict, cfg: TrainConfig, checkpoint: str = "the checkpoint"
+) -> list[tuple[str, Any, Any]]:
     """Refuse to resume ``checkpoint`` (whose stored config is ``saved``) with ``cfg`` unless they differ only in
     :data:`RESUMABLE_KEYS`; returns those allowed differences (the trainer logs them).
 

@@ -12,8 +12,14 @@ from __future__ import annotations
 
 from lenslib.data.batch import Batch, BatchSource, Example, ExampleSource
 from lenslib.data.order import mix_seed
-from lenslib.data.sources import (CachedWorldBatcher, HFImageSource, TokenBatcher, WebDatasetSource, WorldSource,
-                                  source_from_config)
+from lenslib.data.sources import (
+    CachedWorldBatcher,
+    HFImageSource,
+    TokenBatcher,
+    WebDatasetSource,
+    WorldSource,
+    source_from_config,
+)
 
 __all__ = [
     "Batch",
@@ -30,7 +36,9 @@ __all__ = [
 ]
 
 
-def build_source(cfg, seed: int | None = None, progress: bool = True, device=None) -> tuple[BatchSource, object, object]:
+def build_source(
+    cfg, seed: int | None = None, progress: bool = True, device=None
+) -> tuple[BatchSource, object, object]:
     """The configured ``(batch source, codec, text encoder)`` of a :class:`~lenslib.train.config.TrainConfig`
     (seeded by ``run.seed`` unless ``seed`` is given; the text encoder on ``device`` when that is a GPU);
     :func:`lenslib.data.sources.source_from_config` does the work.

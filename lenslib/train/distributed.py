@@ -27,7 +27,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["DistInfo", "init_distributed", "shutdown", "wrap_model", "autocast", "all_reduce_mean", "barrier", "block_modules"]
+__all__ = [
+    "DistInfo",
+    "init_distributed",
+    "shutdown",
+    "wrap_model",
+    "autocast",
+    "all_reduce_mean",
+    "barrier",
+    "block_modules",
+]
 
 
 @dataclass
@@ -55,7 +64,9 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def init_distributed(strategy: str = "auto", backend: str = "auto", timeout_s: int = 1800, precision: str = "auto") -> DistInfo:
+def init_distributed(
+    strategy: str = "auto", backend: str = "auto", timeout_s: int = 1800, precision: str = "auto"
+) -> DistInfo:
     """Join the process group torchrun describes (if any) and choose device, strategy and precision."""
     world = env_world_size()
     rank = int(os.environ.get("RANK", "0"))
@@ -75,7 +86,9 @@ def init_distributed(strategy: str = "auto", backend: str = "auto", timeout_s: i
             if world == 1:  # FSDP2 on one process still needs a (trivial) group
                 os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
                 os.environ.setdefault("MASTER_PORT", str(_free_port()))
-            dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s))
+            dist.init_process_group(
+                backend=backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s)
+            )
     else:
         backend = None
     if precision == "auto":
@@ -105,7 +118,9 @@ def block_modules(model: nn.Module) -> list[nn.Module]:
 
 def enable_activation_checkpointing(model: nn.Module) -> None:
     """Recompute each block's activations in backward instead of storing them (paper: "gradient checkpointing")."""
-    if getattr(model, "_supports_gradient_checkpointing", False) and hasattr(model, "enable_gradient_checkpointing"):
+    if getattr(model, "_supports_gradient_checkpointing", False) and hasattr(
+        model, "enable_gradient_checkpointing"
+    ):
         model.enable_gradient_checkpointing()
         return
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
@@ -116,7 +131,9 @@ def enable_activation_checkpointing(model: nn.Module) -> None:
 
     kinds = tuple({type(m) for m in block_modules(model)})
     if not kinds:
-        raise ValueError(f"{type(model).__name__} declares no _no_split_modules: cannot find blocks to checkpoint.")
+        raise ValueError(
+            f"{type(model).__name__} declares no _no_split_modules: cannot find blocks to checkpoint."
+        )
     apply_activation_checkpointing(
         model,
         checkpoint_wrapper_fn=lambda m: checkpoint_wrapper(m, checkpoint_impl=CheckpointImpl.NO_REENTRANT),
@@ -124,8 +141,13 @@ def enable_activation_checkpointing(model: nn.Module) -> None:
     )
 
 
-def wrap_model(model: nn.Module, info: DistInfo, activation_checkpointing: bool = False, reshard_after_forward: bool = True,
-               compile: bool = False) -> nn.Module:
+def wrap_model(
+    model: nn.Module,
+    info: DistInfo,
+    activation_checkpointing: bool = False,
+    reshard_after_forward: bool = True,
+    compile: bool = False,
+) -> nn.Module:
     """Move to the device, enable AC, compile, and wrap for the strategy. Returns the module to train.
 
     ``compile`` uses ``nn.Module.compile`` (in place), so parameter names, checkpoints and the EMA are the
@@ -136,15 +158,18 @@ def wrap_model(model: nn.Module, info: DistInfo, activation_checkpointing: bool 
     if activation_checkpointing:
         enable_activation_checkpointing(model)
     if compile:
-        for module in (block_modules(model) if info.strategy == "fsdp" else [model]):
+        for module in block_modules(model) if info.strategy == "fsdp" else [model]:
             module.compile()
     if info.strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         # The last block's text-stream outputs are discarded by the model (official design), so those few
         # parameters never get a gradient: DDP must be told to expect unused parameters.
-        return DDP(model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
-                   find_unused_parameters=True)
+        return DDP(
+            model,
+            device_ids=[info.device.index] if info.device.type == "cuda" else None,
+            find_unused_parameters=True,
+        )
     if info.strategy == "fsdp":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -156,7 +181,9 @@ def wrap_model(model: nn.Module, info: DistInfo, activation_checkpointing: bool 
             kwargs["mp_policy"] = mp
         blocks = block_modules(model)
         if not blocks:
-            raise ValueError(f"{type(model).__name__} declares no _no_split_modules: FSDP needs per-block units.")
+            raise ValueError(
+                f"{type(model).__name__} declares no _no_split_modules: FSDP needs per-block units."
+            )
         for block in blocks:
             fully_shard(block, **kwargs)
         fully_shard(model, **kwargs)
@@ -166,7 +193,11 @@ def wrap_model(model: nn.Module, info: DistInfo, activation_checkpointing: bool 
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The user's module inside DDP (FSDP2 shards in place, so it is the module itself)."""
-    return model.module if hasattr(model, "module") and isinstance(getattr(model, "module"), nn.Module) else model
+    return (
+        model.module
+        if hasattr(model, "module") and isinstance(getattr(model, "module"), nn.Module)
+        else model
+    )
 
 
 def autocast(info: DistInfo):

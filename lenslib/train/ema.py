@@ -77,7 +77,9 @@ class EMA:
     def swapped_in(self, model: nn.Module):
         """Temporarily put the EMA weights into ``model`` (for sampling), restoring the live weights after."""
         with torch.no_grad():
-            backup = {_clean(n): p.detach().clone() for n, p in model.named_parameters() if _clean(n) in self.params}
+            backup = {
+                _clean(n): p.detach().clone() for n, p in model.named_parameters() if _clean(n) in self.params
+            }
         self.copy_to(model)
         try:
             yield model

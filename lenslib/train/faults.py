@@ -37,8 +37,18 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["KINDS", "PLAN_ENV", "TINY_OVERRIDES", "Kill", "Reference", "reference_run", "kill_trial",
-           "compare_runs", "tally", "child_main"]
+__all__ = [
+    "KINDS",
+    "PLAN_ENV",
+    "TINY_OVERRIDES",
+    "Kill",
+    "Reference",
+    "reference_run",
+    "kill_trial",
+    "compare_runs",
+    "tally",
+    "child_main",
+]
 
 KINDS = ("startup", "training", "save", "torn")
 PLAN_ENV = "LENS_FAULT_PLAN"
@@ -46,12 +56,25 @@ PLAN_ENV = "LENS_FAULT_PLAN"
 #: A small Lens transformer on 16x16 world images (as tests/test_train_resume.py trains) that saves after every
 #: step and evaluates every 5: a kill at a random time often falls inside a save.
 TINY_OVERRIDES = [
-    "optim.global_batch=4", "optim.micro_batch=2", "optim.warmup_steps=2",
-    "data.image_size=16", "data.caption_kind=brief", "data.max_text_tokens=8", "data.text_encoder_kwargs.max_length=8",
-    "model.kwargs.num_layers=2", "model.kwargs.num_attention_heads=2", "model.kwargs.attention_head_dim=16",
+    "optim.global_batch=4",
+    "optim.micro_batch=2",
+    "optim.warmup_steps=2",
+    "data.image_size=16",
+    "data.caption_kind=brief",
+    "data.max_text_tokens=8",
+    "data.text_encoder_kwargs.max_length=8",
+    "model.kwargs.num_layers=2",
+    "model.kwargs.num_attention_heads=2",
+    "model.kwargs.attention_head_dim=16",
     "model.kwargs.axes_dims_rope=[4,6,6]",
-    "eval.every=5", "eval.num_images=2", "eval.num_steps=2",
-    "run.log_every=1", "run.progress=log", "ema.decay=0.9", "run.save_every=1", "run.keep_last=2",
+    "eval.every=5",
+    "eval.num_images=2",
+    "eval.num_steps=2",
+    "run.log_every=1",
+    "run.progress=log",
+    "ema.decay=0.9",
+    "run.save_every=1",
+    "run.keep_last=2",
 ]
 
 _CHILD = "from lenslib.train.faults import child_main; child_main()"
@@ -110,6 +133,7 @@ def _install_save_hooks(plan: dict) -> None:
             out = fn(*args, **kwargs)
             tick(f"after {what}{name}")
             return out
+
         return wrapper
 
     ck.save_file = counted(ck.save_file, "writing the RNG file")
@@ -151,7 +175,10 @@ def _install_torn_metrics(plan: dict) -> None:
                 cut = max(1, min(len(line) - 2, int(len(line) * plan.get("cut", 0.5))))
                 self.file.write(line[:cut])
                 self.file.flush()
-                _die(plan.get("report"), f"metrics line {count['n']} of the job, after {cut} of {len(line)} characters")
+                _die(
+                    plan.get("report"),
+                    f"metrics line {count['n']} of the job, after {cut} of {len(line)} characters",
+                )
         return real_log(self, rec)
 
     trainer._Logger.log = log
@@ -186,7 +213,9 @@ class Kill:
     latest_after: int  # ... and after it was killed
     last_logged: int  # the last step the job logged (0: none)
     last_line: str  # the job's last line of output
-    resumed_at: int | None = None  # step the next job started from (0: from scratch; None: it died before saying)
+    resumed_at: int | None = (
+        None  # step the next job started from (0: from scratch; None: it died before saying)
+    )
 
 
 @dataclass
@@ -204,11 +233,26 @@ class Reference:
 def _env(threads: int) -> dict:
     import lenslib
 
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1",
-               TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               PYTHONPATH=os.pathsep.join([str(Path(lenslib.__file__).resolve().parents[1]),
-                                           os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", PLAN_ENV):
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONPATH=os.pathsep.join(
+            [str(Path(lenslib.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+        ).rstrip(os.pathsep),
+    )
+    for key in (
+        "WORLD_SIZE",
+        "RANK",
+        "LOCAL_RANK",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "TORCHELASTIC_RUN_ID",
+        PLAN_ENV,
+    ):
         env.pop(key, None)
     return env
 
@@ -220,7 +264,9 @@ class _Job:
         if plan:
             env = dict(env, **{PLAN_ENV: json.dumps(plan)})
         self.t0 = time.monotonic()
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         self.lines: list[str] = []
         self.first_step_s: float | None = None  # seconds from the start to the job's first step line
         self.stepped = threading.Event()
@@ -244,7 +290,9 @@ class _Job:
         except subprocess.TimeoutExpired:
             self.kill()
             self.proc.wait()
-            raise RuntimeError(f"a training job ran past {timeout:.0f} s; its output:\n" + self.tail()) from None
+            raise RuntimeError(
+                f"a training job ran past {timeout:.0f} s; its output:\n" + self.tail()
+            ) from None
         self.reader.join(5)
         return rc
 
@@ -278,8 +326,14 @@ def _latest_step(run_dir: Path) -> int:
         return int(path.name.split("_")[-1])
 
 
-def reference_run(run_dir: str | Path, steps: int, config: str = "cpu-tiny", overrides: list[str] | None = None,
-                  threads: int = 1, timeout: float = 600) -> Reference:
+def reference_run(
+    run_dir: str | Path,
+    steps: int,
+    config: str = "cpu-tiny",
+    overrides: list[str] | None = None,
+    threads: int = 1,
+    timeout: float = 600,
+) -> Reference:
     """Train ``steps`` steps without interruption into ``run_dir``, counting each save's file operations."""
     run_dir = Path(run_dir)
     overrides = [*(TINY_OVERRIDES if overrides is None else overrides), f"run.steps={steps}"]
@@ -291,8 +345,14 @@ def reference_run(run_dir: str | Path, steps: int, config: str = "cpu-tiny", ove
     ticks = json.loads(report.read_text())["ticks"]
     report.unlink()
     recs = _records(run_dir)
-    return Reference(run_dir, steps, ticks, startup_s=job.first_step_s, step_s=recs[-1]["elapsed_s"] / steps,
-                     seconds=job.seconds)
+    return Reference(
+        run_dir,
+        steps,
+        ticks,
+        startup_s=job.first_step_s,
+        step_s=recs[-1]["elapsed_s"] / steps,
+        seconds=job.seconds,
+    )
 
 
 def _tensors(folder: Path) -> dict:
@@ -303,8 +363,9 @@ def _tensors(folder: Path) -> dict:
         with safe_open(str(f), framework="pt") as h:
             rel = f.relative_to(folder).as_posix()
             out.update({f"{rel}:{k}": h.get_tensor(k) for k in h.keys()})
-            out.update({f"{rel}:meta:{k}": v for k, v in (h.metadata() or {}).items()
-                        if f.parent.name == "rng"})  # Python's RNG state is kept in the metadata
+            out.update(
+                {f"{rel}:meta:{k}": v for k, v in (h.metadata() or {}).items() if f.parent.name == "rng"}
+            )  # Python's RNG state is kept in the metadata
     return out
 
 
@@ -339,17 +400,32 @@ def compare_runs(reference: str | Path, run: str | Path, steps: int) -> list[str
         problems.append(f"metrics.jsonl steps are {[r['step'] for r in rb]}, not 1..{steps} once each")
     for x, y in zip(ra, rb):
         if [x[k] for k in keys] != [y[k] for k in keys]:
-            problems.append(f"step {x['step']}: logged {[y[k] for k in keys]} vs {[x[k] for k in keys]} uninterrupted")
-    leftovers = [p.name for folder in (run, run / ck.CHECKPOINT_DIR) if folder.is_dir() for p in folder.iterdir()
-                 if ".tmp" in p.name]
+            problems.append(
+                f"step {x['step']}: logged {[y[k] for k in keys]} vs {[x[k] for k in keys]} uninterrupted"
+            )
+    leftovers = [
+        p.name
+        for folder in (run, run / ck.CHECKPOINT_DIR)
+        if folder.is_dir()
+        for p in folder.iterdir()
+        if ".tmp" in p.name
+    ]
     if leftovers:
         problems.append(f"half-written files left: {leftovers}")
     return problems
 
 
-def kill_trial(run_dir: str | Path, reference: Reference, kinds: list[str], seed: int = 0, config: str = "cpu-tiny",
-               overrides: list[str] | None = None, threads: int = 1, window_steps: int = 3,
-               timeout: float = 600) -> dict:
+def kill_trial(
+    run_dir: str | Path,
+    reference: Reference,
+    kinds: list[str],
+    seed: int = 0,
+    config: str = "cpu-tiny",
+    overrides: list[str] | None = None,
+    threads: int = 1,
+    window_steps: int = 3,
+    timeout: float = 600,
+) -> dict:
     """Train ``reference``'s config into ``run_dir`` through one SIGKILL per entry of ``kinds`` (see the module
     docstring), resuming after each, then to the end; compare with the reference (:func:`compare_runs`).
 
@@ -366,7 +442,9 @@ def kill_trial(run_dir: str | Path, reference: Reference, kinds: list[str], seed
     kills: list[Kill] = []
     t0 = time.monotonic()
     jobs, finished_early, waiting = 0, False, False
-    startup = reference.startup_s  # the shortest start-up seen so far: a start-up kill comes before the first step
+    startup = (
+        reference.startup_s
+    )  # the shortest start-up seen so far: a start-up kill comes before the first step
     for kind in kinds:
         if kind not in KINDS:
             raise ValueError(f"unknown kind of kill {kind!r}; choose from {', '.join(KINDS)}")
@@ -382,8 +460,12 @@ def kill_trial(run_dir: str | Path, reference: Reference, kinds: list[str], seed
             typical = reference.save_ticks[min(before + k, len(reference.save_ticks)) - 1]
             plan = {"kind": "save", "save": k, "tick": rng.randint(1, typical), "report": str(report)}
         elif kind == "torn":
-            plan = {"kind": "torn", "line": rng.randint(1, min(window_steps, left)), "cut": rng.uniform(0.05, 0.95),
-                    "report": str(report)}
+            plan = {
+                "kind": "torn",
+                "line": rng.randint(1, min(window_steps, left)),
+                "cut": rng.uniform(0.05, 0.95),
+                "report": str(report),
+            }
         job = _Job(_cmd(config, overrides, run_dir), env, plan)
         jobs += 1
         moment = None
@@ -415,8 +497,17 @@ def kill_trial(run_dir: str | Path, reference: Reference, kinds: list[str], seed
             raise RuntimeError(f"a job failed (exit {rc}) instead of being killed ({kind}):\n{job.tail()}")
         if moment is None:
             moment = json.loads(report.read_text().splitlines()[-1])["moment"] if report.is_file() else kind
-        kills.append(Kill(kind, moment, round(job.seconds, 2), before, _latest_step(run_dir), _last_logged(job.lines),
-                          (job.lines or [""])[-1][:100]))
+        kills.append(
+            Kill(
+                kind,
+                moment,
+                round(job.seconds, 2),
+                before,
+                _latest_step(run_dir),
+                _last_logged(job.lines),
+                (job.lines or [""])[-1][:100],
+            )
+        )
         waiting = True
     report.unlink(missing_ok=True)
     # The last job, unharmed, as a requeued job would run (after a run that ended, it resumes and trains nothing).
@@ -428,8 +519,14 @@ def kill_trial(run_dir: str | Path, reference: Reference, kinds: list[str], seed
     if waiting:
         kills[-1].resumed_at = _resumed_at(job.lines)
     problems = compare_runs(reference.run_dir, run_dir, steps)
-    return {"kills": kills, "identical": not problems, "problems": problems, "finished_early": finished_early,
-            "jobs": jobs, "seconds": time.monotonic() - t0}
+    return {
+        "kills": kills,
+        "identical": not problems,
+        "problems": problems,
+        "finished_early": finished_early,
+        "jobs": jobs,
+        "seconds": time.monotonic() - t0,
+    }
 
 
 def _last_logged(lines: list[str]) -> int:
@@ -451,7 +548,9 @@ def tally(trials: list[dict]) -> dict:
     """Counts over trials: kills by kind, what the jobs resumed from, and whether every run came out identical."""
     kills = [k for t in trials for k in t["kills"]]
     # A timed kill whose job's last line logged a step fell between that step and the end of its save (or evaluation).
-    after_step_line = sum(k.kind in ("startup", "training") and k.last_line.startswith("step ") for k in kills)
+    after_step_line = sum(
+        k.kind in ("startup", "training") and k.last_line.startswith("step ") for k in kills
+    )
     return {
         "kills": len(kills),
         "by_kind": {kind: sum(k.kind == kind for k in kills) for kind in KINDS},
@@ -459,10 +558,11 @@ def tally(trials: list[dict]) -> dict:
         "timed_kills_between_a_step_and_its_save": after_step_line,
         "next_job_started_from_scratch": sum(k.resumed_at == 0 for k in kills),
         "next_job_killed_before_resuming": sum(k.resumed_at is None for k in kills),
-        "steps_trained_again": sum(max(0, k.last_logged - k.resumed_at) for k in kills if k.resumed_at is not None),
+        "steps_trained_again": sum(
+            max(0, k.last_logged - k.resumed_at) for k in kills if k.resumed_at is not None
+        ),
         "runs": len(trials),
         "runs_identical": sum(t["identical"] for t in trials),
         "jobs": sum(t["jobs"] for t in trials),
         "detail": [asdict(k) for k in kills],
     }
-

@@ -87,7 +87,9 @@ class PreemptionHandler:
         if not (dist.is_available() and dist.is_initialized()):
             return self.requested
         backend = dist.get_backend(group)
-        device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+        device = (
+            torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+        )
         flag = torch.tensor([1.0 if self.requested else 0.0], device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
         stop = bool(flag.item() > 0)

@@ -40,17 +40,31 @@ import torch
 import torch.distributed as dist
 from PIL import Image
 
-from lenslib.flow import (drop_captions, euler_sample, flow_matching_loss, predict_velocity, sample_timesteps,
-                          training_mu)
-
 from lenslib.data.buckets import training_buckets
 from lenslib.data.order import mix_seed
 from lenslib.data.stream import BatchStream
+from lenslib.flow import (
+    drop_captions,
+    euler_sample,
+    flow_matching_loss,
+    predict_velocity,
+    sample_timesteps,
+    training_mu,
+)
 from lenslib.paths import cache_dir
 
 from . import checkpoint as ckpt
 from .build import build_model
-from .config import ResumeMismatchError, TrainConfig, check_paths, check_resume, load_config, to_dict, to_yaml, validate
+from .config import (
+    ResumeMismatchError,
+    TrainConfig,
+    check_paths,
+    check_resume,
+    load_config,
+    to_dict,
+    to_yaml,
+    validate,
+)
 from .data import Batch, build_source
 from .distributed import all_reduce_mean, autocast, barrier, init_distributed, shutdown, wrap_model
 from .ema import EMA
@@ -113,8 +127,11 @@ def run_totals(run_dir: str | Path) -> dict:
     """
     recs, _ = read_metrics(run_dir)
     recs = [r for r in recs if "step_time_s" in r]  # training steps only (not evaluations)
-    return {"steps": recs[-1]["step"] if recs else 0, "train_seconds": sum(r["step_time_s"] for r in recs),
-            "final_loss": recs[-1]["loss"] if recs else None}
+    return {
+        "steps": recs[-1]["step"] if recs else 0,
+        "train_seconds": sum(r["step_time_s"] for r in recs),
+        "final_loss": recs[-1]["loss"] if recs else None,
+    }
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -125,7 +142,9 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     o = cfg.optim
     if o.warmup_steps > 0 and step < o.warmup_steps:
         return o.lr * (step + 1) / o.warmup_steps
-    start = max(o.warmup_steps, cfg.run.steps - round(o.decay_ratio * cfg.run.steps))  # a short run: after warmup
+    start = max(
+        o.warmup_steps, cfg.run.steps - round(o.decay_ratio * cfg.run.steps)
+    )  # a short run: after warmup
     if o.decay_ratio == 0 or step < start or start >= cfg.run.steps:
         return o.lr
     progress = (step - start + 1) / (cfg.run.steps - start)  # 1 at the last step
@@ -154,7 +173,9 @@ class _Logger:
         path = run_dir / METRICS_FILE
         self.dropped: list[str] = []
         if path.exists():  # keep only the steps the checkpoint covers: the curve continues seamlessly
-            lines, self.dropped = _metric_lines(path)  # a torn last line (a kill mid-write) is dropped, not fatal
+            lines, self.dropped = _metric_lines(
+                path
+            )  # a torn last line (a kill mid-write) is dropped, not fatal
             kept = [ln for ln, rec in lines if rec.get("step", 0) <= start]
             ckpt.write_text_atomic(path, "".join(ln + "\n" for ln in kept))
         self.file = open(path, "a")
@@ -183,8 +204,11 @@ class _Logger:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{rec['lr']:.2e}")
         elif rec["step"] % self.every == 0:
-            print(f"step {rec['step']:>7d}  loss {rec['loss']:.4f}  grad {rec['grad_norm']:.3f}  lr {rec['lr']:.2e}  "
-                  f"{rec['samples_per_s']:.1f} samples/s", flush=True)
+            print(
+                f"step {rec['step']:>7d}  loss {rec['loss']:.4f}  grad {rec['grad_norm']:.3f}  lr {rec['lr']:.2e}  "
+                f"{rec['samples_per_s']:.1f} samples/s",
+                flush=True,
+            )
 
     def event(self, text: str) -> None:
         if not self.is_main:
@@ -217,7 +241,14 @@ def sample_previews(model, source, cfg: TrainConfig, info, size: tuple[int, int]
     if cfg.eval.prompts:
         prompts = list(cfg.eval.prompts)[:n]
         text, mask = source.encode_text(prompts)
-        batch = Batch(batch.tokens[: len(prompts)], batch.grid, [t.to(info.device) for t in text], mask.to(info.device), prompts, batch.indices[: len(prompts)])
+        batch = Batch(
+            batch.tokens[: len(prompts)],
+            batch.grid,
+            [t.to(info.device) for t in text],
+            mask.to(info.device),
+            prompts,
+            batch.indices[: len(prompts)],
+        )
     h, w = batch.grid
     empty_text = [torch.zeros_like(t) for t in batch.text]
     empty_mask = torch.zeros_like(batch.text_mask)
@@ -225,8 +256,15 @@ def sample_previews(model, source, cfg: TrainConfig, info, size: tuple[int, int]
     def velocity(x, sigma, conditional):
         text, mask = (batch.text, batch.text_mask) if conditional else (empty_text, empty_mask)
         with autocast(info):
-            return predict_velocity(model, x, sigma, cfg.flow.prediction, encoder_hidden_states=text,
-                                    encoder_hidden_states_mask=mask, img_shapes=[(1, h, w)]).float()
+            return predict_velocity(
+                model,
+                x,
+                sigma,
+                cfg.flow.prediction,
+                encoder_hidden_states=text,
+                encoder_hidden_states_mask=mask,
+                img_shapes=[(1, h, w)],
+            ).float()
 
     g = torch.Generator(device=info.device).manual_seed(cfg.eval.seed)
     noise = torch.randn(batch.tokens.shape, generator=g, device=info.device)
@@ -243,7 +281,7 @@ def _save_grid(images: torch.Tensor, path: Path) -> None:
     grid = np.zeros((rows * h, cols * w, 3), np.uint8)
     for i in range(n):
         r, c = divmod(i, cols)
-        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = x[i]
+        grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = x[i]
     tmp = path.with_suffix(".tmp.png")
     Image.fromarray(grid).save(tmp)
     os.replace(tmp, path)
@@ -339,12 +377,23 @@ def _train(cfg: TrainConfig, info, on_log=None, judge=None) -> dict:
     if resume_state is not None and "model_config" in resume_state:  # e.g. a preset whose definition changed
         _check_model_config(resume_state["model_config"], model_config, resume_from, _init_defaults(model))
     model.train()
-    model = wrap_model(model, info, cfg.model.activation_checkpointing, cfg.dist.reshard_after_forward,
-                       compile=cfg.model.compile)
+    model = wrap_model(
+        model,
+        info,
+        cfg.model.activation_checkpointing,
+        cfg.dist.reshard_after_forward,
+        compile=cfg.model.compile,
+    )
     ema = EMA(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr_at(cfg, 0), betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
-                            weight_decay=cfg.optim.weight_decay, **_adamw_kernels(info.device))
+    opt = torch.optim.AdamW(
+        params,
+        lr=lr_at(cfg, 0),
+        betas=tuple(cfg.optim.betas),
+        eps=cfg.optim.eps,
+        weight_decay=cfg.optim.weight_decay,
+        **_adamw_kernels(info.device),
+    )
 
     # -- resume ------------------------------------------------------------------------------------
     start = 0
@@ -359,11 +408,15 @@ def _train(cfg: TrainConfig, info, on_log=None, judge=None) -> dict:
     if resume_from is not None:
         logger.event(f"resumed from {resume_from} at step {start}")
         if allowed_changes:
-            logger.event("changed since the checkpoint (allowed on resume, RESUMABLE_KEYS): "
-                         + ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in allowed_changes))
-    logger.event(f"{cfg.run.name}: {n_params / 1e6:.2f}M parameters, world size {world}, strategy {info.strategy}, "
-                 f"{info.dtype}, device {info.device}{', torch.compile' if cfg.model.compile else ''}, "
-                 f"steps {start}->{cfg.run.steps}")
+            logger.event(
+                "changed since the checkpoint (allowed on resume, RESUMABLE_KEYS): "
+                + ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in allowed_changes)
+            )
+    logger.event(
+        f"{cfg.run.name}: {n_params / 1e6:.2f}M parameters, world size {world}, strategy {info.strategy}, "
+        f"{info.dtype}, device {info.device}{', torch.compile' if cfg.model.compile else ''}, "
+        f"steps {start}->{cfg.run.steps}"
+    )
 
     accum = cfg.grad_accum(world)
     step_buckets = training_buckets(cfg.data, None if cfg.data.buckets else cfg.optim.micro_batch * accum)
@@ -375,13 +428,27 @@ def _train(cfg: TrainConfig, info, on_log=None, judge=None) -> dict:
     t_start = time.time()
     step = start
     # Resume is the stream's start: every step's batches are a function of (seed, step, rank).
-    stream = BatchStream(source, seed=cfg.run.seed, rank=rank, world_size=world, buckets=step_buckets,
-                         micro_batch=None if cfg.data.buckets else cfg.optim.micro_batch, start=start,
-                         stop=cfg.run.steps, device=info.device, workers=cfg.data.num_workers)
+    stream = BatchStream(
+        source,
+        seed=cfg.run.seed,
+        rank=rank,
+        world_size=world,
+        buckets=step_buckets,
+        micro_batch=None if cfg.data.buckets else cfg.optim.micro_batch,
+        start=start,
+        stop=cfg.run.steps,
+        device=info.device,
+        workers=cfg.data.num_workers,
+    )
 
     def trainer_state(step: int) -> dict:
-        return {"samples_seen": step * (cfg.optim.global_batch or 0), "data": {"position": "step", "step": step},
-                "config": to_dict(cfg), "run_name": cfg.run.name, "model_config": model_config}
+        return {
+            "samples_seen": step * (cfg.optim.global_batch or 0),
+            "data": {"position": "step", "step": step},
+            "config": to_dict(cfg),
+            "run_name": cfg.run.name,
+            "model_config": model_config,
+        }
 
     try:
         for batches in stream:
@@ -395,7 +462,9 @@ def _train(cfg: TrainConfig, info, on_log=None, judge=None) -> dict:
             n_samples = 0
             for micro, batch in enumerate(batches):  # with workers: built while the previous one trained
                 h, w = batch.grid
-                gen = torch.Generator(device=info.device).manual_seed(mix_seed(cfg.run.seed, step, rank, micro, 1))
+                gen = torch.Generator(device=info.device).manual_seed(
+                    mix_seed(cfg.run.seed, step, rank, micro, 1)
+                )
                 mu = training_mu(cfg.flow.mu_schedule, h * w, cfg.flow.mu)
                 t = sample_timesteps(len(batch), mu, cfg.flow.logit_normal_scale, gen, info.device)
                 noise = torch.randn(batch.tokens.shape, generator=gen, device=info.device)
@@ -406,13 +475,25 @@ def _train(cfg: TrainConfig, info, on_log=None, judge=None) -> dict:
                 ctx = model.no_sync() if (info.strategy == "ddp" and not sync) else _null()
                 with ctx:
                     with autocast(info):
-                        loss, per_sample = flow_matching_loss(model, batch.tokens, t, noise, cfg.flow.prediction,
-                                                              encoder_hidden_states=text,
-                                                              encoder_hidden_states_mask=mask, img_shapes=[(1, h, w)])
+                        loss, per_sample = flow_matching_loss(
+                            model,
+                            batch.tokens,
+                            t,
+                            noise,
+                            cfg.flow.prediction,
+                            encoder_hidden_states=text,
+                            encoder_hidden_states_mask=mask,
+                            img_shapes=[(1, h, w)],
+                        )
                     (loss / accum).backward()
                 loss_sum += loss.detach()
-                t_bins.index_add_(0, torch.bucketize(t, T_BIN_EDGES.to(t.device)), torch.stack(
-                    [per_sample.detach().float(), torch.ones_like(per_sample, dtype=torch.float32)], 1))
+                t_bins.index_add_(
+                    0,
+                    torch.bucketize(t, T_BIN_EDGES.to(t.device)),
+                    torch.stack(
+                        [per_sample.detach().float(), torch.ones_like(per_sample, dtype=torch.float32)], 1
+                    ),
+                )
                 n_samples += len(batch)
             if cfg.optim.grad_clip > 0:
                 gn = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
@@ -431,15 +512,26 @@ def _train(cfg: TrainConfig, info, on_log=None, judge=None) -> dict:
             samples = all_reduce_mean(torch.tensor(float(n_samples), device=info.device)) * world
             last_loss = float(loss_mean)
             dt = time.time() - t0
-            rec = {"step": step, "loss": last_loss, "grad_norm": float(gn), "lr": lr, "samples": int(samples),
-                   "step_time_s": dt, "data_time_s": data_time, "samples_per_s": float(samples) / max(dt, 1e-9),
-                   "tokens": h * w, "elapsed_s": time.time() - t_start,
-                   "loss_by_t": [round(float(a / n), 6) if n else None for a, n in t_bins.cpu().tolist()]}
+            rec = {
+                "step": step,
+                "loss": last_loss,
+                "grad_norm": float(gn),
+                "lr": lr,
+                "samples": int(samples),
+                "step_time_s": dt,
+                "data_time_s": data_time,
+                "samples_per_s": float(samples) / max(dt, 1e-9),
+                "tokens": h * w,
+                "elapsed_s": time.time() - t_start,
+                "loss_by_t": [round(float(a / n), 6) if n else None for a, n in t_bins.cpu().tolist()],
+            }
             if len(buckets) > 1 and world > 1:  # mixed-resolution step: every rank's token count
                 rec["rank_tokens"] = _gather_ints(h * w, info)
             logger.log(rec)
             if not math.isfinite(last_loss):
-                raise FloatingPointError(f"loss became {last_loss} at step {step}; lower optim.lr or check the data.")
+                raise FloatingPointError(
+                    f"loss became {last_loss} at step {step}; lower optim.lr or check the data."
+                )
 
             if cfg.eval.every and step % cfg.eval.every == 0:
                 stream.drain()  # the evaluation uses the data source too
@@ -447,13 +539,24 @@ def _train(cfg: TrainConfig, info, on_log=None, judge=None) -> dict:
 
             preempted = handler.should_stop()
             if preempted or (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.run.steps:
-                saved = ckpt.save_checkpoint(run_dir, step, model, opt, ema, trainer_state(step), cfg.run.keep_last)
+                saved = ckpt.save_checkpoint(
+                    run_dir, step, model, opt, ema, trainer_state(step), cfg.run.keep_last
+                )
                 logger.event(f"saved {saved}")
             if preempted:
                 if info.is_main:
-                    ckpt.write_json_atomic(run_dir / PREEMPTED_FILE, {"step": step, "signal": handler.signal_name,
-                                                                     "checkpoint": str(saved), "exit_code": REQUEUE_EXIT_CODE})
-                logger.event(f"preempted by {handler.signal_name}: saved step {step}; exit code {REQUEUE_EXIT_CODE} asks for a requeue")
+                    ckpt.write_json_atomic(
+                        run_dir / PREEMPTED_FILE,
+                        {
+                            "step": step,
+                            "signal": handler.signal_name,
+                            "checkpoint": str(saved),
+                            "exit_code": REQUEUE_EXIT_CODE,
+                        },
+                    )
+                logger.event(
+                    f"preempted by {handler.signal_name}: saved step {step}; exit code {REQUEUE_EXIT_CODE} asks for a requeue"
+                )
                 break
         barrier()
     finally:
@@ -502,23 +605,33 @@ def _resume_point(cfg: TrainConfig, run_dir: Path, info):
             if damaged:
                 raise ckpt.DamagedCheckpointError(
                     f"no intact checkpoint in {run_dir / ckpt.CHECKPOINT_DIR}: every one is damaged (above). Resume "
-                    "one of them explicitly only after repairing it, or start over with run.resume=never.")
+                    "one of them explicitly only after repairing it, or start over with run.resume=never."
+                )
             return None, None, [], []
     else:
         path = Path(cfg.run.resume)
         if not (path / "trainer_state.json").is_file():
-            raise FileNotFoundError(f"run.resume={cfg.run.resume}: not a checkpoint folder (no trainer_state.json).")
-        check = ckpt.verify_checkpoint(path).raise_if_damaged()  # a named checkpoint is never swapped for another
+            raise FileNotFoundError(
+                f"run.resume={cfg.run.resume}: not a checkpoint folder (no trainer_state.json)."
+            )
+        check = ckpt.verify_checkpoint(
+            path
+        ).raise_if_damaged()  # a named checkpoint is never swapped for another
     if not check.verified:
-        _loud(f"checkpoint {check.path} was written without {ckpt.CHECKSUMS}: resuming from it unverified", info)
+        _loud(
+            f"checkpoint {check.path} was written without {ckpt.CHECKSUMS}: resuming from it unverified", info
+        )
     allowed = check_resume(check.state["config"], cfg, str(check.path)) if "config" in check.state else []
     if damaged:
         barrier()  # every rank has verified before rank 0 moves anything
         if info.is_main:
             moved = ckpt.set_aside_damaged(run_dir, damaged, check.path)
-            _loud(f"moved {', '.join(p.name for p in moved)} to {run_dir / ckpt.CHECKPOINT_DIR / ckpt.DAMAGED_DIR}; "
-                  f"resuming from {check.path.name}, the newest intact checkpoint (step {check.state['step']}): "
-                  "the steps after it are trained again", info)
+            _loud(
+                f"moved {', '.join(p.name for p in moved)} to {run_dir / ckpt.CHECKPOINT_DIR / ckpt.DAMAGED_DIR}; "
+                f"resuming from {check.path.name}, the newest intact checkpoint (step {check.state['step']}): "
+                "the steps after it are trained again",
+                info,
+            )
         barrier()
     return check.path, check.state, allowed, [str(c.path.name) for c in damaged]
 
@@ -526,8 +639,12 @@ def _resume_point(cfg: TrainConfig, run_dir: Path, info):
 def _init_defaults(model) -> dict:
     """Constructor defaults of a model class: the value a config key had before the key existed."""
     params = inspect.signature(type(model).__init__).parameters.values()
-    return json.loads(json.dumps({p.name: p.default for p in params if p.default is not inspect.Parameter.empty},
-                                 default=lambda v: None))
+    return json.loads(
+        json.dumps(
+            {p.name: p.default for p in params if p.default is not inspect.Parameter.empty},
+            default=lambda v: None,
+        )
+    )
 
 
 def _check_model_config(saved: dict, built: dict, checkpoint, defaults: dict | None = None) -> None:
@@ -551,7 +668,8 @@ def _check_model_config(saved: dict, built: dict, checkpoint, defaults: dict | N
         shown = "; ".join(f"{k}: {show(old(k))} -> {norm[k]!r}" for k in keys)
         raise ResumeMismatchError(
             f"cannot resume {checkpoint}: the model this run builds differs from the checkpoint's in {shown} "
-            "(architecture). Give this run a new run.out_dir, or set run.resume=never to start over in this folder.")
+            "(architecture). Give this run a new run.out_dir, or set run.resume=never to start over in this folder."
+        )
 
 
 def preflight_resume(cfg: TrainConfig) -> None:
@@ -585,7 +703,9 @@ class _null:
         return False
 
 
-def _evaluate(model, ema, source, cfg, info, run_dir: Path, step: int, logger: _Logger, bucket, judge=None) -> None:
+def _evaluate(
+    model, ema, source, cfg, info, run_dir: Path, step: int, logger: _Logger, bucket, judge=None
+) -> None:
     """Preview samples with the EMA weights (all ranks take part: FSDP needs every rank in the forward)."""
     model.eval()
     ctx = ema.swapped_in(model) if ema is not None else _null()
@@ -605,4 +725,6 @@ def _evaluate(model, ema, source, cfg, info, run_dir: Path, step: int, logger: _
         f.write(json.dumps(rec) + "\n")
     if logger.on_log is not None:
         logger.on_log(rec)
-    logger.event(f"step {step}: samples -> {out / f'step_{step:07d}.png'}" + (f", judge {scores}" if scores else ""))
+    logger.event(
+        f"step {step}: samples -> {out / f'step_{step:07d}.png'}" + (f", judge {scores}" if scores else "")
+    )

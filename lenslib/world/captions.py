@@ -42,28 +42,60 @@ CAPTION_KINDS = ("alt_text", "brief", "detailed", "mixed")
 # image; the rest is a short keyword phrase about one thing in it, sometimes wrong). Change them
 # to model cleaner or noisier web data; tests check the generator follows whatever they say.
 ALT_TEXT_RATES = {
-    "filename": 0.12,     # "IMG_2291.jpg"
+    "filename": 0.12,  # "IMG_2291.jpg"
     "boilerplate": 0.13,  # "stock image", "Untitled"
-    "irrelevant": 0.05,   # page text that has nothing to do with the image
-    "partial": 0.70,      # one object of the scene (the main subject or another one)
+    "irrelevant": 0.05,  # page text that has nothing to do with the image
+    "partial": 0.70,  # one object of the scene (the main subject or another one)
 }
 ALT_TEXT_COLOR_SHOWN = 0.6  # a partial alt-text names the object's colour this often ...
 ALT_TEXT_COLOR_WRONG = 0.25  # ... and, when it does, names a wrong colour this often
 # So a wrong colour appears in 0.70 x 0.6 x 0.25 = 10.5 % of all alt-texts.
 ALT_TEXT_WRONG_COLOR_RATE = ALT_TEXT_RATES["partial"] * ALT_TEXT_COLOR_SHOWN * ALT_TEXT_COLOR_WRONG
 ALT_TEXT_OTHER_OBJECT = 0.5  # a partial alt-text names a random object instead of the main one
-ALT_TEXT_TEXT_SHOWN = 0.3    # when the scene has text, a partial alt-text quotes it this often
+ALT_TEXT_TEXT_SHOWN = 0.3  # when the scene has text, a partial alt-text quotes it this often
 
-_FILENAMES = ("IMG_{n}.jpg", "DSC_{n}.JPG", "image-{n}.png", "photo ({k}).jpeg", "untitled-{k}.png",
-              "download ({k}).png", "{n}_orig.jpg", "Screenshot_{n}.png", "asset-{n}-1024x768.webp")
-_BOILERPLATE = ("stock image", "image", "Untitled", "clipart", "thumbnail", "placeholder",
-                "free vector graphics", "royalty free illustration", "Image may contain: graphic",
-                "picture")
-_IRRELEVANT = ("Click here to download", "Home | About us | Contact", "Best deals of the season",
-               "Subscribe to our newsletter", "Read more", "product photo 3 of 7",
-               "Terms and conditions apply")
-_ALT_PARTIAL = ("{np}", "{np} icon", "{np} clipart", "{np} - stock illustration", "simple {np} vector",
-                "{np} png", "{np} on {bg} background", "{np} isolated")
+_FILENAMES = (
+    "IMG_{n}.jpg",
+    "DSC_{n}.JPG",
+    "image-{n}.png",
+    "photo ({k}).jpeg",
+    "untitled-{k}.png",
+    "download ({k}).png",
+    "{n}_orig.jpg",
+    "Screenshot_{n}.png",
+    "asset-{n}-1024x768.webp",
+)
+_BOILERPLATE = (
+    "stock image",
+    "image",
+    "Untitled",
+    "clipart",
+    "thumbnail",
+    "placeholder",
+    "free vector graphics",
+    "royalty free illustration",
+    "Image may contain: graphic",
+    "picture",
+)
+_IRRELEVANT = (
+    "Click here to download",
+    "Home | About us | Contact",
+    "Best deals of the season",
+    "Subscribe to our newsletter",
+    "Read more",
+    "product photo 3 of 7",
+    "Terms and conditions apply",
+)
+_ALT_PARTIAL = (
+    "{np}",
+    "{np} icon",
+    "{np} clipart",
+    "{np} - stock illustration",
+    "simple {np} vector",
+    "{np} png",
+    "{np} on {bg} background",
+    "{np} isolated",
+)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -205,23 +237,38 @@ def detailed(scene: Scene, seed: int = 0) -> str:
             total = sum(len(objs) for k, objs in groups if k[1] == cls)
             items.append(f"{number_word(total)} {plural(cls)} ({', '.join(parts[:-1])} and {parts[-1]})")
     if not items:
-        sentences.append(rng.choice((f"The image shows an empty {bg} background with no objects on it.",
-                                     f"This picture is an empty, plain {bg} background.")))
+        sentences.append(
+            rng.choice(
+                (
+                    f"The image shows an empty {bg} background with no objects on it.",
+                    f"This picture is an empty, plain {bg} background.",
+                )
+            )
+        )
     else:
         listing = items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
         n = len(scene.objects)
-        options = [f"The image shows {listing} on a {bg} background.",
-                   f"This is a simple illustration of {listing}, set against a {bg} backdrop.",
-                   f"A plain {bg} background holds {listing}."]
+        options = [
+            f"The image shows {listing} on a {bg} background.",
+            f"This is a simple illustration of {listing}, set against a {bg} backdrop.",
+            f"A plain {bg} background holds {listing}.",
+        ]
         if n > 1:
-            options.append(f"{number_word(n).capitalize()} {kind_word}{'s' if kind_word == 'shape' else ''} "
-                           f"are arranged on a {bg} background: {listing}.")
+            options.append(
+                f"{number_word(n).capitalize()} {kind_word}{'s' if kind_word == 'shape' else ''} "
+                f"are arranged on a {bg} background: {listing}."
+            )
         sentences.append(rng.choice(options))
     if scene.texture is not None:
-        sentences.append(rng.choice((f"The background is not completely flat: it carries "
-                                     f"{rng.choice(_TEXTURE_PHRASES[scene.texture])}.",
-                                     f"Across the {bg} backdrop runs "
-                                     f"{rng.choice(_TEXTURE_PHRASES[scene.texture])}.")))
+        sentences.append(
+            rng.choice(
+                (
+                    f"The background is not completely flat: it carries "
+                    f"{rng.choice(_TEXTURE_PHRASES[scene.texture])}.",
+                    f"Across the {bg} backdrop runs {rng.choice(_TEXTURE_PHRASES[scene.texture])}.",
+                )
+            )
+        )
 
     # 2. every object's place and size
     for (color, cls), objs in groups:
@@ -234,10 +281,18 @@ def detailed(scene: Scene, seed: int = 0) -> str:
             ordinal = ("the second", "the third", "the fourth", "the fifth", "the sixth")
             parts = [f"one of them is {places[0]}"] + [f"{ordinal[i]} {p}" for i, p in enumerate(places[1:])]
             sizes = sorted({size_name(o) for o in objs})
-            size_text = (f"{'both' if len(objs) == 2 else 'all'} {sizes[0]}" if len(sizes) == 1
-                         else "in different sizes")
-            sentences.append(f"The {number_word(len(objs))} {color} {plural(cls)} are {size_text}: "
-                             + ", ".join(parts[:-1]) + " and " + parts[-1] + ".")
+            size_text = (
+                f"{'both' if len(objs) == 2 else 'all'} {sizes[0]}"
+                if len(sizes) == 1
+                else "in different sizes"
+            )
+            sentences.append(
+                f"The {number_word(len(objs))} {color} {plural(cls)} are {size_text}: "
+                + ", ".join(parts[:-1])
+                + " and "
+                + parts[-1]
+                + "."
+            )
 
     # 3. relative positions between groups: all pairs for small scenes, else a chain plus the
     # main subject, so that every group is placed relative to another one.
@@ -247,8 +302,10 @@ def detailed(scene: Scene, seed: int = 0) -> str:
     if len(keys) > 3:
         main = main_subject(scene)
         m = keys.index((main.color, main.cls))
-        pairs = sorted({(i, i - 1) for i in range(1, len(keys))} |
-                       {(max(i, m), min(i, m)) for i in range(len(keys)) if i != m})
+        pairs = sorted(
+            {(i, i - 1) for i in range(1, len(keys))}
+            | {(max(i, m), min(i, m)) for i in range(len(keys)) if i != m}
+        )
     for i, j in pairs:
         a, b = keys[i], keys[j]
         if rng.random() < 0.5:
@@ -268,17 +325,28 @@ def detailed(scene: Scene, seed: int = 0) -> str:
     # 4. visible text, quoted exactly
     for t in scene.texts:
         where = _where(t, rng)
-        sentences.append(rng.choice((f'The word "{t.text}" is written in small {t.color} letters {where}.',
-                                     f'A short {t.color} label reading "{t.text}" appears {where}.',
-                                     f'Small {t.color} text {where} reads "{t.text}".')))
+        sentences.append(
+            rng.choice(
+                (
+                    f'The word "{t.text}" is written in small {t.color} letters {where}.',
+                    f'A short {t.color} label reading "{t.text}" appears {where}.',
+                    f'Small {t.color} text {where} reads "{t.text}".',
+                )
+            )
+        )
 
     # 5. a closing remark on style, as dense captions often end
     if rng.random() < 0.7:
-        sentences.append(rng.choice((
-            f"Each {kind_word} is drawn as a flat silhouette in a single color, with no shading or shadows.",
-            "The composition is simple and uncluttered, with crisp edges and even lighting.",
-            f"The {kind_word}{'s' if kind_word == 'shape' and len(scene.objects) != 1 else ''} "
-            f"{'are' if len(scene.objects) != 1 else 'is'} rendered flat, like a clean vector graphic.")))
+        sentences.append(
+            rng.choice(
+                (
+                    f"Each {kind_word} is drawn as a flat silhouette in a single color, with no shading or shadows.",
+                    "The composition is simple and uncluttered, with crisp edges and even lighting.",
+                    f"The {kind_word}{'s' if kind_word == 'shape' and len(scene.objects) != 1 else ''} "
+                    f"{'are' if len(scene.objects) != 1 else 'is'} rendered flat, like a clean vector graphic.",
+                )
+            )
+        )
     return " ".join(sentences)
 
 
@@ -325,7 +393,7 @@ def scene_facts(scene: Scene) -> list[str]:
     totals = Counter(o.cls for o in scene.objects)
     facts += [f"count:{c}={totals[c]}" for c in totals if sum(k[1] == c for k, _ in groups) > 1]
     for i, (ka, a) in enumerate(groups):
-        for kb, b in groups[i + 1:]:
+        for kb, b in groups[i + 1 :]:
             if _group_relations(a, b):
                 facts.append(f"relation:{_pair_key(ka, kb)}")
     facts.append(f"background:{scene.background}")
@@ -341,11 +409,21 @@ def _pair_key(a: tuple[str, str], b: tuple[str, str]) -> str:
 
 _SIZE_WORDS = {"small", "medium", "large", "big", "tiny", "sized", "medium-sized"}
 _COUNT_WORDS = {"a": 1, "an": 1, **{w: n for w, n in WORD_NUMBERS.items() if n > 0}}
-_REL_PATTERNS = [(re.compile(p), rel) for p, rel in (
-    (r"\bleft(?: side)? of\b", "left of"), (r"\bright(?: side)? of\b", "right of"),
-    (r"\babove\b", "above"), (r"\b(?:below|beneath|underneath|under)\b", "below"))]
-_TEXTURE_WORDS = {"checker": ("checker", "checkered", "checkerboard"), "stripes": ("stripes", "striped"),
-                  "gradient": ("gradient",), "noise": ("noise", "noisy", "grainy")}
+_REL_PATTERNS = [
+    (re.compile(p), rel)
+    for p, rel in (
+        (r"\bleft(?: side)? of\b", "left of"),
+        (r"\bright(?: side)? of\b", "right of"),
+        (r"\babove\b", "above"),
+        (r"\b(?:below|beneath|underneath|under)\b", "below"),
+    )
+]
+_TEXTURE_WORDS = {
+    "checker": ("checker", "checkered", "checkerboard"),
+    "stripes": ("stripes", "striped"),
+    "gradient": ("gradient",),
+    "noise": ("noise", "noisy", "grainy"),
+}
 _TOKEN = re.compile(r"[a-z0-9]+(?:-[a-z]+)*")
 
 
@@ -391,7 +469,7 @@ def parse_mentions(sentence: str, vocab: str) -> list[_Mention]:
 
     def class_at(j):
         for form, cls, is_plural in forms.get(words[j], ()) if j < len(words) else ():
-            if tuple(words[j:j + len(form)]) == form:
+            if tuple(words[j : j + len(form)]) == form:
                 return cls, is_plural, j + len(form)
         return None
 
@@ -466,7 +544,8 @@ def coverage(scene: Scene, caption_text: str) -> Coverage:
             if m.count is not None and key is not None:
                 fact = f"count:{_name(*key)}={len(groups[key])}"
                 (stated if m.count == len(groups[key]) else wrong).add(
-                    fact if m.count == len(groups[key]) else f"count:{_name(*key)}={m.count}")
+                    fact if m.count == len(groups[key]) else f"count:{_name(*key)}={m.count}"
+                )
             elif m.count is not None and m.color is None and len(by_class.get(m.cls, [])) > 1:
                 total = sum(len(groups[k]) for k in by_class[m.cls])  # "two rings" of two colours
                 (stated if m.count == total else wrong).add(f"count:{m.cls}={m.count}")
@@ -492,8 +571,11 @@ def coverage(scene: Scene, caption_text: str) -> Coverage:
                     wrong.add(f"relation:{_name(*a)} {rel} {_name(*b)}")
 
     low = caption_text.lower()
-    named = [bg for bg in sorted(BACKGROUNDS, key=len, reverse=True)
-             if re.search(rf"(?<![a-z]){re.escape(bg)}(?![a-z])", low)]
+    named = [
+        bg
+        for bg in sorted(BACKGROUNDS, key=len, reverse=True)
+        if re.search(rf"(?<![a-z]){re.escape(bg)}(?![a-z])", low)
+    ]
     named = [bg for bg in named if not any(bg != o and bg in o for o in named)]  # "gray" inside "warm gray"
     for bg in named:
         (stated if bg == scene.background else wrong).add(f"background:{bg}")
@@ -505,8 +587,9 @@ def coverage(scene: Scene, caption_text: str) -> Coverage:
             stated.add(f"text:{t.text}")
 
     stated_facts = tuple(f for f in facts if f in stated)
-    return Coverage(tuple(facts), stated_facts, len(stated_facts) / len(facts) if facts else 1.0,
-                    tuple(sorted(wrong)))
+    return Coverage(
+        tuple(facts), stated_facts, len(stated_facts) / len(facts) if facts else 1.0, tuple(sorted(wrong))
+    )
 
 
 # --------------------------------------------------------------------------- statistics
@@ -515,8 +598,9 @@ def word_count(text: str) -> int:
     return len(text.split())
 
 
-def word_count_stats(kind: str = "detailed", n: int = 1000, vocab: str = "shapes", seed: int = 0,
-                     **scene_kwargs) -> dict:
+def word_count_stats(
+    kind: str = "detailed", n: int = 1000, vocab: str = "shapes", seed: int = 0, **scene_kwargs
+) -> dict:
     """Distribution of caption lengths over ``n`` random scenes (``sample_scene(seed + i)``).
 
     Returns mean, std, min, percentiles and max, the mean per object count, and the raw counts,
@@ -532,11 +616,20 @@ def word_count_stats(kind: str = "detailed", n: int = 1000, vocab: str = "shapes
         per_n.setdefault(len(scene.objects), []).append(words)
     arr = np.array(counts)
     p = np.percentile(arr, [10, 50, 90])
-    return {"kind": kind, "vocab": vocab, "n": n, "mean": float(arr.mean()), "std": float(arr.std()),
-            "min": int(arr.min()), "p10": float(p[0]), "median": float(p[1]), "p90": float(p[2]),
-            "max": int(arr.max()),
-            "mean_by_objects": {k: float(np.mean(v)) for k, v in sorted(per_n.items())},
-            "counts": counts}
+    return {
+        "kind": kind,
+        "vocab": vocab,
+        "n": n,
+        "mean": float(arr.mean()),
+        "std": float(arr.std()),
+        "min": int(arr.min()),
+        "p10": float(p[0]),
+        "median": float(p[1]),
+        "p90": float(p[2]),
+        "max": int(arr.max()),
+        "mean_by_objects": {k: float(np.mean(v)) for k, v in sorted(per_n.items())},
+        "counts": counts,
+    }
 
 
 def caption_all(scene: Scene, seed: int = 0) -> dict[str, str]:
@@ -544,6 +637,21 @@ def caption_all(scene: Scene, seed: int = 0) -> dict[str, str]:
     return {kind: caption(scene, kind, seed) for kind in CAPTION_KINDS}
 
 
-__all__ = ["CAPTION_KINDS", "ALT_TEXT_RATES", "ALT_TEXT_WRONG_COLOR_RATE", "Coverage", "alt_text", "brief",
-           "detailed", "mixed", "caption", "caption_all", "coverage", "scene_facts", "parse_mentions",
-           "main_subject", "word_count", "word_count_stats"]
+__all__ = [
+    "CAPTION_KINDS",
+    "ALT_TEXT_RATES",
+    "ALT_TEXT_WRONG_COLOR_RATE",
+    "Coverage",
+    "alt_text",
+    "brief",
+    "detailed",
+    "mixed",
+    "caption",
+    "caption_all",
+    "coverage",
+    "scene_facts",
+    "parse_mentions",
+    "main_subject",
+    "word_count",
+    "word_count_stats",
+]

@@ -22,12 +22,26 @@ def _make(args) -> int:
     from lenslib.world.dataset import make_dataset
 
     try:
-        out = make_dataset(args.n, args.size, args.vocab, args.out, seed=args.seed, shards=args.shards,
-                           overwrite=args.overwrite, shard_size=args.shard_size)
-    except (FileExistsError, NotADirectoryError, ValueError) as err:  # bad arguments or an occupied --out: nothing written
+        out = make_dataset(
+            args.n,
+            args.size,
+            args.vocab,
+            args.out,
+            seed=args.seed,
+            shards=args.shards,
+            overwrite=args.overwrite,
+            shard_size=args.shard_size,
+        )
+    except (
+        FileExistsError,
+        NotADirectoryError,
+        ValueError,
+    ) as err:  # bad arguments or an occupied --out: nothing written
         return _fail("make", err)
-    print(f"wrote {args.n} {args.vocab} examples to {out}"
-          + (" (with webdataset shards)" if args.shards else ""))
+    print(
+        f"wrote {args.n} {args.vocab} examples to {out}"
+        + (" (with webdataset shards)" if args.shards else "")
+    )
     return 0
 
 
@@ -37,16 +51,28 @@ def _render(args) -> int:
 
     try:  # cheap: reads and checks every line; render_suite refuses (one line, before any work) what it cannot do
         report = read_metadata(args.metadata, args.vocab)
-        out = render_suite(args.metadata, args.out, per_prompt=args.per_prompt, vocab=args.vocab,
-                           size=args.size, seed=args.seed, overwrite=args.overwrite, strict=args.strict)
+        out = render_suite(
+            args.metadata,
+            args.out,
+            per_prompt=args.per_prompt,
+            vocab=args.vocab,
+            size=args.size,
+            seed=args.seed,
+            overwrite=args.overwrite,
+            strict=args.strict,
+        )
     except (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError) as err:
         return _fail("render", err)
     print(f"rendered {len(report.lines)} of {report.n_lines} prompts x {args.per_prompt} images to {out}")
     if report.undrawable:
         classes = ", ".join(f"{c} ({n})" for c, n in report.undrawable_classes.most_common())
-        print(f"{report.n_undrawable} of {report.n_lines} lines not drawn: they name classes the {args.vocab} "
-              f"world cannot draw: {classes}")
-        print(f"lines not drawn are listed in {out / NOT_DRAWN} (pass --strict to refuse such a file instead)")
+        print(
+            f"{report.n_undrawable} of {report.n_lines} lines not drawn: they name classes the {args.vocab} "
+            f"world cannot draw: {classes}"
+        )
+        print(
+            f"lines not drawn are listed in {out / NOT_DRAWN} (pass --strict to refuse such a file instead)"
+        )
     return 0
 
 
@@ -60,15 +86,22 @@ def _suites(args) -> int:
 
 def register(subparsers) -> None:
     """Add ``lens world {make,render,suites}``."""
-    world = subparsers.add_parser("world", help="synthetic world: datasets, ground-truth renders, prompt suites",
-                                  description="The synthetic world: scenes with exact ground truth.")
+    world = subparsers.add_parser(
+        "world",
+        help="synthetic world: datasets, ground-truth renders, prompt suites",
+        description="The synthetic world: scenes with exact ground truth.",
+    )
     sub = world.add_subparsers(dest="world_command", metavar="WORLD_COMMAND")
     world.set_defaults(func=lambda args: (world.print_help(), 0)[1])
 
     make = sub.add_parser("make", help="write an image-caption dataset (HF datasets folder, optional shards)")
     make.add_argument("--n", type=int, required=True, help="number of examples")
-    make.add_argument("--size", type=int, default=None,
-                      help="image side in pixels (default and minimum: 64 for shapes, 128 for emoji)")
+    make.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="image side in pixels (default and minimum: 64 for shapes, 128 for emoji)",
+    )
     make.add_argument("--vocab", choices=("shapes", "emoji"), default="shapes")
     make.add_argument("--out", required=True, help="output folder (must be empty or absent)")
     make.add_argument("--seed", type=int, default=0)
@@ -77,22 +110,35 @@ def register(subparsers) -> None:
     make.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     make.set_defaults(func=_make)
 
-    render = sub.add_parser("render", help="render ground-truth images for a suite in GenEval's folder layout")
-    render.add_argument("--metadata", required=True,
-                        help="GenEval-format evaluation_metadata.jsonl (GenEval's own: data/geneval/)")
+    render = sub.add_parser(
+        "render", help="render ground-truth images for a suite in GenEval's folder layout"
+    )
+    render.add_argument(
+        "--metadata",
+        required=True,
+        help="GenEval-format evaluation_metadata.jsonl (GenEval's own: data/geneval/)",
+    )
     render.add_argument("--out", required=True, help="output folder (<index>/samples/<k>.png)")
     render.add_argument("--per-prompt", type=int, default=4, help="images per prompt (GenEval uses 4)")
     render.add_argument("--vocab", choices=("shapes", "emoji"), default="shapes")
-    render.add_argument("--size", type=int, default=None,
-                        help="image side in pixels (default and minimum: 64 for shapes, 128 for emoji)")
+    render.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="image side in pixels (default and minimum: 64 for shapes, 128 for emoji)",
+    )
     render.add_argument("--seed", type=int, default=0)
     render.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    render.add_argument("--strict", action="store_true",
-                        help="refuse a file with lines this world cannot draw (default: render the others and "
-                             "list those in not_drawn.jsonl)")
+    render.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse a file with lines this world cannot draw (default: render the others and "
+        "list those in not_drawn.jsonl)",
+    )
     render.set_defaults(func=_render)
 
     suites = sub.add_parser("suites", help="regenerate the shipped prompt suites (data/suites)")
-    suites.add_argument("--out", default=None, help="folder to write to (default: the repository's data/suites)")
+    suites.add_argument(
+        "--out", default=None, help="folder to write to (default: the repository's data/suites)"
+    )
     suites.set_defaults(func=_suites)
-

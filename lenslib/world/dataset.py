@@ -61,8 +61,10 @@ def _check_args(n, size, vocab):
     if vocab not in VOCABS:
         raise ValueError(f"unknown vocabulary {vocab!r}; choose one of {list(VOCABS)}")
     if not isinstance(size, int) or size < VOCAB_MIN_SIDE[vocab]:
-        raise ValueError(f"size must be an integer >= {VOCAB_MIN_SIDE[vocab]} px for {vocab} (below it the judge "
-                         f"cannot read the images exactly), got {size!r}")
+        raise ValueError(
+            f"size must be an integer >= {VOCAB_MIN_SIDE[vocab]} px for {vocab} (below it the judge "
+            f"cannot read the images exactly), got {size!r}"
+        )
 
 
 def _sha256(path: Path) -> str:
@@ -73,9 +75,17 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def make_dataset(n: int, size: int | None = None, vocab: str = "shapes", out: str | Path = "world", seed: int = 0,
-                 shards: bool = False, overwrite: bool = False, shard_size: int = 1000,
-                 progress: bool | None = None) -> Path:
+def make_dataset(
+    n: int,
+    size: int | None = None,
+    vocab: str = "shapes",
+    out: str | Path = "world",
+    seed: int = 0,
+    shards: bool = False,
+    overwrite: bool = False,
+    shard_size: int = 1000,
+    progress: bool | None = None,
+) -> Path:
     """Write ``n`` examples of ``size``x``size`` scenes from ``vocab`` to ``out`` (see module doc).
 
     ``size`` defaults to the vocabulary's smallest exact size (64 px shapes, 128 px emoji).
@@ -89,18 +99,24 @@ def make_dataset(n: int, size: int | None = None, vocab: str = "shapes", out: st
     from tqdm.auto import tqdm
 
     from lenslib import __version__
-
     from lenslib.world.spec import VOCAB_MIN_SIDE
 
     if size is None and vocab in VOCAB_MIN_SIDE:
         size = VOCAB_MIN_SIDE[vocab]
     _check_args(n, size, vocab)
     if shards and (not isinstance(shard_size, int) or shard_size < 1):
-        raise ValueError(f"shard_size (--shard-size) must be a positive number of examples per shard, got {shard_size!r}")
+        raise ValueError(
+            f"shard_size (--shard-size) must be a positive number of examples per shard, got {shard_size!r}"
+        )
     out = check_output_dir(out, overwrite)
-    features = datasets.Features({
-        "image": datasets.Image(), "spec": datasets.Value("string"),
-        **{k: datasets.Value("string") for k in CAPTION_KINDS}, "seed": datasets.Value("int64")})
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "spec": datasets.Value("string"),
+            **{k: datasets.Value("string") for k in CAPTION_KINDS},
+            "seed": datasets.Value("int64"),
+        }
+    )
     show = progress if progress is not None else sys.stderr.isatty()
 
     with atomic_output_dir(out, overwrite) as tmp:
@@ -109,16 +125,24 @@ def make_dataset(n: int, size: int | None = None, vocab: str = "shapes", out: st
             import webdataset as wds
 
             (tmp / "shards").mkdir()
-            writer = wds.ShardWriter(str(tmp / "shards" / SHARD_PATTERN), maxcount=shard_size, verbose=0,
-                                     mtime=0.0)
+            writer = wds.ShardWriter(
+                str(tmp / "shards" / SHARD_PATTERN), maxcount=shard_size, verbose=0, mtime=0.0
+            )
         parts = []
         with tqdm(total=n, desc=f"world {vocab} {size}px", disable=not show) as bar:
             for start in range(0, n, CHUNK):
                 rows = [make_example(i, size, vocab, seed) for i in range(start, min(n, start + CHUNK))]
                 if writer is not None:
                     for i, row in enumerate(rows, start):
-                        writer.write({"__key__": f"{i:09d}", "png": row["image"], "spec.json": row["spec"],
-                                      **{f"{k}.txt": row[k] for k in CAPTION_KINDS}, "seed.txt": str(row["seed"])})
+                        writer.write(
+                            {
+                                "__key__": f"{i:09d}",
+                                "png": row["image"],
+                                "spec.json": row["spec"],
+                                **{f"{k}.txt": row[k] for k in CAPTION_KINDS},
+                                "seed.txt": str(row["seed"]),
+                            }
+                        )
                 cols = {c: [r[c] for r in rows] for c in COLUMNS}
                 cols["image"] = [{"bytes": b, "path": None} for b in cols["image"]]
                 parts.append(datasets.Dataset.from_dict(cols, features=features))
@@ -139,16 +163,34 @@ def make_dataset(n: int, size: int | None = None, vocab: str = "shapes", out: st
             write_attribution(tmp)
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         manifest = {
-            "format": "lens-world-dataset", "format_version": 1, "lenslib": __version__,
-            "args": {"n": n, "size": size, "vocab": vocab, "seed": seed, "shards": shards,
-                     "shard_size": shard_size},
-            "columns": list(COLUMNS), "caption_kinds": list(CAPTION_KINDS),
-            "load": {"datasets": "datasets.load_from_disk(<out>)",
-                     "webdataset": f"webdataset.WebDataset(<out>/shards/{SHARD_PATTERN.replace('%06d', '{000000..%06d}' % (max(0, -(-n // shard_size) - 1)))})"
-                     if shards else None},
-            "shards": [{"path": str(p.relative_to(tmp)), "n": min(shard_size, n - i * shard_size)}
-                       for i, p in enumerate(sorted((tmp / "shards").glob("*.tar")))] if shards else [],
-            "files": {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files},
+            "format": "lens-world-dataset",
+            "format_version": 1,
+            "lenslib": __version__,
+            "args": {
+                "n": n,
+                "size": size,
+                "vocab": vocab,
+                "seed": seed,
+                "shards": shards,
+                "shard_size": shard_size,
+            },
+            "columns": list(COLUMNS),
+            "caption_kinds": list(CAPTION_KINDS),
+            "load": {
+                "datasets": "datasets.load_from_disk(<out>)",
+                "webdataset": f"webdataset.WebDataset(<out>/shards/{SHARD_PATTERN.replace('%06d', '{000000..%06d}' % (max(0, -(-n // shard_size) - 1)))})"
+                if shards
+                else None,
+            },
+            "shards": [
+                {"path": str(p.relative_to(tmp)), "n": min(shard_size, n - i * shard_size)}
+                for i, p in enumerate(sorted((tmp / "shards").glob("*.tar")))
+            ]
+            if shards
+            else [],
+            "files": {
+                str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files
+            },
             "license": "CC BY-SA 4.0 (OpenMoji), see ATTRIBUTION.md" if vocab == "emoji" else None,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -164,7 +206,8 @@ def write_attribution(folder: str | Path) -> Path:
         "# Attribution\n\nThe emoji images in this folder are renders of OpenMoji glyphs.\n\n"
         f"{EMOJI_ATTRIBUTION}\n\nOpenMoji is licensed CC BY-SA 4.0 "
         "(https://creativecommons.org/licenses/by-sa/4.0/): if you redistribute these images "
-        "or data derived from them, keep this attribution and share them under the same licence.\n")
+        "or data derived from them, keep this attribution and share them under the same licence.\n"
+    )
     return path
 
 

@@ -24,8 +24,10 @@ def check_output_dir(out: str | Path, overwrite: bool = False) -> Path:
     if above is not None and not above.is_dir():
         raise NotADirectoryError(f"{out} cannot be created: {above} is a file; choose another output folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} is not empty; choose another output folder, or pass overwrite=True "
-                              "(--overwrite on the command line) to replace it")
+        raise FileExistsError(
+            f"{out} is not empty; choose another output folder, or pass overwrite=True "
+            "(--overwrite on the command line) to replace it"
+        )
     return out
 
 

@@ -69,14 +69,18 @@ def _text_mask(text: str, w: int, h: int) -> np.ndarray:
     small = np.asarray(im.resize((tw, th), Image.Resampling.BOX), dtype=np.float32) / 255.0
     out = np.zeros((h, w), np.float32)
     ox, oy = (w - tw) // 2, (h - th) // 2
-    out[oy:oy + th, ox:ox + tw] = small
+    out[oy : oy + th, ox : ox + tw] = small
     return out
 
 
 def render_array(scene: Scene, width: int, height: int | None = None) -> np.ndarray:
     """The scene as a float32 (H, W, 3) array in 0-255 (before rounding to uint8)."""
     height = width if height is None else height
-    if not (isinstance(width, (int, np.integer)) and isinstance(height, (int, np.integer))) or width < 1 or height < 1:
+    if (
+        not (isinstance(width, (int, np.integer)) and isinstance(height, (int, np.integer)))
+        or width < 1
+        or height < 1
+    ):
         raise ValueError(f"width and height must be positive integers, got {width!r} x {height!r}")
     seed = zlib.crc32(scene.to_json().encode())
     bg = np.asarray(BACKGROUNDS[scene.background], np.float32)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -41,11 +40,34 @@ import numpy as np
 from lenslib.world.vocab import EMOJI_ATTRIBUTION, EMOJI_LEFT_OUT, VOCAB_CLASSES, why_not_drawn, world_class
 
 __all__ = [
-    "COLORS", "RELATIONS", "VOCABS", "BACKGROUNDS", "TEXTURES", "EMOJI_ATTRIBUTION", "EMOJI_LEFT_OUT",
-    "MIN_IMAGE_SIDE", "VOCAB_MIN_SIDE", "MAX_OBJECTS", "OBJECT_SIDE", "MIN_SHORT_SIDE", "GAP", "EDGE",
-    "RELATION_MARGIN", "TEXT_HEIGHT", "POSITION_THRESHOLD",
-    "SceneObject", "TextItem", "Scene", "vocab_classes", "size_name", "relation", "relation_offsets",
-    "sample_scene", "scene_from_metadata", "within_limits", "class_aspect",
+    "COLORS",
+    "RELATIONS",
+    "VOCABS",
+    "BACKGROUNDS",
+    "TEXTURES",
+    "EMOJI_ATTRIBUTION",
+    "EMOJI_LEFT_OUT",
+    "MIN_IMAGE_SIDE",
+    "VOCAB_MIN_SIDE",
+    "MAX_OBJECTS",
+    "OBJECT_SIDE",
+    "MIN_SHORT_SIDE",
+    "GAP",
+    "EDGE",
+    "RELATION_MARGIN",
+    "TEXT_HEIGHT",
+    "POSITION_THRESHOLD",
+    "SceneObject",
+    "TextItem",
+    "Scene",
+    "vocab_classes",
+    "size_name",
+    "relation",
+    "relation_offsets",
+    "sample_scene",
+    "scene_from_metadata",
+    "within_limits",
+    "class_aspect",
 ]
 
 # GenEval's ten colour names, with RGB values far apart in CIELAB (min pairwise Delta E > 40) and
@@ -105,8 +127,10 @@ def _check_box(box: Sequence[float], what: str) -> Box:
         raise ValueError(f"{what}: box must be (x0, y0, x1, y1), got {box!r}")
     x0, y0, x1, y1 = (float(v) for v in box)
     if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
-        raise ValueError(f"{what}: box {box!r} must satisfy 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 "
-                         "(fractions of the image, y down)")
+        raise ValueError(
+            f"{what}: box {box!r} must satisfy 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 "
+            "(fractions of the image, y down)"
+        )
     return (x0, y0, x1, y1)
 
 
@@ -174,8 +198,13 @@ class Scene:
             raise ValueError(f"unknown texture {self.texture!r}; choose None or one of {TEXTURES}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"vocab": self.vocab, "background": self.background, "texture": self.texture,
-                "objects": [o.to_dict() for o in self.objects], "texts": [t.to_dict() for t in self.texts]}
+        return {
+            "vocab": self.vocab,
+            "background": self.background,
+            "texture": self.texture,
+            "objects": [o.to_dict() for o in self.objects],
+            "texts": [t.to_dict() for t in self.texts],
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Scene":
@@ -184,7 +213,9 @@ class Scene:
             objects=tuple(SceneObject(o["class"], o["color"], tuple(o["box"])) for o in d.get("objects", ())),
             background=d.get("background", "gray"),
             texture=d.get("texture"),
-            texts=tuple(TextItem(t["text"], tuple(t["box"]), t.get("color", "black")) for t in d.get("texts", ())),
+            texts=tuple(
+                TextItem(t["text"], tuple(t["box"]), t.get("color", "black")) for t in d.get("texts", ())
+            ),
         )
 
     def to_json(self) -> str:
@@ -208,6 +239,7 @@ def size_name(obj: SceneObject) -> str:
 
 
 # --- relative position: GenEval's rule (evaluation/evaluate_images.py, `relative_position`) --------
+
 
 def _as_box(x: SceneObject | Sequence[float]) -> np.ndarray:
     return np.asarray(x.box if isinstance(x, SceneObject) else x, dtype=np.float64)
@@ -263,6 +295,7 @@ def _unambiguous(a: Box, b: Box, sizes: Iterable[tuple[float, float]]) -> bool:
 
 # --- sampling ----------------------------------------------------------------------------------
 
+
 def _rng(seed_or_rng) -> np.random.Generator:
     if isinstance(seed_or_rng, np.random.Generator):
         return seed_or_rng
@@ -299,10 +332,19 @@ def _place(rng: np.random.Generator, w: float, h: float, placed: list[Box], trie
     return None
 
 
-def sample_scene(seed_or_rng, vocab: str = "shapes", *, min_objects: int = 1, max_objects: int = 4,
-                 classes: Sequence[str] | None = None, colors: Sequence[str] | None = None,
-                 backgrounds: Sequence[str] | None = None, texture_prob: float = 0.25,
-                 text_prob: float = 0.2, max_texts: int = 2) -> Scene:
+def sample_scene(
+    seed_or_rng,
+    vocab: str = "shapes",
+    *,
+    min_objects: int = 1,
+    max_objects: int = 4,
+    classes: Sequence[str] | None = None,
+    colors: Sequence[str] | None = None,
+    backgrounds: Sequence[str] | None = None,
+    texture_prob: float = 0.25,
+    text_prob: float = 0.2,
+    max_texts: int = 2,
+) -> Scene:
     """A random scene inside the operating limits, reproducible from ``seed_or_rng``.
 
     The object count is uniform in ``[min_objects, max_objects]`` (fewer only if the layout cannot
@@ -321,8 +363,9 @@ def sample_scene(seed_or_rng, vocab: str = "shapes", *, min_objects: int = 1, ma
             raise ValueError(f"unknown colour {c!r}; choose from {list(COLORS)}")
     backgrounds = list(backgrounds) if backgrounds is not None else list(BACKGROUNDS)
     if not 0 <= min_objects <= max_objects <= MAX_OBJECTS:
-        raise ValueError(f"need 0 <= min_objects <= max_objects <= {MAX_OBJECTS}, "
-                         f"got {min_objects}, {max_objects}")
+        raise ValueError(
+            f"need 0 <= min_objects <= max_objects <= {MAX_OBJECTS}, got {min_objects}, {max_objects}"
+        )
 
     n = int(rng.integers(min_objects, max_objects + 1))
     objects: list[SceneObject] = []
@@ -399,12 +442,20 @@ def _validate_metadata(line: dict, vocab: str) -> tuple[list[dict], list[dict]]:
                 if pos[0] not in RELATIONS:
                     raise ValueError(f"{where}: unknown relation {pos[0]!r}; choose one of {RELATIONS}")
                 if not (isinstance(pos[1], int) and 0 <= pos[1] < i):
-                    raise ValueError(f"{where}: position target {pos[1]!r} must index an earlier include clause")
+                    raise ValueError(
+                        f"{where}: position target {pos[1]!r} must index an earlier include clause"
+                    )
     return include, exclude
 
 
-def scene_from_metadata(line: dict, vocab: str = "shapes", seed: int | np.random.Generator = 0, *,
-                        background: str | None = None, texture: str | None = None) -> Scene:
+def scene_from_metadata(
+    line: dict,
+    vocab: str = "shapes",
+    seed: int | np.random.Generator = 0,
+    *,
+    background: str | None = None,
+    texture: str | None = None,
+) -> Scene:
     """Lay out a GenEval metadata line as a ground-truth scene that satisfies every clause.
 
     Each include clause adds ``count`` objects of its class (its colour if given, else a random
@@ -420,11 +471,14 @@ def scene_from_metadata(line: dict, vocab: str = "shapes", seed: int | np.random
         totals[cl["class"]] = totals.get(cl["class"], 0) + cl.get("count", 1)
     for i, cl in enumerate(exclude):
         if totals.get(cl["class"], 0) >= cl.get("count", 1):
-            raise ValueError(f"exclude[{i}] {json.dumps(cl)}: the include clauses need "
-                             f"{totals[cl['class']]} {cl['class']}, which this exclude clause forbids")
+            raise ValueError(
+                f"exclude[{i}] {json.dumps(cl)}: the include clauses need "
+                f"{totals[cl['class']]} {cl['class']}, which this exclude clause forbids"
+            )
     if sum(totals.values()) > MAX_OBJECTS:
-        raise ValueError(f"metadata line asks for {sum(totals.values())} objects; the world holds at most "
-                         f"{MAX_OBJECTS}")
+        raise ValueError(
+            f"metadata line asks for {sum(totals.values())} objects; the world holds at most {MAX_OBJECTS}"
+        )
 
     groups: list[list[int]] = []
     specs: list[tuple[str, str, int, tuple]] = []  # (class, colour, group, position)
@@ -449,8 +503,9 @@ def scene_from_metadata(line: dict, vocab: str = "shapes", seed: int | np.random
                     continue
                 if pos:
                     rel, target = pos
-                    if not all(rel in relation(cand, boxes[t], s) for t in groups[target]
-                               for s in _ASPECT_CHECKS):
+                    if not all(
+                        rel in relation(cand, boxes[t], s) for t in groups[target] for s in _ASPECT_CHECKS
+                    ):
                         continue
                 box = cand
                 break
@@ -460,6 +515,10 @@ def scene_from_metadata(line: dict, vocab: str = "shapes", seed: int | np.random
             boxes.append(box)
         if ok:
             objects = tuple(SceneObject(cls, color, b) for (cls, color, _, _), b in zip(specs, boxes))
-            bg = background if background is not None else list(BACKGROUNDS)[int(rng.integers(len(BACKGROUNDS)))]
+            bg = (
+                background
+                if background is not None
+                else list(BACKGROUNDS)[int(rng.integers(len(BACKGROUNDS)))]
+            )
             return Scene(vocab, objects, bg, texture)
     raise ValueError(f"could not lay out metadata line {json.dumps(line)} within the operating limits")

@@ -44,21 +44,53 @@ def _shape_polygons(name: str, s: float) -> list[tuple[str, object]]:
         return [("poly", pts)]
     if name == "heart":
         r = s * 0.26
-        return [("ellipse", (0, 0, 2 * r, 2 * r)), ("ellipse", (s - 2 * r, 0, s, 2 * r)),
-                ("poly", [(s * 0.015, r * 1.25), (s * 0.985, r * 1.25), (s / 2, s * 0.9)])]
+        return [
+            ("ellipse", (0, 0, 2 * r, 2 * r)),
+            ("ellipse", (s - 2 * r, 0, s, 2 * r)),
+            ("poly", [(s * 0.015, r * 1.25), (s * 0.985, r * 1.25), (s / 2, s * 0.9)]),
+        ]
     if name == "diamond":
         return [("poly", [(s * 0.3, 0), (s * 0.6, s / 2), (s * 0.3, s), (0, s / 2)])]
     if name == "cross":
         a, b = s * 0.34, s * 0.66
-        return [("poly", [(a, 0), (b, 0), (b, a), (s, a), (s, b), (b, b), (b, s), (a, s), (a, b),
-                          (0, b), (0, a), (a, a)])]
+        return [
+            (
+                "poly",
+                [
+                    (a, 0),
+                    (b, 0),
+                    (b, a),
+                    (s, a),
+                    (s, b),
+                    (b, b),
+                    (b, s),
+                    (a, s),
+                    (a, b),
+                    (0, b),
+                    (0, a),
+                    (a, a),
+                ],
+            )
+        ]
     if name == "ring":
         return [("ellipse", (0, 0, s, s)), ("hole", (s * 0.27, s * 0.27, s * 0.73, s * 0.73))]
     if name == "crescent":
         return [("ellipse", (0, 0, s, s)), ("hole", (s * 0.3, -s * 0.08, s * 1.15, s * 0.85))]
     if name == "arrow":
-        return [("poly", [(0, s * 0.36), (s * 0.55, s * 0.36), (s * 0.55, s * 0.12), (s, s / 2),
-                          (s * 0.55, s * 0.88), (s * 0.55, s * 0.64), (0, s * 0.64)])]
+        return [
+            (
+                "poly",
+                [
+                    (0, s * 0.36),
+                    (s * 0.55, s * 0.36),
+                    (s * 0.55, s * 0.12),
+                    (s, s / 2),
+                    (s * 0.55, s * 0.88),
+                    (s * 0.55, s * 0.64),
+                    (0, s * 0.64),
+                ],
+            )
+        ]
     raise ValueError(f"unknown shape {name!r}")
 
 
@@ -120,8 +152,9 @@ def _emoji_master(cls: str) -> tuple[np.ndarray, np.ndarray]:
     font = ImageFont.truetype(io.BytesIO(_recoloured_font_bytes()), MASTER)
     canvas = int(MASTER * 1.6)
     im = Image.new("RGBA", (canvas, canvas), (0, 0, 0, 0))
-    ImageDraw.Draw(im).text((canvas / 2, canvas / 2), chr(EMOJI_CODEPOINTS[cls]), font=font,
-                            embedded_color=True, anchor="mm")
+    ImageDraw.Draw(im).text(
+        (canvas / 2, canvas / 2), chr(EMOJI_CODEPOINTS[cls]), font=font, embedded_color=True, anchor="mm"
+    )
     rgba = np.asarray(im, dtype=np.float32) / 255.0
     alpha = rgba[..., 3]
     # Pillow returns straight (unpremultiplied) RGB; luminance of the white/black drawing = fill fraction

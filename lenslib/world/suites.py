@@ -75,52 +75,72 @@ SUITE_FILES = {  # shipped file -> (kind, vocab)
 # --------------------------------------------------------------------------- GenEval's six tags
 def _single_object(rng, classes):
     order = rng.choice(len(classes), size=len(classes), replace=False)
-    return [{"tag": "single_object", "include": [{"class": classes[i], "count": 1}],
-             "prompt": f"a photo of {with_article(classes[i])}"} for i in order]
+    return [
+        {
+            "tag": "single_object",
+            "include": [{"class": classes[i], "count": 1}],
+            "prompt": f"a photo of {with_article(classes[i])}",
+        }
+        for i in order
+    ]
 
 
 def _two_object(rng, classes):
     a, b = (classes[i] for i in rng.choice(len(classes), size=2, replace=False))
-    return {"tag": "two_object", "include": [{"class": a, "count": 1}, {"class": b, "count": 1}],
-            "prompt": f"a photo of {with_article(a)} and {with_article(b)}"}
+    return {
+        "tag": "two_object",
+        "include": [{"class": a, "count": 1}, {"class": b, "count": 1}],
+        "prompt": f"a photo of {with_article(a)} and {with_article(b)}",
+    }
 
 
 def _counting(rng, classes, max_count=4):
     cls = classes[int(rng.choice(len(classes)))]
     n = int(rng.integers(2, max_count, endpoint=True))
-    return {"tag": "counting", "include": [{"class": cls, "count": n}],
-            "exclude": [{"class": cls, "count": n + 1}],
-            "prompt": f"a photo of {number_word(n)} {plural(cls)}"}
+    return {
+        "tag": "counting",
+        "include": [{"class": cls, "count": n}],
+        "exclude": [{"class": cls, "count": n + 1}],
+        "prompt": f"a photo of {number_word(n)} {plural(cls)}",
+    }
 
 
 def _colors(rng, classes):
     classes = [c for c in classes if c not in NO_COLOR_CLASSES]
     cls = classes[int(rng.choice(len(classes)))]
     color = COLOR_NAMES[int(rng.choice(len(COLOR_NAMES)))]
-    return {"tag": "colors", "include": [{"class": cls, "count": 1, "color": color}],
-            "prompt": f"a photo of {with_article(color)} {cls}"}
+    return {
+        "tag": "colors",
+        "include": [{"class": cls, "count": 1, "color": color}],
+        "prompt": f"a photo of {with_article(color)} {cls}",
+    }
 
 
 def _position(rng, classes):
     a, b = (classes[i] for i in rng.choice(len(classes), size=2, replace=False))
     rel = RELATIONS[int(rng.choice(len(RELATIONS)))]
     # As in GenEval: the reference object is include group 0, the placed object refers to it.
-    return {"tag": "position",
-            "include": [{"class": b, "count": 1}, {"class": a, "count": 1, "position": [rel, 0]}],
-            "prompt": f"a photo of {with_article(a)} {rel} {with_article(b)}"}
+    return {
+        "tag": "position",
+        "include": [{"class": b, "count": 1}, {"class": a, "count": 1, "position": [rel, 0]}],
+        "prompt": f"a photo of {with_article(a)} {rel} {with_article(b)}",
+    }
 
 
 def _color_attr(rng, classes):
     classes = [c for c in classes if c not in NO_COLOR_CLASSES]
     a, b = (classes[i] for i in rng.choice(len(classes), size=2, replace=False))
     ca, cb = (COLOR_NAMES[i] for i in rng.choice(len(COLOR_NAMES), size=2, replace=False))
-    return {"tag": "color_attr",
-            "include": [{"class": a, "count": 1, "color": ca}, {"class": b, "count": 1, "color": cb}],
-            "prompt": f"a photo of {with_article(ca)} {a} and {with_article(cb)} {b}"}
+    return {
+        "tag": "color_attr",
+        "include": [{"class": a, "count": 1, "color": ca}, {"class": b, "count": 1, "color": cb}],
+        "prompt": f"a photo of {with_article(ca)} {a} and {with_article(cb)} {b}",
+    }
 
 
-def generate_geneval_suite(vocab: str, seed: int = GENEVAL_SEED, n: int = 100,
-                           classes: list[str] | None = None) -> list[dict]:
+def generate_geneval_suite(
+    vocab: str, seed: int = GENEVAL_SEED, n: int = 100, classes: list[str] | None = None
+) -> list[dict]:
     """GenEval's six tags over ``vocab``'s classes: one single-object line per class, ``n`` draws
     for each other tag, exact duplicates removed (GenEval's procedure; its COCO suite has 553 lines).
 
@@ -161,8 +181,13 @@ def long_questions(scene) -> list[dict]:
     questions: list[dict] = []
 
     def add(category, dependency, question, include, exclude=None):
-        q = {"id": len(questions) + 1, "category": category, "dependency": dependency,
-             "question": question, "include": include}
+        q = {
+            "id": len(questions) + 1,
+            "category": category,
+            "dependency": dependency,
+            "question": question,
+            "include": include,
+        }
         if exclude:
             q["exclude"] = exclude
         questions.append(q)
@@ -175,28 +200,42 @@ def long_questions(scene) -> list[dict]:
         n = by_class[cls]
         ent = add("entity", [0], f"Is there {with_article(cls)}?", [{"class": cls, "count": 1}])
         if n > 1:
-            add("count", [ent], f"Are there exactly {number_word(n)} {plural(cls)}?",
-                [{"class": cls, "count": n}], [{"class": cls, "count": n + 1}])
+            add(
+                "count",
+                [ent],
+                f"Are there exactly {number_word(n)} {plural(cls)}?",
+                [{"class": cls, "count": n}],
+                [{"class": cls, "count": n + 1}],
+            )
         for (color, c), k in by_group.items():
             if c != cls:
                 continue
-            text = f"Is there {with_article(color + ' ' + cls)}?" if k == 1 else \
-                f"Are there {number_word(k)} {color} {plural(cls)}?"
-            attr_id[(color, cls)] = add("attribute", [ent], text,
-                                        [{"class": cls, "count": k, "color": color}])
+            text = (
+                f"Is there {with_article(color + ' ' + cls)}?"
+                if k == 1
+                else f"Are there {number_word(k)} {color} {plural(cls)}?"
+            )
+            attr_id[(color, cls)] = add(
+                "attribute", [ent], text, [{"class": cls, "count": k, "color": color}]
+            )
     singles = [o for o in scene.objects if by_group[(o.color, o.cls)] == 1]
     for i, a in enumerate(singles):
-        for b in singles[i + 1:]:
+        for b in singles[i + 1 :]:
             if a.cls == b.cls:
                 continue  # a same-class pair cannot be told apart by GenEval's per-class clauses
             rels = sorted(relation(a, b))
             if len(rels) != 1:
                 continue  # ask only about clear, single-direction relations
             rel = rels[0]
-            add("relation", [attr_id[(a.color, a.cls)], attr_id[(b.color, b.cls)]],
+            add(
+                "relation",
+                [attr_id[(a.color, a.cls)], attr_id[(b.color, b.cls)]],
                 f"Is the {a.color} {a.cls} {rel} the {b.color} {b.cls}?",
-                [{"class": b.cls, "count": 1, "color": b.color},
-                 {"class": a.cls, "count": 1, "color": a.color, "position": [rel, 0]}])
+                [
+                    {"class": b.cls, "count": 1, "color": b.color},
+                    {"class": a.cls, "count": 1, "color": a.color, "position": [rel, 0]},
+                ],
+            )
     return questions
 
 
@@ -214,9 +253,16 @@ def generate_long_suite(vocab: str = "shapes", n: int = 60, seed: int = 0) -> li
     for i in range(n):
         scene_seed = int(rng.integers(2**31 - 1))
         scene = sample_scene(scene_seed, vocab, min_objects=2, max_objects=5)
-        lines.append({"tag": LONG_TAG, "id": f"{vocab}_long_{i:04d}", "seed": scene_seed,
-                      "prompt": detailed(scene, scene_seed), "scene": scene.to_dict(),
-                      "questions": long_questions(scene)})
+        lines.append(
+            {
+                "tag": LONG_TAG,
+                "id": f"{vocab}_long_{i:04d}",
+                "seed": scene_seed,
+                "prompt": detailed(scene, scene_seed),
+                "scene": scene.to_dict(),
+                "questions": long_questions(scene),
+            }
+        )
     return lines
 
 
@@ -273,8 +319,10 @@ def suite_path(name: str) -> Path:
     name = name if name.endswith(".jsonl") else name + ".jsonl"
     path = data_dir() / "suites" / name
     if not path.is_file():
-        raise FileNotFoundError(f"no shipped suite {path}; known: {sorted(SUITE_FILES)} "
-                                "(regenerate with lenslib.world.suites.write_suites())")
+        raise FileNotFoundError(
+            f"no shipped suite {path}; known: {sorted(SUITE_FILES)} "
+            "(regenerate with lenslib.world.suites.write_suites())"
+        )
     return path
 
 
@@ -285,8 +333,9 @@ def infer_vocab(line: dict) -> str:
     for vocab in VOCABS:
         if all(isinstance(n, str) and world_class(n, vocab) is not None for n in names):
             return vocab
-    raise ValueError(f"no vocabulary of the world contains all of {sorted(names)}; "
-                     f"vocabularies: {list(VOCABS)}")
+    raise ValueError(
+        f"no vocabulary of the world contains all of {sorted(names)}; vocabularies: {list(VOCABS)}"
+    )
 
 
 def detailed_prompt(line: dict, seed: int = 0, vocab: str | None = None) -> str:
@@ -347,8 +396,10 @@ class MetadataReport:
 
     def summary(self) -> str:
         """One line: how many lines are drawable, undrawable (by class) and wrong."""
-        text = (f"{self.path}: {self.n_lines} lines, {len(self.lines)} drawable in the {self.vocab} world, "
-                f"{self.n_undrawable} not drawable, {len(self.errors)} with errors")
+        text = (
+            f"{self.path}: {self.n_lines} lines, {len(self.lines)} drawable in the {self.vocab} world, "
+            f"{self.n_undrawable} not drawable, {len(self.errors)} with errors"
+        )
         if self.undrawable:
             top = some(f"{c} ({n})" for c, n in self.undrawable_classes.most_common())
             text += f"; not drawable: lines naming {top}"
@@ -357,15 +408,19 @@ class MetadataReport:
     def error_message(self) -> str:
         """One line for a refusal over bad lines: how many, and the first one."""
         first = self.errors[0]
-        return (f"{self.path}: {len(self.errors)} of {self.n_lines} lines have errors; first: line {first['line']}: "
-                f"{first['error']}; fix or remove these lines (or pick the right --vocab) and run again")
+        return (
+            f"{self.path}: {len(self.errors)} of {self.n_lines} lines have errors; first: line {first['line']}: "
+            f"{first['error']}; fix or remove these lines (or pick the right --vocab) and run again"
+        )
 
     def undrawable_message(self) -> str:
         """One line for a refusal over undrawable lines (strict mode)."""
         first = self.undrawable[0]
-        return (f"{self.path}: {self.n_undrawable} of {self.n_lines} lines name classes the {self.vocab} world "
-                f"cannot draw ({some(self.undrawable_classes)}); first: line {first['line']}: {first['why']}; "
-                "drop --strict to render and judge only the drawable lines")
+        return (
+            f"{self.path}: {self.n_undrawable} of {self.n_lines} lines name classes the {self.vocab} world "
+            f"cannot draw ({some(self.undrawable_classes)}); first: line {first['line']}: {first['why']}; "
+            "drop --strict to render and judge only the drawable lines"
+        )
 
 
 def some(names, n: int = 8) -> str:
@@ -399,32 +454,63 @@ def _check_clauses(include, exclude, vocab, where: str) -> list[tuple[str, str, 
             if world_class(c["class"], vocab) is None:
                 why = why_not_drawn(c["class"], vocab)
                 if why:
-                    problems.append(("undrawable", f"{at}: the {vocab} world cannot draw {c['class']!r}: {why}",
-                                     c["class"]))
+                    problems.append(
+                        (
+                            "undrawable",
+                            f"{at}: the {vocab} world cannot draw {c['class']!r}: {why}",
+                            c["class"],
+                        )
+                    )
                 else:
-                    problems.append(("unknown_class", f"{at}: class {c['class']!r} is not in this world's "
-                                     f"vocabulary (classes: {', '.join(vocab_classes(vocab))})", c["class"]))
+                    problems.append(
+                        (
+                            "unknown_class",
+                            f"{at}: class {c['class']!r} is not in this world's "
+                            f"vocabulary (classes: {', '.join(vocab_classes(vocab))})",
+                            c["class"],
+                        )
+                    )
             count = c.get("count", 1)
             if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-                problems.append(("bad_format", f"{at}: 'count' must be a positive integer, got {count!r}", None))
+                problems.append(
+                    ("bad_format", f"{at}: 'count' must be a positive integer, got {count!r}", None)
+                )
             if "color" in c and c["color"] not in COLORS:
-                problems.append(("unknown_color", f"{at}: colour {c['color']!r} is not one of GenEval's "
-                                 f"10 colours ({', '.join(COLORS)})", None))
+                problems.append(
+                    (
+                        "unknown_color",
+                        f"{at}: colour {c['color']!r} is not one of GenEval's "
+                        f"10 colours ({', '.join(COLORS)})",
+                        None,
+                    )
+                )
             if "position" in c:
                 pos = c["position"]
                 if part == "exclude":
                     problems.append(("bad_format", f"{at}: exclude clauses cannot carry a position", None))
                 elif not (isinstance(pos, (list, tuple)) and len(pos) == 2):
-                    problems.append(("bad_format", f"{at}: 'position' must be [relation, group index], "
-                                     f"got {pos!r}", None))
+                    problems.append(
+                        ("bad_format", f"{at}: 'position' must be [relation, group index], got {pos!r}", None)
+                    )
                 else:
                     rel, target = pos
                     if rel not in RELATIONS:
-                        problems.append(("unknown_relation", f"{at}: relation {rel!r} is not one of "
-                                         f"{', '.join(RELATIONS)}", None))
+                        problems.append(
+                            (
+                                "unknown_relation",
+                                f"{at}: relation {rel!r} is not one of {', '.join(RELATIONS)}",
+                                None,
+                            )
+                        )
                     if not isinstance(target, int) or not 0 <= target < i:
-                        problems.append(("bad_format", f"{at}: position target {target!r} must index an "
-                                         f"earlier include clause (0..{i - 1})", None))
+                        problems.append(
+                            (
+                                "bad_format",
+                                f"{at}: position target {target!r} must index an "
+                                f"earlier include clause (0..{i - 1})",
+                                None,
+                            )
+                        )
     return problems
 
 
@@ -458,8 +544,13 @@ def validate_line(line, vocab: str) -> list[tuple[str, str, str | None]]:
             continue
         deps = q.get("dependency", [0])
         if not isinstance(deps, list) or any(d != 0 and d not in ids for d in deps):
-            problems.append(("bad_format", f"{where}dependency {deps!r} must list ids of earlier "
-                             "questions, or [0] for none", None))
+            problems.append(
+                (
+                    "bad_format",
+                    f"{where}dependency {deps!r} must list ids of earlier questions, or [0] for none",
+                    None,
+                )
+            )
         ids.add(q["id"])
         problems += _check_clauses(q.get("include"), q.get("exclude"), vocab, where)
     return problems
@@ -477,12 +568,27 @@ def check_line(report: MetadataReport, index: int, line, raw: str | None = None)
         report.lines.append((index, line))
     elif kinds == ["undrawable"]:
         classes = list(dict.fromkeys(cls for _, _, cls in problems))
-        report.undrawable.append({"line": index, "tag": line.get("tag"), "prompt": line.get("prompt"),
-                                  "classes": classes, "why": "; ".join(msg for _, msg, _ in problems), "raw": raw})
+        report.undrawable.append(
+            {
+                "line": index,
+                "tag": line.get("tag"),
+                "prompt": line.get("prompt"),
+                "classes": classes,
+                "why": "; ".join(msg for _, msg, _ in problems),
+                "raw": raw,
+            }
+        )
     else:
         errors = [(kind, msg) for kind, msg, _ in problems if kind != "undrawable"]
-        report.errors.append({"line": index, "kind": errors[0][0], "kinds": kinds,
-                              "error": "; ".join(msg for _, msg in errors), "raw": raw})
+        report.errors.append(
+            {
+                "line": index,
+                "kind": errors[0][0],
+                "kinds": kinds,
+                "error": "; ".join(msg for _, msg in errors),
+                "raw": raw,
+            }
+        )
 
 
 def read_metadata(path: str | Path, vocab: str = "shapes") -> MetadataReport:
@@ -506,8 +612,15 @@ def read_metadata(path: str | Path, vocab: str = "shapes") -> MetadataReport:
         try:
             line = json.loads(raw)
         except json.JSONDecodeError as err:
-            report.errors.append({"line": index, "kind": "bad_json", "kinds": ["bad_json"],
-                                  "error": f"not valid JSON ({err}); each line must be one JSON object", "raw": raw})
+            report.errors.append(
+                {
+                    "line": index,
+                    "kind": "bad_json",
+                    "kinds": ["bad_json"],
+                    "error": f"not valid JSON ({err}); each line must be one JSON object",
+                    "raw": raw,
+                }
+            )
         else:
             check_line(report, index, line, raw)
         index += 1

