@@ -12,10 +12,11 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lenslib"
 
-#: Floor of each subpackage or top-level module. ``paths`` is the foundation everything may use; the
+#: Floor of each subpackage or top-level module. ``paths`` and ``atomic`` are the foundation everything may use; the
 #: captioners (``recaption``) and the prompt rewriter (``reasoner``) read only the world, so they sit with the model.
 FLOORS = {
     "paths": 0,
+    "atomic": 0,
     "world": 1,
     "model": 2,
     "flow": 2,
