@@ -1,4 +1,5 @@
-"""Helpers shared by the book tests: execute a chapter once, keep the executed notebook, build HTML from it."""
+"""Helpers shared by the book tests: execute a chapter once, keep the executed notebook, build HTML from
+it."""
 
 from __future__ import annotations
 

@@ -33,8 +33,9 @@ def golden_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def load_golden_tiny(golden_dir):
-    """A loader of the official tiny transformer (config from the file's metadata, strict weights), in eval mode.
-    Each call builds a fresh model, so a module that switches fast paths on its copy leaves the others alone."""
+    """A loader of the official tiny transformer (config from the file's metadata, strict weights), in eval
+    mode. Each call builds a fresh model, so a module that switches fast paths on its copy leaves the others
+    alone."""
     import json
 
     from safetensors import safe_open

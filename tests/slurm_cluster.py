@@ -64,7 +64,8 @@ def stop_cluster(cluster: SlurmCluster) -> None:
 def slurm_cluster():
     cluster = start_cluster()
     print(
-        f"\nSLURM cluster: {'started' if cluster.started_here else 'already up'} in {cluster.setup_seconds:.1f} s"
+        f"\nSLURM cluster: {'started' if cluster.started_here else 'already up'} "
+        f"in {cluster.setup_seconds:.1f} s"
     )
     yield cluster
     stop_cluster(cluster)

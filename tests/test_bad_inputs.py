@@ -62,7 +62,7 @@ class Case:
 
 
 CASES = [
-    # --- lens train: names, numbers, paths, files, the command line ----------------------------------------
+    # --- lens train: names, numbers, paths, files, the command line -----------------------------------------
     Case(
         "preset", [*T, "model.preset=nosuch"], ["unknown model preset 'nosuch'", "valid presets: cpu-small"]
     ),
@@ -172,14 +172,14 @@ CASES = [
         ["invalid int value: 'two'", "lens train --help"],
     ),
     Case("unknown-option", [*T, "--bogus"], ["unrecognized arguments: --bogus", "lens train --help"]),
-    # --- lens export ------------------------------------------------------------------------------------------
+    # --- lens export ----------------------------------------------------------------------------------------
     Case("export-missing", ["export", "{ws}/nope", "{ws}/out"], ["{ws}/nope does not exist", "run folder"]),
     Case("export-file", ["export", "{ws}/afile", "{ws}/out"], ["{ws}/afile is a file", "checkpoint folder"]),
     Case(
         "export-not-a-run", ["export", "{ws}/empty", "{ws}/out"], ["neither a checkpoint folder", "give RUN"]
     ),
     Case("export-out-file", ["export", "{ws}/empty", "{ws}/afile"], ["output {ws}/afile", "is a file"]),
-    # --- lens world -------------------------------------------------------------------------------------------
+    # --- lens world -----------------------------------------------------------------------------------------
     Case(
         "make-shard-size",
         ["world", "make", "--n", "3", "--out", "{ws}/w", "--shards", "--shard-size", "0"],
@@ -214,7 +214,7 @@ CASES = [
         ["world", "render", "--metadata", "{ws}/nope.jsonl", "--out", "{ws}/r"],
         ["nope.jsonl"],
     ),
-    # --- lens eval (a real image folder: refusals come before judging) ---------------------------------------
+    # --- lens eval (a real image folder: refusals come before judging) --------------------------------------
     Case(
         "eval-out-file",
         ["eval", "--images", "{ws}/suite", "--out", "{ws}/afile"],
@@ -233,7 +233,7 @@ CASES = [
     Case("eval-size", ["eval", "--images", "{ws}/suite", "--size", "0"], ["--size 0", "positive number"]),
     Case("eval-images", ["eval", "--images", "{ws}/nope"], ["image folder {ws}/nope does not exist"]),
     Case("eval-empty", ["eval", "--images", "{ws}/empty"], ["holds no GenEval prompt folders"]),
-    # --- lens record ------------------------------------------------------------------------------------------
+    # --- lens record ----------------------------------------------------------------------------------------
     Case(
         "record-missing", ["record", "{ws}/nope", "{ws}/page.ipynb"], ["{ws}/nope does not exist", "RUN_DIR"]
     ),
@@ -246,7 +246,7 @@ CASES = [
         ["record", "{ws}/rec", "{ws}/page.ipynb", "--note", "{ws}/nope.md"],
         ["--note {ws}/nope.md: no such file"],
     ),
-    # --- lens recaption / data --------------------------------------------------------------------------------
+    # --- lens recaption / data ------------------------------------------------------------------------------
     Case(
         "recaption-missing",
         ["recaption", "--input", "{ws}/nope", "--output", "{ws}/o", "--captioner", "oracle:detailed"],
@@ -313,7 +313,7 @@ CASES = [
         ["data", "report", "{ws}/nope"],
         ["funnel.json not found", "run `lens recaption` first"],
     ),
-    # --- lens run-notebook / submit ---------------------------------------------------------------------------
+    # --- lens run-notebook / submit -------------------------------------------------------------------------
     Case(
         "notebook-missing", ["run-notebook", "{ws}/nope.md", "{ws}/rn"], ["notebook {ws}/nope.md not found"]
     ),
@@ -346,7 +346,7 @@ CASES = [
         ["submit", str(NOTEBOOK), "{ws}/sub", "--slurm", "--dry-run", "--time", "soon"],
         ["time='soon' is not a SLURM time", "D-HH:MM:SS"],
     ),
-    # --- lens experiment / sample -----------------------------------------------------------------------------
+    # --- lens experiment / sample ---------------------------------------------------------------------------
     Case(
         "experiment-preset",
         ["experiment", "captions", "--preset", "nosuch", "--out", "{ws}/e"],
@@ -366,7 +366,8 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    """Files the cases point at: a file, an empty folder, broken configs and notebooks, a judged-ready suite."""
+    """Files the cases point at: a file, an empty folder, broken configs and notebooks, a judged-ready
+    suite."""
     from lenslib.eval.geneval import render_suite
 
     ws = tmp_path_factory.mktemp("bad-inputs")

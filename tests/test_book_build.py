@@ -1,5 +1,5 @@
-"""`make book`'s build step on a one-chapter book: plotly figures survive, execution times are reported, a broken
-cell fails the build."""
+"""`make book`'s build step on a one-chapter book: plotly figures survive, execution times are reported, a
+broken cell fails the build."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The built book in a real browser (headless Debian chromium): pages load cleanly, figures render, navigation works.
+"""The built book in a real browser (headless Debian chromium): pages load cleanly, figures render,
+navigation works.
 
 Screenshots of every page are kept in _build/screenshots as test artifacts.
 """

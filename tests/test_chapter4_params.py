@@ -1,4 +1,5 @@
-"""Chapter 4 is the control plane of a real run: `lens run-notebook book/04_training.md RUN_DIR -p preset ...`.
+"""Chapter 4 is the control plane of a real run:
+`lens run-notebook book/04_training.md RUN_DIR -p preset ...`.
 
 Validation happens before anything executes; a short cpu-tiny run leaves the record, metrics, samples and
 checkpoints in RUN_DIR, and the same command on the same folder resumes from the latest checkpoint.
@@ -181,7 +182,8 @@ def test_a_short_cpu_tiny_run_leaves_its_record_and_a_rerun_resumes(tmp_path, ca
         in (run_dir / "logs" / "train-001.log").read_text()
     )
 
-    # the same command again: training resumes from the latest checkpoint (the finished step 4), trains nothing twice
+    # the same command again: training resumes from the latest checkpoint (the finished step 4),
+    # trains nothing twice
     assert main(args) == 0, capsys.readouterr().err
     manifest = json.loads((run_dir / "run.json").read_text())
     assert [a["status"] for a in manifest["attempts"]] == ["completed", "completed"]

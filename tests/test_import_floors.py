@@ -12,8 +12,9 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lenslib"
 
-#: Floor of each subpackage or top-level module. ``paths`` and ``atomic`` are the foundation everything may use; the
-#: captioners (``recaption``) and the prompt rewriter (``reasoner``) read only the world, so they sit with the model.
+#: Floor of each subpackage or top-level module. ``paths`` and ``atomic`` are the foundation everything may
+#: use; the captioners (``recaption``) and the prompt rewriter (``reasoner``) read only the world, so they
+#: sit with the model.
 FLOORS = {
     "paths": 0,
     "atomic": 0,
@@ -28,8 +29,8 @@ FLOORS = {
     "experiments": 6,
     "cluster": 7,
 }
-#: Entry points above every floor: they wire the floors together (``lens train`` hands evaluation's judge to the
-#: trainer) and may import anything. So may the notebook helpers, which serve the book, not the package.
+#: Entry points above every floor: they wire the floors together (``lens train`` hands evaluation's judge to
+#: the trainer) and may import anything. So may the notebook helpers, which serve the book, not the package.
 ENTRY_POINTS = {"cli", "__main__"}
 UNFLOORED = {"__init__", "book", "course", "paper", "toy2d", "cli", "__main__"}
 
@@ -92,3 +93,49 @@ def test_the_walk_sees_lazy_and_relative_imports(tmp_path):
         PACKAGE = saved
     assert found == [(1, "lenslib.data.order"), (4, "lenslib.train")]
     assert _floor(["lenslib", "train"]) > _floor(["lenslib", "data"])
+
+
+def _package_graph() -> dict[str, set[str]]:
+    """Which packages (subpackages and top-level modules) each one imports, lazy imports included."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        me = _module(path)
+        if len(me) < 2 or me[1] in ENTRY_POINTS | UNFLOORED or me[-1] in ENTRY_POINTS:
+            continue
+        mine = me[1]
+        for _, name in _imports(path):
+            target = name.split(".")
+            if target[0] == "lenslib" and len(target) > 1 and target[1] != mine and target[1] in FLOORS:
+                graph.setdefault(mine, set()).add(target[1])
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One cycle of ``graph`` as a path ``[a, b, ..., a]``, or ``[]`` when it has none."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> list[str]:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                here = path + [node]
+                return here[here.index(nxt) :] + [nxt]
+            if nxt not in state and (found := visit(nxt, path + [node])):
+                return found
+        state[node] = 2
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node, [])):
+            return found
+    return []
+
+
+def test_no_import_cycle_between_packages():
+    """Floors allow imports within a floor (``model`` and ``flow`` share one); they must form no cycle."""
+    assert _cycle(_package_graph()) == []
+
+
+def test_the_cycle_check_finds_a_cycle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) != []
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": set()}) == []

@@ -16,6 +16,8 @@ import os
 import shutil
 from pathlib import Path
 
+import mathjax  # django-static-mathjax
+from myst_nb.sphinx_ import NbMetadataCollector
 from sphinx.util import logging
 
 logger = logging.getLogger(__name__)
@@ -24,8 +26,6 @@ MATHJAX_FILE = "tex-svg-full.js"  # all TeX extensions bundled: nothing is fetch
 
 
 def _mathjax_source() -> Path:
-    import mathjax  # django-static-mathjax
-
     return Path(mathjax.__file__).parent / "static" / "mathjax" / "es5" / MATHJAX_FILE
 
 
@@ -56,8 +56,6 @@ def _drop_duplicate_scripts(app, pagename, templatename, context, doctree):
 
 def execution_times(env) -> dict[str, dict]:
     """Per executed document: seconds and success, from MyST-NB's execution metadata."""
-    from myst_nb.sphinx_ import NbMetadataCollector
-
     times = {}
     for docname, data in sorted(NbMetadataCollector.get_doc_data(env).items()):
         exec_data = data.get("exec_data")
