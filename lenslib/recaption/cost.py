@@ -4,20 +4,24 @@ The paper leaves the one-off recaptioning cost out of its compute comparison (§
 makes it explicit. Per image, the input is the instruction (system prompt) + a short user message + the
 image's tokens; the output is the caption (Lens: ~109 words ≈ 145 tokens at ~1.33 tokens per English
 word). Prices are inputs, not facts: set them to your provider's current price list (batch APIs are
-often discounted). Used in chapter 1.
+often discounted). :class:`Usage` counts what a run actually spent, from the token usage the endpoint
+reports (:mod:`lenslib.recaption.openai_api`). Used in chapter 1.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
+
+import quicktok
+
+from .local_server import image_tokens as _high_detail_tokens
 
 TOKENS_PER_WORD = 1.33  # typical for English prose with GPT-4-family BPE tokenizers
 
 
 def text_tokens(text: str, encoding: str = "o200k_base") -> int:
     """Token count with the GPT-4o/4.1 family tokenizer (``quicktok`` ships it offline)."""
-    import quicktok
-
     return len(quicktok.get_encoding(encoding).encode(text))
 
 
@@ -26,9 +30,7 @@ def image_tokens(width: int, height: int, detail: str = "high") -> int:
     detail, fit into 2048², scale the short side to 768, then 85 + 170 per 512² tile."""
     if detail == "low":
         return 85
-    from .local_server import image_tokens as _tiles
-
-    return _tiles(width, height)
+    return _high_detail_tokens(width, height)
 
 
 @dataclass
@@ -88,3 +90,40 @@ def recaption_cost(
         price_out_per_m,
         discount,
     )
+
+
+@dataclass
+class Usage:
+    """Running totals; ``cost_usd`` uses the prices given to the captioner (USD per million tokens)."""
+
+    requests: int = 0
+    retries: int = 0
+    failures: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    price_in_per_m: float = 0.0
+    price_out_per_m: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **kw):
+        with self._lock:
+            for k, v in kw.items():
+                setattr(self, k, getattr(self, k) + v)
+
+    @property
+    def cost_usd(self) -> float:
+        return (self.input_tokens * self.price_in_per_m + self.output_tokens * self.price_out_per_m) / 1e6
+
+    def to_dict(self) -> dict:
+        return {
+            k: getattr(self, k)
+            for k in (
+                "requests",
+                "retries",
+                "failures",
+                "input_tokens",
+                "output_tokens",
+                "price_in_per_m",
+                "price_out_per_m",
+            )
+        } | {"cost_usd": self.cost_usd}

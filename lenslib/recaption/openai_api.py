@@ -3,9 +3,10 @@
 The same client talks to the OpenAI API, Azure-style gateways, or a local vLLM / SGLang server: the image
 goes in the user message as a base64 data URL, the captioning instruction as the system message. The API
 key is read from an environment variable and never logged or put in an error message. Requests run
-with a concurrency limit; 429 and 5xx answers (and timeouts, dropped connections) are retried with
-exponential backoff and jitter, honouring ``Retry-After``; other 4xx answers fail at once. Token usage
-and cost are accounted per caption and in total. Used in chapter 1 and by ``lens recaption``.
+with a concurrency limit; the ``openai`` package sends them and retries 408/409/429/5xx answers, timeouts
+and dropped connections (honouring ``Retry-After``); other 4xx answers fail at once. Token usage and cost
+are accounted per caption and in total (:class:`lenslib.recaption.cost.Usage`). Used in chapter 1 and by
+``lens recaption``.
 """
 
 from __future__ import annotations
@@ -13,56 +14,18 @@ from __future__ import annotations
 import base64
 import io
 import json
-import logging
 import os
 import random
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+
+import openai
 
 from .base import Caption, Captioner, CaptionError
+from .cost import Usage
 from .instruction import instruction
 
-log = logging.getLogger(__name__)
-RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
-
-
-@dataclass
-class Usage:
-    """Running totals; ``cost_usd`` uses the prices given to the captioner (USD per million tokens)."""
-
-    requests: int = 0
-    retries: int = 0
-    failures: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    price_in_per_m: float = 0.0
-    price_out_per_m: float = 0.0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, **kw):
-        with self._lock:
-            for k, v in kw.items():
-                setattr(self, k, getattr(self, k) + v)
-
-    @property
-    def cost_usd(self) -> float:
-        return (self.input_tokens * self.price_in_per_m + self.output_tokens * self.price_out_per_m) / 1e6
-
-    def to_dict(self) -> dict:
-        return {
-            k: getattr(self, k)
-            for k in (
-                "requests",
-                "retries",
-                "failures",
-                "input_tokens",
-                "output_tokens",
-                "price_in_per_m",
-                "price_out_per_m",
-            )
-        } | {"cost_usd": self.cost_usd}
+__all__ = ["ChatAPIError", "ChatClient", "OpenAICaptioner", "Usage", "image_data_url"]
 
 
 def image_data_url(image, max_side: int = 1024, quality: int = 90) -> str:
@@ -80,13 +43,36 @@ class ChatAPIError(CaptionError):
     """An OpenAI-compatible endpoint failed for good (after retries) or answered something unusable."""
 
 
+class _RetryingOpenAI(openai.OpenAI):
+    """``openai.OpenAI`` that counts every attempt in ``usage`` and waits ``backoff_s`` × 2^retry
+    (with jitter, at most ``max_backoff_s``) before a retry, or what the server's ``Retry-After`` says."""
+
+    def __init__(self, usage: Usage, backoff_s: float, max_backoff_s: float, rng: random.Random, **kw):
+        super().__init__(**kw)
+        self.usage, self.backoff_s, self.max_backoff_s, self.rng = usage, backoff_s, max_backoff_s, rng
+
+    def _prepare_request(self, request) -> None:  # openai's hook, called once per attempt
+        self.usage.add(requests=1, retries=int(_retries_taken(request) > 0))
+
+    def _calculate_retry_timeout(self, remaining_retries, options, response_headers=None) -> float:
+        after = self._parse_retry_after_header(response_headers)
+        if after is not None and after >= 0:
+            return min(self.max_backoff_s, after)
+        retry = options.get_max_retries(self.max_retries) - remaining_retries
+        return min(self.max_backoff_s, self.backoff_s * 2**retry) * (0.5 + 0.5 * self.rng.random())
+
+
+def _retries_taken(request) -> int:
+    return int(request.headers.get("x-stainless-retry-count") or 0)
+
+
 class ChatClient:
-    """``POST {base_url}/chat/completions`` with retries, backoff, a concurrency limit and token accounting.
+    """``POST {base_url}/chat/completions`` through ``openai.OpenAI``, with token accounting.
 
     Shared by the captioner below and the prompt reasoner (:mod:`lenslib.model.reasoner`). The key comes
     from ``api_key`` or the environment variable ``api_key_env``; it is checked before any request and never
-    logged, printed or put in an error message. 429/5xx answers, timeouts and dropped connections are
-    retried with exponential backoff and jitter (honouring ``Retry-After``); other 4xx answers fail at once.
+    logged, printed or put in an error message. ``openai`` retries 408/409/429/5xx answers, timeouts and
+    dropped connections up to ``max_retries`` times; other 4xx answers fail at once.
     """
 
     def __init__(
@@ -104,8 +90,6 @@ class ChatClient:
         price_out_per_m: float = 0.0,
         seed: int = 0,
     ):
-        import httpx
-
         self.api_key_env = api_key_env
         key = api_key or os.environ.get(api_key_env, "")
         if not key:
@@ -113,78 +97,52 @@ class ChatClient:
                 f"no API key: the environment variable {api_key_env} is not set. Export it "
                 f"(for a keyless local server set it to any value, e.g. EMPTY)."
             )
-        self._key = key  # kept private; never logged, never in repr or errors
         self.model = model
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip(
             "/"
         )
         self.timeout_s, self.max_retries = timeout_s, max_retries
-        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.max_concurrency = max(1, int(max_concurrency))
         self.usage = Usage(price_in_per_m=price_in_per_m, price_out_per_m=price_out_per_m)
-        self._rng = random.Random(seed)
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(timeout_s), limits=httpx.Limits(max_connections=self.max_concurrency)
+        self._openai = _RetryingOpenAI(  # holds the key; never logged, never in repr or errors
+            self.usage,
+            backoff_s,
+            max_backoff_s,
+            random.Random(seed),
+            api_key=key,
+            base_url=self.base_url,
+            timeout=timeout_s,
+            max_retries=max_retries,
         )
-        self._httpx = httpx
 
     def __repr__(self):
         return f"ChatClient(model={self.model!r}, base_url={self.base_url!r}, key=${self.api_key_env})"
 
     def close(self):
-        self._client.close()
-
-    def _sleep_for(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after:
-            try:
-                return min(self.max_backoff_s, max(0.0, float(retry_after)))
-            except ValueError:
-                pass
-        base = min(self.max_backoff_s, self.backoff_s * 2**attempt)
-        return base * (0.5 + 0.5 * self._rng.random())
+        self._openai.close()
 
     def post(self, body: dict) -> dict:
         """One chat-completions request (retried as described above); the response JSON."""
         url = f"{self.base_url}/chat/completions"
-        headers = {"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"}
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                self.usage.add(retries=1)
-            self.usage.add(requests=1)
-            retry_after = None
+        try:
+            raw = self._openai.chat.completions.with_raw_response.create(**body).http_response
+        except openai.APIStatusError as e:
+            code, detail = e.status_code, e.response.text[:300]
+            if code not in (408, 409, 429) and code < 500:  # answers openai does not retry
+                hint = " (check the API key)" if code in (401, 403) else ""
+                raise ChatAPIError(f"{url} answered HTTP {code}{hint}: {detail}") from None
+            last, request = f"HTTP {code}: {detail}", e.request
+        except openai.APIConnectionError as e:  # timeouts included
+            last, request = f"{type(e.__cause__ or e).__name__} talking to {self.base_url}", e.request
+        else:
             try:
-                r = self._client.post(url, headers=headers, content=json.dumps(body))
-            except (self._httpx.TimeoutException, self._httpx.TransportError) as e:
-                last = f"{type(e).__name__} talking to {self.base_url}"
-            else:
-                if r.status_code == 200:
-                    try:
-                        return r.json()
-                    except ValueError:
-                        raise ChatAPIError(
-                            f"malformed response from {url}: body is not JSON ({r.text[:200]!r})"
-                        ) from None
-                detail = r.text[:300]
-                if r.status_code not in RETRY_STATUS:
-                    hint = " (check the API key)" if r.status_code in (401, 403) else ""
-                    raise ChatAPIError(f"{url} answered HTTP {r.status_code}{hint}: {detail}")
-                last, retry_after = f"HTTP {r.status_code}: {detail}", r.headers.get("retry-after")
-            if attempt < self.max_retries:
-                wait = self._sleep_for(attempt, retry_after)
-                log.info(
-                    "retrying %s after %s (attempt %d/%d, waiting %.2fs)",
-                    self.model,
-                    last.split(":")[0],
-                    attempt + 1,
-                    self.max_retries,
-                    wait,
-                )
-                time.sleep(wait)
-        raise ChatAPIError(
-            f"gave up on {url} after {self.max_retries + 1} attempts "
-            f"({self.max_retries} retries); last error: {last}"
-        )
+                return raw.json()
+            except ValueError:
+                raise ChatAPIError(
+                    f"malformed response from {url}: body is not JSON ({raw.text[:200]!r})"
+                ) from None
+        n = _retries_taken(request)
+        raise ChatAPIError(f"gave up on {url} after {n + 1} attempts ({n} retries); last error: {last}")
 
     @staticmethod
     def parse(resp: dict, allow_empty: bool = False) -> tuple[str, dict, str | None]:
@@ -207,7 +165,8 @@ class ChatClient:
     def complete(
         self, messages: list[dict], allow_empty: bool = False, **params
     ) -> tuple[str, dict, str | None]:
-        """Send ``messages`` (plus e.g. ``max_tokens``); return (text, usage, finish_reason), tokens counted."""
+        """Send ``messages`` (plus e.g. ``max_tokens``); return (text, usage, finish_reason), tokens
+        counted."""
         text, usage, finish = self.parse(
             self.post({"model": self.model, "messages": messages, **params}), allow_empty=allow_empty
         )
