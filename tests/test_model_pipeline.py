@@ -13,7 +13,8 @@ from diffusers import DiffusionPipeline
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from lenslib.model.pipeline import LensPipeline, LensPipelineOutput, align_text_features
+from lenslib.model.pipeline import LensPipeline, LensPipelineOutput
+from lenslib.model.pipeline_text import align_text_features
 from lenslib.model.presets import cpu_config
 from lenslib.model.schedule import compute_empirical_mu, make_scheduler
 from lenslib.model.text_encoders import get_text_encoder

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lenslib.model.reasoner import PromptReasoner, clean_reasoner_output
+from lenslib.model.prompt_reasoner import PromptReasoner, clean_reasoner_output
 from lenslib.model.text_encoders.gpt_oss import tiny_gpt_oss
 from lenslib.recaption.local_server import LocalChatServer
 

@@ -766,7 +766,7 @@ def test_pooled_text_modulates_every_block_with_the_mean_of_the_valid_caption_to
 def test_token_conv_starts_as_the_identity_and_mixes_only_neighbouring_tokens():
     """Not Lens: ``token_conv`` adds a residual depthwise 3x3 convolution over the token grid before each block.
     A new model equals the plain one; trained, a token's update depends on its 3x3 neighbourhood only."""
-    from lenslib.model.transformer import TokenConv
+    from lenslib.model.locality import TokenConv
 
     base, plain = _trained_tiny(num_layers=2)
     conv = LensTransformer2DModel(**base, token_conv=True).initialize_weights()

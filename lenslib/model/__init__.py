@@ -10,7 +10,7 @@ import importlib
 
 _LAZY = {
     "LensTransformer2DModel": "lenslib.model.transformer",
-    "LensTransformerBlock": "lenslib.model.transformer",
+    "LensTransformerBlock": "lenslib.model.block",
     "LensJointAttention": "lenslib.model.attention",
     "LensEmbedRope": "lenslib.model.rope",
     "get_config": "lenslib.model.presets",

@@ -24,7 +24,7 @@ sample may read; the attention then runs one of (:data:`ATTENTION_MODES`):
 Padded keys get weight exactly 0 in every mode, so the three agree to float rounding. Padded text
 *queries* still attend to the valid keys in every mode; their outputs never reach an image token.
 
-Used in chapters 2 and 7 and by :class:`lenslib.model.transformer.LensTransformerBlock`.
+Used in chapters 2 and 7 and by :class:`lenslib.model.block.LensTransformerBlock`.
 """
 
 from __future__ import annotations

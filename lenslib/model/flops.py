@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from .transformer import swiglu_hidden_dim
+from .block import swiglu_hidden_dim
 
 #: Pixels per token side for the official model: 8× VAE downsampling then 2×2 patches.
 LENS_PIXELS_PER_TOKEN = 16

@@ -25,10 +25,10 @@ Used in chapter 4 (sampling a trained model) and by ``lens sample``.
 
 from __future__ import annotations
 
-import json
+import importlib
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import diffusers
 import numpy as np
@@ -41,99 +41,32 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from .cfg import norm_rescaled_cfg
 from .fast import CUDAGraphStep, trim_text_padding
-from .latents import check_divisible
-from .reasoner import PromptReasoner
+from .pipeline_checks import InputChecksMixin
+from .pipeline_folder import check_folder, read_text_encoder_spec, write_text_encoder_spec
+from .pipeline_text import PromptEncodingMixin, align_text_features, is_blank, negative_list
+from .prompt_reasoner import PromptReasoner
 from .resolution import resolve_resolution
 from .schedule import compute_empirical_mu, sigma_inputs, transformer_timesteps
 from .text_encoders.base import TextEncoder
-from .text_encoders.gpt_oss import (
-    MAX_SEQUENCE_LENGTH,
-    TXT_OFFSET,
-    LensGptOssEncoder,
-    encode_prompts,
-    prefix_token_count,
-)
+from .text_encoders.gpt_oss import MAX_SEQUENCE_LENGTH, LensGptOssEncoder
 from .transformer import LensTransformer2DModel
 from .vae import LatentCodec, as_codec
 
-__all__ = ["LensPipeline", "LensPipelineOutput", "align_text_features", "register_official_classes"]
-
-OUTPUT_TYPES = ("pil", "np", "latent")
-_SPEC_FILE = "lens_text_encoder.json"
+__all__ = ["LensPipeline", "LensPipelineOutput", "register_official_classes"]
 
 
 @dataclass
 class LensPipelineOutput(BaseOutput):
-    """``images``: list of PIL images, a float32 numpy array [B, H, W, 3] in [0, 1], or packed latent tokens."""
+    """``images``: list of PIL images, a float32 numpy array [B, H, W, 3] in [0, 1], or packed latent
+    tokens."""
 
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
 
 
-def _is_blank(s: str | None) -> bool:
-    return s is None or not str(s).strip()
-
-
-def _negative_list(negative_prompt, n_prompts: int) -> list:
-    """Broadcast a string or a 1-element list to ``n_prompts``; any other length mismatch is an error."""
-    negs = (
-        [negative_prompt]
-        if negative_prompt is None or isinstance(negative_prompt, str)
-        else list(negative_prompt)
-    )
-    if len(negs) == 1:
-        return negs * n_prompts
-    if len(negs) != n_prompts:
-        raise ValueError(
-            f"negative_prompt has {len(negs)} entries but there are {n_prompts} prompts; "
-            "give one negative (broadcast) or one per prompt."
-        )
-    return negs
-
-
-def _repeat_interleave(feats: list[torch.Tensor], mask: torch.Tensor, index: list[int]):
-    idx = torch.tensor(index, device=mask.device, dtype=torch.long)
-    return [f.index_select(0, idx.to(f.device)) for f in feats], mask.index_select(0, idx)
-
-
-def align_text_features(
-    pos: list[torch.Tensor], pos_mask: torch.Tensor, neg: list[torch.Tensor], neg_mask: torch.Tensor
-):
-    """Right-pad positive and negative features (zeros) and masks (False) to a common length (§5.6)."""
-    if not pos or not neg:
-        raise ValueError("Text features are empty: need at least one feature layer for prompt and negative.")
-    if len(pos) != len(neg):
-        raise ValueError(f"Prompt features have {len(pos)} layers but negative features have {len(neg)}.")
-    for name, feats, mask in (("prompt", pos, pos_mask), ("negative", neg, neg_mask)):
-        for i, f in enumerate(feats):
-            if f.ndim != 3 or tuple(f.shape[:2]) != tuple(mask.shape):
-                raise ValueError(
-                    f"{name} feature layer {i} has shape {tuple(f.shape)} but its mask is "
-                    f"{tuple(mask.shape)}; they must agree on [B, S]."
-                )
-    if pos_mask.shape[0] != neg_mask.shape[0]:
-        raise ValueError(
-            f"Prompt batch ({pos_mask.shape[0]}) and negative batch ({neg_mask.shape[0]}) differ."
-        )
-    for i, (p, n) in enumerate(zip(pos, neg)):
-        if p.shape[2] != n.shape[2]:
-            raise ValueError(f"Feature layer {i}: prompt width {p.shape[2]} != negative width {n.shape[2]}.")
-    S = max(pos_mask.shape[1], neg_mask.shape[1])
-
-    def pad(feats, mask):
-        extra = S - mask.shape[1]
-        if extra == 0:
-            return list(feats), mask.bool()
-        feats = [torch.cat([f, f.new_zeros(f.shape[0], extra, f.shape[2])], dim=1) for f in feats]
-        mask = torch.cat([mask.bool(), mask.new_zeros(mask.shape[0], extra, dtype=torch.bool)], dim=1)
-        return feats, mask
-
-    return (*pad(pos, pos_mask), *pad(neg, neg_mask))
-
-
-class LensPipeline(DiffusionPipeline):
+class LensPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
     """The Lens text-to-image pipeline (official call signature and defaults).
 
-    ``pipe.reasoner`` (:class:`~lenslib.model.reasoner.PromptReasoner`) takes ``api_url``/``api_key``/
+    ``pipe.reasoner`` (:class:`~lenslib.model.prompt_reasoner.PromptReasoner`) takes ``api_url``/``api_key``/
     ``api_model`` attributes for an API rewriter. Extras over the official pipeline: every bad input
     (including ``output_type``) is rejected
     before any model runs; ``prompt_embeds`` works with ``prompt=None``; generic lenslib text
@@ -243,19 +176,6 @@ class LensPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------ properties
 
     @property
-    def txt_offset(self) -> int:
-        """Tokens dropped before the prompt: 97 for GPT-OSS (derived from the tokenizer when it has a chat template)."""
-        if self._txt_offset is not None:
-            return self._txt_offset
-        if self.tokenizer is not None and getattr(self.tokenizer, "chat_template", None):
-            return prefix_token_count(self.tokenizer, self.prompt_date)
-        return TXT_OFFSET
-
-    @txt_offset.setter
-    def txt_offset(self, value: int | None) -> None:
-        self._txt_offset = None if value is None else int(value)
-
-    @property
     def codec(self) -> LatentCodec:
         return as_codec(self.vae)
 
@@ -266,178 +186,6 @@ class LensPipeline(DiffusionPipeline):
     @property
     def num_timesteps(self) -> int:
         return self._num_timesteps
-
-    # ------------------------------------------------------------------ text
-
-    def _text_spec(self) -> tuple[int, int] | None:
-        """(num_layers, hidden_size) of the text encoder, or None if there is none."""
-        te = self.text_encoder
-        if isinstance(te, LensGptOssEncoder):
-            layers = te.selected_layers or list(self.transformer.config.selected_layer_index)
-            return len(layers), int(te.config.hidden_size)
-        if isinstance(te, TextEncoder):
-            return te.num_layers, te.hidden_size
-        return None
-
-    def _encode_texts(self, texts: list[str], device, max_sequence_length: int):
-        te = self.text_encoder
-        if isinstance(te, LensGptOssEncoder):
-            feats, mask = encode_prompts(
-                te,
-                self.tokenizer,
-                texts,
-                max_sequence_length=max_sequence_length,
-                txt_offset=self.txt_offset,
-                date=self.prompt_date,
-            )
-        else:
-            feats, mask = te.encode(list(texts))
-        return [f.to(device) for f in feats], mask.to(device).bool()
-
-    def encode_prompt(
-        self,
-        prompt: list[str],
-        device=None,
-        num_images_per_prompt: int = 1,
-        max_sequence_length: int = MAX_SEQUENCE_LENGTH,
-    ):
-        """Encode each unique prompt once, then repeat ``num_images_per_prompt`` times, interleaved."""
-        device = device or self._execution_device
-        unique = list(dict.fromkeys(prompt))
-        feats, mask = self._encode_texts(unique, device, max_sequence_length)
-        index = [unique.index(p) for p in prompt for _ in range(num_images_per_prompt)]
-        return _repeat_interleave(feats, mask, index)
-
-    # ------------------------------------------------------------------ checks
-
-    def check_inputs(
-        self,
-        prompt,
-        negative_prompt,
-        height,
-        width,
-        prompt_embeds,
-        prompt_mask,
-        negative_prompt_embeds,
-        negative_prompt_mask,
-        output_type,
-        num_inference_steps,
-        num_images_per_prompt,
-        latents,
-        callback_on_step_end_tensor_inputs,
-        enable_reasoner,
-    ):
-        """Reject bad input with a ValueError naming the fix, before any model runs."""
-        if self.transformer is None or self.scheduler is None:
-            raise ValueError(
-                "LensPipeline needs a transformer and a scheduler; load a complete model folder "
-                "or pass both components."
-            )
-        if height is None or width is None:
-            raise ValueError("height and width are required (or give base_resolution and aspect_ratio).")
-        check_divisible(int(height), int(width), self.vae_scale_factor)
-        if prompt is None and prompt_embeds is None:
-            raise ValueError(
-                "Provide a prompt (string or list of strings) or prompt_embeds with prompt_mask."
-            )
-        if prompt is not None:
-            if isinstance(prompt, str):
-                prompt = [prompt]
-            if not isinstance(prompt, (list, tuple)) or not all(isinstance(p, str) for p in prompt):
-                raise ValueError(
-                    f"prompt must be a string or a list of strings, got {type(prompt).__name__}."
-                )
-            if len(prompt) == 0:
-                raise ValueError("prompt is an empty list; give at least one prompt.")
-        if callback_on_step_end_tensor_inputs is not None:
-            bad = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
-            if bad:
-                raise ValueError(
-                    f"callback_on_step_end_tensor_inputs {bad} unknown; allowed: {self._callback_tensor_inputs}."
-                )
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(
-                f"output_type {output_type!r} is not supported; use one of {list(OUTPUT_TYPES)}."
-            )
-        if int(num_inference_steps) < 1:
-            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}.")
-        if int(num_images_per_prompt) < 1:
-            raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}.")
-        if prompt is not None:
-            self.reasoner.text_encoder, self.reasoner.tokenizer = self.text_encoder, self.tokenizer
-            self.reasoner.check(enable_reasoner)
-        if prompt_embeds is not None and prompt_mask is None:
-            raise ValueError("prompt_embeds requires prompt_mask ([B, S] bool, True = valid).")
-        if negative_prompt_embeds is not None and negative_prompt_mask is None:
-            raise ValueError("negative_prompt_embeds requires negative_prompt_mask.")
-
-        n_layers = (
-            len(self.transformer.config.selected_layer_index)
-            if self.transformer.config.multi_layer_encoder_feature
-            else 1
-        )
-        width_txt = self.transformer.config.enc_hidden_dim
-        for name, emb, mask in (
-            ("prompt_embeds", prompt_embeds, prompt_mask),
-            ("negative_prompt_embeds", negative_prompt_embeds, negative_prompt_mask),
-        ):
-            if emb is None:
-                continue
-            if not isinstance(emb, (list, tuple)) or len(emb) != n_layers:
-                raise ValueError(
-                    f"{name} must be a list of {n_layers} tensors [B, S, {width_txt}] (one per tapped layer)."
-                )
-            for i, f in enumerate(emb):
-                if f.ndim != 3 or tuple(f.shape[:2]) != tuple(mask.shape) or f.shape[2] != width_txt:
-                    raise ValueError(
-                        f"{name}[{i}] has shape {tuple(f.shape)}; expected [B, S, {width_txt}] with "
-                        f"[B, S] = mask shape {tuple(mask.shape)}."
-                    )
-
-        # batch sizes and which texts must be encoded
-        n_prompts = len(prompt) if prompt_embeds is None else prompt_embeds[0].shape[0]
-        total = n_prompts * (num_images_per_prompt if prompt_embeds is None else 1)
-        needs_encoder = prompt_embeds is None
-        if negative_prompt_embeds is None:
-            negs = _negative_list(negative_prompt, n_prompts)
-            if not all(_is_blank(n) for n in negs):
-                needs_encoder = True
-        elif negative_prompt_embeds[0].shape[0] != total:
-            raise ValueError(
-                f"negative_prompt_embeds batch {negative_prompt_embeds[0].shape[0]} does not match the "
-                f"prompt batch {total}."
-            )
-        if needs_encoder:
-            spec = self._text_spec()
-            if spec is None:
-                raise ValueError(
-                    "This pipeline has no text encoder: pass prompt_embeds/prompt_mask (and a blank "
-                    "negative or negative_prompt_embeds), or load a text_encoder."
-                )
-            if isinstance(self.text_encoder, LensGptOssEncoder) and self.tokenizer is None:
-                raise ValueError(
-                    "The GPT-OSS text encoder needs its tokenizer component (the harmony tokenizer folder)."
-                )
-            if spec != (n_layers, width_txt):
-                raise ValueError(
-                    f"Text encoder gives {spec[0]} layers of width {spec[1]} but the transformer expects "
-                    f"{n_layers} of width {width_txt}; pair the transformer with the encoder it was trained with."
-                )
-        if output_type != "latent":
-            if self.vae is None:
-                raise ValueError("output_type needs a vae to decode; load one or use output_type='latent'.")
-            if self.codec.token_channels != self.transformer.config.in_channels:
-                raise ValueError(
-                    f"vae tokens have {self.codec.token_channels} channels but the transformer takes "
-                    f"{self.transformer.config.in_channels}."
-                )
-        if latents is not None:
-            h, w = int(height) // self.vae_scale_factor, int(width) // self.vae_scale_factor
-            expect = (total, h * w, self.transformer.config.in_channels)
-            if tuple(latents.shape) != expect:
-                raise ValueError(
-                    f"latents have shape {tuple(latents.shape)}; expected packed tokens {expect}."
-                )
 
     # ------------------------------------------------------------------ decode
 
@@ -533,8 +281,8 @@ class LensPipeline(DiffusionPipeline):
         batch = prompt_mask.shape[0]
         if negative_prompt_embeds is None:
             n_prompts = batch if embeds_given else len(prompts)
-            negs = _negative_list(negative_prompt, n_prompts)
-            if all(_is_blank(n) for n in negs):
+            negs = negative_list(negative_prompt, n_prompts)
+            if all(is_blank(n) for n in negs):
                 # empty negative: zero features, all-False mask, at the positive's length (§5.6)
                 negative_prompt_embeds = [torch.zeros_like(f) for f in prompt_embeds]
                 negative_prompt_mask = torch.zeros_like(prompt_mask, dtype=torch.bool)
@@ -650,11 +398,7 @@ class LensPipeline(DiffusionPipeline):
             if spec is not None:
                 self.register_modules(text_encoder=te)
         if spec is not None:
-            path = os.path.join(os.fspath(save_directory), _SPEC_FILE)
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(spec, f, indent=2)
-            os.replace(tmp, path)
+            write_text_encoder_spec(save_directory, spec)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
@@ -662,53 +406,16 @@ class LensPipeline(DiffusionPipeline):
         register_official_classes()
         path = os.fspath(pretrained_model_name_or_path)
         if os.path.isdir(path):
-            _check_folder(path, kwargs)
-            spec_path = os.path.join(path, _SPEC_FILE)
-            if "text_encoder" not in kwargs and os.path.isfile(spec_path):
-                from .text_encoders import get_text_encoder
-
-                with open(spec_path) as f:
-                    spec = json.load(f)
-                kwargs["text_encoder"] = get_text_encoder(spec["name"], **spec.get("kwargs", {}))
+            check_folder(path, kwargs)
+            if "text_encoder" not in kwargs:
+                encoder = read_text_encoder_spec(path)
+                if encoder is not None:
+                    kwargs["text_encoder"] = encoder
         elif not os.path.exists(path) and os.environ.get("HF_HUB_OFFLINE") == "1":
             raise FileNotFoundError(
                 f"Model folder {path!r} not found (offline): pass a local LensPipeline folder."
             )
         return super().from_pretrained(path, **kwargs)
-
-
-def _check_folder(path: str, passed: dict[str, Any]) -> None:
-    index = os.path.join(path, "model_index.json")
-    if not os.path.isfile(index):
-        raise FileNotFoundError(
-            f"{path!r} has no model_index.json; it is not a pipeline folder "
-            "(expected scheduler/, vae/, text_encoder/, tokenizer/, transformer/)."
-        )
-    with open(index) as f:
-        entries = json.load(f)
-    missing, no_weights = [], []
-    for name, value in entries.items():
-        if name.startswith("_") or name in passed or not isinstance(value, list) or value[0] is None:
-            continue
-        folder = os.path.join(path, name)
-        if not os.path.isdir(folder) or not os.listdir(folder):
-            missing.append(name)
-            continue
-        is_model = not any(k in str(value[1]) for k in ("Scheduler", "Tokenizer"))
-        if is_model and not any(
-            f.endswith((".safetensors", ".bin", ".index.json")) for f in os.listdir(folder)
-        ):
-            no_weights.append(name)
-    if missing:
-        raise FileNotFoundError(
-            f"Pipeline folder {path!r} lacks component folder(s) {missing} named in model_index.json; "
-            "copy them from the checkpoint or pass those components to from_pretrained."
-        )
-    if no_weights:
-        raise FileNotFoundError(
-            f"Component folder(s) {no_weights} in {path!r} have no weights file "
-            "(*.safetensors / *.bin); the checkpoint copy is incomplete."
-        )
 
 
 def register_official_classes() -> None:
@@ -717,8 +424,6 @@ def register_official_classes() -> None:
     transformers swaps its lazy module object in ``sys.modules`` during some imports, so both the
     object imported here and the current ``sys.modules`` entry get the names.
     """
-    import importlib
-
     for module in {id(m): m for m in (diffusers, importlib.import_module("diffusers"))}.values():
         setattr(module, "LensTransformer2DModel", LensTransformer2DModel)
         setattr(module, "LensPipeline", LensPipeline)

@@ -14,7 +14,9 @@ Constructor arguments are exactly the official ``config.json`` keys (reference �
 state-dict names and shapes are exactly the official ones (§2.2), so
 ``LensTransformer2DModel.from_pretrained("<Lens>/transformer")`` loads the released weights with no
 conversion. The forward pass follows §2.4 operation by operation and matches the official golden
-outputs in float32.
+outputs in float32. The block is :class:`lenslib.model.block.LensTransformerBlock`; the optional
+convolutions that Lens does not have (``pixel_stem``, ``token_conv``, ``pixel_head``) are in
+:mod:`lenslib.model.locality`.
 
 Used in chapters 2 and later (sampling, training) and by :mod:`lenslib.model.presets`.
 """
@@ -25,17 +27,17 @@ from typing import Any, Sequence
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.attention import FeedForward
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.normalization import AdaLayerNormContinuous, RMSNorm
 from diffusers.utils import apply_lora_scale
-from diffusers.utils.torch_utils import maybe_allow_in_graph
 from torch import nn
 
-from .attention import ATTENTION_MODES, LensJointAttention, joint_attention_mask, joint_key_mask
+from .attention import ATTENTION_MODES, joint_attention_mask, joint_key_mask
+from .block import LensTransformerBlock
 from .embeddings import LensTimestepEmbedding
 from .fast import checkpoint_function
-from .latents import latent_to_tokens, tokens_to_latent
+from .latents import latent_to_tokens
+from .locality import PixelHead, PixelStem, TokenConv
 from .rope import LensEmbedRope
 
 try:  # optional mixins; present in diffusers 0.42
@@ -48,198 +50,6 @@ except ImportError:  # pragma: no cover
     CacheMixin = object  # type: ignore[misc,assignment]
 
 _OPTIONAL_MIXINS = tuple(m for m in (PeftAdapterMixin, FromOriginalModelMixin, CacheMixin) if m is not object)
-
-
-def swiglu_hidden_dim(dim: int) -> int:
-    """Hidden width of the SwiGLU MLP: int(dim / 3 · 8), i.e. 4096 for dim 1536 and 170 for dim 64."""
-    return int(dim / 3 * 8)
-
-
-class LensSwiGLU(nn.Module):
-    """MLP(u) = w2(SiLU(w1·u) ⊙ w3·u), no biases: w1 is the gate, w3 the up and w2 the down projection.
-
-    SwiGLU with a hidden width of 8/3·dim costs the same as a 4·dim GELU MLP (three matrices instead
-    of two) and trains better (Shazeer, 2020)."""
-
-    def __init__(self, dim: int, hidden_dim: int | None = None):
-        super().__init__()
-        hidden_dim = hidden_dim or swiglu_hidden_dim(dim)
-        self.w1 = nn.Linear(dim, hidden_dim, bias=False)
-        self.w2 = nn.Linear(hidden_dim, dim, bias=False)
-        self.w3 = nn.Linear(dim, hidden_dim, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(nn.functional.silu(self.w1(x)) * self.w3(x))
-
-
-class PixelStem(nn.Module):
-    """Not in Lens: two 3x3 convolutions over the unpatchified input before the patch embedding.
-
-    A linear patch embedding sees each p x p patch alone, so a shape cut by a patch border starts as
-    unrelated tokens; the convolutions mix each pixel with its neighbours across the border first (the
-    convolutional stem of minRF's DiT). ``channels`` features per pixel are then patchified for ``img_in``.
-    """
-
-    def __init__(self, in_channels: int, channels: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def features(self, tokens: torch.Tensor, grid: tuple[int, int], patch: int) -> torch.Tensor:
-        """The [B, channels, H, W] feature map of the input, before patchifying."""
-        x = tokens_to_latent(tokens, *grid, patch)
-        return self.conv2(nn.functional.silu(self.conv1(x)))
-
-    def forward(self, tokens: torch.Tensor, grid: tuple[int, int], patch: int) -> torch.Tensor:
-        return latent_to_tokens(self.features(tokens, grid, patch), patch)
-
-
-class TokenConv(nn.Module):
-    """Not in Lens: a residual depthwise 3x3 convolution over the image-token grid before a block.
-
-    Attention must learn from data that neighbouring tokens belong together; a small model trained for
-    minutes sees too few images to learn it. A depthwise convolution gives every token its eight neighbours
-    for free (the locality prior of CvT and SegFormer's Mix-FFN), and its zero padding tells border tokens
-    where they are. The weights start at zero, so a new model is the plain one.
-    """
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.conv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
-
-    def forward(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        b, s, d = tokens.shape
-        x = tokens.transpose(1, 2).reshape(b, d, *grid)
-        return tokens + self.conv(x).reshape(b, d, s).transpose(1, 2)
-
-
-class PixelHead(nn.Module):
-    """Not in Lens: a residual 3x3 convolution over the unpatchified output (minRF's DiT ends the same way).
-
-    The last linear layer writes each patch independently; this lets neighbouring pixels across a patch
-    border agree. Its last convolution starts at zero, so a new model's output is the linear one.
-
-    With ``skip_channels`` (``pixel_skip``) the head also reads the :class:`PixelStem` features of the noisy
-    input at full resolution, a U-Net's long skip, and its hidden channels are scaled and shifted by the
-    timestep embedding: near t = 0 the clean image is mostly in the input, and a 3x3 convolution that sees
-    it redraws sharp edges that a p x p token, written by one linear layer, blurs.
-    """
-
-    def __init__(self, channels: int, hidden: int, skip_channels: int = 0, temb_dim: int = 0):
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels + skip_channels, hidden, 3, padding=1)
-        if skip_channels:
-            self.film = nn.Linear(temb_dim, 2 * hidden)
-            self.conv_mid = nn.Conv2d(hidden, hidden, 3, padding=1)
-            nn.init.zeros_(self.film.weight)
-            nn.init.zeros_(self.film.bias)
-        else:
-            self.film = self.conv_mid = None
-        self.conv2 = nn.Conv2d(hidden, channels, 3, padding=1)
-        nn.init.zeros_(self.conv2.weight)
-        nn.init.zeros_(self.conv2.bias)
-
-    def forward(
-        self,
-        tokens: torch.Tensor,
-        grid: tuple[int, int],
-        patch: int,
-        skip: torch.Tensor | None = None,
-        temb: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        x = tokens_to_latent(tokens, *grid, patch)
-        if self.film is None:
-            h = nn.functional.silu(self.conv1(x))
-        else:
-            scale, shift = self.film(nn.functional.silu(temb)).chunk(2, dim=-1)
-            h = (
-                self.conv1(torch.cat([x, skip.to(x.dtype)], dim=1)) * (1 + scale[..., None, None])
-                + shift[..., None, None]
-            )
-            h = nn.functional.silu(self.conv_mid(nn.functional.silu(h)))
-        x = x + self.conv2(h)
-        return latent_to_tokens(x, patch)
-
-
-def _block_norm(dim: int, rms_norm: bool, eps: float) -> nn.Module:
-    # rms_norm=False: LayerNorm without affine parameters (no state-dict entries).
-    return RMSNorm(dim, eps=eps) if rms_norm else nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
-
-
-@maybe_allow_in_graph
-class LensTransformerBlock(nn.Module):
-    """One dual-stream block. Returns ``(text, image)``, text first, as the official block does.
-
-    Per stream: adaLN modulation from temb (shift, scale, gate for attention, then for the MLP),
-    x ← x + gate₁·Attn(norm1(x)·(1+scale₁)+shift₁) and x ← x + gate₂·MLP(norm2(x)·(1+scale₂)+shift₂).
-    Gates are raw (no tanh/sigmoid). The streams meet only inside the joint attention.
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        num_attention_heads: int,
-        attention_head_dim: int,
-        gate_mlp: bool = True,
-        rms_norm: bool = True,
-        eps: float = 1e-6,
-    ):
-        super().__init__()
-        self.dim = dim
-        # Module creation order = official state-dict order.
-        self.attn = LensJointAttention(dim, num_attention_heads, attention_head_dim, eps=eps)
-        self.img_mod = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
-        self.img_norm1 = _block_norm(dim, rms_norm, eps)
-        self.img_norm2 = _block_norm(dim, rms_norm, eps)
-        self.img_mlp = (
-            LensSwiGLU(dim) if gate_mlp else FeedForward(dim, dim_out=dim, activation_fn="gelu-approximate")
-        )
-        self.txt_mod = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
-        self.txt_norm1 = _block_norm(dim, rms_norm, eps)
-        self.txt_norm2 = _block_norm(dim, rms_norm, eps)
-        self.txt_mlp = (
-            LensSwiGLU(dim) if gate_mlp else FeedForward(dim, dim_out=dim, activation_fn="gelu-approximate")
-        )
-        # A selective checkpoint of the whole block (lenslib.model.fast.checkpoint_function), applied inside
-        # forward so that a compiled block compiles the checkpoint and its policy with it.
-        self.checkpoint_fn = None
-
-    @staticmethod
-    def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        return x * (1 + scale[:, None]) + shift[:, None]
-
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor,
-        temb: torch.Tensor,
-        image_rotary_emb: tuple[torch.Tensor, torch.Tensor],
-        attention_mask: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        args = (hidden_states, encoder_hidden_states, temb, image_rotary_emb, attention_mask)
-        if self.checkpoint_fn is not None and torch.is_grad_enabled():
-            return self.checkpoint_fn(self._forward, *args)
-        return self._forward(*args)
-
-    def _forward(self, hidden_states, encoder_hidden_states, temb, image_rotary_emb, attention_mask):
-        img_shift1, img_scale1, img_gate1, img_shift2, img_scale2, img_gate2 = self.img_mod(temb).chunk(
-            6, dim=-1
-        )
-        txt_shift1, txt_scale1, txt_gate1, txt_shift2, txt_scale2, txt_gate2 = self.txt_mod(temb).chunk(
-            6, dim=-1
-        )
-
-        x_mod = self._modulate(self.img_norm1(hidden_states), img_shift1, img_scale1)
-        c_mod = self._modulate(self.txt_norm1(encoder_hidden_states), txt_shift1, txt_scale1)
-        img_attn, txt_attn = self.attn(x_mod, c_mod, image_rotary_emb, attention_mask)
-        hidden_states = hidden_states + img_gate1[:, None] * img_attn
-        encoder_hidden_states = encoder_hidden_states + txt_gate1[:, None] * txt_attn
-
-        x_mod = self._modulate(self.img_norm2(hidden_states), img_shift2, img_scale2)
-        hidden_states = hidden_states + img_gate2[:, None] * self.img_mlp(x_mod)
-        c_mod = self._modulate(self.txt_norm2(encoder_hidden_states), txt_shift2, txt_scale2)
-        encoder_hidden_states = encoder_hidden_states + txt_gate2[:, None] * self.txt_mlp(c_mod)
-        return encoder_hidden_states, hidden_states
 
 
 class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
@@ -458,18 +268,21 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
             n = len(self.config.selected_layer_index)
             if not isinstance(encoder_hidden_states, (list, tuple)):
                 raise ValueError(
-                    f"encoder_hidden_states must be a list of {n} tensors [B, S_txt, {self.config.enc_hidden_dim}] "
+                    f"encoder_hidden_states must be a list of {n} tensors "
+                    f"[B, S_txt, {self.config.enc_hidden_dim}] "
                     f"(one per selected text-encoder layer), got {type(encoder_hidden_states).__name__}"
                 )
             if len(encoder_hidden_states) != n:
                 raise ValueError(
-                    f"encoder_hidden_states has {len(encoder_hidden_states)} layers but the model was built for "
+                    f"encoder_hidden_states has {len(encoder_hidden_states)} layers "
+                    "but the model was built for "
                     f"{n} (selected_layer_index={list(self.config.selected_layer_index)})"
                 )
             for i, layer in enumerate(encoder_hidden_states):
                 if layer.shape[0] != batch:
                     raise ValueError(
-                        f"encoder_hidden_states[{i}] has batch size {layer.shape[0]} but hidden_states has {batch}"
+                        f"encoder_hidden_states[{i}] has batch size {layer.shape[0]} "
+                        f"but hidden_states has {batch}"
                     )
             s_txt = encoder_hidden_states[0].shape[1]
             for i, layer in enumerate(encoder_hidden_states):
@@ -486,7 +299,8 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
             )
         if encoder_hidden_states.shape[0] != batch:
             raise ValueError(
-                f"encoder_hidden_states has batch size {encoder_hidden_states.shape[0]} but hidden_states has {batch}"
+                f"encoder_hidden_states has batch size {encoder_hidden_states.shape[0]} "
+                f"but hidden_states has {batch}"
             )
         return encoder_hidden_states.shape[1]
 

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .text_encoders.gpt_oss import LensGptOssEncoder
+
 __all__ = ["REWRITER_PROMPT", "PRIVACY_NOTE", "PromptReasoner", "clean_reasoner_output"]
 
 REWRITER_PROMPT = (
@@ -83,7 +85,7 @@ class PromptReasoner:
         self.api_url, self.api_key, self.api_model = api_url, api_key, api_model
         self.max_new_tokens = int(max_new_tokens)
         self.temperature = float(temperature)
-        self._client = None  # the API client (lenslib.recaption.openai_api.ChatClient), made on first use
+        self._client = None  # lenslib.recaption.openai_api.ChatClient, made on first use
 
     @property
     def uses_api(self) -> bool:
@@ -99,8 +101,6 @@ class PromptReasoner:
         """Raise ValueError if the chosen backend cannot run (before any compute)."""
         backend = self.backend(enable)
         if backend == "local":
-            from .text_encoders.gpt_oss import LensGptOssEncoder
-
             if not isinstance(self.text_encoder, LensGptOssEncoder) or self.tokenizer is None:
                 raise ValueError(
                     "enable_reasoner=True needs the GPT-OSS text encoder and its tokenizer (the local "
@@ -117,7 +117,9 @@ class PromptReasoner:
 
     def _api(self, prompt: str) -> str:
         if self._client is None:
-            from lenslib.recaption.openai_api import ChatClient
+            # lazy: importing lenslib.recaption.openai_api (the openai client) costs 0.58 s after the
+            # pipeline (python -X importtime); only the API backend needs it
+            from lenslib.recaption.openai_api import ChatClient  # noqa: PLC0415
 
             self._client = ChatClient(self.api_model, self.api_url, api_key=self.api_key)
         answer, _, _ = self._client.complete(
