@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lenslib.train.checkpoint import write_json_atomic
+from lenslib.atomic import write_json_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMES = ROOT / "_build" / "html" / "execution_times.json"
@@ -70,7 +70,8 @@ def main() -> int:
     for name, row in rows.items():
         print(f"{name:32s} {row['seconds']:8.1f}  {'ok' if row['within_goal'] else 'OVER'}")
     print(
-        f"{'total execution':32s} {total:8.1f}  goal <= {BOOK_GOAL_S} s: {'ok' if total <= BOOK_GOAL_S else 'OVER'}"
+        f"{'total execution':32s} {total:8.1f}  goal <= {BOOK_GOAL_S} s: "
+        f"{'ok' if total <= BOOK_GOAL_S else 'OVER'}"
     )
     if wall is not None:
         print(f"{'make book wall time':32s} {wall:8.1f}")

@@ -44,13 +44,13 @@ from torch.distributed._tools.mem_tracker import (
     MemTracker,
 )  # private, but PyTorch's only tensor-memory tracker for CPU
 
+from lenslib.atomic import write_json_atomic
 from lenslib.model.fast import CHECKPOINT_POLICIES
 from lenslib.model.flops import block_roofline, denoising_step_flops, roofline_times, transformer_flops
 from lenslib.model.pipeline import LensPipeline
 from lenslib.model.presets import get_config
 from lenslib.model.schedule import make_scheduler
 from lenslib.model.transformer import LensTransformer2DModel
-from lenslib.train.checkpoint import write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gpu.json"
 

@@ -1,8 +1,8 @@
 """CPU training-step speed of the ``cpu-tiny`` DiT, its analytic FLOPs, and how close it gets to peak.
 
 For each book setting (32² and 64² RGB images in 4×4 pixel patches, MiniLM text with 3 tapped
-layers) it times a forward + backward pass (fastest and median of several, after warm-up), converts the analytic
-matmul FLOPs of :func:`lenslib.model.flops.transformer_flops` (×3 for forward + backward) into an
+layers) it times a forward + backward pass (fastest and median of several, after warm-up), converts the
+analytic matmul FLOPs of :func:`lenslib.model.flops.transformer_flops` (×3 for forward + backward) into an
 achieved FLOP/s, and compares it with a float32 matmul peak measured in the same run (2048² matmuls).
 
 Run: ``.venv/bin/python benchmarks/bench_model.py [--threads N] [--repeats N]``.
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
+from lenslib.atomic import write_json_atomic
 from lenslib.model.flops import transformer_flops
 from lenslib.model.presets import build_model, get_config
-from lenslib.train.checkpoint import write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results" / "model.json"
 # (name, image side in pixels, pixels per token side, batch, text tokens). "book" is the chapter-4 run
@@ -130,7 +130,8 @@ def main() -> int:
 
     print(
         f"{args.preset}: {n_params / 1e6:.2f}M parameters, {args.threads} threads, "
-        f"fp32 matmul peak {peak / 1e9:.1f} GFLOP/s, load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}"
+        f"fp32 matmul peak {peak / 1e9:.1f} GFLOP/s, "
+        f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}"
     )
     print(
         f"{'setting':<8}{'batch':>6}{'tokens':>7}{'min ms':>9}{'median ms':>11}{'GFLOP/step':>11}"

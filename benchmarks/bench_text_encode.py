@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
+from lenslib.atomic import write_json_atomic
 from lenslib.model.text_encoders import get_text_encoder
-from lenslib.train.checkpoint import write_json_atomic
 from lenslib.train.data import WorldSource
 
 RESULTS = Path(__file__).resolve().parent / "results" / "text_encode.json"
@@ -88,7 +88,8 @@ def main() -> int:
     for r in rows:
         print(
             f"{r['captions']:<10}{r['group_size']:>11}{r['batch_s_median'] * 1000:>10.0f}"
-            f"{r['batch_s_median'] / base[r['captions']]:>10.2f}{r['encoded_tokens']:>12.0f}{r['valid_tokens']:>8.0f}"
+            f"{r['batch_s_median'] / base[r['captions']]:>10.2f}"
+            f"{r['encoded_tokens']:>12.0f}{r['valid_tokens']:>8.0f}"
         )
     result = {
         "batch": args.batch,

@@ -37,6 +37,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from lenslib.model.cfg import norm_rescaled_cfg
+
 __all__ = [
     "STAGE1_MU",
     "LOGIT_NORMAL_SCALE",
@@ -235,8 +237,6 @@ def cfg_rescale(
     prediction (reference §4.3); this stops large guidance from inflating the velocity.
     """
     if rescale:
-        from lenslib.model.cfg import norm_rescaled_cfg
-
         return norm_rescaled_cfg(v_cond, v_uncond, scale)
     return v_uncond + scale * (v_cond - v_uncond)
 

@@ -82,12 +82,14 @@ def test_block_roofline_agrees_with_the_flop_count_and_is_bound_where_expected()
     matmuls = sum(r["flops"] for r in rows if r["part"] == "matmuls")
     assert 48 * matmuls == total["qkv"] + total["out_proj"] + total["mlp"] + total["modulation"]
     assert 48 * sum(r["flops"] for r in rows if r["part"] == "attention") == total["attention"]
-    # image QKV at batch 8 in bf16: [8192, 1536] x [1536, 4608] -> [8192, 4608], each value read or written once
+    # image QKV at batch 8 in bf16: [8192, 1536] x [1536, 4608] -> [8192, 4608], each value read or
+    # written once
     qkv = next(r for r in rows if r["op"] == "img QKV")
     assert qkv["bytes"] == 2 * (8192 * 1536 + 1536 * 4608 + 8192 * 4608)
     # fused attention reads Q, K, V and writes O: 4 x 8 x 1184 x 1536 bf16 values
     assert next(r for r in rows if r["part"] == "attention")["bytes"] == 2 * 4 * 8 * 1184 * 1536
-    # At a datasheet H100 ratio (989 TFLOP/s, 3.35 TB/s) matmuls are compute-bound, elementwise work memory-bound.
+    # At a datasheet H100 ratio (989 TFLOP/s, 3.35 TB/s) matmuls are compute-bound, elementwise work
+    # memory-bound.
     times = roofline_times(rows, 989e12, 3.35e12)
     assert times["matmuls"]["bound"] == "compute" and times["norms/modulation"]["bound"] == "memory"
     assert times["norms/modulation"]["intensity"] < 5 < 500 < times["matmuls"]["intensity"]

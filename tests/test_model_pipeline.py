@@ -18,7 +18,8 @@ from lenslib.model.pipeline_text import align_text_features
 from lenslib.model.presets import cpu_config
 from lenslib.model.schedule import compute_empirical_mu, make_scheduler
 from lenslib.model.text_encoders import get_text_encoder
-from lenslib.model.text_encoders.gpt_oss import LensGptOssEncoder, tiny_gpt_oss
+from lenslib.model.text_encoders.gpt_oss import LensGptOssEncoder
+from lenslib.model.text_encoders.tiny_gpt_oss import tiny_gpt_oss
 from lenslib.model.transformer import LensTransformer2DModel
 from lenslib.model.vae import Flux2Codec, PixelCodec, tiny_flux2_vae
 

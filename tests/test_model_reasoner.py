@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lenslib.model.prompt_reasoner import PromptReasoner, clean_reasoner_output
-from lenslib.model.text_encoders.gpt_oss import tiny_gpt_oss
+from lenslib.model.text_encoders.tiny_gpt_oss import tiny_gpt_oss
 from lenslib.recaption.local_server import LocalChatServer
 
 
@@ -14,7 +14,8 @@ from lenslib.recaption.local_server import LocalChatServer
     "raw,expected",
     [
         (
-            "<|channel|>analysis<|message|>think...<|end|><|start|>assistant<|channel|>final<|message|>A red fox in snow.<|return|>",
+            "<|channel|>analysis<|message|>think...<|end|><|start|>assistant"
+            "<|channel|>final<|message|>A red fox in snow.<|return|>",
             "A red fox in snow.",
         ),
         ("<|channel|>final<|message|>```text\nA  blue\n\ncar```<|end|>", "A blue car"),

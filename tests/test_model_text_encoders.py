@@ -17,8 +17,8 @@ from lenslib.model.text_encoders.gpt_oss import (
     encode_prompts,
     prefix_token_count,
     render_prompts,
-    tiny_gpt_oss,
 )
+from lenslib.model.text_encoders.tiny_gpt_oss import tiny_gpt_oss
 
 DATE = "2026-05-23"
 

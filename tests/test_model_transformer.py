@@ -721,7 +721,8 @@ def test_pixel_skip_gives_the_head_the_input_at_full_resolution_and_the_timestep
 
 
 def _trained_tiny(num_layers: int):
-    """The config of a 4x4-patch pixel model without options, and such a model with random (trained-like) weights."""
+    """The config of a 4x4-patch pixel model without options, and such a model with random (trained-like)
+    weights."""
     from lenslib.model.presets import get_config
 
     base = get_config("cpu-tiny", in_channels=3 * 16, patch_size=4, num_layers=num_layers)
@@ -733,8 +734,9 @@ def _trained_tiny(num_layers: int):
 
 
 def test_pooled_text_modulates_every_block_with_the_mean_of_the_valid_caption_tokens():
-    """Not Lens: ``pooled_text`` adds the masked mean of the embedded caption to the timestep embedding. It starts
-    at zero (the model is then the plain one), padding tokens do not move it, and a dropped caption adds nothing."""
+    """Not Lens: ``pooled_text`` adds the masked mean of the embedded caption to the timestep embedding. It
+    starts at zero (the model is then the plain one), padding tokens do not move it, and a dropped caption
+    adds nothing."""
     base, plain = _trained_tiny(num_layers=1)
     pooled = LensTransformer2DModel(**base, pooled_text=True).initialize_weights()
     assert pooled.load_state_dict(plain.state_dict(), strict=False).missing_keys == [
@@ -764,8 +766,9 @@ def test_pooled_text_modulates_every_block_with_the_mean_of_the_valid_caption_to
 
 
 def test_token_conv_starts_as_the_identity_and_mixes_only_neighbouring_tokens():
-    """Not Lens: ``token_conv`` adds a residual depthwise 3x3 convolution over the token grid before each block.
-    A new model equals the plain one; trained, a token's update depends on its 3x3 neighbourhood only."""
+    """Not Lens: ``token_conv`` adds a residual depthwise 3x3 convolution over the token grid before each
+    block. A new model equals the plain one; trained, a token's update depends on its 3x3 neighbourhood
+    only."""
     from lenslib.model.locality import TokenConv
 
     base, plain = _trained_tiny(num_layers=2)

@@ -63,7 +63,8 @@ def joint_attention_mask(encoder_hidden_states_mask: torch.Tensor, num_image_tok
 
 @dataclass
 class JointKeyMask:
-    """Valid keys per sample for the fast attention paths, prepared once per forward by :func:`joint_key_mask`.
+    """Valid keys per sample for the fast attention paths, prepared once per forward by
+    :func:`joint_key_mask`.
 
     ``valid`` [B, S_img + S_txt] bool. ``groups`` (mode ``"sdpa"``): one ``(rows, keys)`` per distinct
     count of valid keys, where ``rows`` is a LongTensor of samples (None: the whole batch) and ``keys``

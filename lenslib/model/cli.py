@@ -14,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+from lenslib.atomic import atomic_file
+
 __all__ = ["register", "parse_size", "output_paths"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -42,10 +44,8 @@ def output_paths(out: str | os.PathLike, num_prompts: int, num_images: int) -> l
 
 
 def _save_atomic(image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    image.save(tmp)
-    os.replace(tmp, path)
+    with atomic_file(path, keep_suffix=True) as tmp:  # PIL picks the format from the suffix
+        image.save(tmp)
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -74,16 +74,20 @@ def _sample(args: argparse.Namespace) -> int:
     else:
         base = args.base_resolution if args.base_resolution is not None else 1440
         ratio = args.aspect_ratio if args.aspect_ratio is not None else "1:1"
-        from .resolution import resolve_resolution
+        # lazy: lenslib.model.resolution imports torch (2.4 s, python -X importtime); `lens --help` imports
+        # this module
+        from .resolution import resolve_resolution  # noqa: PLC0415
 
         try:
             resolve_resolution(base, ratio)
         except ValueError as e:
             return fail(str(e))
 
-    import torch
+    # lazy: torch and the pipeline (diffusers, transformers) cost 9 s to import (python -X importtime);
+    # `lens --help` imports this module
+    import torch  # noqa: PLC0415
 
-    from .pipeline import LensPipeline
+    from .pipeline import LensPipeline  # noqa: PLC0415
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype_name = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")

@@ -43,7 +43,9 @@ _MATMUL_OPS = ("mm", "addmm", "bmm", "baddbmm")
 CHECKPOINT_POLICIES = {
     "full": "only the block's inputs; the whole block is recomputed in backward",
     "attention": "the attention outputs; matmuls and elementwise work are recomputed",
-    "matmuls": "every matmul and attention output; only norms, modulation, RoPE and activations are recomputed",
+    "matmuls": (
+        "every matmul and attention output; only norms, modulation, RoPE and activations are recomputed"
+    ),
 }
 
 

@@ -115,7 +115,8 @@ def check_divisible(height: int, width: int, multiple: int = 16) -> None:
             raise ValueError(f"{name} must be a positive integer, got {v!r}.")
     if height % multiple or width % multiple:
         raise ValueError(
-            f"height and width must be multiples of {multiple} (one token covers {multiple}x{multiple} pixels); "
+            f"height and width must be multiples of {multiple} "
+            f"(one token covers {multiple}x{multiple} pixels); "
             f"got {height}x{width}. Try {max(multiple, height // multiple * multiple)}x"
             f"{max(multiple, width // multiple * multiple)}."
         )

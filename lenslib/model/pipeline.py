@@ -9,7 +9,10 @@ harmony tokenizer; unused by generic encoders) and ``transformer`` (LensTransfor
 The call runs, in order: resolve the resolution, check *every* input (before any model runs),
 encode prompts and negatives, align their lengths, build the CFG batch, draw the noise in packed
 token layout, compute μ and the sigmas, run the Euler loop with norm-rescaled CFG (always, even at
-guidance 1.0), decode with the BatchNorm inverse, post-process (uint8 by truncation).
+guidance 1.0), decode with the BatchNorm inverse, post-process (uint8 by truncation). The text side
+lives in :mod:`lenslib.model.pipeline_text`, the input checks in :mod:`lenslib.model.pipeline_checks`
+and the folder layout (checks before loading, the text-encoder spec file) in
+:mod:`lenslib.model.pipeline_folder`.
 
 :meth:`LensPipeline.set_fast_path` (chapter 7) runs the same function faster: the conditional and
 unconditional branches as two batches, each without the text columns that are padding in all of its

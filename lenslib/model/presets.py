@@ -89,7 +89,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 _EXTRA_KEYS = ("num_text_layers", "text_encoder_layers")
-#: Constructor options that are not Lens (``LensTransformer2DModel``: off unless given; chapter 4's CPU recipe).
+#: Constructor options that are not Lens (``LensTransformer2DModel``: off unless given; chapter 4's CPU
+#: recipe).
 OPTION_KEYS = ("pixel_stem", "pixel_head", "pixel_skip", "pooled_text", "token_conv")
 
 
@@ -101,7 +102,8 @@ def spread_layers(num_encoder_layers: int, num_taps: int) -> list[int]:
     """
     if not 1 <= num_taps <= num_encoder_layers:
         raise ValueError(
-            f"cannot tap {num_taps} layers of a {num_encoder_layers}-layer text encoder; need 1 <= taps <= layers"
+            f"cannot tap {num_taps} layers of a {num_encoder_layers}-layer text encoder; "
+            "need 1 <= taps <= layers"
         )
     return [(k + 1) * num_encoder_layers // num_taps - 1 for k in range(num_taps)]
 
@@ -124,7 +126,8 @@ def get_config(name: str, **overrides: Any) -> dict[str, Any]:
     unknown = set(overrides) - set(config) - set(_EXTRA_KEYS) - set(OPTION_KEYS)
     if unknown:
         raise ValueError(
-            f"unknown config keys {sorted(unknown)}; valid keys: {sorted(config)}, {list(_EXTRA_KEYS)} and the "
+            f"unknown config keys {sorted(unknown)}; valid keys: {sorted(config)}, "
+            f"{list(_EXTRA_KEYS)} and the "
             f"non-Lens options {list(OPTION_KEYS)}"
         )
     num_text_layers = overrides.pop("num_text_layers", None)
@@ -144,7 +147,8 @@ def get_config(name: str, **overrides: Any) -> dict[str, Any]:
         per_pixel, rem = divmod(config["in_channels"], config["patch_size"] ** 2)
         if rem:
             raise ValueError(
-                f"in_channels={config['in_channels']} is not divisible by patch_size²={config['patch_size'] ** 2}; "
+                f"in_channels={config['in_channels']} is not divisible by "
+                f"patch_size²={config['patch_size'] ** 2}; "
                 "pass out_channels explicitly or fix patch_size"
             )
         config["out_channels"] = per_pixel
@@ -165,7 +169,8 @@ def cpu_config(
     """A CPU preset sized for a given input layout and text encoder (see :func:`get_config`)."""
     if not name.startswith("cpu-"):
         raise ValueError(
-            f"cpu_config is for the CPU presets ({[p for p in PRESETS if p.startswith('cpu-')]}), got {name!r}"
+            f"cpu_config is for the CPU presets ({[p for p in PRESETS if p.startswith('cpu-')]}), "
+            f"got {name!r}"
         )
     for key, value in (
         ("in_channels", in_channels),
@@ -181,9 +186,11 @@ def cpu_config(
 
 def build_model(name: str, device=None, dtype=None, **overrides: Any):
     """A freshly initialised model of preset ``name`` (``device="meta"`` builds it without memory)."""
-    import torch
+    # lazy: torch + the model (diffusers) cost 2.7 s to import (python -X importtime); get_config's users
+    # (lenslib.train.config, lenslib.cluster.cost) need neither
+    import torch  # noqa: PLC0415
 
-    from .transformer import LensTransformer2DModel
+    from .transformer import LensTransformer2DModel  # noqa: PLC0415
 
     config = get_config(name, **overrides)
     if device is not None and str(device) == "meta":

@@ -99,8 +99,9 @@ def rope_tables(
     hi = max(int(img_pos.max()) if img_pos.numel() else 0, int(txt_pos.max()) if txt_len else 0)
     if lo < -MAX_POSITION or hi >= MAX_POSITION:
         raise ValueError(
-            f"RoPE positions for grid {tuple(grid)} with {txt_len} text tokens span [{lo}, {hi}], outside the "
-            f"official table range [-{MAX_POSITION}, {MAX_POSITION - 1}]; use a smaller image or a shorter prompt."
+            f"RoPE positions for grid {tuple(grid)} with {txt_len} text tokens span [{lo}, {hi}], "
+            f"outside the official table range [-{MAX_POSITION}, {MAX_POSITION - 1}]; "
+            "use a smaller image or a shorter prompt."
         )
     img_parts, txt_parts = [], []
     for axis, dim in enumerate(axes_dims):

@@ -75,7 +75,8 @@ class LatentCodec:
     def _check_tokens(self, tokens: torch.Tensor, h: int, w: int) -> None:
         if tokens.ndim != 3 or tokens.shape[1] != h * w or tokens.shape[2] != self.token_channels:
             raise ValueError(
-                f"{type(self).__name__}.decode expects tokens [B, {h * w}, {self.token_channels}] for a {h}x{w} grid, "
+                f"{type(self).__name__}.decode expects tokens [B, {h * w}, {self.token_channels}] "
+                f"for a {h}x{w} grid, "
                 f"got {tuple(tokens.shape)}."
             )
 
@@ -99,7 +100,10 @@ class Flux2Codec(nn.Module, LatentCodec):
         self.latent_channels = int(cfg.latent_channels)
         self.token_channels = self.latent_channels * self.patch * self.patch
         self.downsample = 2 ** (len(cfg.block_out_channels) - 1) * self.patch
-        self.name = f"flux2-vae:{getattr(cfg, '_name_or_path', '') or 'custom'}:c{self.latent_channels}:d{self.downsample}"
+        self.name = (
+            f"flux2-vae:{getattr(cfg, '_name_or_path', '') or 'custom'}"
+            f":c{self.latent_channels}:d{self.downsample}"
+        )
 
     @classmethod
     def from_pretrained(
@@ -176,7 +180,8 @@ class PixelCodec(ModelMixin, ConfigMixin, LatentCodec):
 
 
 def as_codec(vae) -> LatentCodec:
-    """Wrap a pipeline's ``vae`` component: ``AutoencoderKLFlux2`` -> :class:`Flux2Codec`; codecs pass through."""
+    """Wrap a pipeline's ``vae`` component: ``AutoencoderKLFlux2`` -> :class:`Flux2Codec`; codecs pass
+    through."""
     if isinstance(vae, LatentCodec):
         return vae
     if isinstance(vae, AutoencoderKLFlux2):

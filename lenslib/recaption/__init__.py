@@ -8,7 +8,7 @@
 - :mod:`.local_server` — a small OpenAI-compatible HTTP server on 127.0.0.1 for tests and the book.
 - :mod:`.registry` — captioners from specs such as ``openai:gpt-4.1`` or ``brief=vlm:/path``.
 - :mod:`.tiny_vlm` — a tiny random-weight LLaVA built offline, to exercise the VLM path.
-- :mod:`.cost` — tokens and dollars for recaptioning a dataset.
+- :mod:`.cost` — tokens and dollars for recaptioning a dataset, and the :class:`~.cost.Usage` a run spent.
 
 Used in chapter 1 and by ``lens recaption``.
 """

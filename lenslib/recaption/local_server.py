@@ -4,10 +4,10 @@ It implements ``POST /v1/chat/completions`` (and ``GET /v1/models``) with the re
 401 for a wrong key, 400 for a request without an image, 429/5xx when scripted. Its captions are
 computed from the image it receives (size, dominant colour, brightness), so a client that sends the
 wrong image gets a visibly wrong caption. ``script`` queues responses for the next requests — an HTTP
-status (``429``, ``500`` …), ``None`` (answer normally), ``"malformed"`` (valid JSON without ``choices``), ``"not_json"`` or
-``"empty"`` — which is how the retry and error paths of :class:`~lenslib.recaption.openai_api.
-OpenAICaptioner` are tested against real HTTP. Standard library only (``http.server`` in a thread).
-Used in chapter 1 and in ``tests/test_recaption_openai.py``.
+status (``429``, ``500`` …), ``None`` (answer normally), ``"malformed"`` (valid JSON without
+``choices``), ``"not_json"`` or ``"empty"`` — which is how the retry and error paths of
+:class:`~lenslib.recaption.openai_api.OpenAICaptioner` are tested against real HTTP. The server is the
+standard library's ``http.server`` in a thread. Used in chapter 1 and in ``tests/test_recaption_openai.py``.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ import base64
 import io
 import json
 import math
+import sys
 import threading
 import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
+from PIL import Image
 
 NAMED_COLOURS = {
     "black": (0, 0, 0),
@@ -106,8 +108,6 @@ class _Handler(BaseHTTPRequestHandler):
                 srv.in_flight -= 1
 
     def _handle(self, srv, raw, action):
-        from PIL import Image
-
         if self.path.rstrip("/") != "/v1/chat/completions":
             return self._error(404, f"no route {self.path}")
         if srv.api_key is not None and self.headers.get("Authorization") != f"Bearer {srv.api_key}":
@@ -179,8 +179,6 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def handle_error(self, request, client_address):
-        import sys
-
         if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):  # client gave up
             super().handle_error(request, client_address)
 

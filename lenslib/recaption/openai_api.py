@@ -69,10 +69,10 @@ def _retries_taken(request) -> int:
 class ChatClient:
     """``POST {base_url}/chat/completions`` through ``openai.OpenAI``, with token accounting.
 
-    Shared by the captioner below and the prompt reasoner (:mod:`lenslib.model.prompt_reasoner`). The key comes
-    from ``api_key`` or the environment variable ``api_key_env``; it is checked before any request and never
-    logged, printed or put in an error message. ``openai`` retries 408/409/429/5xx answers, timeouts and
-    dropped connections up to ``max_retries`` times; other 4xx answers fail at once.
+    Shared by the captioner below and the prompt reasoner (:mod:`lenslib.model.prompt_reasoner`). The key
+    comes from ``api_key`` or the environment variable ``api_key_env``; it is checked before any request
+    and never logged, printed or put in an error message. ``openai`` retries 408/409/429/5xx answers,
+    timeouts and dropped connections up to ``max_retries`` times; other 4xx answers fail at once.
     """
 
     def __init__(

@@ -14,6 +14,9 @@ from __future__ import annotations
 import json
 import time
 
+from lenslib.world.captions import CAPTION_KINDS, caption
+from lenslib.world.spec import Scene
+
 from .base import Caption, Captioner, CaptionError
 
 
@@ -25,8 +28,6 @@ class OracleCaptioner(Captioner):
     """
 
     def __init__(self, kind: str = "detailed", seed: int = 0):
-        from lenslib.world.captions import CAPTION_KINDS
-
         if kind not in CAPTION_KINDS:
             raise ValueError(f"unknown oracle caption kind {kind!r}; choose one of {CAPTION_KINDS}")
         self.kind, self.seed = kind, seed
@@ -35,8 +36,6 @@ class OracleCaptioner(Captioner):
 
     @staticmethod
     def scene_of(meta: dict):
-        from lenslib.world.spec import Scene
-
         spec = meta.get("spec", meta.get("scene"))
         if spec is None:
             raise CaptionError(
@@ -52,8 +51,6 @@ class OracleCaptioner(Captioner):
         return Scene.from_dict(spec)
 
     def _caption_batch(self, images, metas):
-        from lenslib.world.captions import caption
-
         out = []
         for meta in metas:
             t0 = time.perf_counter()

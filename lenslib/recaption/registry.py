@@ -11,6 +11,8 @@ from __future__ import annotations
 import inspect
 
 from .base import Captioner
+from .oracle import OracleCaptioner
+from .vlm import VLMCaptioner
 
 BACKENDS = ("openai", "vlm", "oracle")
 
@@ -32,16 +34,15 @@ def parse_spec(spec: str) -> tuple[str | None, str, str]:
 def make_captioner(spec: str, **options) -> Captioner:
     kind, backend, arg = parse_spec(spec)
     if backend == "openai":
-        from .openai_api import OpenAICaptioner as cls
+        # lazy: the openai client costs 0.5 s to import (python -X importtime); only this backend needs it
+        from .openai_api import OpenAICaptioner as cls  # noqa: PLC0415
 
         kw = {"model": arg, "kind": kind or "detailed"}
     elif backend == "vlm":
-        from .vlm import VLMCaptioner as cls
-
+        cls = VLMCaptioner
         kw = {"path": arg, "kind": kind or "detailed"}
     else:
-        from .oracle import OracleCaptioner as cls
-
+        cls = OracleCaptioner
         if kind and kind != arg:
             raise ValueError(f"oracle spec {spec!r}: the oracle's kind is its argument ({arg})")
         kw = {"kind": arg}

@@ -39,8 +39,10 @@ class VLMCaptioner(Captioner):
         max_new_tokens: int = 512,
         prompt_version: str | None = None,
     ):
-        import torch
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        # lazy: torch + transformers' auto classes cost 3.6 s (python -X importtime);
+        # lenslib.recaption.registry imports this module for every captioner spec
+        import torch  # noqa: PLC0415
+        from transformers import AutoModelForImageTextToText, AutoProcessor  # noqa: PLC0415
 
         p = Path(path)
         if not (p / "config.json").is_file():

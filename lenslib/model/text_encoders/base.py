@@ -42,7 +42,10 @@ class TextEncoder:
         return self.encode(prompts)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, num_layers={self.num_layers}, hidden_size={self.hidden_size})"
+        return (
+            f"{type(self).__name__}(name={self.name!r}, num_layers={self.num_layers}, "
+            f"hidden_size={self.hidden_size})"
+        )
 
 
 def check_features(features, mask, num_layers: int | None = None, hidden_size: int | None = None) -> None:
@@ -61,7 +64,8 @@ def check_features(features, mask, num_layers: int | None = None, hidden_size: i
             raise ValueError(f"feature layer {i} has width {f.shape[2]}; the consumer expects {hidden_size}.")
     if mask is None or tuple(mask.shape) != (B, S):
         raise ValueError(
-            f"text mask must be [{B}, {S}] to match the features, got {None if mask is None else tuple(mask.shape)}."
+            f"text mask must be [{B}, {S}] to match the features, "
+            f"got {None if mask is None else tuple(mask.shape)}."
         )
 
 

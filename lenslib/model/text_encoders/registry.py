@@ -12,12 +12,15 @@ Used in chapters 2 and 4, and by the feature cache / trainer configs.
 from __future__ import annotations
 
 from .base import TextEncoder
+from .minilm import MiniLMEncoder
 
 __all__ = ["get_text_encoder", "available_text_encoders"]
 
 
 def _gpt_oss(**kw) -> TextEncoder:
-    from .gpt_oss import GptOssTextEncoder
+    # lazy: GPT-OSS's transformers modules cost 3.5 s to import (python -X importtime); only this backend
+    # needs them
+    from .gpt_oss import GptOssTextEncoder  # noqa: PLC0415
 
     path = kw.pop("path", None)
     if path is None:
@@ -28,13 +31,12 @@ def _gpt_oss(**kw) -> TextEncoder:
 
 
 def _minilm(**kw) -> TextEncoder:
-    from .minilm import MiniLMEncoder
-
     return MiniLMEncoder(**kw)
 
 
 def _tiny_gpt_oss(**kw) -> TextEncoder:
-    from .gpt_oss import GptOssTextEncoder, tiny_gpt_oss
+    from .gpt_oss import GptOssTextEncoder  # noqa: PLC0415 - lazy, as in _gpt_oss
+    from .tiny_gpt_oss import tiny_gpt_oss  # noqa: PLC0415 - lazy, as in _gpt_oss
 
     enc_kw = {k: kw.pop(k) for k in ("date", "max_sequence_length", "device") if k in kw}
     model, tokenizer = tiny_gpt_oss(**kw)
