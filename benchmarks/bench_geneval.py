@@ -29,7 +29,8 @@ def main() -> None:
     import torch
 
     from lenslib.eval.geneval import bootstrap_ci, evaluate_folder, render_suite, summarize
-    from lenslib.world.captions import CAPTION_KINDS, caption, coverage, word_count_stats
+    from lenslib.world.caption_reading import coverage
+    from lenslib.world.captions import CAPTION_KINDS, caption, word_count_stats
     from lenslib.world.spec import sample_scene
     from lenslib.world.suites import suite_path
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from lenslib.paths import data_dir
+from lenslib.world.suites import GENEVAL_TAGS as GENEVAL_TAGS  # the six tags, for the book
 
 TABLES = (
     "table2_main",
@@ -22,8 +23,6 @@ TABLES = (
     "compute",
     "rl_prompt_diversity",
 )
-
-GENEVAL_TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 
 
 def load(name: str) -> pd.DataFrame:

@@ -19,9 +19,11 @@ A prompt the reasoner cannot expand comes back unchanged, as in the official cod
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
-from lenslib.world.captions import _REL_PATTERNS, parse_mentions
+from lenslib.world.caption_reading import RELATION_PATTERNS, read_mentions
+from lenslib.world.metadata import Clause
 from lenslib.world.suites import detailed_prompt
 
 
@@ -32,23 +34,21 @@ def prompt_to_metadata(prompt: str, vocab: str = "shapes") -> dict | None:
     {class: circle, count: 1, color: red, position: ["left of", 0]}]. Returns None when the prompt names
     no object of the world.
     """
-    mentions = parse_mentions(prompt, vocab)
+    mentions = read_mentions(prompt, vocab)
     if not mentions:
         return None
-    include = []
-    for m in mentions:
-        clause = {"class": m.cls, "count": m.count if m.count is not None else (2 if m.plural else 1)}
-        if m.color is not None:
-            clause["color"] = m.color
-        include.append(clause)
+    include = [
+        Clause(m.cls, m.count if m.count is not None else (2 if m.plural else 1), m.color) for m in mentions
+    ]
     if len(mentions) >= 2:
         between = prompt.lower()[mentions[0].end : mentions[1].start]
-        for pattern, rel in _REL_PATTERNS:
+        for pattern, rel in RELATION_PATTERNS:
             if pattern.search(between):
                 # GenEval's layout: the reference object first, the positioned one relative to it
-                include = [include[1], {**include[0], "position": [rel, 0]}, *include[2:]]
+                placed = dataclasses.replace(include[0], position=(rel, 0))
+                include = [include[1], placed, *include[2:]]
                 break
-    return {"tag": "reasoner", "prompt": prompt, "include": include, "exclude": []}
+    return {"tag": "reasoner", "prompt": prompt, "include": [c.to_dict() for c in include], "exclude": []}
 
 
 class RuleReasoner:

@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO_ROOT
 
 from lenslib.reasoner import RuleReasoner, prompt_to_metadata
-from lenslib.world.captions import _REL_PATTERNS
+from lenslib.world.caption_reading import RELATION_PATTERNS
 from lenslib.world.wording import number_word
 
 CONVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
@@ -66,7 +66,7 @@ def test_rewrite_keeps_every_stated_fact_and_adds_detail():
                 assert number_word(clause["count"]) in low, (line["prompt"], text)
             if "position" in clause:
                 rel = clause["position"][0]  # stated either way round: "A left of B" or "B right of A"
-                said = {r for p, r in _REL_PATTERNS if p.search(low)}
+                said = {r for p, r in RELATION_PATTERNS if p.search(low)}
                 assert said & {rel, CONVERSE[rel]}, (line["prompt"], text)
 
 

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from lenslib.world.caption_reading import coverage, read_mentions
 from lenslib.world.captions import (
     ALT_TEXT_RATES,
     ALT_TEXT_WRONG_COLOR_RATE,
@@ -12,10 +13,8 @@ from lenslib.world.captions import (
     alt_text,
     brief,
     caption,
-    coverage,
     detailed,
     mixed,
-    parse_mentions,
     word_count_stats,
 )
 from lenslib.world.spec import Scene, SceneObject, TextItem, relation, sample_scene
@@ -95,9 +94,9 @@ def test_coverage_flags_contradictions(text, wrong):
 
 def test_parser_reads_orange_as_colour_before_a_class_and_as_class_alone():
     scene = Scene("emoji", (SceneObject("orange", "orange", (0.1, 0.1, 0.4, 0.4)),))
-    (m,) = parse_mentions("an orange orange", "emoji")
+    (m,) = read_mentions("an orange orange", "emoji")
     assert (m.color, m.cls, m.count) == ("orange", "orange", 1)
-    (m,) = parse_mentions("two oranges", "emoji")
+    (m,) = read_mentions("two oranges", "emoji")
     assert (m.color, m.cls, m.count) == (None, "orange", 2)
     assert coverage(scene, "a photo of an orange orange").recall == pytest.approx(3 / 4)
 
@@ -106,7 +105,7 @@ def test_parser_reads_orange_as_colour_before_a_class_and_as_class_alone():
 def test_brief_names_the_main_subject_only(vocab):
     for seed, scene in enumerate(_scenes(vocab, 60 if vocab == "emoji" else 150)):
         text = brief(scene, seed)
-        mentions = parse_mentions(text, vocab)
+        mentions = read_mentions(text, vocab)
         main = _largest(scene)
         assert len(mentions) == 1, text
         assert (mentions[0].cls, mentions[0].color) == (main.cls, main.color), text

@@ -7,7 +7,8 @@ from collections import Counter
 import pytest
 
 from lenslib.paths import REPO_ROOT
-from lenslib.world.captions import parse_mentions
+from lenslib.world.caption_reading import read_mentions
+from lenslib.world.long_suite import generate_long_suite
 from lenslib.world.spec import Scene, relation, vocab_classes
 from lenslib.world.suites import (
     GENEVAL_TAGS,
@@ -15,7 +16,6 @@ from lenslib.world.suites import (
     detailed_prompt,
     dumps_suite,
     generate_geneval_suite,
-    generate_long_suite,
     generate_suite,
     read_metadata,
     validate_line,
@@ -146,7 +146,7 @@ def test_detailed_prompt_restates_every_clause():
         text = detailed_prompt(line, seed=3)
         assert text == detailed_prompt(line, seed=3)
         assert len(text.split()) > 2 * len(line["prompt"].split())
-        mentions = [m for s in re.split(r"(?<=\.)\s+", text) for m in parse_mentions(s, "shapes")]
+        mentions = [m for s in re.split(r"(?<=\.)\s+", text) for m in read_mentions(s, "shapes")]
         for clause in line["include"]:
             named = [
                 m for m in mentions if m.cls == clause["class"] and clause.get("color") in (None, m.color)
@@ -257,7 +257,7 @@ def test_detailed_prompts_vary_across_lines():
     # Each line draws its own scene: single-object lines must not all get seed's first colour and size.
     singles = [line for line in generate_geneval_suite("shapes") if line["tag"] == "single_object"]
     firsts = [
-        next(m for m in parse_mentions(detailed_prompt(line, seed=0, vocab="shapes"), "shapes"))
+        next(m for m in read_mentions(detailed_prompt(line, seed=0, vocab="shapes"), "shapes"))
         for line in singles
     ]
     assert len({m.color for m in firsts}) >= 3, [m.color for m in firsts]

@@ -6,7 +6,7 @@ with CLIP and then applies simple rules to a metadata line. Here the detector is
 
 - every ``include`` clause needs at least ``count`` objects of its class (of its ``color`` if
   given); a ``position: [relation, j]`` clause needs each of those objects to stand in that
-  relation (GenEval's centre-offset rule, in pixels, ``lenslib.world.spec.relation``) to every
+  relation (GenEval's centre-offset rule, in pixels, ``lenslib.world.position.relation``) to every
   object matched by include clause ``j``, and fails with "no target" when clause ``j`` failed;
 - every ``exclude`` clause fails when ``count`` or more objects of its class are present;
 - an image is correct only if every clause holds; ``reason`` lists the failures in GenEval's words.
@@ -43,7 +43,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from lenslib.eval.parse import Detection, parse
-from lenslib.world.spec import COLORS, Scene, _validate_metadata, relation, within_limits
+from lenslib.world.metadata import MetadataLine
+from lenslib.world.position import relation
+from lenslib.world.spec import Scene, within_limits
+from lenslib.world.vocab import COLORS
 
 __all__ = [
     "ClauseResult",
@@ -120,7 +123,7 @@ def _px(det: Detection, width: int, height: int) -> tuple[float, float, float, f
 
 def judge(
     image,
-    metadata_line: dict,
+    metadata_line: dict | MetadataLine,
     vocab: str = "shapes",
     *,
     top_k_colors: bool = False,
@@ -129,9 +132,10 @@ def judge(
     """Score one image against one GenEval metadata line with GenEval's rules (see module doc).
 
     ``image`` is a PIL image or an H x W x 3 uint8 array; ``detections`` may be passed to reuse a
-    parse. Raises ``ValueError`` naming the clause for an unknown class, colour or relation.
+    parse. The line is read by ``lenslib.world.metadata.MetadataLine.from_dict``, which raises
+    ``ValueError`` naming the clause for an unknown class, colour or relation.
     """
-    include, exclude = _validate_metadata(metadata_line, vocab)
+    line = MetadataLine.from_dict(metadata_line, vocab)
     width, height = _image_size(image)
     inside = within_limits(vocab, width, height)
     if not inside:
@@ -148,14 +152,14 @@ def judge(
 
     results: list[ClauseResult] = []
     matched_groups: list[list[Detection] | None] = []
-    for i, req in enumerate(include):
-        cls, count = req["class"], req.get("count", 1)
+    for i, req in enumerate(line.include):
+        cls, count = req.cls, req.count
         found = objects.get(cls, [])
         reason, ok = "", True
         if len(found) < count:
             ok, reason = False, f"expected {cls}>={count}, found {len(found)}"
-        elif "color" in req:
-            color = req["color"]
+        elif req.color is not None:
+            color = req.color
             pool = found[:count] if top_k_colors else found
             colors = [d.color for d in pool]
             if colors.count(color) < count:
@@ -167,8 +171,8 @@ def judge(
             else:
                 found = [d for d in pool if d.color == color]
         found = found[:count]
-        if ok and "position" in req:
-            expected_rel, target = req["position"]
+        if ok and req.position is not None:
+            expected_rel, target = req.position
             if matched_groups[target] is None:
                 ok, reason = False, f"no target for {cls} to be {expected_rel}"
             else:
@@ -185,14 +189,12 @@ def judge(
                     if not ok:
                         break
         matched_groups.append(found if ok else None)
-        results.append(ClauseResult("include", i, dict(req), ok, reason))
-    for i, req in enumerate(exclude):
-        cls, count = req["class"], req.get("count", 1)
-        n = len(objects.get(cls, []))
-        ok = n < count
-        results.append(
-            ClauseResult("exclude", i, dict(req), ok, "" if ok else f"expected {cls}<{count}, found {n}")
-        )
+        results.append(ClauseResult("include", i, req.to_dict(), ok, reason))
+    for i, req in enumerate(line.exclude):
+        n = len(objects.get(req.cls, []))
+        ok = n < req.count
+        reason = "" if ok else f"expected {req.cls}<{req.count}, found {n}"
+        results.append(ClauseResult("exclude", i, req.to_dict(), ok, reason))
     correct = all(r.ok for r in results)
     return Verdict(
         correct, "\n".join(r.reason for r in results if not r.ok), tuple(dets), tuple(results), inside

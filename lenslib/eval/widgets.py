@@ -12,7 +12,8 @@ import io
 from dataclasses import dataclass
 
 from lenslib.eval.parse import parse
-from lenslib.world.captions import CAPTION_KINDS, caption, coverage
+from lenslib.world.caption_reading import coverage
+from lenslib.world.captions import CAPTION_KINDS, caption
 from lenslib.world.render import render
 from lenslib.world.spec import (
     BACKGROUNDS,

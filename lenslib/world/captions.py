@@ -1,4 +1,4 @@
-"""Captions of a scene at every level of detail, and a parser that measures what a caption states.
+"""Captions of a scene at every level of detail, written from the scene's spec.
 
 Lens recaptions its 800M training images with GPT-4.1: one English paragraph per image (about 109
 words on average) naming the salient objects with their attributes, counts, positions, the
@@ -15,24 +15,19 @@ so all four kinds can be written exactly from it:
   with the seed and the length grows with the scene.
 - ``mixed``: brief or detailed, 50/50 by seed, as in the paper's ablation.
 
-Every caption is a pure function of ``(scene, seed)``. :func:`coverage` reads a caption back
-against the spec by parsing its words for the world's vocabulary (classes, colours, numbers,
-relation phrases, background and texture names, quoted text); it never looks at how a caption was
-generated, so it can score any caption, a model's or a person's. Used in chapters 1, 5 and 6.
+Every caption is a pure function of ``(scene, seed)``. Reading a caption back against the spec
+(which facts it states) is ``lenslib.world.caption_reading``. Used in chapters 1, 5 and 6.
 """
 
 from __future__ import annotations
 
-import functools
 import random
-import re
-from collections import Counter
-from dataclasses import dataclass
 
 import numpy as np
 
-from lenslib.world.spec import BACKGROUNDS, COLORS, TEXTURES, Scene, relation, size_name, vocab_classes
-from lenslib.world.wording import WORD_NUMBERS, counted, number_word, plural, with_article
+from lenslib.world.position import relation
+from lenslib.world.spec import COLORS, Scene, sample_scene, size_name
+from lenslib.world.wording import counted, number_word, plural, with_article
 
 CAPTION_KINDS = ("alt_text", "brief", "detailed", "mixed")
 
@@ -104,7 +99,7 @@ def _rng(kind: str, seed: int) -> random.Random:
     return random.Random(f"lens-caption:{kind}:{int(seed)}")
 
 
-def _groups(scene: Scene) -> list[tuple[tuple[str, str], list]]:
+def object_groups(scene: Scene) -> list[tuple[tuple[str, str], list]]:
     """Objects grouped by (colour, class), in order of first appearance."""
     groups: dict[tuple[str, str], list] = {}
     for obj in scene.objects:
@@ -162,7 +157,7 @@ _TEXTURE_PHRASES = {
 }
 
 
-def _group_relations(a_objs, b_objs) -> frozenset[str]:
+def group_relations(a_objs, b_objs) -> frozenset[str]:
     """Relations that hold between every member of group A and every member of group B."""
     sets = [relation(a, b) for a in a_objs for b in b_objs]
     return frozenset.intersection(*sets) if sets else frozenset()
@@ -216,7 +211,7 @@ def detailed(scene: Scene, seed: int = 0) -> str:
     background and texture, and any visible text in quotes. Phrasing varies with ``seed``;
     length grows with the number of objects, relations and texts."""
     rng = _rng("detailed", seed)
-    groups = _groups(scene)
+    groups = object_groups(scene)
     kind_word = "shape" if scene.vocab == "shapes" else "emoji"
     bg = scene.background
     sentences: list[str] = []
@@ -310,7 +305,7 @@ def detailed(scene: Scene, seed: int = 0) -> str:
         a, b = keys[i], keys[j]
         if rng.random() < 0.5:
             a, b = b, a
-        rels = sorted(_group_relations(members[a], members[b]))
+        rels = sorted(group_relations(members[a], members[b]))
         if not rels:
             continue
         phrase = " and ".join(rng.choice(_REL_PHRASES[r]) for r in rels)
@@ -365,233 +360,6 @@ def caption(scene: Scene, kind: str, seed: int = 0) -> str:
     return _KINDS[kind](scene, seed)
 
 
-# --------------------------------------------------------------------------- coverage
-@dataclass(frozen=True)
-class Coverage:
-    """Which facts of a scene a caption states.
-
-    ``facts``: every fact of the spec (``class:circle``, ``color:red circle``,
-    ``count:red circle=2``, ``count:circle=3`` for a class seen in several colours,
-    ``relation:blue square|red circle``, ``background:gray``,
-    ``texture:stripes``, ``text:LENS``); ``stated``: those the caption states correctly;
-    ``wrong``: statements that contradict the spec (a class or colour that is not there, a wrong
-    count or relation, a wrong background); ``recall`` = len(stated) / len(facts).
-    """
-
-    facts: tuple[str, ...]
-    stated: tuple[str, ...]
-    recall: float
-    wrong: tuple[str, ...] = ()
-
-
-def scene_facts(scene: Scene) -> list[str]:
-    """Every checkable fact of a scene, in a stable order (see :class:`Coverage`)."""
-    groups = _groups(scene)
-    facts = [f"class:{c}" for c in dict.fromkeys(o.cls for o in scene.objects)]
-    facts += [f"color:{_name(*k)}" for k, _ in groups]
-    facts += [f"count:{_name(*k)}={len(v)}" for k, v in groups]
-    totals = Counter(o.cls for o in scene.objects)
-    facts += [f"count:{c}={totals[c]}" for c in totals if sum(k[1] == c for k, _ in groups) > 1]
-    for i, (ka, a) in enumerate(groups):
-        for kb, b in groups[i + 1 :]:
-            if _group_relations(a, b):
-                facts.append(f"relation:{_pair_key(ka, kb)}")
-    facts.append(f"background:{scene.background}")
-    if scene.texture is not None:
-        facts.append(f"texture:{scene.texture}")
-    facts += [f"text:{t}" for t in dict.fromkeys(t.text for t in scene.texts)]
-    return facts
-
-
-def _pair_key(a: tuple[str, str], b: tuple[str, str]) -> str:
-    return "|".join(sorted((_name(*a), _name(*b))))
-
-
-_SIZE_WORDS = {"small", "medium", "large", "big", "tiny", "sized", "medium-sized"}
-_COUNT_WORDS = {"a": 1, "an": 1, **{w: n for w, n in WORD_NUMBERS.items() if n > 0}}
-_REL_PATTERNS = [
-    (re.compile(p), rel)
-    for p, rel in (
-        (r"\bleft(?: side)? of\b", "left of"),
-        (r"\bright(?: side)? of\b", "right of"),
-        (r"\babove\b", "above"),
-        (r"\b(?:below|beneath|underneath|under)\b", "below"),
-    )
-]
-_TEXTURE_WORDS = {
-    "checker": ("checker", "checkered", "checkerboard"),
-    "stripes": ("stripes", "striped"),
-    "gradient": ("gradient",),
-    "noise": ("noise", "noisy", "grainy"),
-}
-_TOKEN = re.compile(r"[a-z0-9]+(?:-[a-z]+)*")
-
-
-@dataclass
-class _Mention:
-    cls: str
-    color: str | None
-    count: int | None
-    plural: bool
-    start: int  # character offsets in the sentence
-    end: int
-
-
-@functools.lru_cache(maxsize=None)
-def _class_forms(vocab: str) -> dict[str, list[tuple[tuple[str, ...], str, bool | None]]]:
-    """First word -> [(tokens, class, is_plural)] for every class name and its plural, longest first
-    (``is_plural`` None for names whose plural is the same word)."""
-    forms: dict[str, list] = {}
-    for cls in vocab_classes(vocab):
-        same = plural(cls) == cls  # "sheep", "skis": number shows only in the count word
-        for text, is_plural in ((cls, None if same else False), (plural(cls), True)):
-            if same and is_plural:
-                continue
-            toks = tuple(text.split())
-            forms.setdefault(toks[0], []).append((toks, cls, is_plural))
-    for options in forms.values():
-        options.sort(key=lambda f: -len(f[0]))
-    return forms
-
-
-_DETERMINERS = {"the", "this", "that", "each", "every", "another", *(_c for _c in COLORS)}
-
-
-def parse_mentions(sentence: str, vocab: str) -> list[_Mention]:
-    """Noun phrases naming a class of ``vocab`` in a sentence: [count] [size] [colour] class.
-
-    A word that is both a colour and a class (emoji's "orange") is the colour when a class follows
-    it, and the class only when plural or introduced by an article, number or determiner
-    ("an orange", "the orange"); "orange letters" and "in orange" name no object."""
-    toks = [(m.group(), m.start(), m.end()) for m in _TOKEN.finditer(sentence.lower())]
-    words = [t for t, _, _ in toks]
-    forms = _class_forms(vocab)
-
-    def class_at(j):
-        for form, cls, is_plural in forms.get(words[j], ()) if j < len(words) else ():
-            if tuple(words[j : j + len(form)]) == form:
-                return cls, is_plural, j + len(form)
-        return None
-
-    out, i = [], 0
-    while i < len(words):
-        j, count = i, None
-        if words[j] in _COUNT_WORDS:
-            count = _COUNT_WORDS[words[j]]
-            j += 1
-        elif words[j].isdigit():
-            count = int(words[j])
-            j += 1
-        while j < len(words) and words[j] in _SIZE_WORDS:
-            j += 1
-        color = None
-        if j < len(words) and words[j] in COLORS:
-            k = j + 1
-            while k < len(words) and words[k] in _SIZE_WORDS:
-                k += 1
-            if class_at(k):
-                color, j = words[j], k
-        hit = class_at(j)
-        if hit is None:
-            i += 1
-            continue
-        cls, is_plural, end = hit
-        if color is None and cls in COLORS and is_plural is False:
-            k = j - 1
-            while k >= 0 and words[k] in _SIZE_WORDS:
-                k -= 1
-            if k < 0 or not (words[k] in _COUNT_WORDS or words[k] in _DETERMINERS or words[k].isdigit()):
-                i = max(i + 1, j)  # a bare colour word, not the class
-                continue
-        if count is not None and is_plural is not None and (count == 1) == is_plural:
-            count = None  # "a ... circles" / "two ... circle": not a count statement
-        out.append(_Mention(cls, color, count, is_plural, toks[i][1], toks[end - 1][2]))
-        i = end
-    return out
-
-
-def coverage(scene: Scene, caption_text: str) -> Coverage:
-    """Which facts of ``scene`` the caption states, by parsing its words (see :class:`Coverage`).
-
-    Colour binds to the class right after it ("a red circle"); a count is an article or number
-    word before the phrase ("two red circles"); a relation is "<phrase> ... left of/right of/
-    above/below/beneath/under ... <phrase>" within one sentence (the subject is the sentence's
-    first noun phrase); a background name counts when it appears, the texture by its keywords,
-    and text when the exact string appears. Used in chapters 1 and 5 to compare caption kinds.
-    """
-    facts = scene_facts(scene)
-    factset = set(facts)
-    groups = dict(_groups(scene))
-    by_class: dict[str, list[tuple[str, str]]] = {}
-    for key in groups:
-        by_class.setdefault(key[1], []).append(key)
-    stated, wrong = set(), set()
-
-    def resolve(m: _Mention):
-        if m.color is not None:
-            return (m.color, m.cls) if (m.color, m.cls) in groups else None
-        keys = by_class.get(m.cls, [])
-        return keys[0] if len(keys) == 1 else None
-
-    for sentence in re.split(r"(?<=[.!?;:])\s+|\n+", caption_text):
-        mentions = parse_mentions(sentence, scene.vocab)
-        for m in mentions:
-            (stated if f"class:{m.cls}" in factset else wrong).add(f"class:{m.cls}")
-            if m.color is not None:
-                fact = f"color:{_name(m.color, m.cls)}"
-                (stated if fact in factset else wrong).add(fact)
-            key = resolve(m)
-            if m.count is not None and key is not None:
-                fact = f"count:{_name(*key)}={len(groups[key])}"
-                (stated if m.count == len(groups[key]) else wrong).add(
-                    fact if m.count == len(groups[key]) else f"count:{_name(*key)}={m.count}"
-                )
-            elif m.count is not None and m.color is None and len(by_class.get(m.cls, [])) > 1:
-                total = sum(len(groups[k]) for k in by_class[m.cls])  # "two rings" of two colours
-                (stated if m.count == total else wrong).add(f"count:{m.cls}={m.count}")
-        if not mentions:
-            continue
-        low = sentence.lower()
-        subject = mentions[0]
-        for pattern, rel in _REL_PATTERNS:
-            for hit in pattern.finditer(low):
-                if hit.start() < subject.end:
-                    continue
-                after = [m for m in mentions if m.start >= hit.end()]
-                if not after:
-                    continue
-                a, b = resolve(subject), resolve(after[0])
-                if a is None or b is None or a == b:
-                    continue
-                holds = _group_relations(groups[a], groups[b])
-                fact = f"relation:{_pair_key(a, b)}"
-                if rel in holds and fact in factset:
-                    stated.add(fact)
-                elif not any(rel in relation(x, y) for x in groups[a] for y in groups[b]):
-                    wrong.add(f"relation:{_name(*a)} {rel} {_name(*b)}")
-
-    low = caption_text.lower()
-    named = [
-        bg
-        for bg in sorted(BACKGROUNDS, key=len, reverse=True)
-        if re.search(rf"(?<![a-z]){re.escape(bg)}(?![a-z])", low)
-    ]
-    named = [bg for bg in named if not any(bg != o and bg in o for o in named)]  # "gray" inside "warm gray"
-    for bg in named:
-        (stated if bg == scene.background else wrong).add(f"background:{bg}")
-    for texture in TEXTURES:
-        if any(re.search(rf"\b{w}\b", low) for w in _TEXTURE_WORDS[texture]):
-            (stated if texture == scene.texture else wrong).add(f"texture:{texture}")
-    for t in scene.texts:
-        if re.search(rf"(?<!\w){re.escape(t.text)}(?!\w)", caption_text):
-            stated.add(f"text:{t.text}")
-
-    stated_facts = tuple(f for f in facts if f in stated)
-    return Coverage(
-        tuple(facts), stated_facts, len(stated_facts) / len(facts) if facts else 1.0, tuple(sorted(wrong))
-    )
-
-
 # --------------------------------------------------------------------------- statistics
 def word_count(text: str) -> int:
     """Words as the paper counts them: whitespace-separated tokens."""
@@ -606,8 +374,6 @@ def word_count_stats(
     Returns mean, std, min, percentiles and max, the mean per object count, and the raw counts,
     so chapter 1 can set our detailed captions beside Lens's ~109-word mean.
     """
-    from lenslib.world.spec import sample_scene
-
     counts, per_n = [], {}
     for i in range(n):
         scene = sample_scene(seed + i, vocab, **scene_kwargs)
@@ -641,16 +407,14 @@ __all__ = [
     "CAPTION_KINDS",
     "ALT_TEXT_RATES",
     "ALT_TEXT_WRONG_COLOR_RATE",
-    "Coverage",
     "alt_text",
     "brief",
     "detailed",
     "mixed",
     "caption",
     "caption_all",
-    "coverage",
-    "scene_facts",
-    "parse_mentions",
+    "object_groups",
+    "group_relations",
     "main_subject",
     "word_count",
     "word_count_stats",

@@ -37,7 +37,17 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from lenslib.world.vocab import EMOJI_ATTRIBUTION, EMOJI_LEFT_OUT, VOCAB_CLASSES, why_not_drawn, world_class
+from lenslib.world.metadata import MetadataLine
+from lenslib.world.position import POSITION_THRESHOLD, relation, relation_offsets
+from lenslib.world.sprites import sprite_aspect
+from lenslib.world.vocab import (
+    COLORS,
+    EMOJI_ATTRIBUTION,
+    EMOJI_LEFT_OUT,
+    RELATIONS,
+    VOCABS,
+    vocab_classes,
+)
 
 __all__ = [
     "COLORS",
@@ -70,22 +80,6 @@ __all__ = [
     "class_aspect",
 ]
 
-# GenEval's ten colour names, with RGB values far apart in CIELAB (min pairwise Delta E > 40) and
-# far from the grey backgrounds.
-COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30),
-    "orange": (255, 140, 0),
-    "yellow": (250, 230, 30),
-    "green": (30, 170, 60),
-    "blue": (20, 100, 240),
-    "purple": (160, 30, 160),
-    "pink": (255, 140, 210),
-    "brown": (120, 65, 20),
-    "black": (0, 0, 0),
-    "white": (255, 255, 255),
-}
-RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
-VOCABS: tuple[str, ...] = ("shapes", "emoji")
 BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "gray": (128, 128, 128),
     "warm gray": (138, 128, 118),
@@ -104,16 +98,8 @@ GAP = 0.08
 EDGE = 0.03
 RELATION_MARGIN = 0.08
 TEXT_HEIGHT = (0.04, 0.07)
-POSITION_THRESHOLD = 0.1  # GenEval's size margin for relative positions
 
 Box = tuple[float, float, float, float]
-
-
-def vocab_classes(vocab: str) -> list[str]:
-    """The class names of a vocabulary ("shapes" or "emoji")."""
-    if vocab not in VOCAB_CLASSES:
-        raise ValueError(f"unknown vocabulary {vocab!r}; choose one of {VOCABS}")
-    return list(VOCAB_CLASSES[vocab])
 
 
 def within_limits(vocab: str, width: int, height: int) -> bool:
@@ -238,51 +224,7 @@ def size_name(obj: SceneObject) -> str:
     return "large"
 
 
-# --- relative position: GenEval's rule (evaluation/evaluate_images.py, `relative_position`) --------
-
-
-def _as_box(x: SceneObject | Sequence[float]) -> np.ndarray:
-    return np.asarray(x.box if isinstance(x, SceneObject) else x, dtype=np.float64)
-
-
-def relation_offsets(a, b, size: tuple[float, float] | None = None) -> tuple[float, float] | None:
-    """GenEval's normalised offset ``(dx, dy)`` of ``a`` relative to ``b``, or None when both shrunk
-    offsets vanish. Boxes are scaled by ``size = (width, height)`` first (GenEval works in pixels)."""
-    sx, sy = size if size is not None else (1.0, 1.0)
-    scale = np.array([sx, sy, sx, sy])
-    boxes = np.stack([_as_box(a) * scale, _as_box(b) * scale]).reshape(2, 2, 2)
-    center_a, center_b = boxes.mean(axis=-2)
-    dim_a, dim_b = np.abs(np.diff(boxes, axis=-2))[..., 0, :]
-    offset = center_a - center_b
-    revised = np.maximum(np.abs(offset) - POSITION_THRESHOLD * (dim_a + dim_b), 0) * np.sign(offset)
-    if np.all(np.abs(revised) < 1e-3):
-        return None
-    dx, dy = revised / np.linalg.norm(offset)
-    return float(dx), float(dy)
-
-
-def relation(a, b, size: tuple[float, float] | None = None) -> frozenset[str]:
-    """Where ``a`` is relative to ``b``: a set of ``RELATIONS`` (empty, one, or two for diagonals).
-
-    Exactly GenEval's rule: the centre offset is shrunk by 0.1 x (sum of the two box sizes) per
-    axis, divided by the length of the unshrunk offset, and a component below -0.5 / above 0.5
-    means left of / right of (x) or above / below (y, pointing down). ``a`` and ``b`` are
-    :class:`SceneObject` or boxes; pass the image ``size`` to decide in pixels like GenEval does.
-    """
-    d = relation_offsets(a, b, size)
-    if d is None:
-        return frozenset()
-    dx, dy = d
-    rels = set()
-    if dx < -0.5:
-        rels.add("left of")
-    if dx > 0.5:
-        rels.add("right of")
-    if dy < -0.5:
-        rels.add("above")
-    if dy > 0.5:
-        rels.add("below")
-    return frozenset(rels)
+# --- relative position ------------------------------------------------------------------------
 
 
 def _unambiguous(a: Box, b: Box, sizes: Iterable[tuple[float, float]]) -> bool:
@@ -309,8 +251,6 @@ def _apart(a: Box, b: Box, gap: float = GAP) -> bool:
 
 def class_aspect(vocab: str, cls: str) -> float:
     """Natural width/height of a class's sprite (boxes are sampled with it; renders stretch to it)."""
-    from lenslib.world.sprites import sprite_aspect  # lazy: the font is read only when needed
-
     return sprite_aspect(vocab, cls)
 
 
@@ -405,51 +345,8 @@ def sample_scene(
 _ASPECT_CHECKS = ((1.0, 1.0), (2.0, 1.0), (1.0, 2.0))
 
 
-def _validate_metadata(line: dict, vocab: str) -> tuple[list[dict], list[dict]]:
-    """The line's include and exclude clauses, each a copy whose ``class`` is the world's own class.
-
-    GenEval's names are read through ``lenslib.world.vocab.world_class`` ("computer keyboard" is the
-    emoji world's ``keyboard``), so the judge and the scene builder take GenEval's file as published.
-    """
-    if not isinstance(line, dict):
-        raise ValueError(f"metadata line must be a dict with 'include'/'exclude', got {type(line).__name__}")
-    classes = set(vocab_classes(vocab))
-    include, exclude = list(line.get("include", [])), list(line.get("exclude", []))
-    if not include:
-        raise ValueError(f"metadata line has no 'include' clause: {line!r}")
-    for kind, clauses in (("include", include), ("exclude", exclude)):
-        for i, cl in enumerate(clauses):
-            where = f"{kind}[{i}] {json.dumps(cl, ensure_ascii=False)}"
-            name = cl.get("class")
-            cls = world_class(name, vocab) if isinstance(name, str) else None
-            if cls is None:
-                why = why_not_drawn(name, vocab) if isinstance(name, str) else None
-                if why:
-                    raise ValueError(f"{where}: the {vocab} world cannot draw {name!r} ({why})")
-                raise ValueError(f"{where}: unknown {vocab} class {name!r}; choose one of {sorted(classes)}")
-            clauses[i] = cl = {**cl, "class": cls}
-            count = cl.get("count", 1)
-            if not isinstance(count, int) or count < 1:
-                raise ValueError(f"{where}: count must be a positive integer, got {count!r}")
-            if "color" in cl and cl["color"] not in COLORS:
-                raise ValueError(f"{where}: unknown colour {cl['color']!r}; choose one of {list(COLORS)}")
-            if "position" in cl:
-                if kind == "exclude":
-                    raise ValueError(f"{where}: exclude clauses take no position")
-                pos = cl["position"]
-                if not (isinstance(pos, (list, tuple)) and len(pos) == 2):
-                    raise ValueError(f"{where}: position must be [relation, include_index], got {pos!r}")
-                if pos[0] not in RELATIONS:
-                    raise ValueError(f"{where}: unknown relation {pos[0]!r}; choose one of {RELATIONS}")
-                if not (isinstance(pos[1], int) and 0 <= pos[1] < i):
-                    raise ValueError(
-                        f"{where}: position target {pos[1]!r} must index an earlier include clause"
-                    )
-    return include, exclude
-
-
 def scene_from_metadata(
-    line: dict,
+    line: dict | MetadataLine,
     vocab: str = "shapes",
     seed: int | np.random.Generator = 0,
     *,
@@ -464,16 +361,16 @@ def scene_from_metadata(
     checked (their class must stay below their count). Raises ``ValueError`` naming the clause for
     an unknown class, colour or relation, or an unsatisfiable line. Used in chapter 5.
     """
-    include, exclude = _validate_metadata(line, vocab)
+    parsed = MetadataLine.from_dict(line, vocab)
     rng = _rng(seed)
     totals: dict[str, int] = {}
-    for cl in include:
-        totals[cl["class"]] = totals.get(cl["class"], 0) + cl.get("count", 1)
-    for i, cl in enumerate(exclude):
-        if totals.get(cl["class"], 0) >= cl.get("count", 1):
+    for cl in parsed.include:
+        totals[cl.cls] = totals.get(cl.cls, 0) + cl.count
+    for i, cl in enumerate(parsed.exclude):
+        if totals.get(cl.cls, 0) >= cl.count:
             raise ValueError(
-                f"exclude[{i}] {json.dumps(cl)}: the include clauses need "
-                f"{totals[cl['class']]} {cl['class']}, which this exclude clause forbids"
+                f"exclude[{i}] {json.dumps(cl.to_dict())}: the include clauses need "
+                f"{totals[cl.cls]} {cl.cls}, which this exclude clause forbids"
             )
     if sum(totals.values()) > MAX_OBJECTS:
         raise ValueError(
@@ -482,12 +379,12 @@ def scene_from_metadata(
 
     groups: list[list[int]] = []
     specs: list[tuple[str, str, int, tuple]] = []  # (class, colour, group, position)
-    for gi, cl in enumerate(include):
+    for gi, cl in enumerate(parsed.include):
         groups.append([])
-        for _ in range(cl.get("count", 1)):
-            color = cl.get("color") or list(COLORS)[int(rng.integers(len(COLORS)))]
+        for _ in range(cl.count):
+            color = cl.color or list(COLORS)[int(rng.integers(len(COLORS)))]
             groups[gi].append(len(specs))
-            specs.append((cl["class"], color, gi, tuple(cl.get("position", ()))))
+            specs.append((cl.cls, color, gi, cl.position or ()))
 
     for _attempt in range(2000):
         boxes: list[Box] = []
@@ -521,4 +418,7 @@ def scene_from_metadata(
                 else list(BACKGROUNDS)[int(rng.integers(len(BACKGROUNDS)))]
             )
             return Scene(vocab, objects, bg, texture)
-    raise ValueError(f"could not lay out metadata line {json.dumps(line)} within the operating limits")
+    raise ValueError(
+        f"could not lay out metadata line {json.dumps(line if isinstance(line, dict) else parsed.to_dict())} "
+        "within the operating limits"
+    )

@@ -1,49 +1,21 @@
 """Prompt suites for the synthetic world, in GenEval's own ``evaluation_metadata.jsonl`` format.
 
 GenEval (Ghosh et al., 2023; ``djghosh13/geneval``, ``prompts/create_prompts.py``) scores
-prompt following with six tags, each a template over object classes, 10 colours and 4 relations.
-Every line is a clause spec that a judge checks on the image::
+prompt following with six tags (``GENEVAL_TAGS``), each a template over object classes, 10 colours
+and 4 relations. Every line is a clause set that a judge checks on the image (the format, and its
+one reader, are ``lenslib.world.metadata``)::
 
     {"tag": "position", "prompt": "a photo of a circle left of a square",
      "include": [{"class": "square", "count": 1},
                  {"class": "circle", "count": 1, "position": ["left of", 0]}]}
 
-``include`` clauses must all hold (``count`` means "at least"); ``exclude`` clauses fail when
-``count`` or more objects of the class are seen (counting prompts exclude ``count + 1``);
-``position: [relation, i]`` places the clause's objects relative to include group ``i``.
-
 This module builds the same six tags from the world's own classes with GenEval's templates and
 sampling scheme (one ``single_object`` line per class, then ``n`` draws per other tag, duplicates
-removed), so our scores are comparable in spirit to GenEval's 553-prompt suite. It also defines a
-*long-prompt* suite in the spirit of DPG-Bench: a Lens-style detailed prompt per scene, with
-questions that depend on one another (format below), and ``read_metadata`` to validate any
-metadata file against what the world can draw. GenEval's own published suite ships beside ours
+removed), so our scores are comparable in spirit to GenEval's 553-prompt suite; ships them with the
+*long-prompt* suite of ``lenslib.world.long_suite``; and reads any metadata file against what the
+world can draw (``read_metadata``). GenEval's own published suite ships beside ours
 (``geneval_metadata_path``) and is read as published: its lines that name a class the world has
 no drawing for are *undrawable*, listed and counted, never silently dropped. Used in chapter 5.
-
-Long-prompt line format (``tag: "long"``)
-----------------------------------------
-::
-
-    {"tag": "long", "id": "shapes_long_0000", "seed": 123, "prompt": "<detailed paragraph>",
-     "scene": {<Scene.to_dict()>},
-     "questions": [
-        {"id": 1, "category": "entity",    "dependency": [0], "question": "Is there a circle?",
-         "include": [{"class": "circle", "count": 1}]},
-        {"id": 2, "category": "count",     "dependency": [1], "question": "Are there exactly two circles?",
-         "include": [{"class": "circle", "count": 2}], "exclude": [{"class": "circle", "count": 3}]},
-        {"id": 3, "category": "attribute", "dependency": [1], "question": "Is there a red circle?",
-         "include": [{"class": "circle", "count": 1, "color": "red"}]},
-        {"id": 7, "category": "relation",  "dependency": [3, 5], "question": "Is the red circle left of the blue square?",
-         "include": [{"class": "square", "count": 1, "color": "blue"},
-                     {"class": "circle", "count": 1, "color": "red", "position": ["left of", 0]}]}]}
-
-Each question is itself a GenEval clause set (``include``/``exclude``, positions indexing the
-question's own ``include`` list), so the same exact judge answers it. As in DPG-Bench, ids start
-at 1, ``dependency`` lists parent ids (``[0]`` = no parent), and a question whose parent is
-answered "no" scores 0 whatever its own answer. Categories follow DPG's broad ones: ``entity``,
-``count``, ``attribute``, ``relation``. ``scene`` is the ground truth the prompt was written from,
-so the suite can be rendered exactly.
 """
 
 from __future__ import annotations
@@ -56,13 +28,17 @@ from pathlib import Path
 
 import numpy as np
 
-from lenslib.world.spec import COLORS, RELATIONS, VOCABS, vocab_classes
-from lenslib.world.vocab import why_not_drawn, world_class
+from lenslib.atomic import write_text_atomic
+from lenslib.paths import REPO_ROOT, data_dir
+from lenslib.world.captions import detailed
+from lenslib.world.long_suite import LONG_TAG, generate_long_suite
+from lenslib.world.metadata import Clause, MetadataLine, Problem, clause_problems
+from lenslib.world.spec import COLORS, RELATIONS, VOCABS, scene_from_metadata
+from lenslib.world.vocab import vocab_classes, world_class
 from lenslib.world.wording import number_word, plural, with_article
 
 COLOR_NAMES = list(COLORS)  # GenEval's 10 colours, in GenEval's order
 GENEVAL_TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
-LONG_TAG = "long"
 GENEVAL_SEED = 43  # GenEval's own default in create_prompts.py
 NO_COLOR_CLASSES = ("person",)  # GenEval writes no "a photo of a red person" prompts
 SUITE_FILES = {  # shipped file -> (kind, vocab)
@@ -76,66 +52,57 @@ SUITE_FILES = {  # shipped file -> (kind, vocab)
 def _single_object(rng, classes):
     order = rng.choice(len(classes), size=len(classes), replace=False)
     return [
-        {
-            "tag": "single_object",
-            "include": [{"class": classes[i], "count": 1}],
-            "prompt": f"a photo of {with_article(classes[i])}",
-        }
+        MetadataLine(
+            (Clause(classes[i]),), tag="single_object", prompt=f"a photo of {with_article(classes[i])}"
+        )
         for i in order
     ]
 
 
 def _two_object(rng, classes):
     a, b = (classes[i] for i in rng.choice(len(classes), size=2, replace=False))
-    return {
-        "tag": "two_object",
-        "include": [{"class": a, "count": 1}, {"class": b, "count": 1}],
-        "prompt": f"a photo of {with_article(a)} and {with_article(b)}",
-    }
+    return MetadataLine(
+        (Clause(a), Clause(b)), tag="two_object", prompt=f"a photo of {with_article(a)} and {with_article(b)}"
+    )
 
 
 def _counting(rng, classes, max_count=4):
     cls = classes[int(rng.choice(len(classes)))]
     n = int(rng.integers(2, max_count, endpoint=True))
-    return {
-        "tag": "counting",
-        "include": [{"class": cls, "count": n}],
-        "exclude": [{"class": cls, "count": n + 1}],
-        "prompt": f"a photo of {number_word(n)} {plural(cls)}",
-    }
+    return MetadataLine(
+        (Clause(cls, n),), (Clause(cls, n + 1),), "counting", f"a photo of {number_word(n)} {plural(cls)}"
+    )
 
 
 def _colors(rng, classes):
     classes = [c for c in classes if c not in NO_COLOR_CLASSES]
     cls = classes[int(rng.choice(len(classes)))]
     color = COLOR_NAMES[int(rng.choice(len(COLOR_NAMES)))]
-    return {
-        "tag": "colors",
-        "include": [{"class": cls, "count": 1, "color": color}],
-        "prompt": f"a photo of {with_article(color)} {cls}",
-    }
+    return MetadataLine(
+        (Clause(cls, 1, color),), tag="colors", prompt=f"a photo of {with_article(color)} {cls}"
+    )
 
 
 def _position(rng, classes):
     a, b = (classes[i] for i in rng.choice(len(classes), size=2, replace=False))
     rel = RELATIONS[int(rng.choice(len(RELATIONS)))]
     # As in GenEval: the reference object is include group 0, the placed object refers to it.
-    return {
-        "tag": "position",
-        "include": [{"class": b, "count": 1}, {"class": a, "count": 1, "position": [rel, 0]}],
-        "prompt": f"a photo of {with_article(a)} {rel} {with_article(b)}",
-    }
+    return MetadataLine(
+        (Clause(b), Clause(a, position=(rel, 0))),
+        tag="position",
+        prompt=f"a photo of {with_article(a)} {rel} {with_article(b)}",
+    )
 
 
 def _color_attr(rng, classes):
     classes = [c for c in classes if c not in NO_COLOR_CLASSES]
     a, b = (classes[i] for i in rng.choice(len(classes), size=2, replace=False))
     ca, cb = (COLOR_NAMES[i] for i in rng.choice(len(COLOR_NAMES), size=2, replace=False))
-    return {
-        "tag": "color_attr",
-        "include": [{"class": a, "count": 1, "color": ca}, {"class": b, "count": 1, "color": cb}],
-        "prompt": f"a photo of {with_article(ca)} {a} and {with_article(cb)} {b}",
-    }
+    return MetadataLine(
+        (Clause(a, 1, ca), Clause(b, 1, cb)),
+        tag="color_attr",
+        prompt=f"a photo of {with_article(ca)} {a} and {with_article(cb)} {b}",
+    )
 
 
 def generate_geneval_suite(
@@ -155,7 +122,7 @@ def generate_geneval_suite(
     lines = _single_object(rng, classes)
     for make in (_two_object, _counting, _colors, _position, _color_attr):
         lines.extend(make(rng, classes) for _ in range(n))
-    return _dedupe(lines)
+    return _dedupe([line.to_dict() for line in lines])
 
 
 def _dedupe(lines: list[dict]) -> list[dict]:
@@ -166,104 +133,6 @@ def _dedupe(lines: list[dict]) -> list[dict]:
             seen.add(key)
             unique.append(line)
     return unique
-
-
-# --------------------------------------------------------------------------- long prompts (DPG-style)
-def long_questions(scene) -> list[dict]:
-    """DPG-style dependent questions for a scene, each a GenEval clause set the exact judge answers.
-
-    Per class: an entity question (root), a count question and one attribute question per colour
-    (children of the entity). Per pair of (colour, class) groups that are alone of their kind and
-    stand in a definite relation: a relation question, child of both attribute questions.
-    """
-    from lenslib.world.spec import relation
-
-    questions: list[dict] = []
-
-    def add(category, dependency, question, include, exclude=None):
-        q = {
-            "id": len(questions) + 1,
-            "category": category,
-            "dependency": dependency,
-            "question": question,
-            "include": include,
-        }
-        if exclude:
-            q["exclude"] = exclude
-        questions.append(q)
-        return q["id"]
-
-    by_class = Counter(o.cls for o in scene.objects)
-    by_group = Counter((o.color, o.cls) for o in scene.objects)
-    attr_id: dict[tuple[str, str], int] = {}
-    for cls in sorted(by_class, key=lambda c: [o.cls for o in scene.objects].index(c)):
-        n = by_class[cls]
-        ent = add("entity", [0], f"Is there {with_article(cls)}?", [{"class": cls, "count": 1}])
-        if n > 1:
-            add(
-                "count",
-                [ent],
-                f"Are there exactly {number_word(n)} {plural(cls)}?",
-                [{"class": cls, "count": n}],
-                [{"class": cls, "count": n + 1}],
-            )
-        for (color, c), k in by_group.items():
-            if c != cls:
-                continue
-            text = (
-                f"Is there {with_article(color + ' ' + cls)}?"
-                if k == 1
-                else f"Are there {number_word(k)} {color} {plural(cls)}?"
-            )
-            attr_id[(color, cls)] = add(
-                "attribute", [ent], text, [{"class": cls, "count": k, "color": color}]
-            )
-    singles = [o for o in scene.objects if by_group[(o.color, o.cls)] == 1]
-    for i, a in enumerate(singles):
-        for b in singles[i + 1 :]:
-            if a.cls == b.cls:
-                continue  # a same-class pair cannot be told apart by GenEval's per-class clauses
-            rels = sorted(relation(a, b))
-            if len(rels) != 1:
-                continue  # ask only about clear, single-direction relations
-            rel = rels[0]
-            add(
-                "relation",
-                [attr_id[(a.color, a.cls)], attr_id[(b.color, b.cls)]],
-                f"Is the {a.color} {a.cls} {rel} the {b.color} {b.cls}?",
-                [
-                    {"class": b.cls, "count": 1, "color": b.color},
-                    {"class": a.cls, "count": 1, "color": a.color, "position": [rel, 0]},
-                ],
-            )
-    return questions
-
-
-def generate_long_suite(vocab: str = "shapes", n: int = 60, seed: int = 0) -> list[dict]:
-    """``n`` long-prompt lines: a sampled scene of 2-5 objects, its detailed caption as the prompt,
-    and the DPG-style questions of ``long_questions``. Deterministic for (vocab, n, seed).
-
-    The prompt also states background, texture and any text; the questions cover only what the
-    exact judge reads (objects, colours, counts, positions), so every question is checkable."""
-    from lenslib.world.captions import detailed
-    from lenslib.world.spec import sample_scene
-
-    rng = np.random.default_rng(seed)
-    lines = []
-    for i in range(n):
-        scene_seed = int(rng.integers(2**31 - 1))
-        scene = sample_scene(scene_seed, vocab, min_objects=2, max_objects=5)
-        lines.append(
-            {
-                "tag": LONG_TAG,
-                "id": f"{vocab}_long_{i:04d}",
-                "seed": scene_seed,
-                "prompt": detailed(scene, scene_seed),
-                "scene": scene.to_dict(),
-                "questions": long_questions(scene),
-            }
-        )
-    return lines
 
 
 def generate_suite(name: str) -> list[dict]:
@@ -281,18 +150,12 @@ def dumps_suite(lines: list[dict]) -> str:
 
 def write_suites(folder: str | Path | None = None) -> list[Path]:
     """Regenerate every shipped suite into ``folder`` (default ``data/suites``), atomically."""
-    import os
-
-    from lenslib.paths import REPO_ROOT
-
     folder = Path(folder) if folder is not None else REPO_ROOT / "data" / "suites"
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name in SUITE_FILES:
         path = folder / name
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text(dumps_suite(generate_suite(name)))
-        os.replace(tmp, path)
+        write_text_atomic(path, dumps_suite(generate_suite(name)))
         written.append(path)
     return written
 
@@ -304,8 +167,6 @@ def geneval_metadata_path() -> Path:
     """GenEval's own published ``prompts/evaluation_metadata.jsonl`` (553 lines over its 80 COCO
     classes), shipped unchanged in ``data/geneval`` with GenEval's MIT licence. Chapter 5 renders
     and judges it in the emoji world."""
-    from lenslib.paths import data_dir
-
     path = data_dir() / GENEVAL_METADATA
     if not path.is_file():
         raise FileNotFoundError(f"GenEval's metadata file is missing at {path}")
@@ -314,8 +175,6 @@ def geneval_metadata_path() -> Path:
 
 def suite_path(name: str) -> Path:
     """Path of a shipped suite in ``data/suites`` (``shapes_geneval`` or ``shapes_geneval.jsonl``)."""
-    from lenslib.paths import data_dir
-
     name = name if name.endswith(".jsonl") else name + ".jsonl"
     path = data_dir() / "suites" / name
     if not path.is_file():
@@ -350,9 +209,6 @@ def detailed_prompt(line: dict, seed: int = 0, vocab: str | None = None) -> str:
     """
     if line.get("tag") == LONG_TAG:
         return line["prompt"]
-    from lenslib.world.captions import detailed
-    from lenslib.world.spec import scene_from_metadata
-
     vocab = vocab or infer_vocab(line)
     key = json.dumps({k: line[k] for k in ("include", "exclude") if k in line}, sort_keys=True).encode()
     line_seed = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
@@ -438,86 +294,11 @@ def _all_clauses(line: dict) -> list:
     return clauses
 
 
-def _check_clauses(include, exclude, vocab, where: str) -> list[tuple[str, str, str | None]]:
-    """Problems as (kind, message, class name or None)."""
-    problems = []
-    if not isinstance(include, list) or not include:
-        return [("bad_format", f"{where}'include' must be a non-empty list of clauses", None)]
-    if exclude is not None and not isinstance(exclude, list):
-        return [("bad_format", f"{where}'exclude' must be a list of clauses", None)]
-    for part, clauses in (("include", include), ("exclude", exclude or [])):
-        for i, c in enumerate(clauses):
-            at = f"{where}{part}[{i}]"
-            if not isinstance(c, dict) or not isinstance(c.get("class"), str):
-                problems.append(("bad_format", f"{at} must be an object with a 'class' name", None))
-                continue
-            if world_class(c["class"], vocab) is None:
-                why = why_not_drawn(c["class"], vocab)
-                if why:
-                    problems.append(
-                        (
-                            "undrawable",
-                            f"{at}: the {vocab} world cannot draw {c['class']!r}: {why}",
-                            c["class"],
-                        )
-                    )
-                else:
-                    problems.append(
-                        (
-                            "unknown_class",
-                            f"{at}: class {c['class']!r} is not in this world's "
-                            f"vocabulary (classes: {', '.join(vocab_classes(vocab))})",
-                            c["class"],
-                        )
-                    )
-            count = c.get("count", 1)
-            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-                problems.append(
-                    ("bad_format", f"{at}: 'count' must be a positive integer, got {count!r}", None)
-                )
-            if "color" in c and c["color"] not in COLORS:
-                problems.append(
-                    (
-                        "unknown_color",
-                        f"{at}: colour {c['color']!r} is not one of GenEval's "
-                        f"10 colours ({', '.join(COLORS)})",
-                        None,
-                    )
-                )
-            if "position" in c:
-                pos = c["position"]
-                if part == "exclude":
-                    problems.append(("bad_format", f"{at}: exclude clauses cannot carry a position", None))
-                elif not (isinstance(pos, (list, tuple)) and len(pos) == 2):
-                    problems.append(
-                        ("bad_format", f"{at}: 'position' must be [relation, group index], got {pos!r}", None)
-                    )
-                else:
-                    rel, target = pos
-                    if rel not in RELATIONS:
-                        problems.append(
-                            (
-                                "unknown_relation",
-                                f"{at}: relation {rel!r} is not one of {', '.join(RELATIONS)}",
-                                None,
-                            )
-                        )
-                    if not isinstance(target, int) or not 0 <= target < i:
-                        problems.append(
-                            (
-                                "bad_format",
-                                f"{at}: position target {target!r} must index an "
-                                f"earlier include clause (0..{i - 1})",
-                                None,
-                            )
-                        )
-    return problems
+def validate_line(line, vocab: str) -> list[Problem]:
+    """Every problem with one metadata line as ``Problem(kind, message, class)``, empty when it is valid.
 
-
-def validate_line(line, vocab: str) -> list[tuple[str, str, str | None]]:
-    """Every problem with one metadata line as (kind, message, class), empty when it is valid.
-
-    Kinds: ``undrawable`` (a known class this vocabulary has no drawing for: the line is fine, the
+    The clauses are checked by ``lenslib.world.metadata.clause_problems``; this adds the file's own
+    rules (a known ``tag``, a ``prompt``, long-prompt questions). Kinds: ``undrawable`` (a known class this vocabulary has no drawing for: the line is fine, the
     world just cannot render or judge it), and the errors ``bad_format``, ``unknown_tag``,
     ``unknown_class``, ``unknown_color``, ``unknown_relation``. GenEval's class names count as the
     world's own where it draws them (``lenslib.world.vocab.world_class``).
@@ -525,34 +306,29 @@ def validate_line(line, vocab: str) -> list[tuple[str, str, str | None]]:
     if vocab not in VOCABS:
         raise ValueError(f"unknown vocabulary {vocab!r}; choose one of {list(VOCABS)}")
     if not isinstance(line, dict):
-        return [("bad_format", f"a metadata line must be a JSON object, got {type(line).__name__}", None)]
+        return [Problem("bad_format", f"a metadata line must be a JSON object, got {type(line).__name__}")]
     tag = line.get("tag")
     if tag not in (*GENEVAL_TAGS, LONG_TAG):
-        return [("unknown_tag", f"tag {tag!r} is not one of {', '.join((*GENEVAL_TAGS, LONG_TAG))}", None)]
+        return [Problem("unknown_tag", f"tag {tag!r} is not one of {', '.join((*GENEVAL_TAGS, LONG_TAG))}")]
     if not isinstance(line.get("prompt"), str) or not line["prompt"].strip():
-        return [("bad_format", "missing or empty 'prompt'", None)]
+        return [Problem("bad_format", "missing or empty 'prompt'")]
     if tag != LONG_TAG:
-        return _check_clauses(line.get("include"), line.get("exclude"), vocab, "")
+        return clause_problems(line.get("include"), line.get("exclude"), vocab)
     questions = line.get("questions")
     if not isinstance(questions, list) or not questions:
-        return [("bad_format", "a long-prompt line needs a non-empty 'questions' list", None)]
+        return [Problem("bad_format", "a long-prompt line needs a non-empty 'questions' list")]
     problems, ids = [], set()
     for j, q in enumerate(questions):
         where = f"questions[{j}]."
         if not isinstance(q, dict) or not isinstance(q.get("id"), int) or q["id"] < 1:
-            problems.append(("bad_format", f"{where}id must be an integer >= 1", None))
+            problems.append(Problem("bad_format", f"{where}id must be an integer >= 1"))
             continue
         deps = q.get("dependency", [0])
         if not isinstance(deps, list) or any(d != 0 and d not in ids for d in deps):
-            problems.append(
-                (
-                    "bad_format",
-                    f"{where}dependency {deps!r} must list ids of earlier questions, or [0] for none",
-                    None,
-                )
-            )
+            message = f"{where}dependency {deps!r} must list ids of earlier questions, or [0] for none"
+            problems.append(Problem("bad_format", message))
         ids.add(q["id"])
-        problems += _check_clauses(q.get("include"), q.get("exclude"), vocab, where)
+        problems += clause_problems(q.get("include"), q.get("exclude"), vocab, where)
     return problems
 
 

@@ -11,7 +11,8 @@ GenEval's prompts name its classes as its ``prompts/object_names.txt`` does (``G
 COCO's names, except three spelled out for a text-to-image prompt ("computer mouse" for COCO's
 "mouse"). ``world_class`` maps any of these names to the class a vocabulary draws for it, or to
 ``None`` with ``why_not_drawn`` saying why, so GenEval's own metadata file is read as published.
-Used in chapters 3 and 5.
+The other words a GenEval metadata line may use live here too: its ten ``COLORS`` and four
+``RELATIONS``. Used in chapters 3 and 5.
 """
 
 from __future__ import annotations
@@ -237,8 +238,33 @@ GENEVAL_TO_EMOJI: dict[str, str | None] = {
 }
 
 
-# Each vocabulary's classes (``lenslib.world.spec.vocab_classes`` reads them from here).
+# Each vocabulary's classes (``vocab_classes`` reads them from here).
 VOCAB_CLASSES: dict[str, tuple[str, ...]] = {"shapes": SHAPES, "emoji": EMOJI_CLASSES}
+VOCABS: tuple[str, ...] = ("shapes", "emoji")
+
+# GenEval's ten colour names, with RGB values far apart in CIELAB (min pairwise Delta E > 40) and
+# far from the grey backgrounds.
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "orange": (255, 140, 0),
+    "yellow": (250, 230, 30),
+    "green": (30, 170, 60),
+    "blue": (20, 100, 240),
+    "purple": (160, 30, 160),
+    "pink": (255, 140, 210),
+    "brown": (120, 65, 20),
+    "black": (0, 0, 0),
+    "white": (255, 255, 255),
+}
+# GenEval's four relative positions (the rule that decides them is ``lenslib.world.spec.relation``).
+RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
+
+
+def vocab_classes(vocab: str) -> list[str]:
+    """The class names of a vocabulary ("shapes" or "emoji")."""
+    if vocab not in VOCAB_CLASSES:
+        raise ValueError(f"unknown vocabulary {vocab!r}; choose one of {VOCABS}")
+    return list(VOCAB_CLASSES[vocab])
 
 
 def world_class(name: str, vocab: str) -> str | None:
