@@ -92,7 +92,7 @@ def degrade_folder(src, out, kind: str, level: float, seed: int = 0, overwrite: 
     import shutil
     from pathlib import Path
 
-    from lenslib.world.outdir import atomic_output_dir
+    from lenslib.atomic import atomic_output_dir
 
     if kind == "occlusion":
         raise ValueError("occlusion needs the scenes; use degrade() on renders you made from scenes")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lenslib.world.outdir import atomic_output_dir, check_output_dir
+from lenslib.atomic import atomic_output_dir, check_output_dir
 from lenslib.world.suites import GENEVAL_TAGS, LONG_TAG, MetadataReport, check_line, read_metadata, some
 
 SAMPLE_RE = re.compile(r"^(\d+)\.png$")  # GenEval's own filter on sample file names

@@ -4,10 +4,11 @@ GenEval reads images with a learned detector (Mask2Former) and a learned colour 
 so its judge has an error rate of its own. In the synthetic world we wrote the renderer, so the
 reader can be exact: every step below undoes one step of ``lenslib.world.render``.
 
-1. *Palette quantisation.* Each pixel is snapped to the nearest of {background, 10 palette colours}
-   in CIELAB, with background distances weighted by ``BACKGROUND_BIAS`` so that blurred thin parts
-   stay in the silhouette. The background colour is the median of the image border (scenes keep
-   off the border), so grey backgrounds and their textures all read as background.
+1. *Palette quantisation* (``lenslib.eval.palette``). Each pixel is snapped to the nearest of
+   {background, 10 palette colours} in CIELAB, with background distances weighted by
+   ``BACKGROUND_BIAS`` so that blurred thin parts stay in the silhouette. The background colour is
+   the median of the image border (scenes keep off the border), so grey backgrounds and their
+   textures all read as background.
 2. *Connected components* (scikit-image ``label``, 8-connected) of the non-background pixels; specks
    of a few pixels (noise) are dropped, and components whose boxes lie closer than ``MERGE`` of the
    image along both axes are merged (an emoji may be drawn in separate strokes; distinct objects are
@@ -22,8 +23,9 @@ reader can be exact: every step below undoes one step of ``lenslib.world.render`
    A clean render matches its class with score 1. White objects are the exception: on grey, white
    fill and black outline blur into background grey, so they are matched on their projection on
    the white axis (fill +1, outline about -1) after a light smoothing of both sides.
-5. *Colour.* The majority palette colour over the matched sprite's fill pixels (black wins only
-   when no other colour reaches ``FILL_COLOR_SHARE`` of them, since the outline is black).
+5. *Colour* (``lenslib.eval.palette.vote_color``). The majority palette colour over the matched
+   sprite's fill pixels (black wins only when no other colour reaches ``FILL_COLOR_SHARE`` of them,
+   since the outline is black).
 
 Within the operating limits of ``lenslib.world.spec`` the parse of a render equals its spec
 (``tests/test_eval_judge.py`` checks thousands of fresh random scenes per vocabulary), and it still
@@ -37,26 +39,29 @@ import functools
 import math
 
 import numpy as np
-from PIL import Image
 from scipy.ndimage import binary_dilation, binary_fill_holes, gaussian_filter
-from skimage.color import rgb2lab
 from skimage.measure import label, regionprops
 
+from lenslib.eval.palette import (
+    background_color,
+    core_pixels,
+    observed_palette,
+    quantize,
+    to_array,
+    vote_color,
+)
 from lenslib.world.spec import COLORS, GAP, MIN_SHORT_SIDE, vocab_classes
 from lenslib.world.sprites import master as sprite_master
 from lenslib.world.sprites import sprite, sprite_aspect
 
-__all__ = ["Detection", "parse", "quantize", "MERGE", "MIN_DETECTION_SIDE", "PALETTE_NAMES"]
+__all__ = ["Detection", "parse", "MERGE", "MIN_DETECTION_SIDE"]
 
 MERGE = GAP / 2  # parts closer than this (fraction of the image, along both axes) are one object
 MIN_DETECTION_SIDE = 0.095  # thinner groups are text or noise (objects are >= MIN_SHORT_SIDE thick)
-BACKGROUND_BIAS = 1.6  # a pixel is background only if 1.6x closer to it than to any colour, so that
-# blurred thin parts stay in the silhouette
 ASPECT_PENALTY = 0.3  # per unit of |log(class aspect / silhouette box aspect)|, when choosing a class
 MIN_SCORE = 0.5  # groups that match no sprite this well are not objects
 REFINE_MARGIN = 0.05  # classes this close to the best coarse fit are refined before one is chosen
 FILL_COLOR_SHARE = 0.3  # share of a sprite's fill pixels a colour needs to beat the black outline
-PALETTE_NAMES: tuple[str, ...] = ("background",) + tuple(COLORS)
 assert MIN_DETECTION_SIDE < MIN_SHORT_SIDE
 
 
@@ -86,52 +91,6 @@ class Detection:
             "box_px": list(self.box_px),
             "score": round(self.score, 4),
         }
-
-
-@functools.lru_cache(maxsize=16)
-def _palette_lab(bg: tuple[int, int, int]) -> np.ndarray:
-    rgb = np.array([bg] + list(COLORS.values()), dtype=np.float64)[None] / 255.0
-    return rgb2lab(rgb)[0].astype(np.float32)
-
-
-def _to_array(image) -> np.ndarray:
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
-    arr = np.asarray(image)
-    if arr.ndim != 3 or arr.shape[-1] != 3:
-        raise ValueError(f"expected an RGB image (PIL or H x W x 3 array), got shape {arr.shape}")
-    if arr.dtype != np.uint8:
-        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-    return arr
-
-
-def background_color(arr: np.ndarray) -> tuple[int, int, int]:
-    """Median colour of the one-pixel image border (scenes keep objects away from the border)."""
-    border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]]).reshape(-1, 3)
-    return tuple(int(v) for v in np.median(border, axis=0))
-
-
-@functools.lru_cache(maxsize=64)
-def _lut(bg: tuple[int, int, int]) -> np.ndarray:
-    """Nearest palette index for every colour on a 32^3 RGB grid (5 bits per channel)."""
-    levels = (np.arange(32, dtype=np.float64) * 8 + 4) / 255.0
-    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(1, -1, 3)
-    lab = rgb2lab(grid)[0].astype(np.float32)
-    pal = _palette_lab(tuple(bg))
-    d = np.sqrt(((lab[:, None, :] - pal[None]) ** 2).sum(-1))
-    d[:, 0] *= BACKGROUND_BIAS
-    return d.argmin(-1).astype(np.int8)
-
-
-def quantize(arr: np.ndarray, bg: tuple[int, int, int] | None = None) -> np.ndarray:
-    """Index map (H, W): 0 = background, 1..10 = ``COLORS`` in order, nearest in CIELAB
-    (background distances weighted by ``BACKGROUND_BIAS``).
-
-    Pixels are looked up on a 5-bit-per-channel grid (a colour moves by at most 4/255 per
-    channel, far below the palette's spacing)."""
-    bg = background_color(arr) if bg is None else bg
-    q = (arr >> 3).astype(np.int32)
-    return _lut(tuple(bg))[(q[..., 0] << 10) | (q[..., 1] << 5) | q[..., 2]]
 
 
 def _groups(fg: np.ndarray, H: int, W: int) -> list[list]:
@@ -182,29 +141,6 @@ def _template_stats(vocab: str, cls: str, filled: bool) -> tuple[float, float, f
     cx = float((alpha.sum(0) * (np.arange(w) + 0.5)).sum() / mass / w)
     cy = float((alpha.sum(1) * (np.arange(h) + 0.5)).sum() / mass / h)
     return mass / (w * h), cx, cy
-
-
-def _core(idx: np.ndarray) -> np.ndarray:
-    """Pixels whose four neighbours share their (non-background) index: away from edges, where a
-    colour mixes with its surroundings (orange beside a black outline averages to brown)."""
-    core = np.zeros(idx.shape, bool)
-    c = idx[1:-1, 1:-1]
-    core[1:-1, 1:-1] = (
-        (c == idx[:-2, 1:-1]) & (c == idx[2:, 1:-1]) & (c == idx[1:-1, :-2]) & (c == idx[1:-1, 2:]) & (c != 0)
-    )
-    return core
-
-
-def _observed_palette(arr: np.ndarray, idx: np.ndarray, core: np.ndarray) -> dict[str, np.ndarray]:
-    """The colour each palette entry actually has in this image (median of its core pixels), so
-    that coverage stays right when a generator shifts colours slightly."""
-    out = {name: np.asarray(rgb, np.float32) for name, rgb in COLORS.items()}
-    flat, codes = arr[core], idx[core]
-    for k in np.unique(codes):
-        sel = codes == k
-        if np.count_nonzero(sel) >= 8:
-            out[PALETTE_NAMES[k]] = np.median(flat[sel], axis=0).astype(np.float32)
-    return out
 
 
 def _unmix(diff: np.ndarray, direction: np.ndarray) -> np.ndarray:
@@ -392,27 +328,6 @@ def _classify(
     return best_cls, best_score, tuple(best_box)
 
 
-def _vote(idx: np.ndarray, pure: np.ndarray, share: float) -> str:
-    """The colour of a set of pixels: the commonest non-black colour among the ``pure`` (core) ones
-    (among all, if none is pure), if it covers ``share`` of all non-background pixels; else black.
-
-    Ranking on core pixels keeps edge mixtures out (orange beside a black outline averages to
-    brown); the share on all pixels keeps thin fills (white skis) from losing to their outline."""
-    n = len(PALETTE_NAMES)
-    black = PALETTE_NAMES.index("black")
-    votes = np.bincount(idx.ravel().astype(np.int64), minlength=n)
-    votes[0] = 0
-    ranked = np.bincount(idx[pure].astype(np.int64), minlength=n)
-    ranked[0] = ranked[black] = 0
-    if ranked.max() == 0:
-        ranked = votes.copy()
-        ranked[black] = 0
-    cand = int(ranked.argmax())
-    if votes[cand] > 0 and votes[cand] >= share * votes.sum():
-        return PALETTE_NAMES[cand]
-    return "black"
-
-
 def _color(vocab: str, cls: str, idx_crop: np.ndarray, pure: np.ndarray) -> str:
     """Colour vote over the sprite's fill pixels; black only if no colour reaches FILL_COLOR_SHARE."""
     h, w = idx_crop.shape
@@ -420,7 +335,7 @@ def _color(vocab: str, cls: str, idx_crop: np.ndarray, pure: np.ndarray) -> str:
     fill = (alpha >= 0.9) & (paint >= 0.8 * alpha)
     if not fill.any():
         fill = alpha >= 0.5
-    return _vote(np.where(fill, idx_crop, 0), pure & fill, FILL_COLOR_SHARE)
+    return vote_color(np.where(fill, idx_crop, 0), pure & fill, FILL_COLOR_SHARE)
 
 
 def parse(image, vocab: str = "shapes") -> list[Detection]:
@@ -430,12 +345,12 @@ def parse(image, vocab: str = "shapes") -> list[Detection]:
     Exact inside the operating limits of ``lenslib.world.spec``. Used in chapter 5.
     """
     classes = vocab_classes(vocab)
-    arr = _to_array(image)
+    arr = to_array(image)
     H, W = arr.shape[:2]
     bg = background_color(arr)
     idx = quantize(arr, bg)
-    core = _core(idx)
-    palette = _observed_palette(arr, idx, core)
+    core = core_pixels(idx)
+    palette = observed_palette(arr, idx, core)
     pad = 2
     dets: list[Detection] = []
     for group in _groups(idx != 0, H, W):
@@ -454,7 +369,7 @@ def parse(image, vocab: str = "shapes") -> list[Detection]:
         near = binary_dilation(mask[cy0:cy1, cx0:cx1], np.ones((2 * pad + 1, 2 * pad + 1), bool))
         idx_crop = idx[cy0:cy1, cx0:cx1]
         # a first guess of the colour (before the class is known)
-        rough = _vote(np.where(mask[cy0:cy1, cx0:cx1], idx_crop, 0), core[cy0:cy1, cx0:cx1], 0.15)
+        rough = vote_color(np.where(mask[cy0:cy1, cx0:cx1], idx_crop, 0), core[cy0:cy1, cx0:cx1], 0.15)
         cov = _coverage(arr[cy0:cy1, cx0:cx1], bg, rough, palette) * near
         cov = np.clip(cov, -0.5, 1.5)
         filled = rough == "white" and vocab == "emoji"

@@ -27,9 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from lenslib import __version__
+from lenslib.atomic import atomic_output_dir, check_output_dir
 from lenslib.world.captions import CAPTION_KINDS, caption_all
-from lenslib.world.outdir import atomic_output_dir, check_output_dir
-from lenslib.world.spec import VOCABS, sample_scene
+from lenslib.world.render import render
+from lenslib.world.spec import VOCAB_MIN_SIDE, VOCABS, sample_scene
+from lenslib.world.vocab import EMOJI_ATTRIBUTION
 
 COLUMNS = ("image", "spec", *CAPTION_KINDS, "seed")
 MANIFEST = "manifest.json"
@@ -44,8 +47,6 @@ def example_seed(seed: int, index: int) -> int:
 
 def make_example(index: int, size: int, vocab: str, seed: int) -> dict:
     """One row: PNG bytes, spec JSON, every caption kind, and the example's seed."""
-    from lenslib.world.render import render
-
     s = example_seed(seed, index)
     scene = sample_scene(s, vocab)
     buf = io.BytesIO()
@@ -54,8 +55,6 @@ def make_example(index: int, size: int, vocab: str, seed: int) -> dict:
 
 
 def _check_args(n, size, vocab):
-    from lenslib.world.spec import VOCAB_MIN_SIDE
-
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive number of examples, got {n!r}")
     if vocab not in VOCABS:
@@ -92,14 +91,13 @@ def make_dataset(
 
     Refuses a non-empty ``out`` unless ``overwrite=True``; writes into a temporary folder beside
     ``out`` and renames it into place only when everything is written. The Arrow table is built in
-    memory (about 3 KB per 64 px image, so 100k examples take ~0.3 GB) before ``save_to_disk``. A progress bar is shown
-    when stderr is a terminal (or ``progress=True``). Returns ``out``.
+    memory (about 3 KB per 64 px image, so 100k examples take ~0.3 GB) before ``save_to_disk``. A
+    progress bar is shown when stderr is a terminal (or ``progress=True``). Returns ``out``.
     """
-    import datasets
-    from tqdm.auto import tqdm
-
-    from lenslib import __version__
-    from lenslib.world.spec import VOCAB_MIN_SIDE
+    # lazy: datasets costs 2.1 s and tqdm 0.09 s to import (python -X importtime); `lens world --help`
+    # and the readers of this module's constants need neither
+    import datasets  # noqa: PLC0415
+    from tqdm.auto import tqdm  # noqa: PLC0415
 
     if size is None and vocab in VOCAB_MIN_SIDE:
         size = VOCAB_MIN_SIDE[vocab]
@@ -122,7 +120,7 @@ def make_dataset(
     with atomic_output_dir(out, overwrite) as tmp:
         writer = None
         if shards:
-            import webdataset as wds
+            import webdataset as wds  # noqa: PLC0415  # lazy: 5.4 s to import, only for shards=True
 
             (tmp / "shards").mkdir()
             writer = wds.ShardWriter(
@@ -162,6 +160,9 @@ def make_dataset(
         if vocab == "emoji":
             write_attribution(tmp)
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        if shards:
+            last_shard = max(0, -(-n // shard_size) - 1)
+            shard_range = SHARD_PATTERN.replace("%06d", "{000000..%06d}" % last_shard)
         manifest = {
             "format": "lens-world-dataset",
             "format_version": 1,
@@ -178,9 +179,7 @@ def make_dataset(
             "caption_kinds": list(CAPTION_KINDS),
             "load": {
                 "datasets": "datasets.load_from_disk(<out>)",
-                "webdataset": f"webdataset.WebDataset(<out>/shards/{SHARD_PATTERN.replace('%06d', '{000000..%06d}' % (max(0, -(-n // shard_size) - 1)))})"
-                if shards
-                else None,
+                "webdataset": f"webdataset.WebDataset(<out>/shards/{shard_range})" if shards else None,
             },
             "shards": [
                 {"path": str(p.relative_to(tmp)), "n": min(shard_size, n - i * shard_size)}
@@ -198,9 +197,8 @@ def make_dataset(
 
 
 def write_attribution(folder: str | Path) -> Path:
-    """Write OpenMoji's CC BY-SA 4.0 attribution into ``folder`` (every folder of emoji renders needs it)."""
-    from lenslib.world.vocab import EMOJI_ATTRIBUTION
-
+    """Write OpenMoji's CC BY-SA 4.0 attribution into ``folder`` (every folder of emoji renders
+    needs it)."""
     path = Path(folder) / "ATTRIBUTION.md"
     path.write_text(
         "# Attribution\n\nThe emoji images in this folder are renders of OpenMoji glyphs.\n\n"
