@@ -5,6 +5,7 @@ import pytest
 from lenslib.recaption.base import CaptionError
 from lenslib.recaption.oracle import OracleCaptioner
 from lenslib.world import captions as W
+from lenslib.world.caption_reading import coverage
 from lenslib.world.render import render
 from lenslib.world.spec import sample_scene
 
@@ -19,7 +20,7 @@ def test_oracle_kinds_from_spec_json():
             c = caps[i]
             assert c.text == W.caption(s, k, 10 + i)  # same seed as the world dataset stores
             assert c.source == f"oracle:world:{k}" and c.kind == k and c.output_tokens == len(c.text.split())
-        recall = {k: W.coverage(s, got[k][i].text).recall for k in got}
+        recall = {k: coverage(s, got[k][i].text).recall for k in got}
         assert recall["detailed"] > recall["brief"] and recall["detailed"] >= 0.8
     # a Scene object and a dict work too
     assert (
