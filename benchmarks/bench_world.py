@@ -76,7 +76,7 @@ def main() -> int:
             f"{r['judge_errors']:>11}"
         )
     try:
-        import torch
+        import torch  # noqa: PLC0415  # optional: the world needs no torch
 
         torch_version = torch.__version__
     except ImportError:  # the world needs no torch

@@ -335,10 +335,12 @@ def detailed(scene: Scene, seed: int = 0) -> str:
         sentences.append(
             rng.choice(
                 (
-                    f"Each {kind_word} is drawn as a flat silhouette in a single color, with no shading or shadows.",
+                    f"Each {kind_word} is drawn as a flat silhouette in a single color, "
+                    "with no shading or shadows.",
                     "The composition is simple and uncluttered, with crisp edges and even lighting.",
                     f"The {kind_word}{'s' if kind_word == 'shape' and len(scene.objects) != 1 else ''} "
-                    f"{'are' if len(scene.objects) != 1 else 'is'} rendered flat, like a clean vector graphic.",
+                    f"{'are' if len(scene.objects) != 1 else 'is'} rendered flat, "
+                    "like a clean vector graphic.",
                 )
             )
         )

@@ -19,7 +19,8 @@ Long-prompt line format (``tag: "long"``)
          "include": [{"class": "circle", "count": 2}], "exclude": [{"class": "circle", "count": 3}]},
         {"id": 3, "category": "attribute", "dependency": [1], "question": "Is there a red circle?",
          "include": [{"class": "circle", "count": 1, "color": "red"}]},
-        {"id": 7, "category": "relation",  "dependency": [3, 5], "question": "Is the red circle left of the blue square?",
+        {"id": 7, "category": "relation",  "dependency": [3, 5],
+         "question": "Is the red circle left of the blue square?",
          "include": [{"class": "square", "count": 1, "color": "blue"},
                      {"class": "circle", "count": 1, "color": "red", "position": ["left of", 0]}]}]}
 

@@ -4,7 +4,9 @@ A :class:`Scene` lists objects (class, colour, box) on a neutral background, plu
 strings. The renderer (``lenslib.world.render``) draws a scene at any size; the judge
 (``lenslib.eval.judge``) reads a rendered or generated image back into objects and scores it with
 GenEval's rules. Because the world is ours, the truth of every image is known, and the judge can be
-exact instead of a learned detector. Used in chapters 3 and 5.
+exact instead of a learned detector. The colours, relations and classes a scene may use are
+``lenslib.world.vocab``'s; GenEval's relative-position rule is ``lenslib.world.position``; a GenEval
+metadata line is read by ``lenslib.world.metadata``. Used in chapters 3 and 5.
 
 Coordinates are fractions of the image, ``box = (x0, y0, x1, y1)`` with y pointing down, so one
 scene renders at any size; a non-square render stretches it like resizing a photo.
@@ -224,10 +226,12 @@ def size_name(obj: SceneObject) -> str:
     return "large"
 
 
-# --- relative position ------------------------------------------------------------------------
+# --- relative position (the rule itself: lenslib.world.position) -------------------------------
 
 
 def _unambiguous(a: Box, b: Box, sizes: Iterable[tuple[float, float]]) -> bool:
+    """Whether GenEval's offsets of ``a`` and ``b`` stay ``RELATION_MARGIN`` clear of the +-0.5
+    thresholds at every image ``size`` (width, height)."""
     for size in sizes:
         d = relation_offsets(a, b, size)
         if d is not None and any(abs(abs(v) - 0.5) < RELATION_MARGIN for v in d):

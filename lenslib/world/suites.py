@@ -265,8 +265,9 @@ class MetadataReport:
         """One line for a refusal over bad lines: how many, and the first one."""
         first = self.errors[0]
         return (
-            f"{self.path}: {len(self.errors)} of {self.n_lines} lines have errors; first: line {first['line']}: "
-            f"{first['error']}; fix or remove these lines (or pick the right --vocab) and run again"
+            f"{self.path}: {len(self.errors)} of {self.n_lines} lines have errors; "
+            f"first: line {first['line']}: {first['error']}; "
+            "fix or remove these lines (or pick the right --vocab) and run again"
         )
 
     def undrawable_message(self) -> str:
@@ -298,8 +299,9 @@ def validate_line(line, vocab: str) -> list[Problem]:
     """Every problem with one metadata line as ``Problem(kind, message, class)``, empty when it is valid.
 
     The clauses are checked by ``lenslib.world.metadata.clause_problems``; this adds the file's own
-    rules (a known ``tag``, a ``prompt``, long-prompt questions). Kinds: ``undrawable`` (a known class this vocabulary has no drawing for: the line is fine, the
-    world just cannot render or judge it), and the errors ``bad_format``, ``unknown_tag``,
+    rules (a known ``tag``, a ``prompt``, long-prompt questions). Kinds: ``undrawable`` (a known
+    class this vocabulary has no drawing for: the line is fine, the world just cannot render or
+    judge it), and the errors ``bad_format``, ``unknown_tag``,
     ``unknown_class``, ``unknown_color``, ``unknown_relation``. GenEval's class names count as the
     world's own where it draws them (``lenslib.world.vocab.world_class``).
     """

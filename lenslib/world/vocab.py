@@ -4,8 +4,8 @@ A class belongs to a vocabulary only if the exact judge (``lenslib.eval.judge``)
 every other class of that vocabulary at the smallest object size the world allows (about 26 px for
 emoji, in 128 px images), in any of the ten colours (a black object hides its outline drawing, so
 its silhouette must do), and only if it can be drawn at its own aspect ratio within the size limits
-with enough fill to show its colour. ``EMOJI_LEFT_OUT`` records, for each of GenEval's 80 COCO classes that is not in
-the emoji vocabulary, why.
+with enough fill to show its colour. ``EMOJI_LEFT_OUT`` records, for each of GenEval's 80 COCO
+classes that is not in the emoji vocabulary, why.
 
 GenEval's prompts name its classes as its ``prompts/object_names.txt`` does (``GENEVAL_CLASSES``):
 COCO's names, except three spelled out for a text-to-image prompt ("computer mouse" for COCO's
@@ -210,10 +210,16 @@ EMOJI_LEFT_OUT: dict[str, str] = {
     "skateboard": "too elongated (aspect 3.5) to keep its aspect ratio within the object size limits",
     "spoon": "too elongated (aspect 1:3.7) to keep its aspect ratio within the object size limits",
     "toothbrush": "drawn almost only in outline: too little fill to show its colour at 26 px",
-    "stop sign": "its octagon is told from the round sports ball and donut only in clean images, not under noise",
+    "stop sign": (
+        "its octagon is told from the round sports ball and donut only in clean images, not under noise"
+    ),
     "truck": "told from car only in clean images, not under colour jitter",
-    "sports ball": "its disc is told from the round stop sign and donut only in clean images, not under noise",
-    "cell phone": "its rounded rectangle differs from mouse's only at the corners: confused at the smallest sizes",
+    "sports ball": (
+        "its disc is told from the round stop sign and donut only in clean images, not under noise"
+    ),
+    "cell phone": (
+        "its rounded rectangle differs from mouse's only at the corners: confused at the smallest sizes"
+    ),
 }
 
 EMOJI_CLASSES: tuple[str, ...] = tuple(
@@ -294,7 +300,8 @@ def known_class(name: str) -> bool:
 
 
 def why_not_drawn(name: str, vocab: str) -> str | None:
-    """Why ``vocab`` has no drawing for the known class ``name`` (``None`` if it draws it or does not know it)."""
+    """Why ``vocab`` has no drawing for the known class ``name`` (``None`` if it draws it or does
+    not know it)."""
     if world_class(name, vocab) is not None or not known_class(name):
         return None
     coco = GENEVAL_RENAMED.get(name, name)
