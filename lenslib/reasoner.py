@@ -11,7 +11,7 @@ Two kinds of reasoner share the call ``reasoner(prompts, ...) -> list[str]``:
   with the world's detailed captioner. It adds only detail consistent with the prompt (sizes, places,
   background), never a new object, which is what the official rewriter instruction asks for. Exact,
   offline and instant: the reasoner of the caption experiment.
-- :class:`lenslib.model.reasoner.PromptReasoner`, the official backends: any OpenAI-compatible
+- :class:`lenslib.model.prompt_reasoner.PromptReasoner`, the official backends: any OpenAI-compatible
   chat-completions endpoint (what the paper did with GPT-5.5) or a local GPT-OSS.
 
 A prompt the reasoner cannot expand comes back unchanged, as in the official code. Used in chapter 6.
