@@ -34,8 +34,8 @@ EXPENSIVE = {
     "export": ["lenslib.train.checkpoint.verify_checkpoint", "lenslib.train.checkpoint.load_tensors"],
     "world": ["lenslib.world.dataset.make_example", "lenslib.world.render.render"],
     "eval": [
-        "lenslib.eval.geneval._load_image",
-        "lenslib.eval.geneval._judge_image",
+        "lenslib.eval.geneval_folder._load_image",
+        "lenslib.eval.geneval_folder._judge_image",
         "lenslib.eval.geneval.summarize",
     ],
     "record": ["lenslib.cluster.records.write_record_page", "lenslib.cluster.records.record_to_page"],
