@@ -15,8 +15,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from lenslib.train.checkpoint import write_json_atomic
+from lenslib.atomic import write_json_atomic
+from lenslib.eval.geneval import bootstrap_ci, evaluate_folder, render_suite, summarize
+from lenslib.world.caption_reading import coverage
+from lenslib.world.captions import CAPTION_KINDS, caption, word_count_stats
+from lenslib.world.spec import sample_scene
+from lenslib.world.suites import suite_path
 
 
 def main() -> None:
@@ -25,14 +31,6 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--scenes", type=int, default=500, help="scenes for the caption timings")
     args = parser.parse_args()
-
-    import torch
-
-    from lenslib.eval.geneval import bootstrap_ci, evaluate_folder, render_suite, summarize
-    from lenslib.world.caption_reading import coverage
-    from lenslib.world.captions import CAPTION_KINDS, caption, word_count_stats
-    from lenslib.world.spec import sample_scene
-    from lenslib.world.suites import suite_path
 
     rows = []
     scenes = [sample_scene(i, "shapes") for i in range(args.scenes)]

@@ -1,14 +1,14 @@
 """Does ``cpu-tiny`` learn the world? GenEval-format exact-judge score vs training wall time on this CPU.
 
-Trains the shipped ``cpu-tiny`` config (or overrides) once with ``lenslib.train.train`` for ``--steps`` (6000 by
-default, about 30 training minutes on 2 cores) on a cached pool of ``--pool`` world scenes (``data.num_scenes``),
-saving a checkpoint every ``--eval-every`` steps; then scores each checkpoint's EMA weights on the world's
-GenEval-format shape suite (``data/suites/shapes_geneval.jsonl``, every ``--stride``-th line) with
-``lenslib.eval.generate.generate_suite`` (Euler + CFG samples judged by the exact judge) and
-``lenslib.eval.geneval.summarize`` (GenEval's overall score with a bootstrap 95 % interval over
-prompts and seeds). Prompts are the suite lines rewritten in detail (``detailed_prompt``, how the
-model was trained and how Lens is prompted) and, for the last checkpoint, the suite's own short
-prompts. Step 0 (the untrained model) is the floor; true renders of the same lines the ceiling.
+Trains the shipped ``cpu-tiny`` config (or overrides) once with ``lenslib.train.train`` for ``--steps``
+(6000 by default, about 30 training minutes on 2 cores) on a cached pool of ``--pool`` world scenes
+(``data.num_scenes``), saving a checkpoint every ``--eval-every`` steps; then scores each checkpoint's
+EMA weights on the world's GenEval-format shape suite (``data/suites/shapes_geneval.jsonl``, every
+``--stride``-th line) with ``lenslib.eval.generate.generate_suite`` (Euler + CFG samples judged by the
+exact judge) and ``lenslib.eval.geneval.summarize`` (GenEval's overall score with a bootstrap 95 %
+interval over prompts and seeds). Prompts are the suite lines rewritten in detail (``detailed_prompt``,
+how the model was trained and how Lens is prompted) and, for the last checkpoint, the suite's own
+short prompts. Step 0 (the untrained model) is the floor; true renders of the same lines the ceiling.
 Each checkpoint also gets the one-step denoising check of chapter 4 (``lenslib.eval.denoise``): how
 often its clean-image estimate of a held-out scene is exactly right at each noise level.
 
@@ -34,7 +34,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lenslib.train.checkpoint import write_json_atomic
+from lenslib.atomic import write_json_atomic
+from lenslib.eval.denoise import denoise_scores
+from lenslib.eval.generate import checkpoint_model, generate_suite
+from lenslib.eval.geneval import evaluate_folder, render_suite, summarize
+from lenslib.train import train
+from lenslib.train.checkpoint import list_checkpoints, read_trainer_state
+from lenslib.train.config import load_config
+from lenslib.train.data import build_source
+from lenslib.train.trainer import read_metrics
 
 RESULTS = Path(__file__).resolve().parent / "results" / "learning.json"
 SUITE = Path(__file__).resolve().parent.parent / "data" / "suites" / "shapes_geneval.jsonl"
@@ -44,10 +52,6 @@ def _evaluate(cfg, checkpoint, source, lines, args, prompts=("detailed",)):
     """Score one checkpoint (None: the untrained model), loaded once: the suite for each of ``prompts``
     ("detailed" first, flattened into the row; "suite" under ``suite_prompts``) and the one-step denoising
     check of held-out scenes (``lenslib.eval.denoise``)."""
-    from lenslib.eval.denoise import denoise_scores
-    from lenslib.eval.generate import checkpoint_model, generate_suite
-    from lenslib.eval.geneval import summarize
-
     out = {}
     with checkpoint_model(cfg, checkpoint, batcher=source) as (model, _):
         for prompt in prompts:
@@ -117,13 +121,6 @@ def main() -> int:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
 
-    from lenslib.eval.geneval import evaluate_folder, render_suite, summarize
-    from lenslib.train import train
-    from lenslib.train.checkpoint import list_checkpoints, read_trainer_state
-    from lenslib.train.config import load_config
-    from lenslib.train.data import build_source
-    from lenslib.train.trainer import read_metrics
-
     lines = [json.loads(x) for x in SUITE.read_text().splitlines()][:: args.stride]
     loads = []  # (elapsed training seconds, 1-min load average), sampled every 5 s
     stop = threading.Event()
@@ -187,7 +184,8 @@ def main() -> int:
             }
             curve.append(row)
             print(
-                f"step {step}: {row['overall']:.3f} {row['ci95']} after {hi:.0f} s (load {row['load_avg_1m']:.1f})",
+                f"step {step}: {row['overall']:.3f} {row['ci95']} after {hi:.0f} s "
+                f"(load {row['load_avg_1m']:.1f})",
                 flush=True,
             )
 
@@ -256,7 +254,8 @@ def main() -> int:
     if "suite_prompts" in curve[-1]:
         sp = curve[-1]["suite_prompts"]
         print(
-            f"last checkpoint, the suite's short prompts: {sp['overall']:.3f} [{sp['ci95'][0]:.3f}, {sp['ci95'][1]:.3f}]"
+            f"last checkpoint, the suite's short prompts: {sp['overall']:.3f} "
+            f"[{sp['ci95'][0]:.3f}, {sp['ci95'][1]:.3f}]"
         )
     print(f"true renders (ceiling): {ceiling:.3f}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

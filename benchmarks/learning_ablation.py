@@ -1,14 +1,16 @@
 """What makes ``cpu-tiny`` learn the world? Each change to the recipe alone and together, at one step budget.
 
-Every arm is ``cpu-tiny`` as it was when the ablation began (``ABLATION_BASE``) plus a few overrides, trained by ``lenslib.train.train`` for the
-same number of steps on this CPU, then scored once: its EMA weights sample the GenEval-format shape suite
-(``data/suites/shapes_geneval.jsonl``, every ``--stride``-th line, ``--per-prompt`` images each, detailed
-prompts, Euler + CFG) and the exact judge gives GenEval's overall score with a bootstrap 95 % interval
-(``lenslib.eval.geneval.summarize``). Rows keep the training seconds, so speed and quality are read together.
+Every arm is ``cpu-tiny`` as it was when the ablation began (``ABLATION_BASE``) plus a few overrides,
+trained by ``lenslib.train.train`` for the same number of steps on this CPU, then scored once: its EMA
+weights sample the GenEval-format shape suite (``data/suites/shapes_geneval.jsonl``, every
+``--stride``-th line, ``--per-prompt`` images each, detailed prompts, Euler + CFG) and the exact judge
+gives GenEval's overall score with a bootstrap 95 % interval (``lenslib.eval.geneval.summarize``). Rows
+keep the training seconds, so speed and quality are read together.
 
-Arms run one after another and are kept as they finish: a stopped run resumes at the arm it was training
-(its checkpoints) and skips finished arms whose overrides and budget are unchanged. Arms share one world
-cache (``data.num_scenes``), built on first use.
+Arms run one after another and are kept as they finish (``lenslib.experiments.arms``, one results file):
+a stopped run resumes at the arm it was training (its checkpoints) and skips finished arms whose overrides,
+budget and scoring are unchanged; an arm whose scoring alone changed is scored again without training.
+Arms share one world cache (``data.num_scenes``), built on first use. Chapter 4 tells what it found.
 
 Run: ``.venv/bin/python benchmarks/learning_ablation.py [--arms a,b] [--steps N]``.
 Writes ``benchmarks/results/learning_ablation.json``.
@@ -30,9 +32,10 @@ from PIL import Image
 
 from lenslib.eval.generate import score_checkpoint
 from lenslib.eval.geneval import summarize
+from lenslib.experiments.arms import Arm, ArmTable, run_arms
 from lenslib.paths import cache_dir
 from lenslib.train import train
-from lenslib.train.checkpoint import latest_checkpoint, write_json_atomic
+from lenslib.train.checkpoint import latest_checkpoint
 from lenslib.train.config import load_config
 
 RESULTS = Path(__file__).resolve().parent / "results" / "learning_ablation.json"
@@ -47,7 +50,8 @@ def arm(name: str, what: str, *overrides: str) -> None:
 
 
 def score(cfg, lines, args) -> dict:
-    """GenEval summary of the run's last checkpoint; its first 32 samples go to ``samples.png`` in the run folder."""
+    """GenEval summary of the run's last checkpoint; its first 32 samples go to ``samples.png`` in the run
+    folder."""
     rows, images = score_checkpoint(
         cfg,
         latest_checkpoint(cfg.run.out_dir),
@@ -95,20 +99,27 @@ def main() -> int:
         parser.error(f"unknown arms {unknown}; --list shows them")
     out = Path(args.out) if args.out else cache_dir() / "ablation"
     lines = [json.loads(x) for x in SUITE.read_text().splitlines()][:: args.stride]
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"arms": {}}
-    for name in names:
+    eval_key = {
+        "stride": args.stride,
+        "per_prompt": args.per_prompt,
+        "sample_steps": args.sample_steps,
+        "guidance": args.guidance,
+    }
+    store = ArmTable(
+        RESULTS,
+        run_fields=lambda: dict(
+            torch=torch.__version__,
+            cpu=platform.processor() or platform.machine(),
+            cpu_count=os.cpu_count(),
+            date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        ),
+    )
+
+    def run(one: Arm, done: dict | None) -> dict:
+        """Train the arm (unless a record under another scoring key has its training) and score it."""
+        name = one.name
         what, overrides = ARMS[name]
         train_key = {"overrides": overrides, "steps": args.steps}
-        eval_key = {
-            "stride": args.stride,
-            "per_prompt": args.per_prompt,
-            "sample_steps": args.sample_steps,
-            "guidance": args.guidance,
-        }
-        done = results["arms"].get(name)
-        if done and done.get("key") == {**train_key, **eval_key}:
-            print(f"{name}: kept ({done['overall']:.3f})")
-            continue
         cfg = load_config(
             "cpu-tiny",
             [
@@ -131,7 +142,6 @@ def main() -> int:
         t = time.time()
         row = {
             "what": what,
-            "key": {**train_key, **eval_key},
             "params": summary["params"],
             "train_s": summary["seconds"],
             "final_loss": summary["final_loss"],
@@ -144,32 +154,25 @@ def main() -> int:
             row.update(
                 load_avg_end=done.get("load_avg_end"), torch_threads=done.get("torch_threads")
             )  # the training's
-        results = (
-            json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"arms": {}}
-        )  # other runs may have added arms
-        results["arms"][name] = row
-        results.update(
-            torch=torch.__version__,
-            cpu=platform.processor() or platform.machine(),
-            cpu_count=os.cpu_count(),
-            date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        )
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(RESULTS, results)
         print(
             f"{name}: overall {row['overall']:.3f} [{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}] "
             f"after {row['train_s']:.0f} s; tags {row['tags']}",
             flush=True,
         )
+        return row
+
+    arms = [Arm(name, {"overrides": ARMS[name][1], "steps": args.steps, **eval_key}) for name in names]
+    run_arms(arms, store, run, reused=lambda one, done: print(f"{one.name}: kept ({done['overall']:.3f})"))
     print(f"{'arm':24s}{'train s':>9}{'overall':>9}  95% CI")
-    for name, r in results["arms"].items():
+    for name, r in store.read()["arms"].items():
         print(f"{name:24s}{r['train_s']:>9.0f}{r['overall']:>9.3f}  [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]")
     return 0
 
 
-# Every arm starts from ABLATION_BASE, cpu-tiny as it was when the ablation began (8x8 patches, constant LR), and
-# spells out the four choices of the first round (width, conv options, training mu, sampling shift), so the table
-# keeps its meaning when the shipped cpu-tiny.yaml changes. "base" is cpu-tiny before this ablation.
+# Every arm starts from ABLATION_BASE, cpu-tiny as it was when the ablation began (8x8 patches, constant
+# LR), and spells out the four choices of the first round (width, conv options, training mu, sampling
+# shift), so the table keeps its meaning when the shipped cpu-tiny.yaml changes. "base" is cpu-tiny before
+# this ablation.
 ABLATION_BASE = ("data.patch=8", "optim.decay_ratio=0.0")
 POOL = "data.num_scenes=20000"
 W256 = ("model.preset=cpu-small", "model.kwargs={num_layers: 4}")  # width 256, 4 blocks, ~10M parameters
@@ -252,8 +255,8 @@ arm(
 
 arm(
     "skip",
-    "mu1-conv-w128, with the head also reading the stem's features of the input and the timestep (pixel_skip, "
-    "not Lens)",
+    "mu1-conv-w128, with the head also reading the stem's features of the input and the timestep "
+    "(pixel_skip, not Lens)",
     POOL,
     *MU1,
     "model.preset=cpu-tiny",
@@ -330,8 +333,8 @@ arm(
 )
 arm(
     "mu2",
-    "p4-w64-wsd with training and sampling shifted further towards noise (mu 2: half the samples at t > 0.88), "
-    "where the estimates still follow the noise",
+    "p4-w64-wsd with training and sampling shifted further towards noise (mu 2: half the samples at "
+    "t > 0.88), where the estimates still follow the noise",
     *P4_W64_WSD,
     "flow.mu=2.0",
     "eval.sample_mu=2.0",

@@ -46,7 +46,7 @@ EXPENSIVE = {
         "lenslib.model.text_encoders.registry.get_text_encoder",
         "lenslib.data.feature_cache.build_feature_cache",
     ],
-    "experiment": ["lenslib.experiments.captions.run_captions"],
+    "experiment": ["lenslib.experiments.caption_runs.run_captions"],
     "sample": ["lenslib.model.pipeline.LensPipeline.from_pretrained"],
 }
 

@@ -7,6 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 
+from lenslib.eval import stats
+from lenslib.experiments import caption_report, caption_results, caption_runs
 from lenslib.experiments import captions as cap
 
 
@@ -59,9 +61,9 @@ def test_bad_arguments_fail_before_training(tmp_path):
     with pytest.raises(ValueError, match="repeat"):
         cap.arm_configs("micro", tmp_path, seeds=(1, 1))
     with pytest.raises(ValueError, match="prompt modes"):
-        cap.run_captions("micro", tmp_path, modes=("shouted",))
+        caption_runs.run_captions("micro", tmp_path, modes=("shouted",))
     with pytest.raises(ValueError, match="curve_modes"):
-        cap.run_captions(dataclasses.replace(cap.PRESETS["micro"], curve_modes=("loud",)), tmp_path)
+        caption_runs.run_captions(dataclasses.replace(cap.PRESETS["micro"], curve_modes=("loud",)), tmp_path)
     assert not (tmp_path / "runs").exists()
 
 
@@ -71,7 +73,7 @@ def test_paired_difference_hand_computed():
     # share of replicates <= 0 is about 1/4.
     a = _rows({(0, 0, "colors"): [1], (1, 0, "colors"): [0]})
     b = _rows({(0, 0, "colors"): [0], (1, 0, "colors"): [0]})
-    d = cap.paired_difference(a, b, n_boot=4000, seed=1)
+    d = stats.paired_difference(a, b, n_boot=4000, seed=1)
     assert d["diff"] == pytest.approx(0.5)
     assert d["ci95"] == (0.0, 1.0)
     assert d["p_le_zero"] == pytest.approx(0.25, abs=0.03)
@@ -98,28 +100,28 @@ def test_paired_difference_hand_computed():
             (2, 1, "counting"): [0, 0],
         }
     )
-    d = cap.paired_difference(a, b, n_boot=500)
+    d = stats.paired_difference(a, b, n_boot=500)
     assert d["diff"] == pytest.approx(0.5) and d["ci95"] == pytest.approx((0.5, 0.5))
     assert (d["n_prompts"], d["n_seeds"]) == (3, 2)
     # Pairing matters: equal arms with large prompt-to-prompt spread give exactly zero, interval [0, 0].
     same = _rows({(i, s, "colors"): [i % 2] for i in range(6) for s in range(2)})
-    d = cap.paired_difference(same, same, n_boot=300)
+    d = stats.paired_difference(same, same, n_boot=300)
     assert d["diff"] == 0 and d["ci95"] == (0.0, 0.0)
     with pytest.raises(ValueError, match="same"):
-        cap.paired_difference(a, same)
+        stats.paired_difference(a, same)
 
 
 def test_conclusion_follows_the_numbers():
     base = {"n_prompts": 10, "n_seeds": 3}
-    assert "detailed captions scores higher than brief captions" in cap.conclusion(
+    assert "detailed captions scores higher than brief captions" in caption_report.conclusion(
         dict(base, diff=0.2, ci95=(0.1, 0.3))
     )
-    assert "brief captions scores higher than detailed captions" in cap.conclusion(
+    assert "brief captions scores higher than detailed captions" in caption_report.conclusion(
         dict(base, diff=-0.2, ci95=(-0.3, -0.1))
     )
-    text = cap.conclusion(dict(base, diff=0.05, ci95=(-0.1, 0.2)))
+    text = caption_report.conclusion(dict(base, diff=0.05, ci95=(-0.1, 0.2)))
     assert "does not show a difference" in text and "favours detailed captions" in text
-    assert "cannot tell them apart" in cap.conclusion(dict(base, diff=0.0, ci95=(0.0, 0.0)))
+    assert "cannot tell them apart" in caption_report.conclusion(dict(base, diff=0.0, ci95=(0.0, 0.0)))
 
 
 def test_summary_per_tag_and_overall():
@@ -127,7 +129,7 @@ def test_summary_per_tag_and_overall():
     rows = _rows(
         {(0, 0, "colors"): [1], (0, 1, "colors"): [0], (1, 0, "counting"): [1], (1, 1, "counting"): [1]}
     )
-    s = cap.summarize_rows(rows, n_boot=200)
+    s = caption_results.summarize_rows(rows, n_boot=200)
     assert s["tags"]["colors"]["accuracy"] == 0.5 and s["tags"]["counting"]["accuracy"] == 1.0
     assert s["overall"]["score"] == pytest.approx(0.75)
     assert s["tags"]["colors"]["n_images"] == 2
@@ -146,7 +148,7 @@ def test_runner_micro_end_to_end(tmp_path):
         sample_steps=2,
         overrides=(*cap.WORLD_64, "optim.global_batch=2", "optim.micro_batch=2", "optim.warmup_steps=1"),
     )
-    res = cap.run_captions(p, tmp_path, kinds=("brief", "detailed"), progress=lambda *_: None)
+    res = caption_runs.run_captions(p, tmp_path, kinds=("brief", "detailed"), progress=lambda *_: None)
     n = 2 * 2 * len(cap.MODES) * 6  # kinds x checkpoints x modes x lines
     assert len(res.rows) == n
     assert {(r["kind"], r["step"], r["mode"]) for r in res.rows} == {
@@ -162,10 +164,10 @@ def test_runner_micro_end_to_end(tmp_path):
     # the reasoner mode really rewrote the prompts; the cache is reused without training
     arms = sorted((tmp_path / "arms").glob("*.json"))
     assert [a.name for a in arms] == ["brief-s0.json", "detailed-s0.json"]
-    again = cap.run_captions(p, tmp_path, kinds=("brief", "detailed"), progress=lambda *_: None)
+    again = caption_runs.run_captions(p, tmp_path, kinds=("brief", "detailed"), progress=lambda *_: None)
     assert again.rows == res.rows
     # results.json keeps every verdict: read back, it gives the same tables, intervals and findings
-    loaded = cap.load_results(tmp_path / cap.RESULTS_NAME)
+    loaded = caption_results.load_results(tmp_path / caption_results.RESULTS_NAME)
 
     def strip(rows):
         return sorted(
@@ -183,12 +185,12 @@ def test_runner_micro_end_to_end(tmp_path):
     assert set(loaded.meta) == {("brief", 0), ("detailed", 0)}
     # a changed config retrains from scratch: the old run folder is set aside, not resumed
     p2 = dataclasses.replace(p, steps=3, eval_at=(3,))
-    third = cap.run_captions(p2, tmp_path, kinds=("brief",), progress=lambda *_: None)
+    third = caption_runs.run_captions(p2, tmp_path, kinds=("brief",), progress=lambda *_: None)
     assert {r["step"] for r in third.rows} == {3}
     assert len(list((tmp_path / "stale").iterdir())) == 1
     # curve_modes: earlier checkpoints are scored in those modes only, the last in every mode
     p3 = dataclasses.replace(p, curve_modes=("detailed",))
-    fourth = cap.run_captions(p3, tmp_path / "curve", kinds=("brief",), progress=lambda *_: None)
+    fourth = caption_runs.run_captions(p3, tmp_path / "curve", kinds=("brief",), progress=lambda *_: None)
     assert {(r["step"], r["mode"]) for r in fourth.rows} == {(1, "detailed")} | {(2, m) for m in cap.MODES}
     c = fourth.curves()
     assert sorted(c[c.prompted == "detailed"].step) == [1, 2] and list(c[c.prompted == "brief"].step) == [2]
@@ -208,8 +210,10 @@ def test_a_run_stopped_while_scoring_keeps_the_checkpoints_it_scored(tmp_path, m
         sample_steps=2,
         overrides=(*cap.WORLD_64, "optim.global_batch=2", "optim.micro_batch=2", "optim.warmup_steps=1"),
     )
-    first = cap.run_captions(p, tmp_path, kinds=("brief",), modes=("brief",), progress=lambda *_: None)
-    scores = tmp_path / "runs" / "brief-s0" / cap.SCORES_DIR
+    first = caption_runs.run_captions(
+        p, tmp_path, kinds=("brief",), modes=("brief",), progress=lambda *_: None
+    )
+    scores = tmp_path / "runs" / "brief-s0" / caption_runs.SCORES_DIR
     assert sorted(f.name for f in scores.iterdir()) == ["step_0000001.json", "step_0000002.json"]
     calls = []
     real = generate.score_checkpoint
@@ -223,7 +227,9 @@ def test_a_run_stopped_while_scoring_keeps_the_checkpoints_it_scored(tmp_path, m
     arm = tmp_path / "arms" / "brief-s0.json"
     was = json.loads(arm.read_text())
     arm.unlink()
-    again = cap.run_captions(p, tmp_path, kinds=("brief",), modes=("brief",), progress=lambda *_: None)
+    again = caption_runs.run_captions(
+        p, tmp_path, kinds=("brief",), modes=("brief",), progress=lambda *_: None
+    )
     assert calls == [] and again.rows == first.rows
     now = json.loads(arm.read_text())
     metrics = [
@@ -240,14 +246,18 @@ def test_a_run_stopped_while_scoring_keeps_the_checkpoints_it_scored(tmp_path, m
     # stopped before step 2 was scored: only step 2 is sampled, and the rows are the same
     (tmp_path / "arms" / "brief-s0.json").unlink()
     (scores / "step_0000002.json").unlink()
-    again = cap.run_captions(p, tmp_path, kinds=("brief",), modes=("brief",), progress=lambda *_: None)
+    again = caption_runs.run_captions(
+        p, tmp_path, kinds=("brief",), modes=("brief",), progress=lambda *_: None
+    )
     assert calls == ["step_0000002"] and again.rows == first.rows
     # a kept file from other sampler settings is not trusted
     (tmp_path / "arms" / "brief-s0.json").unlink()
     doc = json.loads((scores / "step_0000001.json").read_text())
     doc["key"]["sampler"]["num_steps"] = 50
     (scores / "step_0000001.json").write_text(json.dumps(doc))
-    again = cap.run_captions(p, tmp_path, kinds=("brief",), modes=("brief",), progress=lambda *_: None)
+    again = caption_runs.run_captions(
+        p, tmp_path, kinds=("brief",), modes=("brief",), progress=lambda *_: None
+    )
     assert calls == ["step_0000002", "step_0000001"] and again.rows == first.rows
 
 
@@ -268,7 +278,7 @@ def test_a_run_folder_moved_elsewhere_keeps_its_finished_arms(tmp_path, monkeypa
         sample_steps=2,
         overrides=(*cap.WORLD_64, "optim.global_batch=2", "optim.micro_batch=2", "optim.warmup_steps=1"),
     )
-    first = cap.run_captions(
+    first = caption_runs.run_captions(
         p, tmp_path / "scratch", kinds=("brief",), modes=("brief",), progress=lambda *_: None
     )
     shutil.copytree(tmp_path / "scratch" / "arms", tmp_path / "home" / "arms")
@@ -283,12 +293,12 @@ def test_a_run_folder_moved_elsewhere_keeps_its_finished_arms(tmp_path, monkeypa
     monkeypatch.setattr(
         generate, "score_checkpoint", lambda *a, **k: pytest.fail("sampled a cached arm again")
     )
-    moved = cap.run_captions(
+    moved = caption_runs.run_captions(
         p, tmp_path / "home", kinds=("brief",), modes=("brief",), progress=lambda *_: None
     )
     assert moved.rows == first.rows and moved.meta == first.meta
     with pytest.raises(Trains, match="home"):  # another config is not taken from the copied arm
-        cap.run_captions(
+        caption_runs.run_captions(
             dataclasses.replace(p, sample_steps=3),
             tmp_path / "home",
             kinds=("brief",),
@@ -352,7 +362,7 @@ def test_every_arm_reads_whole_detailed_captions(tmp_path, preset):
 def test_a_results_file_of_another_kind_is_refused(tmp_path):
     (tmp_path / "results.json").write_text('{"format": "something-else/2"}')
     with pytest.raises(ValueError, match="not a caption-ablation results file"):
-        cap.load_results(tmp_path / "results.json")
+        caption_results.load_results(tmp_path / "results.json")
 
 
 @pytest.mark.slow
@@ -374,7 +384,7 @@ def test_the_chapter_run_headless_is_recorded_and_its_record_renders_in_the_chap
     assert first.status == "completed", first.error
     page = write_record_page(run_dir, tmp_path / "book" / "runs" / "captions-micro.ipynb")
     recorded = page.with_suffix(".json")
-    assert recorded.is_file() and cap.load_results(recorded).preset == cap.PRESETS["micro"]
+    assert recorded.is_file() and caption_results.load_results(recorded).preset == cap.PRESETS["micro"]
 
     second = run_notebook(
         ROOT / CHAPTER,
@@ -390,7 +400,7 @@ def test_the_chapter_run_headless_is_recorded_and_its_record_renders_in_the_chap
         for o in c.get("outputs", [])
     )
     assert "Recorded run: preset 'micro'" in text
-    expected = cap.load_results(recorded).findings(n_boot=100)[0]
+    expected = caption_results.load_results(recorded).findings(n_boot=100)[0]
     assert expected in text
     first_text = "\n".join(
         o.get("text", "")

@@ -17,13 +17,13 @@ is read. Used in chapter 5.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def check_args(args) -> None:
     """Refuse what would fail after judging: counts below 1 and an output path that cannot be a folder.
 
     ``lens eval`` calls it before any image is read (chapter 5 runs it on its samples)."""
-    from pathlib import Path
-
     for flag, value in (("--per-prompt", args.per_prompt), ("--size", args.size)):
         if value is not None and value < 1:
             raise ValueError(f"{flag} {value}: give a positive number, or omit it to take it from the folder")
@@ -46,8 +46,15 @@ def check_args(args) -> None:
 
 
 def _eval(args) -> int:
-    from lenslib.cli import fail
-    from lenslib.eval.geneval import evaluate_folder, format_summary, summarize, write_results
+    # lazy: lenslib.cli imports this module for `lens --help`; the judge costs ~0.4 s (python -X
+    # importtime), and lenslib.cli is also the caller
+    from lenslib.cli import fail  # noqa: PLC0415
+    from lenslib.eval.geneval import (  # noqa: PLC0415
+        evaluate_folder,
+        format_summary,
+        summarize,
+        write_results,
+    )
 
     try:
         check_args(args)

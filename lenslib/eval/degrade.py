@@ -10,8 +10,16 @@ only inside its limits. Used in chapter 5.
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 from PIL import Image, ImageFilter
+
+from lenslib.atomic import atomic_output_dir
+from lenslib.eval.judge import judge
+from lenslib.world.render import render
+from lenslib.world.spec import BACKGROUNDS, scene_from_metadata
 
 DEGRADATIONS = ("blur", "noise", "color_jitter", "occlusion")
 # Levels chapter 5 sweeps (units in each function's docstring); 0 is the clean render.
@@ -49,8 +57,6 @@ def color_jitter(image: Image.Image, amount: float, seed: int = 0) -> Image.Imag
 def occlusion(image: Image.Image, scene, fraction: float, seed: int = 0) -> Image.Image:
     """Cover ``fraction`` of each object's box with a background-coloured rectangle at a random
     corner, as when one object hides part of another (the world never draws that)."""
-    from lenslib.world.spec import BACKGROUNDS
-
     if fraction <= 0:
         return image
     rng = np.random.default_rng(seed)
@@ -89,11 +95,6 @@ def degrade_folder(src, out, kind: str, level: float, seed: int = 0, overwrite: 
     Occlusion needs each image's scene, which a folder does not keep, so it is not offered here.
     Written atomically; refuses a non-empty ``out`` unless ``overwrite``. Returns ``out``.
     """
-    import shutil
-    from pathlib import Path
-
-    from lenslib.atomic import atomic_output_dir
-
     if kind == "occlusion":
         raise ValueError("occlusion needs the scenes; use degrade() on renders you made from scenes")
     src = Path(src)
@@ -122,10 +123,6 @@ def degradation_sweep(
     Each line is laid out ``per_prompt`` times (``scene_from_metadata``), rendered at ``size``,
     degraded, and judged against its own line. Returns rows ``{kind, level, tag, accuracy, n}``.
     """
-    from lenslib.eval.judge import judge
-    from lenslib.world.render import render
-    from lenslib.world.spec import scene_from_metadata
-
     levels = levels or DEFAULT_LEVELS
     renders = []
     for i, line in enumerate(lines):

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 
 from lenslib.eval.generate import decode_uint8, model_device
+from lenslib.eval.judge import match_scene
+from lenslib.eval.parse import parse
 from lenslib.flow import interpolate, predict_velocity
 
 __all__ = ["denoise_scores", "NOISE_LEVELS"]
@@ -59,9 +61,6 @@ def denoise_scores(
     bootstrap interval ``ci95``, and the mean ``object_recall`` / ``object_precision``. With
     ``return_images`` each row also holds ``images``, the estimates as uint8 arrays (H x W x 3).
     """
-    from lenslib.eval.judge import match_scene
-    from lenslib.eval.parse import parse
-
     if not indices:
         raise ValueError("denoise_scores needs at least one scene index")
     bad = [t for t in levels if not 0.0 < float(t) <= 1.0]

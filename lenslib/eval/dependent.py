@@ -11,7 +11,11 @@ reports answers before zeroing (DPG's per-category quirk) while ``score`` is aft
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
+
+from lenslib.eval.judge import judge
+from lenslib.eval.parse import parse
 
 
 def question_line(question: dict) -> dict:
@@ -39,11 +43,6 @@ def score_long(image, line: dict, vocab: str = "shapes") -> dict:
     (question id -> the judge's yes/no), ``categories`` (mean raw answer per category) and a
     ``reason`` listing the failed questions with the judge's reasons.
     """
-    import warnings
-
-    from lenslib.eval.judge import judge
-    from lenslib.eval.parse import parse
-
     detections = parse(image, vocab)  # read the image once, answer every question from it
     answers, reasons = {}, []
     for q in line["questions"]:

@@ -55,7 +55,8 @@ def sample_images(
     prediction: str = "velocity",
     return_guesses: bool = False,
 ):
-    """Images (uint8, N x H x W x 3) from ``noise`` (N x tokens x channels) for text features ``text``/``mask``.
+    """Images (uint8, N x H x W x 3) from ``noise`` (N x tokens x channels) for text features
+    ``text``/``mask``.
 
     The unconditional branch uses zeroed features and an all-false mask, as caption dropout trains it; one
     such token does, since masked text never reaches the image (reference §2.8), so CFG costs less than
@@ -92,8 +93,8 @@ def sample_images(
 
 
 def suite_noise(seed: int, index: int, k: int, tokens: int, channels: int) -> torch.Tensor:
-    """The starting noise of image ``k`` of suite line ``index``: one generator per image, so neither the batch
-    size nor the device changes a sample."""
+    """The starting noise of image ``k`` of suite line ``index``: one generator per image, so neither the
+    batch size nor the device changes a sample."""
     rng = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, index, k]).generate_state(1)[0]))
     return torch.randn((tokens, channels), generator=rng)
 
@@ -111,9 +112,10 @@ def guess_path(
     prediction: str = "velocity",
     seed: int = 0,
 ):
-    """``(sigmas, images, guesses)`` for one sample per prompt: the noise levels σ of the steps, the final images
-    and the sampler's clean-image estimate at each step (see :func:`sample_images`). Prompt ``i`` starts from
-    the noise of suite line ``i`` (:func:`suite_noise`). Chapter 4 shows these to locate where samples go wrong.
+    """``(sigmas, images, guesses)`` for one sample per prompt: the noise levels σ of the steps, the final
+    images and the sampler's clean-image estimate at each step (see :func:`sample_images`). Prompt ``i``
+    starts from the noise of suite line ``i`` (:func:`suite_noise`). Chapter 4 shows these to locate where
+    samples go wrong.
     """
     codec, device = batcher.codec, model_device(model)
     h, w = size // codec.patch, size // codec.patch
@@ -143,7 +145,8 @@ def guess_path(
 
 
 def decode_uint8(codec, tokens: torch.Tensor, h: int, w: int) -> np.ndarray:
-    """Tokens on an ``h × w`` grid → images as the judge reads them (uint8, N x H x W x 3, no post-processing)."""
+    """Tokens on an ``h × w`` grid → images as the judge reads them (uint8, N x H x W x 3, no
+    post-processing)."""
     images = codec.decode(tokens.float().cpu(), h, w).clamp(-1, 1)
     return np.clip(np.rint((images.numpy() + 1) * 127.5), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
 
@@ -188,7 +191,8 @@ def generate_suite(
         i: (detailed_prompt(line, seed, vocab) if prompt == "detailed" else line["prompt"])
         for i, line in enumerate(lines)
     }
-    # similar lengths share a batch, so short prompts are not padded to long ones; rows come back in line order
+    # similar lengths share a batch, so short prompts are not padded to long ones; rows come back in line
+    # order
     jobs = sorted(
         ((i, k) for i in range(len(lines)) for k in range(per_prompt)), key=lambda j: len(texts[j[0]])
     )
@@ -233,7 +237,8 @@ def generate_suite(
 
 
 def model_device(model) -> torch.device:
-    """Where ``model`` runs (its parameters' device; the CPU for a model without parameters): evaluation samples there."""
+    """Where ``model`` runs (its parameters' device; the CPU for a model without parameters): evaluation
+    samples there."""
     param = next(iter(model.parameters()), None)
     return torch.device("cpu") if param is None else param.device
 
@@ -253,7 +258,8 @@ def checkpoint_model(
     by ``run.seed``): the floor a run is compared with. ``weights`` is "ema" (what gets exported) or
     "model". Pass the run's ``batcher`` to reuse its text encoder. Loading refuses a checkpoint without the
     EMA. The model is on ``device`` (default :func:`default_device`). Built by
-    :func:`lenslib.train.build.load_model`; used by :func:`score_checkpoint` and chapter 4 (``lenslib.eval.denoise``).
+    :func:`lenslib.train.build.load_model`; used by :func:`score_checkpoint` and chapter 4
+    (``lenslib.eval.denoise``).
     """
     if weights not in ("ema", "model"):
         raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
@@ -272,10 +278,10 @@ def score_checkpoint(
 
     ``checkpoint``, ``batcher``, ``weights`` and ``device`` are as in :func:`checkpoint_model` (``None``: the
     untrained model; the accelerator when there is one). Size, vocabulary and the model's ``flow.prediction``
-    come from the config; ``kwargs`` go to
-    :func:`generate_suite` (``per_prompt``, ``num_steps``, ``guidance``, ``prompt``, ``seed``, ``size`` to sample
-    at another size, ...); the sampler's shift ``mu`` defaults to the run's ``eval.sample_mu``. Used in chapters 4 and 6 (``lenslib.experiments.captions``) and
-    ``benchmarks/bench_learning.py``.
+    come from the config; ``kwargs`` go to :func:`generate_suite` (``per_prompt``, ``num_steps``,
+    ``guidance``, ``prompt``, ``seed``, ``size`` to sample at another size, ...); the sampler's shift ``mu``
+    defaults to the run's ``eval.sample_mu``. Used in chapters 4 and 6
+    (``lenslib.experiments.caption_runs``) and ``benchmarks/bench_learning.py``.
     """
     with checkpoint_model(cfg, checkpoint, batcher=batcher, weights=weights, device=device) as (
         model,

@@ -7,6 +7,7 @@ in chapter 5.
 
 from __future__ import annotations
 
+import base64
 import html
 import io
 from dataclasses import dataclass
@@ -41,8 +42,6 @@ class Composition:
     parse_matches_spec: bool
 
     def _repr_html_(self) -> str:  # shown as image + captions + parse in a notebook
-        import base64
-
         buf = io.BytesIO()
         self.image.save(buf, format="PNG")
         src = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
@@ -105,7 +104,7 @@ def composition_html(c: Composition) -> str:
 def scene_composer(vocab: str = "shapes", size: int = 128):
     """An ipywidgets panel: up to ``SLOTS`` objects (class, colour, position, size), background and
     texture; shows the render, the four captions with their coverage recall, and the parse."""
-    import ipywidgets as W
+    import ipywidgets as W  # noqa: PLC0415 (lazy: 124 ms, python -X importtime; only this panel needs it)
 
     classes = vocab_classes(vocab)
     colors = list(COLORS)

@@ -1,44 +1,62 @@
 """Experiments that reproduce the paper's ablations on the synthetic world (chapters 5 and 6).
 
-``captions`` — the caption ablation (paper §3.4) and the reasoner ablation (paper §4.3).
-Importing this package is cheap; torch loads only when an experiment runs.
+An experiment is a module that registers the check of its notebook parameters with :func:`register`;
+``lens run-notebook`` (``lenslib.cluster.notebook``) calls :func:`check_notebook_parameters` for a
+notebook whose parameters cell names an ``experiment``. The caption ablation (paper §3.4) and the
+reasoner ablation (paper §4.3), chapter 6:
+
+* ``captions`` — its arms and presets (registered as ``captions``);
+* ``caption_runs`` — training and scoring every arm;
+* ``caption_results`` — the run's rows and its results file;
+* ``caption_report`` — its tables, curves and sentences.
+
+``arms`` runs the arms of any ablation once each, keyed by their config. Importing this package is
+cheap: ``lens --help`` imports it; the experiments load when one is checked or run.
 """
 
 from __future__ import annotations
 
-__all__ = ["captions", "check_notebook_parameters"]
+import importlib
+from collections.abc import Callable
+
+__all__ = ["EXPERIMENTS", "captions", "check_notebook_parameters", "register"]
+
+#: Each experiment's parameter check, by the name a notebook's ``experiment`` parameter gives.
+EXPERIMENTS: dict[str, Callable[[dict], object]] = {}
+#: The modules that register experiments, imported on the first check (not with this package:
+#: ``lenslib.experiments.captions`` costs about 0.2 s, the train config and the reasoner).
+_MODULES = ("lenslib.experiments.captions",)
+
+
+def register(name: str):
+    """Decorator: ``@register("captions")`` makes a function ``check(params) -> TrainConfig`` the check
+    of experiment ``name``."""
+
+    def add(check: Callable[[dict], object]) -> Callable[[dict], object]:
+        EXPERIMENTS[name] = check
+        return check
+
+    return add
 
 
 def check_notebook_parameters(experiment: str, params: dict):
     """Validate a chapter's experiment parameters before it executes; returns the base arm's TrainConfig.
 
-    ``lens run-notebook`` calls this for notebooks whose parameters cell names an ``experiment``; a bad
-    ``preset`` or seed list raises ``ValueError`` naming the parameter.
+    ``lens run-notebook`` calls this for notebooks whose parameters cell names an ``experiment``; an
+    unknown experiment, a bad ``preset`` or seed list raises ``ValueError`` naming the parameter.
     """
-    if experiment != "captions":
-        raise ValueError(f"parameter experiment={experiment!r}: the only experiment is 'captions'")
-    from lenslib.experiments import captions
-
-    preset = params.get("preset")
-    try:
-        p = captions.get_preset(preset)
-    except ValueError as err:
-        raise ValueError(f"parameter preset={preset!r}: {err}") from None
-    seeds = params.get("seeds")
-    if seeds is not None and (not isinstance(seeds, (list, tuple)) or len(seeds) < 1):
+    for module in _MODULES:
+        importlib.import_module(module)
+    check = EXPERIMENTS.get(experiment)
+    if check is None:
+        known = ", ".join(repr(name) for name in EXPERIMENTS)
         raise ValueError(
-            f"parameter seeds={seeds!r} must be a list of training seeds (or None for the preset's)"
+            f"parameter experiment={experiment!r}: unknown experiment; the experiments are {known}"
         )
-    try:
-        cfgs = captions.arm_configs(p, params.get("run_dir") or ".", ("detailed",), seeds)
-    except ValueError as err:
-        raise ValueError(f"parameter seeds={seeds!r}: {err}") from None
-    return next(iter(cfgs.values()))
+    return check(params)
 
 
 def __getattr__(name):
     if name == "captions":
-        import importlib
-
         return importlib.import_module("lenslib.experiments.captions")
     raise AttributeError(name)

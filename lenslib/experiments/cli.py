@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 
@@ -37,9 +36,13 @@ def register(subparsers) -> None:
 
 
 def _cmd_captions(args) -> int:
-    from lenslib.cli import fail
-    from lenslib.experiments import captions as cap
-    from lenslib.paths import cache_dir
+    # lazy: lenslib.cli imports this module for `lens --help`, which these would slow down (captions
+    # ~0.2 s; atomic and paths 5-25 ms, tempfile and random; python -X importtime); lenslib.cli is also
+    # the caller. caption_runs (torch, ~4 s) is imported once the arguments are checked.
+    from lenslib.atomic import write_text_atomic  # noqa: PLC0415
+    from lenslib.cli import fail  # noqa: PLC0415
+    from lenslib.experiments import captions as cap  # noqa: PLC0415
+    from lenslib.paths import cache_dir  # noqa: PLC0415
 
     kinds = tuple(args.kinds or cap.KINDS)
     try:
@@ -57,21 +60,25 @@ def _cmd_captions(args) -> int:
         cap.arm_configs(preset, out, kinds, args.seeds, args.overrides)  # fail before any training
     except (ValueError, NotADirectoryError) as err:
         return fail("experiment captions", err)
-    res = cap.run_captions(preset, out, kinds, args.seeds, overrides=args.overrides)
+    from lenslib.experiments import caption_report, caption_runs  # noqa: PLC0415 (see above)
+
+    res = caption_runs.run_captions(preset, out, kinds, args.seeds, overrides=args.overrides)
     print(res.table(n_boot=args.n_boot).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     report = {"preset": args.preset, "kinds": list(kinds), "seeds": list(res.seeds)}
     if {"detailed", "brief"} <= set(kinds):
         d = res.difference("detailed", "brief", "detailed", n_boot=args.n_boot)
-        print(cap.conclusion(d))
+        print(caption_report.conclusion(d))
         report["detailed_minus_brief_prompted_in_detail"] = d
     for kind in kinds:
         d = res.mode_difference(kind, "reasoner", "brief", n_boot=args.n_boot)
-        print(cap.conclusion(d, "reasoner-rewritten prompts", "brief prompts", f"{kind}-trained model"))
+        print(
+            caption_report.conclusion(
+                d, "reasoner-rewritten prompts", "brief prompts", f"{kind}-trained model"
+            )
+        )
         report[f"reasoner_minus_brief_{kind}"] = d
     report["table"] = res.table(n_boot=args.n_boot).to_dict(orient="records")
     report["curves"] = res.curves().to_dict(orient="records")
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1, default=list))
-    os.replace(tmp, out / "summary.json")
+    write_text_atomic(out / "summary.json", json.dumps(report, indent=1, default=list))
     print(f"wrote {out / 'summary.json'}")
     return 0
