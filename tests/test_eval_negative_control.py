@@ -43,7 +43,8 @@ def violations(line: dict, vocab: str) -> list[tuple[str, dict]]:
     out = []
     for i, clause in enumerate(include):
         if any(c.get("position", [None, None])[1] == i for c in include):
-            continue  # the anchor of a relation: changing it leaves the relation's own clause without a target
+            # the anchor of a relation: changing it leaves the relation's own clause without a target
+            continue
         m = copy.deepcopy(line)
         m["include"][i]["class"] = others[i % len(others)]
         m.pop("exclude", None)

@@ -41,7 +41,8 @@ def test_uniform_attention_reaches_every_valid_key():
     assert model.training, "the model's mode is restored"
     assert [r["block"] for r in rows] == [0, 1]
     keys = [16 + v for v in VALID_TEXT]  # 16 image keys + the valid text keys: 22 and 19
-    # On a 4x4 grid, 4 corners have 3 neighbours, 8 edge cells 5 and 4 inner cells 8: 84 / 16 = 5.25 on average.
+    # On a 4x4 grid, 4 corners have 3 neighbours, 8 edge cells 5 and 4 inner cells 8: 84 / 16 = 5.25 on
+    # average.
     for r in rows:
         assert r["effective_keys"] == pytest.approx(sum(keys) / 2, rel=1e-4)
         assert r["uniform_keys"] == pytest.approx(sum(keys) / 2)
