@@ -101,16 +101,7 @@ def suite_noise(seed: int, index: int, k: int, tokens: int, channels: int) -> to
 
 @torch.no_grad()
 def guess_path(
-    model,
-    batcher,
-    prompts: list[str],
-    *,
-    size: int = 64,
-    num_steps: int = 20,
-    guidance: float = 3.0,
-    mu: float | None = None,
-    prediction: str = "velocity",
-    seed: int = 0,
+    model, batcher, prompts, *, size=64, num_steps=20, guidance=3.0, mu=None, prediction="velocity", seed=0
 ):
     """``(sigmas, images, guesses)`` for one sample per prompt: the noise levels σ of the steps, the final
     images and the sampler's clean-image estimate at each step (see :func:`sample_images`). Prompt ``i``

@@ -255,14 +255,9 @@ class LensJointAttention(nn.Module):
         return img_out, txt_out
 
     @torch.no_grad()
-    def attention_probs(
-        self,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor,
-        image_rotary_emb: tuple[torch.Tensor, torch.Tensor],
-        attention_mask: torch.Tensor | JointKeyMask | None,
-    ) -> torch.Tensor:
-        """The softmax weights [B, H, S, S] (queries × keys, image tokens first) that the forward uses.
+    def attention_probs(self, hidden_states, encoder_hidden_states, image_rotary_emb, attention_mask):
+        """The softmax weights [B, H, S, S] (queries × keys, image tokens first) that the forward uses, for
+        the forward's inputs.
 
         Computed explicitly in float32 for inspection; the forward itself uses fused SDPA.
         """

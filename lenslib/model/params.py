@@ -14,21 +14,25 @@ from collections import Counter
 import torch
 from torch import nn
 
-#: (group, part) of a parameter name, first match wins.
-_RULES = [
-    ("_mod.", ("blocks", "adaLN modulation")),
-    ("_qkv.", ("blocks", "fused QKV")),
-    ("to_out", ("blocks", "attention output")),
-    ("to_add_out", ("blocks", "attention output")),
-    ("_mlp.", ("blocks", "MLP")),
-    ("transformer_blocks.", ("blocks", "norms")),
-    ("time_text_embed.", ("embeddings", "timestep MLP")),
-    ("txt_norm.", ("embeddings", "text input (norms + txt_in)")),
-    ("txt_in.", ("embeddings", "text input (norms + txt_in)")),
-    ("img_in.", ("embeddings", "image input (img_in)")),
-    ("norm_out.", ("output", "final adaLN")),
-    ("proj_out.", ("output", "proj_out")),
-]
+#: group -> (name fragment, part) pairs; the first fragment found in a parameter's name decides.
+_PARTS = {
+    "blocks": [
+        ("_mod.", "adaLN modulation"),
+        ("_qkv.", "fused QKV"),
+        ("to_out", "attention output"),
+        ("to_add_out", "attention output"),
+        ("_mlp.", "MLP"),
+        ("transformer_blocks.", "norms"),
+    ],
+    "embeddings": [
+        ("time_text_embed.", "timestep MLP"),
+        ("txt_norm.", "text input (norms + txt_in)"),
+        ("txt_in.", "text input (norms + txt_in)"),
+        ("img_in.", "image input (img_in)"),
+    ],
+    "output": [("norm_out.", "final adaLN"), ("proj_out.", "proj_out")],
+}
+_RULES = [(key, (group, part)) for group, rules in _PARTS.items() for key, part in rules]
 
 
 def classify(name: str) -> tuple[str, str]:

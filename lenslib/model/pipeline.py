@@ -246,20 +246,20 @@ class LensPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
 
         # 2. checks (all of them, before any compute)
         self.check_inputs(
-            prompt,
-            negative_prompt,
-            height,
-            width,
-            prompt_embeds,
-            prompt_mask,
-            negative_prompt_embeds,
-            negative_prompt_mask,
-            output_type,
-            num_inference_steps,
-            num_images_per_prompt,
-            latents,
-            callback_on_step_end_tensor_inputs,
-            enable_reasoner,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            height=height,
+            width=width,
+            prompt_embeds=prompt_embeds,
+            prompt_mask=prompt_mask,
+            negative_prompt_embeds=negative_prompt_embeds,
+            negative_prompt_mask=negative_prompt_mask,
+            output_type=output_type,
+            num_inference_steps=num_inference_steps,
+            num_images_per_prompt=num_images_per_prompt,
+            latents=latents,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            enable_reasoner=enable_reasoner,
         )
         self._guidance_scale = guidance_scale
         device = self._execution_device

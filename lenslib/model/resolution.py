@@ -22,30 +22,18 @@ __all__ = [
     "check_divisible",
 ]
 
+#: base -> (height, width) of its portrait buckets, W:H 1:2, 9:16, 2:3, 3:4, then the square. The
+#: landscape buckets 2:1, 16:9, 3:2, 4:3 are the same sizes turned (the official table is symmetric).
+_PORTRAIT = {
+    1024: [(1472, 736), (1376, 768), (1248, 832), (1152, 864), (1024, 1024)],
+    1440: [(2080, 1040), (1936, 1088), (1760, 1168), (1616, 1216), (1440, 1440)],
+}
+_RATIOS = ("1:2", "9:16", "2:3", "3:4", "1:1", "4:3", "3:2", "16:9", "2:1")
+
 # base -> {W:H ratio -> (height, width)}
 RESOLUTION_BUCKETS: dict[int, dict[str, tuple[int, int]]] = {
-    1024: {
-        "1:2": (1472, 736),
-        "9:16": (1376, 768),
-        "2:3": (1248, 832),
-        "3:4": (1152, 864),
-        "1:1": (1024, 1024),
-        "4:3": (864, 1152),
-        "3:2": (832, 1248),
-        "16:9": (768, 1376),
-        "2:1": (736, 1472),
-    },
-    1440: {
-        "1:2": (2080, 1040),
-        "9:16": (1936, 1088),
-        "2:3": (1760, 1168),
-        "3:4": (1616, 1216),
-        "1:1": (1440, 1440),
-        "4:3": (1216, 1616),
-        "3:2": (1168, 1760),
-        "16:9": (1088, 1936),
-        "2:1": (1040, 2080),
-    },
+    base: dict(zip(_RATIOS, sizes + [(w, h) for h, w in reversed(sizes[:-1])]))
+    for base, sizes in _PORTRAIT.items()
 }
 SUPPORTED_BASES = tuple(RESOLUTION_BUCKETS)
 SUPPORTED_RATIOS = tuple(RESOLUTION_BUCKETS[1024])

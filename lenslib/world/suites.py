@@ -272,10 +272,10 @@ class MetadataReport:
 
     def undrawable_message(self) -> str:
         """One line for a refusal over undrawable lines (strict mode)."""
-        first = self.undrawable[0]
+        first, classes = self.undrawable[0], some(self.undrawable_classes)
         return (
             f"{self.path}: {self.n_undrawable} of {self.n_lines} lines name classes the {self.vocab} world "
-            f"cannot draw ({some(self.undrawable_classes)}); first: line {first['line']}: {first['why']}; "
+            f"cannot draw ({classes}); first: line {first['line']}: {first['why']}; "
             "drop --strict to render and judge only the drawable lines"
         )
 
