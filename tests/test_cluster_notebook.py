@@ -15,7 +15,8 @@ from conftest import REPO_ROOT
 
 from lenslib.cli import main
 from lenslib.cluster.launch import RunPreempted, TrainingFailed, launch_training, torchrun_command
-from lenslib.cluster.notebook import ParameterError, config_from_parameters, config_key, prepare, run_notebook
+from lenslib.cluster.notebook import prepare, run_notebook
+from lenslib.cluster.params import ParameterError, config_from_parameters, config_key
 
 TRAIN_NB = REPO_ROOT / "lenslib" / "cluster" / "templates" / "train_run.md"
 ECHO_NB = REPO_ROOT / "tests" / "fixtures" / "cluster" / "echo_notebook.md"
