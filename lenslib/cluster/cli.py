@@ -20,8 +20,8 @@ from lenslib.cli import fail
 
 __all__ = ["register"]
 
-# `lens --help` imports this module: the commands import the cluster modules when they run, since
-# papermill, jupytext and nbformat cost 0.55 s together (python -X importtime) and --help needs none of them.
+# `lens --help` imports this module: each command imports the cluster modules when it runs, since they
+# cost 1.0-1.5 s (papermill, jupytext, nbformat, the train config; measured) and --help needs none of them.
 
 
 def _param_args(p: argparse.ArgumentParser) -> None:
@@ -82,6 +82,7 @@ def _setup_logging(formatter: logging.Formatter) -> None:
 
 def _cmd_run_notebook(args) -> int:
     from . import notebook  # noqa: PLC0415  (lazy: see above)
+    from .params import ParameterError  # noqa: PLC0415  (lazy: see above)
 
     try:
         params = _collect(args)
@@ -105,7 +106,7 @@ def _cmd_run_notebook(args) -> int:
             execution_timeout=args.execution_timeout,
             allow_config_change=args.allow_config_change,
         )
-    except (notebook.ParameterError, FileNotFoundError, RuntimeError) as err:
+    except (ParameterError, FileNotFoundError, RuntimeError) as err:
         return fail("run-notebook", err, notebook.EXIT_PARAMETER_ERROR)
     line = f"lens run-notebook: {result.status} in {result.seconds:.1f} s; record {result.record}"
     if result.error:
