@@ -12,6 +12,10 @@ import re
 import warnings
 from pathlib import Path
 
+import plotly.io as pio
+from IPython.display import display
+from plotly.io._base_renderers import NotebookRenderer
+
 from lenslib import __version__
 from lenslib.paths import REPO_ROOT
 
@@ -23,8 +27,6 @@ def book_setup(threads: int | None = None, quiet: bool = True) -> dict:
 
     Used at the top of every chapter.
     """
-    import plotly.io as pio
-
     pio.renderers.default = _register_plotly_renderer()  # inlines plotly.js: figures render offline
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -32,7 +34,8 @@ def book_setup(threads: int | None = None, quiet: bool = True) -> dict:
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*TqdmWarning.*")
-    import torch
+    # lazy: torch costs 1.8 s (python -X importtime); the version pin (chapter 0, tests) needs none of it
+    import torch  # noqa: PLC0415
 
     threads = threads or min(2, os.cpu_count() or 1)
     torch.set_num_threads(threads)
@@ -72,8 +75,8 @@ def explorer(fn, **controls):
     widget while the cell runs, and a headless executor sometimes never sees that cell finish
     (jupyter/nbclient#312): nothing is captured here until a reader moves a control. Used in chapters 1 and 3.
     """
-    import ipywidgets as widgets
-    from IPython.display import display
+    # lazy: ipywidgets costs 0.15 s (python -X importtime); only the sliders of chapters 1 and 3 need it
+    import ipywidgets as widgets  # noqa: PLC0415
 
     out = widgets.Output()
 
@@ -102,8 +105,6 @@ class LiveFigure:
     """
 
     def __init__(self, fig):
-        from IPython.display import display
-
         self.fig = fig
         self.handle = display(self._bundle(), raw=True, display_id=True)
 
@@ -115,9 +116,8 @@ class LiveFigure:
         self.handle.update(self._bundle(), raw=True)
 
 
-_PLOTLY_ACTIVATED: list[
-    bool
-] = []  # plotly.js is inlined into this kernel's output once (BookRenderer.activate)
+#: plotly.js is inlined into this kernel's output once (BookRenderer.activate).
+_PLOTLY_ACTIVATED: list[bool] = []
 
 
 def _register_plotly_renderer() -> str:
@@ -126,13 +126,12 @@ def _register_plotly_renderer() -> str:
     plotly's ``notebook`` renderer adds a MathJax ``<script>`` from a CDN to every figure, which fails
     offline (a console error on every page); the book ships its own MathJax (``book/_ext``).
     """
-    import plotly.io as pio
-    from plotly.io._base_renderers import NotebookRenderer
 
     class BookRenderer(NotebookRenderer):
         def activate(self):
-            # plotly activates a renderer named in a figure's _repr_mimebundle_ on every call, and each activation
-            # inlines plotly.js (4.8 MB) again: a redrawn figure (LiveFigure) would repeat it. Once per kernel.
+            # plotly activates a renderer named in a figure's _repr_mimebundle_ on every call, and each
+            # activation inlines plotly.js (4.8 MB) again: a redrawn figure (LiveFigure) would repeat it.
+            # Once per kernel.
             if not _PLOTLY_ACTIVATED:
                 _PLOTLY_ACTIVATED.append(True)
                 super().activate()

@@ -19,6 +19,8 @@ import argparse
 import importlib
 import sys
 
+import yaml
+
 from lenslib import __version__
 
 __all__ = ["main", "build_parser", "fail", "EXIT_USAGE", "EXPECTED_ERRORS", "debugging"]
@@ -38,9 +40,8 @@ EXIT_USAGE = 2  # bad input: nothing was done
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
-    import yaml
-
-    # ValueError covers ConfigError, JSONDecodeError and UnicodeDecodeError; the OSErrors are those a wrong path causes.
+    # ValueError covers ConfigError, JSONDecodeError and UnicodeDecodeError; the OSErrors are those a wrong
+    # path causes.
     return (
         ValueError,
         FileNotFoundError,
@@ -81,7 +82,8 @@ def fail(command: str, err: BaseException | str, code: int = EXIT_USAGE) -> int:
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose usage errors are one line (``PROG: error: MESSAGE (see PROG --help)``), exit 2.
+    """An ``ArgumentParser`` whose usage errors are one line (``PROG: error: MESSAGE (see PROG --help)``),
+    exit 2.
 
     Subparsers inherit the class, so every ``lens`` subcommand answers an unknown option or a malformed
     value this way.
@@ -94,9 +96,10 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="lens",
-        description="The Lens companion: model, data, training and evaluation of the Lens text-to-image recipe.",
-        epilog="Bad input is reported as one line on stderr with exit status 2; --debug (anywhere on the line) "
-        "shows the traceback instead.",
+        description="The Lens companion: model, data, training and evaluation of the Lens text-to-image "
+        "recipe.",
+        epilog="Bad input is reported as one line on stderr with exit status 2; --debug (anywhere on the "
+        "line) shows the traceback instead.",
     )
     parser.add_argument("--version", action="version", version=f"lenslib {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of expected errors")
@@ -121,14 +124,16 @@ def _command_name(args) -> str:
 
 
 def _split_debug(argv: list[str]) -> tuple[list[str], bool]:
-    """Remove ``--debug`` wherever it stands (before a ``--``), so it works before and after the subcommand."""
+    """Remove ``--debug`` wherever it stands (before a ``--``), so it works before and after the
+    subcommand."""
     end = argv.index("--") if "--" in argv else len(argv)
     debug = "--debug" in argv[:end]
     return [a for i, a in enumerate(argv) if not (i < end and a == "--debug")], debug
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``lens ARGV``; returns the exit status (usage errors and ``--help`` raise ``SystemExit`` as argparse does)."""
+    """Run ``lens ARGV``; returns the exit status (usage errors and ``--help`` raise ``SystemExit`` as
+    argparse does)."""
     global _DEBUG
     argv, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
@@ -136,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         name = _command_name(args) if getattr(args, "command", None) else None
         prog = f"lens {name}" if name else "lens"
-        # KEY=VALUE overrides after an option are left over by argparse: they belong to the command's overrides
+        # KEY=VALUE overrides after an option are left over by argparse: the command's overrides
         if isinstance(getattr(args, "overrides", None), list) and all(
             "=" in a and not a.startswith("-") for a in extra
         ):

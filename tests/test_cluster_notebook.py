@@ -15,7 +15,8 @@ from conftest import REPO_ROOT
 
 from lenslib.cli import main
 from lenslib.cluster.launch import RunPreempted, TrainingFailed, launch_training, torchrun_command
-from lenslib.cluster.notebook import ParameterError, config_from_parameters, config_key, prepare, run_notebook
+from lenslib.cluster.notebook import prepare, run_notebook
+from lenslib.cluster.params import ParameterError, config_from_parameters, config_key
 
 TRAIN_NB = REPO_ROOT / "lenslib" / "cluster" / "templates" / "train_run.md"
 ECHO_NB = REPO_ROOT / "tests" / "fixtures" / "cluster" / "echo_notebook.md"
@@ -95,7 +96,8 @@ def test_yaml_file_and_p_values_build_the_config(tmp_path):
 
 
 def test_world_pool_is_the_world_presets_scene_pool_and_ignored_by_data_sets():
-    """Chapter 4's ``world_pool``: part of the validated config for a world preset, so a re-run compares like with like."""
+    """Chapter 4's ``world_pool``: part of the validated config for a world preset, so a re-run compares
+    like with like."""
     assert config_key("world_pool") is None
     tiny = config_from_parameters({"preset": "cpu-tiny", "world_pool": 64}, for_training=False)
     assert tiny.data.num_scenes == 64

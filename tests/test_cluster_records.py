@@ -93,7 +93,8 @@ def test_a_run_folder_without_a_record_is_refused(tmp_path):
 
 
 def test_a_torn_metrics_line_does_not_stop_a_record(tmp_path, caplog):
-    """A job killed while writing metrics.jsonl leaves half a line: the record is read without it (and says so)."""
+    """A job killed while writing metrics.jsonl leaves half a line: the record is read without it (and says
+    so)."""
     from lenslib.cluster.records import read_run
 
     run = tmp_path / "run"

@@ -323,7 +323,8 @@ CHAPTER = "book/06_captions_matter.md"
 )
 def test_chapter_bad_parameters_fail_before_execution(tmp_path, params, message):
 
-    from lenslib.cluster.notebook import ParameterError, prepare
+    from lenslib.cluster.notebook import prepare
+    from lenslib.cluster.params import ParameterError
 
     with pytest.raises(ParameterError, match=message):
         prepare(ROOT / CHAPTER, tmp_path / "run", params)

@@ -1,12 +1,16 @@
 """Full-scale runs, headlessly: papermill-driven training notebooks, SLURM jobs and run records.
 
-* :mod:`lenslib.cluster.notebook` — ``lens run-notebook``: MyST notebook → papermill, every parameter
-  validated against the run config before anything executes; the executed notebook is the run's record.
+* :mod:`lenslib.cluster.params` — notebook parameters, checked against the notebook and turned into the run
+  config's dotted overrides before anything executes.
+* :mod:`lenslib.cluster.notebook` — ``lens run-notebook``: MyST notebook → papermill; the executed notebook
+  is the run's record.
 * :mod:`lenslib.cluster.launch` — inside a notebook, multi-process training runs as a ``torchrun``
   subprocess (``srun`` across the nodes of a SLURM job); its return code and log tail surface in the notebook.
 * :mod:`lenslib.cluster.slurm` — ``lens submit --slurm``: sbatch scripts, job arrays for sweeps,
   preemption → checkpoint → requeue → resume.
-* :mod:`lenslib.cluster.records` — a finished run folder rendered as a book page.
+* :mod:`lenslib.cluster.records` — the run folder's manifest of attempts, and a finished run rendered as a
+  book page.
+* :mod:`lenslib.cluster.training_compute` — training FLOPs of a run and the paper's GPU-hours per stage.
 
 Used in chapter 7 ("From laptop to 128 GPUs"). Submodules are imported on demand so ``lens --help``
 stays fast.
@@ -18,8 +22,8 @@ import importlib
 
 _EXPORTS = {
     "run_notebook": "lenslib.cluster.notebook",
-    "config_from_parameters": "lenslib.cluster.notebook",
-    "ParameterError": "lenslib.cluster.notebook",
+    "config_from_parameters": "lenslib.cluster.params",
+    "ParameterError": "lenslib.cluster.params",
     "launch_training": "lenslib.cluster.launch",
     "RunPreempted": "lenslib.cluster.launch",
     "TrainingFailed": "lenslib.cluster.launch",

@@ -16,7 +16,12 @@ import logging
 import sys
 from pathlib import Path
 
+from lenslib.cli import fail
+
 __all__ = ["register"]
+
+# `lens --help` imports this module: each command imports the cluster modules when it runs, since they
+# cost 1.0-1.5 s (papermill, jupytext, nbformat, the train config; measured) and --help needs none of them.
 
 
 def _param_args(p: argparse.ArgumentParser) -> None:
@@ -53,23 +58,21 @@ def _param_args(p: argparse.ArgumentParser) -> None:
 
 
 def _collect(args) -> dict:
-    from .notebook import parse_value, read_parameters_file
+    from . import params as pm  # noqa: PLC0415  (lazy: see above)
 
     params: dict = {}
     for item in args.parameters_yaml:
-        params.update(read_parameters_file(item))
+        params.update(pm.read_parameters_file(item))
     for key, value in args.parameters:
-        params[key] = parse_value(value)
+        params[key] = pm.parse_value(value)
     for key, value in args.parameters_raw:
         params[key] = value
     return params
 
 
-def _setup_logging() -> None:
+def _setup_logging(formatter: logging.Formatter) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    from .notebook import _OneLine
-
-    handler.setFormatter(_OneLine("%(message)s"))
+    handler.setFormatter(formatter)
     for name in ("papermill", "lenslib.cluster"):
         lg = logging.getLogger(name)
         lg.addHandler(handler)
@@ -78,12 +81,13 @@ def _setup_logging() -> None:
 
 
 def _cmd_run_notebook(args) -> int:
-    from .notebook import EXIT_PARAMETER_ERROR, ParameterError, prepare, run_notebook
+    from . import notebook  # noqa: PLC0415  (lazy: see above)
+    from .params import ParameterError  # noqa: PLC0415  (lazy: see above)
 
     try:
         params = _collect(args)
         if args.check:
-            prep = prepare(
+            prep = notebook.prepare(
                 args.notebook,
                 args.run_dir,
                 params,
@@ -92,8 +96,8 @@ def _cmd_run_notebook(args) -> int:
             )
             print(f"lens run-notebook: parameters OK; prepared notebook at {prep.prepared_path}")
             return 0
-        _setup_logging()
-        result = run_notebook(
+        _setup_logging(notebook.OneLineFormatter("%(message)s"))
+        result = notebook.run_notebook(
             args.notebook,
             args.run_dir,
             params,
@@ -103,9 +107,7 @@ def _cmd_run_notebook(args) -> int:
             allow_config_change=args.allow_config_change,
         )
     except (ParameterError, FileNotFoundError, RuntimeError) as err:
-        from lenslib.cli import fail
-
-        return fail("run-notebook", err, EXIT_PARAMETER_ERROR)
+        return fail("run-notebook", err, notebook.EXIT_PARAMETER_ERROR)
     line = f"lens run-notebook: {result.status} in {result.seconds:.1f} s; record {result.record}"
     if result.error:
         line += f"\n  {result.error}"
@@ -114,18 +116,16 @@ def _cmd_run_notebook(args) -> int:
 
 
 def _cmd_submit(args) -> int:
-    from .notebook import ParameterError
-    from .slurm import SlurmError, SlurmResources, load_sweep, submit_notebook, wait_for_job
+    from . import records, slurm  # noqa: PLC0415  (lazy: see above)
+    from .params import ParameterError  # noqa: PLC0415  (lazy: see above)
 
     if not args.slurm:
-        from lenslib.cli import fail
-
         return fail("submit", "choose a scheduler (--slurm), or run here with `lens run-notebook`.")
     try:
         params = _collect(args)
         nodes = args.nodes if args.nodes is not None else int(params.pop("nodes", 1) or 1)
         nproc = args.nproc_per_node if args.nproc_per_node is not None else params.pop("nproc_per_node", None)
-        res = SlurmResources(
+        res = slurm.SlurmResources(
             nodes=nodes,
             gpus_per_node=args.gpus_per_node,
             nproc_per_node=nproc,
@@ -141,8 +141,8 @@ def _cmd_submit(args) -> int:
             array_parallel=args.array_parallel,
             extra=args.sbatch_arg,
         )
-        sweep = load_sweep(args.sweep) if args.sweep else None
-        sub = submit_notebook(
+        sweep = slurm.load_sweep(args.sweep) if args.sweep else None
+        sub = slurm.submit_notebook(
             args.notebook,
             args.run_dir,
             params,
@@ -153,9 +153,7 @@ def _cmd_submit(args) -> int:
             python=args.python,
             prologue=args.prologue,
         )
-    except (ParameterError, SlurmError, FileNotFoundError, ValueError) as err:
-        from lenslib.cli import fail
-
+    except (ParameterError, slurm.SlurmError, FileNotFoundError, ValueError) as err:
         return fail("submit", err)
     if args.dry_run:
         print(sub.script, end="")
@@ -167,17 +165,15 @@ def _cmd_submit(args) -> int:
     if not args.wait:
         return 0
     try:
-        tasks = wait_for_job(sub.job_id, timeout=args.timeout, expect_tasks=len(sub.run_dirs))
-    except SlurmError as err:
+        tasks = slurm.wait_for_job(sub.job_id, timeout=args.timeout, expect_tasks=len(sub.run_dirs))
+    except slurm.SlurmError as err:
         print(f"lens submit: {err}", file=sys.stderr)
         return 1
-    from .notebook import read_manifest
-
     for t in sorted(tasks, key=lambda t: int(t.get("ArrayTaskId", "0") or 0)):
         run_dir = (
             sub.run_dirs[int(t.get("ArrayTaskId", "0") or 0)] if len(sub.run_dirs) > 1 else sub.run_dirs[0]
         )
-        attempts = read_manifest(run_dir).get("attempts", [])
+        attempts = records.read_manifest(run_dir).get("attempts", [])
         print(
             f"{t.get('JobId')} {t.get('JobState')} exit {t.get('ExitCode')} restarts {t.get('Restarts')}: "
             f"{run_dir} ({len(attempts)} attempt{'s' if len(attempts) != 1 else ''}, "
@@ -187,12 +183,10 @@ def _cmd_submit(args) -> int:
 
 
 def _cmd_record(args) -> int:
-    from lenslib.cli import fail
-
-    from .records import check_record_args, write_record_page
+    from . import records  # noqa: PLC0415  (lazy: see above)
 
     try:
-        check_record_args(args.run_dir, args.out)
+        records.check_record_args(args.run_dir, args.out)
         note = None
         if args.note is not None:
             if not Path(args.note).is_file():
@@ -202,7 +196,7 @@ def _cmd_record(args) -> int:
             note = Path(args.note).read_text()
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError) as err:
         return fail("record", err)
-    page = write_record_page(args.run_dir, args.out, title=args.title, note=note)
+    page = records.write_record_page(args.run_dir, args.out, title=args.title, note=note)
     print(f"wrote {page}")
     return 0
 
@@ -280,7 +274,8 @@ def register(subparsers) -> None:
     r.add_argument("run_dir", help="a run folder written by lens run-notebook")
     r.add_argument(
         "out",
-        help="the page to write, an .ipynb in the book (an experiment's results.json is copied beside it as NAME.json)",
+        help="the page to write, an .ipynb in the book (an experiment's results.json is copied beside it "
+        "as NAME.json)",
     )
     r.add_argument("--title", default=None)
     r.add_argument(

@@ -9,12 +9,13 @@ and the last lines of the log, so both surface in the executed notebook.
 Inside a SLURM job the command runs under ``srun`` (one task per node, torchrun's c10d rendezvous on
 the job's first node for several nodes). That makes torchrun an *srun task*, the only process that
 ``scancel --signal=USR1`` and ``#SBATCH --signal=USR1@120`` reach under ``proctrack/cgroup``
-(tested against a local SLURM cluster in ``tests/test_cluster_slurm.py``); torchrun forwards SIGUSR1 to the workers (``--signals-to-handle``), every rank
-saves at the next step and the trainer leaves a ``PREEMPTED`` file. A stop request that reaches the job
-script or ``lens run-notebook`` instead (``scancel -b``, ``--signal=B:USR1@…``, SIGTERM) touches the run's
-preempt flag (``$LENS_PREEMPT_FLAG``); this launcher polls it and signals its child. Either way the
-notebook then raises :class:`RunPreempted`, ``lens run-notebook`` exits with the requeue code (75) and
-the job script requeues; the next start resumes from the checkpoint.
+(tested against a local SLURM cluster in ``tests/test_cluster_slurm.py``); torchrun forwards SIGUSR1 to
+the workers (``--signals-to-handle``), every rank saves at the next step and the trainer leaves a
+``PREEMPTED`` file. A stop request that reaches the job script or ``lens run-notebook`` instead
+(``scancel -b``, ``--signal=B:USR1@…``, SIGTERM) touches the run's preempt flag (``$LENS_PREEMPT_FLAG``);
+this launcher polls it and signals its child. Either way the notebook then raises :class:`RunPreempted`,
+``lens run-notebook`` exits with the requeue code (75) and the job script requeues; the next start
+resumes from the checkpoint.
 
 Used by training notebooks (chapters 4 and 7) and tested on a real SLURM cluster.
 """
@@ -34,6 +35,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
+
+from lenslib.atomic import write_text_atomic
+from lenslib.train.config import TrainConfig, to_yaml
+from lenslib.train.signals import die_with_parent
+
+from .records import PREEMPT_FLAG_NAME
 
 __all__ = [
     "RunPreempted",
@@ -149,19 +158,8 @@ def srun_prefix(nodes: int) -> list[str]:
     return cmd
 
 
-def _die_with_parent():  # runs in the child before exec: SIGTERM it if the kernel dies
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM, 0, 0, 0)
-    except OSError:
-        pass
-
-
 def _resolve_config(config: Any, run_dir: str | Path | None) -> tuple[Path, Path]:
     """(config file, run folder) from a TrainConfig, a YAML path or a run folder."""
-    from lenslib.train.config import TrainConfig, to_yaml
-
     if isinstance(config, TrainConfig):
         out = Path(run_dir or config.run.out_dir or "")
         if not str(out) or not config.run.out_dir:
@@ -171,9 +169,7 @@ def _resolve_config(config: Any, run_dir: str | Path | None) -> tuple[Path, Path
             )
         out.mkdir(parents=True, exist_ok=True)
         path = out / "config.yaml"
-        tmp = out / "config.yaml.tmp"
-        tmp.write_text(to_yaml(config))
-        os.replace(tmp, path)
+        write_text_atomic(path, to_yaml(config))
         return path, out
     path = Path(
         config if config is not None else Path(run_dir or os.environ.get("LENS_RUN_DIR", "")) / "config.yaml"
@@ -182,10 +178,9 @@ def _resolve_config(config: Any, run_dir: str | Path | None) -> tuple[Path, Path
         path = path / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(
-            f"training config {path} not found (run the notebook through `lens run-notebook` or pass a config)."
+            f"training config {path} not found (run the notebook through `lens run-notebook` or pass a "
+            "config)."
         )
-    import yaml
-
     data = yaml.safe_load(path.read_text()) or {}
     out = run_dir or (data.get("run") or {}).get("out_dir")
     if not out:
@@ -194,9 +189,8 @@ def _resolve_config(config: Any, run_dir: str | Path | None) -> tuple[Path, Path
 
 
 def _stop_flag(run_dir: Path) -> Path:
-    """The file whose appearance asks a running launch to stop: ``$LENS_PREEMPT_FLAG``, else ``RUN_DIR/.preempt``."""
-    from .notebook import PREEMPT_FLAG_NAME
-
+    """The file whose appearance asks a running launch to stop: ``$LENS_PREEMPT_FLAG``, else
+    ``RUN_DIR/.preempt``."""
     return (
         Path(os.environ["LENS_PREEMPT_FLAG"])
         if os.environ.get("LENS_PREEMPT_FLAG")
@@ -216,7 +210,8 @@ def request_stop(run_dir: str | Path) -> Path:
 
 
 def check_result(result: LaunchResult) -> LaunchResult:
-    """Raise :class:`RunPreempted` or :class:`TrainingFailed` for a launch that did not finish; else return it."""
+    """Raise :class:`RunPreempted` or :class:`TrainingFailed` for a launch that did not finish; else return
+    it."""
     if result.preempted:
         info = result.preempt_info or {}
         raise RunPreempted(
@@ -253,12 +248,15 @@ def launch_training(
     ``$LENS_RUN_DIR/config.yaml`` (what ``lens run-notebook`` wrote). Output goes to
     ``RUN_DIR/logs/train-NNN.log`` and, with ``echo``, to the notebook. With ``check`` (default) a
     preemption raises :class:`RunPreempted` and any other failure :class:`TrainingFailed`; both carry the
-    return code and log tail (:func:`check_result`). ``command`` replaces the torchrun command (tests, custom
-    launchers). ``on_line(line)``, if given, is called in the calling thread for every output line, and with ``""``
-    every half second of silence: chapter 4 redraws its live loss curve from ``metrics.jsonl`` there. A stop request is the file
-    ``$LENS_PREEMPT_FLAG`` (``lens run-notebook`` sets it), else ``RUN_DIR/.preempt`` (:func:`request_stop`).
+    return code and log tail (:func:`check_result`). ``command`` replaces the torchrun command (tests,
+    custom launchers). ``on_line(line)``, if given, is called in the calling thread for every output line,
+    and with ``""`` every half second of silence: chapter 4 redraws its live loss curve from
+    ``metrics.jsonl`` there. A stop request is the file ``$LENS_PREEMPT_FLAG`` (``lens run-notebook`` sets
+    it), else ``RUN_DIR/.preempt`` (:func:`request_stop`).
     """
-    from lenslib.train.trainer import PREEMPTED_FILE
+    # lazy: lenslib.train.trainer imports torch (1.8 s, python -X importtime); the notebook that launches
+    # training is only the control plane and need not load it
+    from lenslib.train.trainer import PREEMPTED_FILE  # noqa: PLC0415
 
     config_path, run_dir = _resolve_config(config, run_dir)
     marker = run_dir / PREEMPTED_FILE
@@ -295,7 +293,7 @@ def launch_training(
             text=True,
             bufsize=1,
             env=env,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,  # the child gets SIGTERM if the kernel dies
         )
 
         def pump():

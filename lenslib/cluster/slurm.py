@@ -25,7 +25,6 @@ Used in chapter 7; tested against a real single-node cluster (``.ci/slurm-setup.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
@@ -34,6 +33,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
+
+from lenslib.atomic import write_text_atomic
+from lenslib.train.signals import REQUEUE_EXIT_CODE
+
+from .notebook import prepare
+from .params import ParameterError, check_parameters, load_notebook, notebook_parameters
 
 __all__ = [
     "SlurmResources",
@@ -189,8 +196,6 @@ def render_sbatch(
 
     ``prologue`` lines (e.g. ``module load cuda``) are copied verbatim: they are the user's own shell.
     """
-    from lenslib.train.signals import REQUEUE_EXIT_CODE
-
     resources.check()
     if not run_dirs or len(run_dirs) != len(parameter_sets):
         raise SlurmError("give one run folder per parameter set.")
@@ -240,7 +245,8 @@ def render_sbatch(
         'export LENS_MASTER_ADDR="$(scontrol show hostnames "${SLURM_JOB_NODELIST:-localhost}" | head -n 1)"',
         "export LENS_MASTER_PORT=$(( 20000 + ${SLURM_JOB_ID:-0} % 20000 ))",
         *(prologue or []),
-        'echo "lens: job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}) on $(hostname) at $(date -u +%FT%TZ): $RUN_DIR"',
+        'echo "lens: job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}) on $(hostname) '
+        'at $(date -u +%FT%TZ): $RUN_DIR"',
         "",
         "# A signal to this shell (scancel -b, --signal=B:..., SIGTERM) would wait for a foreground command;",
         "# run-notebook runs in the background and the trap only asks the notebook to save and stop.",
@@ -282,10 +288,7 @@ def _sbatch() -> str:
 def submit(script: str, script_path: str | Path) -> str:
     """Write ``script`` (atomically) and ``sbatch`` it; returns the job id."""
     script_path = Path(script_path)
-    script_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = script_path.with_name(script_path.name + ".tmp")
-    tmp.write_text(script)
-    os.replace(tmp, script_path)
+    write_text_atomic(script_path, script)
     out = subprocess.run([_sbatch(), "--parsable", str(script_path)], capture_output=True, text=True)
     if out.returncode != 0:
         raise SlurmError(f"sbatch failed ({out.returncode}): {out.stderr.strip() or out.stdout.strip()}")
@@ -330,8 +333,6 @@ def wait_for_job(job_id: str, timeout: float = 3600, poll: float = 0.5, expect_t
 
 def load_sweep(path: str | Path) -> list[dict]:
     """A YAML list of parameter sets (mappings). Lists are not expanded into grids: write every element."""
-    import yaml
-
     data = yaml.safe_load(Path(path).read_text())
     if not isinstance(data, list) or not data or not all(isinstance(x, dict) for x in data):
         raise SlurmError(
@@ -373,16 +374,6 @@ def submit_notebook(
     parameters cell has them. With ``sweep``, element *i* (merged over ``parameters``) runs in
     ``RUN_DIR/run-i``. ``dry_run`` returns the script without writing or submitting anything.
     """
-    from .notebook import (
-        ParameterError,
-        _describes_config,
-        config_from_parameters,
-        load_notebook,
-        notebook_parameters,
-        prepare,
-        validate_parameters,
-    )
-
     declared = notebook_parameters(load_notebook(notebook))
     sets = [dict(parameters, **element) for element in (sweep or [{}])]
     for params in sets:
@@ -397,11 +388,9 @@ def submit_notebook(
     for i, (rd, params) in enumerate(zip(run_dirs, sets)):
         try:
             if dry_run:  # check without writing anything
-                merged = validate_parameters(
+                check_parameters(
                     declared, dict(params, **({"run_dir": str(rd)} if "run_dir" in declared else {}))
                 )
-                if _describes_config(declared):
-                    config_from_parameters(merged)
             else:
                 prepare(notebook, rd, params)
         except ParameterError as err:
@@ -423,10 +412,7 @@ def submit_notebook(
         return Submitted(None, script, None, run_dirs)
     root = Path(run_dir).resolve()
     if sweep:
-        import yaml
-
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "sweep.yaml").write_text(yaml.safe_dump(sets, sort_keys=True))
+        write_text_atomic(root / "sweep.yaml", yaml.safe_dump(sets, sort_keys=True))
     script_path = root / "submit.sbatch"
     job_id = submit(script, script_path)
     return Submitted(job_id, script, script_path, run_dirs)

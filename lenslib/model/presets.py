@@ -182,7 +182,7 @@ def cpu_config(
 def build_model(name: str, device=None, dtype=None, **overrides: Any):
     """A freshly initialised model of preset ``name`` (``device="meta"`` builds it without memory)."""
     # lazy: torch + the model (diffusers) cost 2.7 s to import (python -X importtime); get_config's users
-    # (lenslib.train.config, lenslib.cluster.cost) need neither
+    # (lenslib.train.config, lenslib.cluster.training_compute) need neither
     import torch  # noqa: PLC0415
 
     from .transformer import LensTransformer2DModel  # noqa: PLC0415

@@ -60,11 +60,14 @@ class PreemptionHandler:
 
     ``requested`` is this process's flag; :meth:`should_stop` makes all ranks agree. A second SIGINT
     restores the default behaviour (KeyboardInterrupt), so an impatient Ctrl-C still stops at once.
+    ``on_request(signal_name)``, if given, also runs on every request: ``lens run-notebook`` touches the
+    run's preempt flag there (:mod:`lenslib.cluster.notebook`).
     """
 
-    def __init__(self, signals=PREEMPT_SIGNALS):
+    def __init__(self, signals=PREEMPT_SIGNALS, on_request=None):
         self.requested = False
         self.signal_name: str | None = None
+        self._on_request = on_request
         self._old = {}
         for sig in signals:
             try:
@@ -78,6 +81,8 @@ class PreemptionHandler:
             raise KeyboardInterrupt
         self.requested = True
         self.signal_name = signal.Signals(signum).name
+        if self._on_request is not None:
+            self._on_request(self.signal_name)
 
     def should_stop(self, group=None) -> bool:
         """True on every rank if any rank was signalled (one tiny all-reduce when distributed)."""

@@ -17,6 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lenslib.model.flops import image_tokens, transformer_flops
+from lenslib.model.presets import get_config
+from lenslib.train.config import bucket_batch, bucket_table, load_config
+
 __all__ = ["TRAIN_FLOPS_PER_FORWARD", "step_flops", "run_flops", "StageCost", "paper_stage_costs"]
 
 #: A training step ≈ forward + backward ≈ 3 forwards.
@@ -27,10 +31,6 @@ CAPTION_TOKENS = 160
 
 def step_flops(cfg, world_size: int, txt_tokens: int = CAPTION_TOKENS) -> float:
     """Mean training FLOPs of one optimizer step over all ranks (buckets drawn uniformly in stage 2)."""
-    from lenslib.model.flops import image_tokens, transformer_flops
-    from lenslib.model.presets import get_config
-    from lenslib.train.config import bucket_batch, bucket_table
-
     model = get_config(cfg.model.preset, **cfg.model.kwargs)
     buckets = bucket_table(cfg)
     if cfg.data.buckets is None:  # one resolution: the global batch, however it is split
@@ -61,8 +61,6 @@ class StageCost:
 
 def paper_stage_costs(total_gpu_hours: float = 192_000, gpus: int = 128) -> list[StageCost]:
     """The paper's two pre-training stages: FLOPs and two estimates of their share of ``total_gpu_hours``."""
-    from lenslib.train.config import load_config
-
     stages = [
         ("stage 1", load_config("lens-stage1", world_size=gpus)),
         ("stage 2", load_config("lens-stage2", world_size=gpus)),
