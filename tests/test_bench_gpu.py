@@ -1,4 +1,5 @@
-"""``benchmarks/bench_gpu.py`` runs end to end on the CPU with its tiny config and writes the JSON chapter 7 reads."""
+"""``benchmarks/bench_gpu.py`` runs end to end on the CPU with its tiny config and writes the JSON chapter 7
+reads."""
 
 from __future__ import annotations
 
