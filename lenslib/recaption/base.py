@@ -54,6 +54,11 @@ class Captioner(ABC):
     @abstractmethod
     def _caption_batch(self, images: Sequence, metas: Sequence[dict]) -> list[Caption]: ...
 
+    def _made(self, text: str, tokens: tuple[int | None, int | None], seconds: float, **meta) -> Caption:
+        """A :class:`Caption` by this captioner: its kind, name and prompt version, ``(input, output)``
+        token counts, the seconds it took and ``meta``."""
+        return Caption(text, self.kind, self.name, self.prompt_version, *tokens, seconds, meta)
+
     def caption_each(self, images: Sequence, metas: Sequence[dict] | None = None) -> list:
         metas = list(metas) if metas is not None else [{} for _ in images]
         if len(metas) != len(images):

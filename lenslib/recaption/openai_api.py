@@ -279,16 +279,8 @@ class OpenAICaptioner(Captioner):
             self.usage.add(failures=1)
             raise
         tin, tout = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        return Caption(
-            text,
-            self.kind,
-            self.name,
-            self.prompt_version,
-            tin,
-            tout,
-            time.perf_counter() - t0,
-            {"finish_reason": finish, "truncated": finish == "length"},
-        )
+        seconds = time.perf_counter() - t0
+        return self._made(text, (tin, tout), seconds, finish_reason=finish, truncated=finish == "length")
 
     def _caption_batch(self, images, metas):
         return [self._one(im, m) for im, m in zip(images, metas)]

@@ -17,7 +17,7 @@ import time
 from lenslib.world.captions import CAPTION_KINDS, caption
 from lenslib.world.spec import Scene
 
-from .base import Caption, Captioner, CaptionError
+from .base import Captioner, CaptionError
 
 
 class OracleCaptioner(Captioner):
@@ -56,16 +56,5 @@ class OracleCaptioner(Captioner):
             t0 = time.perf_counter()
             seed = int(meta.get("seed", self.seed))
             text = caption(self.scene_of(meta), self.kind, seed)
-            out.append(
-                Caption(
-                    text,
-                    self.kind,
-                    self.name,
-                    self.prompt_version,
-                    None,
-                    len(text.split()),
-                    time.perf_counter() - t0,
-                    {"seed": seed},
-                )
-            )
+            out.append(self._made(text, (None, len(text.split())), time.perf_counter() - t0, seed=seed))
         return out

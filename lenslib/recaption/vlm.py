@@ -100,16 +100,6 @@ class VLMCaptioner(Captioner):
                 ids = row.tolist()
                 n_out = next((k + 1 for k, t in enumerate(ids) if t in stop), len(ids))
                 text = tok.decode(ids[:n_out], skip_special_tokens=True).strip()
-                out.append(
-                    Caption(
-                        text,
-                        self.kind,
-                        self.name,
-                        self.prompt_version,
-                        int(tin),
-                        int(n_out),
-                        dt,
-                        {"truncated": n_out == self.max_new_tokens and ids[-1] not in stop},
-                    )
-                )
+                truncated = n_out == self.max_new_tokens and ids[-1] not in stop
+                out.append(self._made(text, (int(tin), int(n_out)), dt, truncated=truncated))
         return out

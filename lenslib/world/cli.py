@@ -55,16 +55,8 @@ def _render(args) -> int:
     # cheap: reads and checks every line; render_suite refuses (one line, before any work) what it cannot do
     try:
         report = read_metadata(args.metadata, args.vocab)
-        out = render_suite(
-            args.metadata,
-            args.out,
-            per_prompt=args.per_prompt,
-            vocab=args.vocab,
-            size=args.size,
-            seed=args.seed,
-            overwrite=args.overwrite,
-            strict=args.strict,
-        )
+        options = ("per_prompt", "vocab", "size", "seed", "overwrite", "strict")
+        out = render_suite(args.metadata, args.out, **{k: getattr(args, k) for k in options})
     except (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError) as err:
         return _fail("render", err)
     print(f"rendered {len(report.lines)} of {report.n_lines} prompts x {args.per_prompt} images to {out}")
