@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from lenslib.atomic import write_json_atomic
 from lenslib.eval.generate import score_checkpoint
 from lenslib.eval.geneval import summarize
 from lenslib.experiments.arms import Arm, ArmTable, run_arms

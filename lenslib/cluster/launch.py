@@ -258,7 +258,7 @@ def launch_training(
     every half second of silence: chapter 4 redraws its live loss curve from ``metrics.jsonl`` there. A stop request is the file
     ``$LENS_PREEMPT_FLAG`` (``lens run-notebook`` sets it), else ``RUN_DIR/.preempt`` (:func:`request_stop`).
     """
-    from lenslib.train.trainer import PREEMPTED_FILE
+    from lenslib.train.run_folder import PREEMPTED_FILE
 
     config_path, run_dir = _resolve_config(config, run_dir)
     marker = run_dir / PREEMPTED_FILE

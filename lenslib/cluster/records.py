@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 def read_run(run_dir: str | Path) -> dict:
     """Everything a report needs from a run folder: manifest, config, metrics, samples, record path.
 
-    Metrics are read with the trainer's tolerant reader (:func:`lenslib.train.trainer.read_metrics`): the
+    Metrics are read with the trainer's tolerant reader (:func:`lenslib.train.run_folder.read_metrics`): the
     metrics of a job killed mid-write still make a page, without their torn line."""
-    from lenslib.train.trainer import read_metrics
+    from lenslib.train.run_folder import read_metrics
 
     from .notebook import MANIFEST_NAME, RECORD_NAME
 

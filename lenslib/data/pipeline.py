@@ -36,7 +36,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from lenslib.atomic import atomic_file, write_json_atomic
+from lenslib.recaption.base import Caption
+from lenslib.recaption.registry import make_captioner, parse_spec
+
+from .dedup import HFImageEmbedder, PixelEmbedder, dedup_keep_mask
+from .filters import HFImageClassifierScorer, decode_image, default_filters
 from .funnel import Funnel, FunnelReport, Sample, StepReport
 from .shards import ShardRef, list_shards, read_shard, sha256, write_parquet, write_tar
 
@@ -67,11 +74,9 @@ class PipelineConfig:
     def __post_init__(self):
         if self.output_format not in ("tar", "parquet"):
             raise ValueError(f"output_format must be 'tar' or 'parquet', got {self.output_format!r}")
-        from lenslib.recaption.registry import parse_spec
 
         for spec in self.captioners:
             parse_spec(spec)  # bad specs fail here, before any work
-        from .filters import default_filters
 
         default_filters(thresholds=self.funnel.get("thresholds"))  # unknown or invalid thresholds fail here
 
@@ -98,9 +103,6 @@ class PipelineConfig:
 
 # ---------------------------------------------------------------------------------------- building
 def build_funnel(cfg: dict) -> Funnel:
-    from .dedup import HFImageEmbedder, PixelEmbedder
-    from .filters import HFImageClassifierScorer, default_filters
-
     scorers = {}
     for name, default_label in (("nsfw", "nsfw"), ("aesthetic", None), ("watermark", "watermark")):
         if cfg.get(name):
@@ -121,15 +123,7 @@ def build_funnel(cfg: dict) -> Funnel:
 
 
 def build_captioners(cfg: PipelineConfig):
-    from lenslib.recaption.registry import make_captioner
-
     return [make_captioner(s, **cfg.captioner_options) for s in cfg.captioners]
-
-
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    os.replace(tmp, path)
 
 
 def _gid(shard: str, key: str) -> str:
@@ -146,10 +140,8 @@ def filter_shard(ref: ShardRef, out: Path, funnel: Funnel) -> dict:
     emb = funnel.embed(kept) if funnel.dedup else None
     d = out / "work" / "filter"
     if emb is not None:
-        tmp = d / f"{ref.name}.npy.tmp"
-        with open(tmp, "wb") as f:
+        with atomic_file(d / f"{ref.name}.npy") as tmp, open(tmp, "wb") as f:
             np.save(f, emb.astype(np.float32))
-        os.replace(tmp, d / f"{ref.name}.npy")
     decoded = {s.key: {k: s.meta.get(k) for k in ("width", "height", "mode", "format")} for s in kept}
     rec = {
         "shard": ref.name,
@@ -162,7 +154,7 @@ def filter_shard(ref: ShardRef, out: Path, funnel: Funnel) -> dict:
         "embeddings": emb is not None,
         "seconds": time.perf_counter() - t0,
     }
-    _atomic_json(d / f"{ref.name}.json", rec)
+    write_json_atomic(d / f"{ref.name}.json", rec, sort_keys=True)
     return {"shard": ref.name, "n_in": report.n_in, "kept": len(kept)}
 
 
@@ -174,8 +166,6 @@ def dedup_all(refs: list[ShardRef], out: Path, funnel_cfg: dict) -> dict:
     paper's scale (800M × 768 floats ≈ 2.4 TB) the same decision needs a compressed, sharded index
     (faiss IVF-PQ on GPUs); the interface of this stage (embeddings in, dropped keys out) stays the same.
     """
-    from .dedup import dedup_keep_mask
-
     threshold = float(funnel_cfg.get("dedup_threshold", 0.985))
     enabled = funnel_cfg.get("dedup", True)
     keys, embs, names = [], [], set()
@@ -221,7 +211,7 @@ def dedup_all(refs: list[ShardRef], out: Path, funnel_cfg: dict) -> dict:
                 }
             )
     rec = {"dropped": dropped, "report": asdict(rep)}
-    _atomic_json(out / "work" / "dedup.json", rec)
+    write_json_atomic(out / "work" / "dedup.json", rec, sort_keys=True)
     return rec
 
 
@@ -231,10 +221,6 @@ def caption_shard(ref: ShardRef, out: Path, cfg: PipelineConfig, captioners, dro
 
     Captions found in the input (``alt_text`` and any ``<kind>.txt``) are kept with source ``input``; a
     captioner writing the same kind replaces that entry (its record names the new source)."""
-    from lenslib.recaption.base import Caption
-
-    from .filters import decode_image
-
     t0 = time.perf_counter()
     frec = json.loads((out / "work" / "filter" / f"{ref.name}.json").read_text())
     wanted = [k for k in frec["kept"] if _gid(ref.name, k) not in dropped]
@@ -307,7 +293,7 @@ def caption_shard(ref: ShardRef, out: Path, cfg: PipelineConfig, captioners, dro
         "caption_kinds": sorted({k for s in kept for k in s.meta["captions"]}),
         "seconds": time.perf_counter() - t0,
     }
-    _atomic_json(out / "reports" / f"{ref.name}.json", report)
+    write_json_atomic(out / "reports" / f"{ref.name}.json", report, sort_keys=True)
     return {"shard": ref.name, "n": len(kept)}
 
 
@@ -347,7 +333,8 @@ class _RayStage:
 
 
 def _ray_run(stage: str, refs: list[ShardRef], out: Path, cfg: PipelineConfig, concurrency=None):
-    import ray
+    # lazy: ray costs 0.4 s (python -X importtime); only runs with ray_address use it
+    import ray  # noqa: PLC0415
 
     items = [
         {"name": r.name, "path": r.path, "format": r.format, "files": json.dumps(list(r.files))} for r in refs
@@ -364,7 +351,8 @@ def _ray_run(stage: str, refs: list[ShardRef], out: Path, cfg: PipelineConfig, c
 
 
 def _ensure_ray(address: str):
-    import ray
+    # lazy: ray costs 0.4 s (python -X importtime); only runs with ray_address use it
+    import ray  # noqa: PLC0415
 
     if ray.is_initialized():
         return
@@ -391,8 +379,6 @@ def run_pipeline(
     already initialised in this process). On a multi-node cluster, ``input`` and ``output`` must be paths
     every node sees (a shared file system), and the captioners' environment (API key variable, model
     folders) must exist on every node."""
-    from tqdm.auto import tqdm
-
     refs = list_shards(input, cfg.images_per_shard)
     out = Path(output)
     run_file = out / "run.json"
@@ -425,7 +411,7 @@ def run_pipeline(
                 )
     for d in ("work/filter", "shards", "reports"):
         (out / d).mkdir(parents=True, exist_ok=True)
-    _atomic_json(run_file, run)
+    write_json_atomic(run_file, run, sort_keys=True)
 
     if ray_address is not None:
         _ensure_ray(ray_address)
@@ -485,5 +471,5 @@ def finalize(out: Path, refs: list[ShardRef], cfg: PipelineConfig) -> dict:
         "input_issues": issues,
         "shards": [{k: r[k] for k in ("shard", "input", "output", "n", "bytes", "sha256")} for r in reps],
     }
-    _atomic_json(out / "manifest.json", manifest)
+    write_json_atomic(out / "manifest.json", manifest, sort_keys=True)
     return manifest

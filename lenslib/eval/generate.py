@@ -24,7 +24,7 @@ from lenslib.data.sources import TokenBatcher
 from lenslib.eval.judge import judge
 from lenslib.flow import euler_sample, euler_sigmas, predict_velocity
 from lenslib.train.build import load_model
-from lenslib.train.data import build_source
+from lenslib.data.sources import build_source
 from lenslib.world.spec import within_limits
 from lenslib.world.suites import detailed_prompt
 
