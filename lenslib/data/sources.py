@@ -374,8 +374,7 @@ def source_from_config(
             raise ValueError(
                 "data.source=features needs data.path=<feature cache folder> (built by `lens data cache`)."
             )
-        # exact identity: the cache must come from this encoder (model, tapped layers, template) and this
-        # codec
+        # exact identity: the cache must come from this encoder (model, tapped layers, template) and codec
         return open_source(data.path, data, seed, text_encoder=text_encoder, codec=codec), codec, text_encoder
     else:
         raise ValueError(f"unknown data.source {data.source!r}; choose world, hf, webdataset or features.")

@@ -59,8 +59,7 @@ __all__ = [
 KINDS = ("startup", "training", "save", "torn")
 
 #: A small Lens transformer on 16x16 world images (as tests/test_train_resume.py trains) that saves after
-# every
-#: step and evaluates every 5: a kill at a random time often falls inside a save.
+#: every step and evaluates every 5: a kill at a random time often falls inside a save.
 TINY_OVERRIDES = [
     "optim.global_batch=4",
     "optim.micro_batch=2",

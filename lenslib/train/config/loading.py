@@ -1,8 +1,7 @@
 """Run configs from files and the command line: shipped names or YAML paths, ``base:`` inheritance, overrides.
 
-The shipped YAML files in ``lenslib/train/configs/`` name the paper's runs, and the command line changes
-single
-values::
+The shipped YAML files in ``lenslib/train/configs/`` name the paper's runs, and the command line
+changes single values::
 
     lens train --config cpu-tiny optim.lr=3e-4 run.steps=200
 

@@ -25,10 +25,10 @@ class ResumeMismatchError(ConfigError):
 
 
 #: The one list of config keys that may differ between a checkpoint and the run that resumes it, with the
-# reason
-#: each is safe. A key names itself and everything below it (``eval`` covers ``eval.every``, ...). Every other
-#: key (the architecture, codec, text encoder, data shape and content, objective, optimizer and EMA settings,
-#: seed) must be equal, or :func:`check_resume` refuses. Chapter 4 resumes a preempted run under it.
+#: reason each is safe. A key names itself and everything below it (``eval`` covers ``eval.every``, ...).
+#: Every other key (the architecture, codec, text encoder, data shape and content, objective, optimizer and
+#: EMA settings, seed) must be equal, or :func:`check_resume` refuses. Chapter 4 resumes a preempted run
+#: under it.
 RESUMABLE_KEYS: dict[str, str] = {
     "run.name": "a label; the run folder is run.out_dir",
     "run.out_dir": "where the run folder is (a run copied to another machine)",
