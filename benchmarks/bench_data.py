@@ -1,7 +1,8 @@
 """Data-pipeline throughput on this machine: filters per core, tiny-VLM captioning, faiss dedup, Ray overhead.
 
 Run: ``.venv/bin/python benchmarks/bench_data.py [--quick]``. Prints a table and writes
-``benchmarks/results/data.json`` (atomically). Filters run with one torch/BLAS thread, so images/s is per core.
+``benchmarks/results/data.json`` (atomically). Filters run with one torch/BLAS thread, so images/s is per
+core.
 """
 
 from __future__ import annotations
@@ -22,9 +23,24 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import numpy as np  # noqa: E402
+import ray  # noqa: E402
+import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from lenslib.train.checkpoint import write_json_atomic
+from lenslib.atomic import write_json_atomic
+from lenslib.data.dedup import PixelEmbedder, near_duplicate_pairs  # noqa: E402
+from lenslib.data.filters import (  # noqa: E402
+    BlurFilter,
+    EntropyFilter,
+    ExposureFilter,
+    MinAreaFilter,
+    decode_image,
+)
+from lenslib.data.pipeline import PipelineConfig, run_pipeline  # noqa: E402
+from lenslib.data.shards import images_to_shards  # noqa: E402
+from lenslib.recaption.local_server import LocalChatServer  # noqa: E402
+from lenslib.recaption.tiny_vlm import build_tiny_vlm  # noqa: E402
+from lenslib.recaption.vlm import VLMCaptioner  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,11 +72,6 @@ def timed(fn, repeat=3):
 
 
 def bench_filters(n):
-    import torch
-
-    from lenslib.data.dedup import PixelEmbedder
-    from lenslib.data.filters import BlurFilter, EntropyFilter, ExposureFilter, MinAreaFilter, decode_image
-
     torch.set_num_threads(1)
     ims = [photo(i) for i in range(n)]
     blobs = [png(im) for im in ims]
@@ -73,8 +84,6 @@ def bench_filters(n):
 
 
 def bench_dedup(n, dim=768):
-    from lenslib.data.dedup import near_duplicate_pairs
-
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, dim)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -83,11 +92,6 @@ def bench_dedup(n, dim=768):
 
 
 def bench_vlm(n, batch_size, max_new_tokens):
-    import torch
-
-    from lenslib.recaption.tiny_vlm import build_tiny_vlm
-    from lenslib.recaption.vlm import VLMCaptioner
-
     torch.set_num_threads(1)
     d = build_tiny_vlm(Path(tempfile.mkdtemp()) / "tiny-llava")
     cap = VLMCaptioner(str(d), batch_size=batch_size, max_new_tokens=max_new_tokens)
@@ -109,12 +113,6 @@ def bench_vlm(n, batch_size, max_new_tokens):
 
 
 def bench_ray(n_shards, per_shard):
-    import ray
-
-    from lenslib.data.pipeline import PipelineConfig, run_pipeline
-    from lenslib.data.shards import images_to_shards
-    from lenslib.recaption.local_server import LocalChatServer
-
     work = Path(tempfile.mkdtemp())
     images_to_shards(
         {f"im{i:05d}": png(photo(i)) for i in range(n_shards * per_shard)}, work / "in", per_shard
@@ -153,8 +151,6 @@ def main():
     ap.add_argument("--quick", action="store_true", help="smaller sizes (CI smoke)")
     ap.add_argument("--no-ray", action="store_true")
     a = ap.parse_args()
-    import torch
-
     n = 16 if a.quick else 64
     results = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -184,7 +180,8 @@ def main():
     if "ray" in results:
         r = results["ray"]
         print(
-            f"pipeline {r['images']} images: single {r['single_process_s']:.1f} s; Ray init {r['ray_init_s']:.1f} s "
+            f"pipeline {r['images']} images: single {r['single_process_s']:.1f} s; Ray init "
+            f"{r['ray_init_s']:.1f} s "
             f"+ run {r['ray_pipeline_s']:.1f} s (overhead {r['ray_overhead_s']:.1f} s)"
         )
     out = ROOT / "benchmarks" / "results" / "data.json"

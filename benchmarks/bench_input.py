@@ -1,16 +1,18 @@
-"""The trainer's input pipeline alone, in samples/s: rendered and encoded on the fly vs read from the world cache.
+"""The trainer's input pipeline alone, in samples/s: rendered and encoded on the fly vs read from the world
+cache.
 
 Times what the training loop waits for, a :class:`lenslib.data.stream.BatchStream` handing over each step's
 batches (tokens + text features, on the training device), with no model behind it:
 
 - ``rendered``: the infinite world, every scene rendered and every caption MiniLM-encoded as the step asks;
-- ``cached``: a finite pool of ``--scenes`` scenes (``data.num_scenes``) read from the world cache (uint8 renders
-  and float16 features, memory-mapped), built first if absent (its build rate is recorded too).
+- ``cached``: a finite pool of ``--scenes`` scenes (``data.num_scenes``) read from the world cache (uint8
+  renders and float16 features, memory-mapped), built first if absent (its build rate is recorded too).
 
-Run: ``.venv/bin/python benchmarks/bench_input.py [--config cpu-tiny] [--scenes 2000] [--threads 2] [--device cpu|cuda]``.
-Prints a table and writes ``benchmarks/results/input.json`` (``--out NAME``: ``results/NAME.json``) with the load
-average before and after each part: other jobs on the machine slow every figure. Each part also records its
-median and fastest step, the fastest being the best estimate of a quiet machine's rate.
+Run: ``.venv/bin/python benchmarks/bench_input.py [--config cpu-tiny] [--scenes 2000] [--threads 2] [--device
+cpu|cuda]``. Prints a table and writes ``benchmarks/results/input.json`` (``--out NAME``:
+``results/NAME.json``) with the load average before and after each part: other jobs on the machine slow every
+figure. Each part also records its median and fastest step, the fastest being the best estimate of a quiet
+machine's rate.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from lenslib.atomic import write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -72,13 +76,13 @@ def main() -> int:
     args = parser.parse_args()
     if args.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before torch looks for a GPU
-    import torch  # after --device is applied
+    # lazy: torch (and the lenslib modules that import it) only after --device has set CUDA_VISIBLE_DEVICES
+    import torch  # noqa: PLC0415
 
-    from lenslib.data.buckets import training_buckets
-    from lenslib.data.stream import BatchStream
-    from lenslib.train.checkpoint import write_json_atomic
-    from lenslib.train.config import load_config
-    from lenslib.train.data import build_source
+    from lenslib.data.buckets import training_buckets  # noqa: PLC0415
+    from lenslib.data.sources import build_source  # noqa: PLC0415
+    from lenslib.data.stream import BatchStream  # noqa: PLC0415
+    from lenslib.train.config import load_config  # noqa: PLC0415
 
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device here")
@@ -135,7 +139,8 @@ def main() -> int:
     for name in ("rendered", "cached"):
         r = result[name]
         print(
-            f"{name:<30}{r['samples_per_s']:>10.0f} samples/s  (median step {r['samples_per_s_median_step']:.0f}, "
+            f"{name:<30}{r['samples_per_s']:>10.0f} samples/s  (median step "
+            f"{r['samples_per_s_median_step']:.0f}, "
             f"fastest {r['samples_per_s_fastest_step']:.0f}; load average {r['load_avg_before'][0]:.2f} -> "
             f"{r['load_avg_after'][0]:.2f})"
         )

@@ -35,14 +35,14 @@ import numpy as np
 import torch
 
 from lenslib.atomic import write_json_atomic
+from lenslib.data.sources import build_source
 from lenslib.eval.denoise import denoise_scores
 from lenslib.eval.generate import checkpoint_model, generate_suite
 from lenslib.eval.geneval import evaluate_folder, render_suite, summarize
 from lenslib.train import train
 from lenslib.train.checkpoint import list_checkpoints, read_trainer_state
 from lenslib.train.config import load_config
-from lenslib.train.data import build_source
-from lenslib.train.trainer import read_metrics
+from lenslib.train.run_folder import read_metrics
 
 RESULTS = Path(__file__).resolve().parent / "results" / "learning.json"
 SUITE = Path(__file__).resolve().parent.parent / "data" / "suites" / "shapes_geneval.jsonl"

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from lenslib.atomic import write_json_atomic
+from lenslib.data.sources import WorldSource
 from lenslib.model.text_encoders import get_text_encoder
-from lenslib.train.data import WorldSource
 
 RESULTS = Path(__file__).resolve().parent / "results" / "text_encode.json"
 KINDS = ("brief", "detailed", "mixed")

@@ -7,11 +7,12 @@ a training step (3 × :func:`lenslib.model.flops.transformer_flops`) into achiev
 float32 matmul peak measured in the same run.
 
 Run: ``.venv/bin/python benchmarks/bench_train.py [--device cpu|cuda] [--steps N] [--threads N] [--out NAME]
-[--compare SCENES] [overrides ...]``. Writes ``benchmarks/results/train.json`` (``--out``: ``results/NAME.json``).
-The recorded variants: ``train.json`` (the config as shipped) and ``train_compiled.json`` (``--out train_compiled
-model.compile=true``: torch.compile; the first, compiling step is a warm-up step and is not timed).
-``data.num_workers=1`` is slower here (653 vs 517 ms a step on 2 cores, though it never waited for data:
-the data thread and the model contend for the cores and the GIL), so no record uses it.
+[--compare SCENES] [overrides ...]``. Writes ``benchmarks/results/train.json`` (``--out``:
+``results/NAME.json``). The recorded variants: ``train.json`` (the config as shipped) and
+``train_compiled.json`` (``--out train_compiled model.compile=true``: torch.compile; the first, compiling step
+is a warm-up step and is not timed). ``data.num_workers=1`` is slower here (653 vs 517 ms a step on 2 cores,
+though it never waited for data: the data thread and the model contend for the cores and the GIL), so no
+record uses it.
 
 ``--compare SCENES`` times, in one run and with the same model, the step as it was (every batch rendered and
 MiniLM-encoded in the loop) against the fast path (a pool of SCENES scenes read from the world cache,
@@ -33,12 +34,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from lenslib.atomic import write_json_atomic
+from lenslib.train.run_folder import read_metrics
+
 RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
 
 
 def matmul_peak(n: int = 2048, repeats: int = 8, device: str = "cpu") -> float:
     """Best float32 FLOP/s of an n×n matmul on this machine, measured now."""
-    import torch  # after main() has applied --device (CUDA_VISIBLE_DEVICES)
+    # lazy (torch here and below): only after main() has applied --device (CUDA_VISIBLE_DEVICES)
+    import torch  # noqa: PLC0415
 
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     for _ in range(2):
@@ -55,9 +60,9 @@ def matmul_peak(n: int = 2048, repeats: int = 8, device: str = "cpu") -> float:
 
 def timed_run(config: str, overrides: list[str], steps: int, warmup: int) -> dict:
     """Train ``steps`` steps in a temporary folder; the median step and data time after ``warmup`` steps."""
-    from lenslib.train import train  # after main() has applied --device (CUDA_VISIBLE_DEVICES)
-    from lenslib.train.config import load_config
-    from lenslib.train.trainer import read_metrics
+    # lazy: the trainer imports torch, only after main() has applied --device (CUDA_VISIBLE_DEVICES)
+    from lenslib.train import train  # noqa: PLC0415
+    from lenslib.train.config import load_config  # noqa: PLC0415
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,9 +124,7 @@ def main() -> int:
         )
     if args.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before torch looks for a GPU
-    import torch
-
-    from lenslib.train.checkpoint import write_json_atomic
+    import torch  # noqa: PLC0415 - lazy: after CUDA_VISIBLE_DEVICES is set (above)
 
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device here (CUDA build of torch and a GPU needed)")
@@ -138,21 +141,23 @@ def main() -> int:
             variants[name] = timed_run(args.config, overrides, args.steps, args.warmup)
             print(
                 f"{name:<28}{variants[name]['step_s_median'] * 1000:.0f} ms a step "
-                f"(data {variants[name]['data_s_per_step'] * 1000:.0f} ms), load {variants[name]['load_avg_after'][0]:.2f}"
+                f"(data {variants[name]['data_s_per_step'] * 1000:.0f} ms), load "
+                f"{variants[name]['load_avg_after'][0]:.2f}"
             )
         run = variants["cached"]
     else:
         run = timed_run(args.config, args.overrides, args.steps, args.warmup)
     cfg, summary, state, step_times = run["cfg"], run["summary"], run["state"], run["step_s_all"]
+    # data: rendering + text encoding, or the cache
     step_s, data_s = (
         run["step_s_median"],
         run["data_s_per_step"],
-    )  # data: rendering + text encoding, or the cache
+    )
     size = cfg.data.image_size
 
     flops = None
     try:
-        from lenslib.model.flops import transformer_flops
+        from lenslib.model.flops import transformer_flops  # noqa: PLC0415 - lazy: imports torch, as above
 
         tokens = (size // cfg.data.patch) ** 2 if cfg.data.codec == "pixel" else (size // 16) ** 2
         fwd = transformer_flops(

@@ -25,9 +25,9 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lenslib.atomic import write_json_atomic  # noqa: E402
 from lenslib.eval.judge import match_scene  # noqa: E402
 from lenslib.eval.parse import parse  # noqa: E402
-from lenslib.train.checkpoint import write_json_atomic  # noqa: E402
 from lenslib.world.render import render  # noqa: E402
 from lenslib.world.spec import MAX_OBJECTS, VOCABS, sample_scene, within_limits  # noqa: E402
 

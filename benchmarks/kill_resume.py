@@ -2,10 +2,11 @@
 
 Trains the small run of :data:`lenslib.train.faults.TINY_OVERRIDES` (``cpu-tiny`` at 16 px, 2 layers, a save
 after every step) once without interruption, then again and again through SIGKILLs at random moments of four
-kinds (``startup``, ``training``, ``save``: inside a checkpoint write, ``torn``: in the middle of a metrics line;
-see :mod:`lenslib.train.faults`), resuming after each kill like a requeued job, until ``--kills`` kills have
-been made. Each run is compared with the uninterrupted one: the final checkpoint's model, EMA, AdamW and RNG
-tensors and every logged step must be equal. ``tests/test_train_kill.py`` runs one short trial of the same.
+kinds (``startup``, ``training``, ``save``: inside a checkpoint write, ``torn``: in the middle of a metrics
+line; see :mod:`lenslib.train.faults`), resuming after each kill like a requeued job, until ``--kills`` kills
+have been made. Each run is compared with the uninterrupted one: the final checkpoint's model, EMA, AdamW and
+RNG tensors and every logged step must be equal. ``tests/test_train_kill.py`` runs one short trial of the
+same.
 
 Run: ``.venv/bin/python benchmarks/kill_resume.py [--kills 30] [--per-run 5] [--steps 16] [--seed 0]``.
 Writes ``benchmarks/results/kill_resume.json`` (the tally, then every kill); exit status 1 if a run differed.
@@ -22,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from lenslib.atomic import write_json_atomic
 from lenslib.train import faults
-from lenslib.train.checkpoint import write_json_atomic
 from lenslib.train.config import load_config, to_dict
 
 RESULTS = Path(__file__).resolve().parent / "results" / "kill_resume.json"
@@ -50,7 +51,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="kill-resume-") as tmp:
         ref = faults.reference_run(Path(tmp) / "uninterrupted", args.steps, threads=args.threads)
         print(
-            f"uninterrupted run: {ref.seconds:.1f} s (start-up {ref.startup_s:.1f} s, {ref.step_s * 1000:.0f} ms a "
+            f"uninterrupted run: {ref.seconds:.1f} s (start-up {ref.startup_s:.1f} s, "
+            f"{ref.step_s * 1000:.0f} ms a "
             f"step with its save; {min(ref.save_ticks)}-{max(ref.save_ticks)} file operations a save)",
             flush=True,
         )
@@ -66,7 +68,8 @@ def main() -> int:
             trials.append(result)
             made += len(result["kills"])
             print(
-                f"run {len(trials) - 1}: {len(result['kills'])} kills ({', '.join(k.kind for k in result['kills'])}), "
+                f"run {len(trials) - 1}: {len(result['kills'])} kills "
+                f"({', '.join(k.kind for k in result['kills'])}), "
                 f"{result['jobs']} jobs, {result['seconds']:.0f} s: "
                 + (
                     "bit-identical"
@@ -117,7 +120,8 @@ def main() -> int:
     }
     print(
         f"{tally['kills']} kills ({', '.join(f'{k} {v}' for k, v in tally['by_kind'].items())}) over "
-        f"{tally['runs']} runs: {tally['runs_identical']} of {tally['runs']} bit-identical to the uninterrupted run"
+        f"{tally['runs']} runs: {tally['runs_identical']} of {tally['runs']} bit-identical to the "
+        "uninterrupted run"
     )
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)

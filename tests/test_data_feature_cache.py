@@ -124,8 +124,9 @@ def test_mixed_caption_kinds_per_epoch(tmp_path, encoder):
 def test_trainer_reads_the_cache_through_build_source(tmp_path, encoder):
     """`data.source: features` in a training config gives Batches from the cache; a config with another
     text encoder or codec is refused."""
+    from lenslib.data.batch import Batch
+    from lenslib.data.sources import build_source
     from lenslib.train.config import TrainConfig
-    from lenslib.train.data import Batch, build_source
 
     codec = PixelCodec(patch_size=16)
     build_feature_cache(recs(8), tmp_path / "c", encoder, codec, kinds=("detailed", "brief"), buckets=BUCKETS)

@@ -1,4 +1,5 @@
-"""Sample order and the batch stream: one plan for every source, the same examples from a cache and on the fly."""
+"""Sample order and the batch stream: one plan for every source, the same examples from a cache and on the
+fly."""
 
 from __future__ import annotations
 

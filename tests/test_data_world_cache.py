@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from lenslib.data.sources import CachedWorldBatcher, TokenBatcher, WorldSource, build_source
 from lenslib.data.world_cache import WorldCache, WorldCacheMismatch, cache_key
 from lenslib.model.vae import PixelCodec
 from lenslib.train.config import ConfigError, load_config
-from lenslib.train.data import CachedWorldBatcher, TokenBatcher, WorldSource, build_source
 
 
 @pytest.fixture(scope="module")
@@ -120,10 +120,12 @@ KILLED_BUILD = """
 import sys, time
 from lenslib.data.world_cache import WorldCache
 from lenslib.model.text_encoders import get_text_encoder
-from lenslib.train.data import WorldSource
+from lenslib.data.sources import WorldSource
 
-root, identity = sys.argv[1], {"num_scenes": 64, "max_text_tokens": 16, "num_layers": 3, "hidden_size": 384, "size": 64}
-source, minilm = WorldSource(0, caption_kind="brief", num_scenes=64), get_text_encoder("minilm", max_length=16)
+root = sys.argv[1]
+identity = {"num_scenes": 64, "max_text_tokens": 16, "num_layers": 3, "hidden_size": 384, "size": 64}
+source = WorldSource(0, caption_kind="brief", num_scenes=64)
+minilm = get_text_encoder("minilm", max_length=16)
 
 def render(i):
     if i == 8:

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from lenslib.data.sources import TokenBatcher, WorldSource
 from lenslib.eval.denoise import denoise_scores
 from lenslib.model.presets import get_config
 from lenslib.model.transformer import LensTransformer2DModel
 from lenslib.model.vae import PixelCodec
-from lenslib.train.data import TokenBatcher, WorldSource
 
 INDICES = list(range(-1, -9, -1))
 LEVELS = (0.3, 0.95)

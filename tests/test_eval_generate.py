@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from lenslib.data.sources import TokenBatcher, WorldSource
 from lenslib.eval.generate import generate_suite
 from lenslib.eval.geneval import summarize
 from lenslib.model.presets import get_config
 from lenslib.model.transformer import LensTransformer2DModel
 from lenslib.model.vae import PixelCodec
 from lenslib.paths import REPO_ROOT
-from lenslib.train.data import TokenBatcher, WorldSource
 from lenslib.world.suites import detailed_prompt
 
 LINES = [
@@ -68,12 +68,12 @@ def test_sizes_below_the_judges_limit_are_refused_before_sampling(batcher):
 
 
 def test_score_checkpoint_reads_the_runs_ema_weights_and_its_parameterisation(tmp_path):
+    from lenslib.data.sources import build_source
     from lenslib.eval.generate import score_checkpoint
     from lenslib.train import train
     from lenslib.train.build import build_model
     from lenslib.train.checkpoint import latest_checkpoint, load_checkpoint
     from lenslib.train.config import load_config
-    from lenslib.train.data import build_source
     from lenslib.train.ema import EMA
 
     cfg = load_config(

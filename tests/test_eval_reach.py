@@ -3,10 +3,10 @@
 import pytest
 import torch
 
+from lenslib.data.batch import Batch
 from lenslib.eval.reach import attention_reach
 from lenslib.model.presets import get_config
 from lenslib.model.transformer import LensTransformer2DModel
-from lenslib.train.data import Batch
 
 GRID = (4, 4)
 VALID_TEXT = [6, 3]  # valid text tokens per sample (of 6 slots)

@@ -44,7 +44,7 @@ def test_arms_differ_only_in_caption_kind(tmp_path):
         assert cfg.data.caption_kind == kind and cfg.run.seed == seed
         assert cfg.run.steps == cap.PRESETS["reduced"].steps
     # same seed -> the same training images, different captions
-    from lenslib.train.data import WorldSource
+    from lenslib.data.sources import WorldSource
 
     a = WorldSource(0, "shapes", "brief").examples(range(3), (64, 64))
     b = WorldSource(0, "shapes", "detailed").examples(range(3), (64, 64))
@@ -344,8 +344,8 @@ def test_chapter_full_preset_is_accepted_and_recorded(tmp_path):
 @pytest.mark.parametrize("preset", list(cap.PRESETS))
 def test_every_arm_reads_whole_detailed_captions(tmp_path, preset):
     # The detailed arm must not be cut to cpu-tiny's 32 text tokens: its captions would lose their layout.
+    from lenslib.data.sources import WorldSource
     from lenslib.model.text_encoders import get_text_encoder
-    from lenslib.train.data import WorldSource
 
     cfg = cap.arm_configs(preset, tmp_path, kinds=("detailed",), seeds=(0,))[("detailed", 0)]
     lines = cap.suite_lines(cap.PRESETS[preset].lines_per_tag)  # the preset's suite slice exists

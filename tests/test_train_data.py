@@ -7,8 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
+from lenslib.data.batch import Batch
+from lenslib.data.order import mix_seed
+from lenslib.data.sources import HFImageSource, TokenBatcher, WebDatasetSource, WorldSource
 from lenslib.model.vae import PixelCodec
-from lenslib.train.data import Batch, HFImageSource, TokenBatcher, WebDatasetSource, WorldSource, mix_seed
 
 
 @pytest.fixture(scope="module")

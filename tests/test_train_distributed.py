@@ -1,4 +1,5 @@
-"""The same trainer under ``torchrun --nproc_per_node 2`` on CPU (gloo): DDP, FSDP2, DCP resharding, preemption.
+"""The same trainer under ``torchrun --nproc_per_node 2`` on CPU (gloo): DDP, FSDP2, DCP resharding,
+preemption.
 
 Three torchrun jobs (each costs ~10-25 s of process start-up on 2 cores), gloo timeouts of 60 s:
 

@@ -1,4 +1,5 @@
-"""A trainer that cannot be fooled: resume is an identity check, checkpoints are verified, failures leave no debris.
+"""A trainer that cannot be fooled: resume is an identity check, checkpoints are verified, failures leave no
+debris.
 
 * a run folder's checkpoint continues only a run of the same config, up to ``RESUMABLE_KEYS`` (run length, LR
   schedule, logging, ...): another depth or patch size is refused naming the key and the fix, before the model
@@ -213,7 +214,8 @@ def test_torchrun_launch_refuses_a_mismatched_run_before_starting_processes(run,
 
 
 def test_the_built_model_must_match_the_checkpoints_model_config(run, monkeypatch):
-    """Same config keys, but the preset's definition changed in the code: the resulting model config differs."""
+    """Same config keys, but the preset's definition changed in the code: the resulting model config
+    differs."""
     import lenslib.model.presets as presets
     from lenslib.train.config import ResumeMismatchError
 
@@ -231,19 +233,19 @@ def test_the_built_model_must_match_the_checkpoints_model_config(run, monkeypatc
 
 def test_a_model_option_added_since_the_checkpoint_compares_at_its_default():
     from lenslib.train.config import ResumeMismatchError
-    from lenslib.train.trainer import _check_model_config
+    from lenslib.train.resume import check_model_config
 
     saved = {"num_layers": 2, "_diffusers_version": "0.1"}
-    _check_model_config(
+    check_model_config(
         saved,
         {"num_layers": 2, "new_option": False, "_diffusers_version": "0.2"},
         "ck",
         {"new_option": False},
     )
     with pytest.raises(ResumeMismatchError, match=r"new_option: False -> True"):
-        _check_model_config(saved, {"num_layers": 2, "new_option": True}, "ck", {"new_option": False})
+        check_model_config(saved, {"num_layers": 2, "new_option": True}, "ck", {"new_option": False})
     with pytest.raises(ResumeMismatchError, match=r"other: \(unset\) -> 1"):
-        _check_model_config(saved, {"num_layers": 2, "other": 1}, "ck", {})
+        check_model_config(saved, {"num_layers": 2, "other": 1}, "ck", {})
 
 
 def test_load_checkpoint_refuses_a_model_with_other_tensors(base):
@@ -383,7 +385,7 @@ def test_export_verifies(run, tmp_path, capsys):
 
 
 def test_torn_metrics_line_is_dropped_and_reported(run, capsys):
-    from lenslib.train.trainer import read_metrics, run_totals
+    from lenslib.train.run_folder import read_metrics, run_totals
 
     with open(run / "metrics.jsonl", "a") as f:
         f.write('{"step": 5, "loss": 0.1')  # a kill in the middle of a write
@@ -398,11 +400,12 @@ def test_torn_metrics_line_is_dropped_and_reported(run, capsys):
 
 def test_failed_save_leaves_no_tmp_and_keeps_latest(run, monkeypatch):
     from lenslib.train import checkpoint as ckpt
+    from lenslib.train.checkpoint import saving
 
     def disk_full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ckpt, "save_file", disk_full)  # the RNG file of the step-6 save
+    monkeypatch.setattr(saving, "save_file", disk_full)  # the RNG file of the step-6 save
     with pytest.raises(OSError, match="No space left"):
         _train(run, "run.steps=6")
     assert _tmp_debris(run) == []
@@ -421,12 +424,12 @@ def test_failed_resave_of_a_step_keeps_the_old_copy(run, monkeypatch):
             raise OSError(errno.EIO, "I/O error")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(ckpt.os, "replace", fail_second_swap)
+    monkeypatch.setattr(os, "replace", fail_second_swap)
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.AdamW(model.parameters())
     with pytest.raises(OSError, match="I/O error"):
         ckpt.save_checkpoint(run, 4, model, opt)
-    monkeypatch.setattr(ckpt.os, "replace", real_replace)
+    monkeypatch.setattr(os, "replace", real_replace)
     assert _tmp_debris(run) == [] and ckpt.verify_checkpoint(_ck(run, 4)).ok
     assert (
         ckpt.read_trainer_state(_ck(run, 4))["model_config"]["num_layers"] == 2
@@ -434,16 +437,16 @@ def test_failed_resave_of_a_step_keeps_the_old_copy(run, monkeypatch):
 
 
 def test_failed_atomic_write_removes_its_temporary_file(run, monkeypatch):
-    from lenslib.train import checkpoint as ckpt
+    from lenslib.atomic import write_text_atomic
 
     config = (run / "config.yaml").read_text()
 
     def disk_full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ckpt.os, "fsync", disk_full)
+    monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(OSError, match="No space left"):
-        ckpt.write_text_atomic(run / "config.yaml", "new")
+        write_text_atomic(run / "config.yaml", "new")
     with pytest.raises(
         OSError, match="No space left"
     ):  # the trainer's config.yaml write, after loading step 4

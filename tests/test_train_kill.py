@@ -45,6 +45,7 @@ def test_the_comparison_sees_a_single_changed_number(reference, tmp_path):
     from safetensors.torch import load_file, save_file
 
     from lenslib.train import checkpoint as ck
+    from lenslib.train.checkpoint.integrity import format_sums, hash_files
 
     assert faults.compare_runs(reference.run_dir, reference.run_dir, STEPS) == []
     run = shutil.copytree(reference.run_dir, tmp_path / "copy")
@@ -65,6 +66,6 @@ def test_the_comparison_sees_a_single_changed_number(reference, tmp_path):
     tensors[key] = tensors[key].clone()
     tensors[key].view(-1)[0] = torch.nextafter(tensors[key].view(-1)[0], torch.tensor(1e9))
     save_file(tensors, str(shard), metadata=meta)
-    (last / ck.CHECKSUMS).write_text(ck._format_sums(ck._digests(last, ck.checkpoint_files(last))))
+    (last / ck.CHECKSUMS).write_text(format_sums(hash_files(last, ck.checkpoint_files(last))))
     problems = faults.compare_runs(reference.run_dir, run, STEPS)
     assert problems == [f"{last.name} {shard.name}:{key} differs"], problems

@@ -80,7 +80,8 @@ def _curve(run: Path) -> list[tuple]:
 
 
 def _kill_after_step_3(out: Path, *extra: str) -> Path:
-    """Start a training job and SIGKILL it right after its step-3 checkpoint is published; its ``latest`` file."""
+    """Start a training job and SIGKILL it right after its step-3 checkpoint is published; its ``latest``
+    file."""
     proc = subprocess.Popen(
         _train_cmd(out, *extra), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -103,7 +104,7 @@ def _kill_after_step_3(out: Path, *extra: str) -> Path:
 CRASH_IN_SAVE = """
 import os, signal, sys
 from pathlib import Path
-import lenslib.train.checkpoint as ck
+import lenslib.train.checkpoint.saving as ck
 real = ck.write_json_atomic
 def dying(path, data):
     path = Path(path)
@@ -197,7 +198,7 @@ def test_a_job_resumed_at_its_last_step_reports_the_runs_loss_and_time(runs, tmp
     import shutil
 
     from lenslib.train import load_config, train
-    from lenslib.train.trainer import run_totals
+    from lenslib.train.run_folder import run_totals
 
     run = shutil.copytree(runs["broken"], tmp_path / "run")
     curve = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
@@ -288,7 +289,8 @@ def test_compiled_run_trains_the_same_model(runs, tmp_path):
 
 
 def test_data_workers_repeat_the_run_bit_for_bit(runs, tmp_path):
-    """Batches built ahead by data.num_workers threads are the batches the loop would build: same curve, same weights."""
+    """Batches built ahead by data.num_workers threads are the batches the loop would build: same curve, same
+    weights."""
     ahead = tmp_path / "ahead"
     _run(_train_cmd(ahead, f"run.steps={N}", "run.save_every=2", "run.keep_last=2", "data.num_workers=2"))
     assert _curve(ahead) == _curve(runs["straight"])
@@ -300,7 +302,8 @@ def test_data_workers_repeat_the_run_bit_for_bit(runs, tmp_path):
 
 
 def test_loss_is_logged_per_noise_band(runs):
-    """Every step records its loss in t-bins (``loss_by_t``): where along the noise range the model still errs."""
+    """Every step records its loss in t-bins (``loss_by_t``): where along the noise range the model still
+    errs."""
     from lenslib.train.trainer import T_BIN_EDGES
 
     rows = [json.loads(x) for x in (runs["straight"] / "metrics.jsonl").read_text().splitlines() if x.strip()]

@@ -40,6 +40,7 @@ import yaml
 
 from lenslib.atomic import write_text_atomic
 from lenslib.train.config import TrainConfig, to_yaml
+from lenslib.train.run_folder import PREEMPTED_FILE
 from lenslib.train.signals import die_with_parent
 
 from .records import PREEMPT_FLAG_NAME
@@ -254,9 +255,6 @@ def launch_training(
     ``metrics.jsonl`` there. A stop request is the file ``$LENS_PREEMPT_FLAG`` (``lens run-notebook`` sets
     it), else ``RUN_DIR/.preempt`` (:func:`request_stop`).
     """
-    # lazy: lenslib.train.trainer imports torch (1.8 s, python -X importtime); the notebook that launches
-    # training is only the control plane and need not load it
-    from lenslib.train.trainer import PREEMPTED_FILE  # noqa: PLC0415
 
     config_path, run_dir = _resolve_config(config, run_dir)
     marker = run_dir / PREEMPTED_FILE

@@ -30,6 +30,7 @@ import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
 
 from lenslib.atomic import atomic_file, write_json_atomic
+from lenslib.train.run_folder import read_metrics
 
 __all__ = [
     "RECORD_NAME",
@@ -130,10 +131,8 @@ def finish_attempt(run_dir: Path, manifest: dict, attempt: dict, outcome: dict) 
 def read_run(run_dir: str | Path) -> dict:
     """Everything a report needs from a run folder: manifest, config, metrics, samples, record path.
 
-    Metrics are read with the trainer's tolerant reader (:func:`lenslib.train.trainer.read_metrics`): the
+    Metrics are read with the trainer's tolerant reader (:func:`lenslib.train.run_folder.read_metrics`): the
     metrics of a job killed mid-write still make a page, without their torn line."""
-    # lazy: lenslib.train.trainer imports torch (1.8 s, python -X importtime); only reading metrics needs it
-    from lenslib.train.trainer import read_metrics  # noqa: PLC0415
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

@@ -41,7 +41,8 @@ class Batch:
         return self.tokens.shape[0]
 
     def to(self, device, non_blocking: bool = False) -> "Batch":
-        """The batch on ``device``; ``non_blocking`` overlaps the copy with compute when the batch is pinned."""
+        """The batch on ``device``; ``non_blocking`` overlaps the copy with compute when the batch is
+        pinned."""
 
         def move(t):
             return t.to(device, non_blocking=non_blocking)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
+from PIL import Image
 
 DEFAULT_THRESHOLD = 0.985
 
@@ -44,8 +45,6 @@ class PixelEmbedder:
         self.name = f"pixels-{self.side}"
 
     def __call__(self, images):
-        from PIL import Image
-
         if len(images) == 0:
             return np.zeros((0, self.dim), np.float32)
         rows = []
@@ -61,8 +60,9 @@ class HFImageEmbedder:
     """Image embeddings from a local ``transformers`` CLIP/SigLIP-style folder (``get_image_features``)."""
 
     def __init__(self, path: str, device: str = "cpu", batch_size: int = 32):
-        import torch
-        from transformers import AutoImageProcessor, AutoModel
+        # lazy: torch and transformers cost 3 s (python -X importtime); only the HF embedder needs them
+        import torch  # noqa: PLC0415
+        from transformers import AutoImageProcessor, AutoModel  # noqa: PLC0415
 
         self.path, self.device, self.batch_size = str(path), device, batch_size
         self.processor = AutoImageProcessor.from_pretrained(self.path)
@@ -77,8 +77,6 @@ class HFImageEmbedder:
         self.name = f"{self.model.config.model_type}:{self.path}"
 
     def _probe_dim(self):
-        from PIL import Image
-
         return self._embed([Image.new("RGB", (32, 32))]).shape[1]
 
     def _embed(self, images):
@@ -107,7 +105,8 @@ def near_duplicate_pairs(
 ) -> list[tuple[int, int, float]]:
     """All pairs (i < j) with cosine > ``threshold`` (rows must be L2-normalised), via a faiss
     inner-product range search. Exact (flat index); for billions of rows swap in an IVF/HNSW index."""
-    import faiss
+    # lazy: faiss costs 0.9 s (python -X importtime); the funnel imports this module for its embedders
+    import faiss  # noqa: PLC0415
 
     x = np.ascontiguousarray(emb, dtype=np.float32)
     if len(x) == 0:

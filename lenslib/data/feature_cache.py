@@ -16,7 +16,6 @@ different model are silently wrong training data. Used by the trainer and in cha
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -25,11 +24,15 @@ import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from tqdm.auto import tqdm
 
+from lenslib.atomic import atomic_file, write_json_atomic
 from lenslib.model.text_encoders.base import fit_length
 
 from .batch import Batch
 from .buckets import LENS_BUCKETS, Bucket, nearest_bucket, resize_center_crop
+from .config_diff import config_diff
+from .filters import decode_image
 from .order import pool_index
 
 FORMAT = "lens-feature-cache"
@@ -81,13 +84,10 @@ def build_feature_cache(
 ) -> dict:
     """Encode ``records`` (dicts with ``key``, ``image`` (bytes or PIL) and ``captions`` {kind: {text}}
         as :func:`lenslib.data.shards.read_output` returns them) into ``out``. Resumable: shards already on
-        disk are skipped (after checking they were built the same way). Each shard is written to a temporary file
+        disk are skipped (after checking they were built the same way). Each shard is written to a temporary
+        file
     and renamed, and ``cache.json``, which readers require, is written last: an interrupted build leaves
     nothing a run could read. Returns the cache's ``cache.json`` content."""
-    from tqdm.auto import tqdm  # a progress bar only when a cache is built
-
-    from .filters import decode_image  # the cleaning filters' image decoder, needed only for a build
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ident = CacheIdentity(
@@ -161,9 +161,8 @@ def build_feature_cache(
                     index[r["key"]][f"len_{kind}"] = int(m.sum())
                     index[r["key"]][f"caption_{kind}"] = r["captions"][kind]["text"]
         meta = {"format": FORMAT, "identity": json.dumps(ident.to_dict()), "index": json.dumps(index)}
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
         shards.append({"file": name, "n": len(part), "keys": [r["key"] for r in part]})
     doc = {
         "format": FORMAT,
@@ -174,9 +173,7 @@ def build_feature_cache(
         "n": len(records),
         "shards": shards,
     }
-    tmp = meta_path.with_name(CACHE_JSON + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, meta_path)
+    write_json_atomic(meta_path, doc)
     return doc
 
 
@@ -187,9 +184,8 @@ def _check_shard(path: Path, identity: dict, keys: list[str]) -> None:
     found = json.loads(md["identity"])
     if found != identity:
         diff = "; ".join(
-            f"{k}: shard has {found.get(k)!r}, this build {identity.get(k)!r}"
-            for k in sorted(set(found) | set(identity))
-            if found.get(k) != identity.get(k)
+            f"{k}: shard has {a!r}, this build {b!r}"
+            for k, a, b in config_diff(found, identity, missing=None, nested=False)
         )
         raise CacheMismatchError(
             f"{path} was left by an interrupted build made another way ({diff}): delete the "
@@ -339,7 +335,8 @@ class FeatureCacheSource:
     The trainer asks for global sample indices at a resolution; the cache holds each image at one bucket,
     so index ``i`` at size ``(h, w)`` maps to the images cached at that bucket, ``i mod n`` through a
     permutation seeded by ``(seed, i div n, bucket)`` (:func:`~lenslib.data.order.pool_index`): a pure
-    function of the index, as exact resume needs. Text features are padded or cut like the trainer's on-the-fly path (``max_text_tokens``, ``text_pad_multiple``).
+    function of the index, as exact resume needs. Text features are padded or cut like the trainer's
+    on-the-fly path (``max_text_tokens``, ``text_pad_multiple``).
     """
 
     def __init__(
@@ -392,15 +389,17 @@ def open_source(path, data, seed: int = 0, text_encoder=None, codec=None) -> Fea
     """Feature cache as the trainer's batch source (``data.source: features``, ``data.path``).
 
     ``data`` is the run's data section (a ``DataConfig``: codec, patch, text encoder, caption kind, text
-    length), ``seed`` the run's seed. Refuses a cache whose codec differs from the configured one (``data.codec``/``data.patch``); pass
-    the trainer's ``text_encoder`` and ``codec`` instances to also check the text encoder exactly (its
-    identity string includes model, tapped layers and template). ``data.caption_kind`` picks the cached
-    kind; ``mixed`` draws brief/detailed 50/50 when those two are cached (the paper's Mixed arm).
+    length), ``seed`` the run's seed. Refuses a cache whose codec differs from the configured one
+    (``data.codec``/``data.patch``); pass the trainer's ``text_encoder`` and ``codec`` instances to also check
+    the text encoder exactly (its identity string includes model, tapped layers and template).
+    ``data.caption_kind`` picks the cached kind; ``mixed`` draws brief/detailed 50/50 when those two are
+    cached (the paper's Mixed arm).
     """
     d = data
     if hasattr(d, "data"):
         raise TypeError(
-            "open_source takes the run's data section and seed: open_source(path, cfg.data, cfg.run.seed, ...)"
+            "open_source takes the run's data section and seed: "
+            "open_source(path, cfg.data, cfg.run.seed, ...)"
         )
     want_codec = getattr(codec, "name", None)
     if want_codec is None and d.codec == "pixel":
@@ -418,7 +417,7 @@ def open_source(path, data, seed: int = 0, text_encoder=None, codec=None) -> Fea
         d.text_encoder.replace("tiny-", "")
     ):
         raise CacheMismatchError(
-            f"{path} was built with text encoder {cache.identity['text_encoder']!r}, but data.text_encoder is "
-            f"{d.text_encoder!r}: rebuild the cache with the configured encoder (`lens data cache`)"
+            f"{path} was built with text encoder {cache.identity['text_encoder']!r}, but data.text_encoder "
+            f"is {d.text_encoder!r}: rebuild the cache with the configured encoder (`lens data cache`)"
         )
     return FeatureCacheSource(cache, d.max_text_tokens, seed, d.text_pad_multiple)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
+from PIL import Image, ImageOps
 
 # Larger images are analysed at about this many pixels (aspect kept) so blur and entropy scores do not depend
 # on the original resolution; 512² is the stage-1 training resolution.
@@ -50,8 +51,6 @@ def decode_image(data: bytes) -> Decoded:
     transparency is composited over white (as a browser shows it); EXIF orientation is applied.
     Empty, truncated or unidentifiable files and decompression bombs raise :class:`DecodeError`.
     """
-    from PIL import Image, ImageOps
-
     if not data:
         raise DecodeError("empty file (0 bytes)")
     try:
@@ -85,8 +84,6 @@ def analysis_view(image, area: int = ANALYSIS_AREA):
     """The image downscaled (bilinear, aspect kept) to about ``area`` pixels, for resolution-free scores.
 
     Never upscaled: interpolation would itself blur a small image and fake a low focus score."""
-    from PIL import Image
-
     W, H = image.size
     s = math.sqrt(area / (W * H))
     if s >= 0.99:  # at or below the analysis size: use as is
@@ -113,8 +110,9 @@ class HFImageClassifierScorer:
     """
 
     def __init__(self, path: str, label: str | None = None, device: str = "cpu", batch_size: int = 32):
-        import torch
-        from transformers import AutoImageProcessor, AutoModelForImageClassification
+        # lazy: torch and transformers cost 3 s (python -X importtime); only the HF classifiers need them
+        import torch  # noqa: PLC0415
+        from transformers import AutoImageProcessor, AutoModelForImageClassification  # noqa: PLC0415
 
         self.path, self.device, self.batch_size = str(path), device, batch_size
         self.processor = AutoImageProcessor.from_pretrained(self.path)
@@ -273,7 +271,8 @@ def laplacian_variance(image) -> float:
 
     The classic focus measure (Pech-Pacheco et al. 2000; OpenCV's ``Laplacian(..., CV_64F).var()``).
     """
-    from scipy import ndimage
+    # lazy: scipy.ndimage costs 0.4 s (python -X importtime); only this filter needs it
+    from scipy import ndimage  # noqa: PLC0415
 
     g = np.asarray(analysis_view(image).convert("L"), dtype=np.float64)
     return float(ndimage.laplace(g, mode="reflect").var())

@@ -13,11 +13,12 @@ import base64
 import io
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import numpy as np
+
+from lenslib.atomic import write_json_atomic
 
 from .dedup import DEFAULT_THRESHOLD, ImageEmbedder, dedup_keep_mask
 from .filters import DecodeError, Filter, decode_image, default_filters
@@ -88,10 +89,7 @@ class FunnelReport:
         return cls([StepReport(**s) for s in d["steps"]])
 
     def save(self, path) -> None:
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.to_dict(), f, indent=1)
-        os.replace(tmp, path)
+        write_json_atomic(path, self.to_dict())
 
     @classmethod
     def load(cls, path) -> "FunnelReport":

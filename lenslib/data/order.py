@@ -1,4 +1,5 @@
-"""What every step reads, as pure functions of ``(seed, step, rank, world size)``: the one home of sample order.
+"""What every step reads, as pure functions of ``(seed, step, rank, world size)``: the one home of sample
+order.
 
 Exact resume and bit-for-bit repeatable runs need the data position to be a function, not a state: a
 resumed job, a job with prefetch workers and a job reading a cache must all see the same examples in the
@@ -34,7 +35,8 @@ def mix_seed(*parts: int) -> int:
 
 
 def rank_slot(step: int, rank: int, world_size: int) -> int:
-    """The global slot of ``rank`` at ``step`` when every step hands one unit to each of ``world_size`` ranks."""
+    """The global slot of ``rank`` at ``step`` when every step hands one unit to each of ``world_size``
+    ranks."""
     return step * world_size + rank
 
 
@@ -86,7 +88,8 @@ def plan(
 
 
 def epoch_permutation(seed: int, epoch: int, n: int, *salt: int) -> np.ndarray:
-    """The order of a finite pool of ``n`` items in pass ``epoch``: a permutation seeded by ``(seed, epoch, *salt)``."""
+    """The order of a finite pool of ``n`` items in pass ``epoch``: a permutation seeded by ``(seed, epoch,
+    *salt)``."""
     return np.random.default_rng([int(seed), int(epoch), *map(int, salt)]).permutation(n)
 
 

@@ -20,8 +20,8 @@ different one is refused (use a new output folder or ``overwrite=True``).
 
 With ``ray_address`` set, stages 1 and 3 run as Ray Data actor pools (one model load per actor, one shard
 per task) on a local or remote cluster; the records are the same as in the single-process run (only the
-measured latencies differ).
-Used by ``lens recaption`` and in chapter 1.
+measured latencies differ). The stages themselves are :mod:`lenslib.data.pipeline_stages`; this module
+pins the run, drives them and writes the manifest. Used by ``lens recaption`` and in chapter 1.
 """
 
 from __future__ import annotations
@@ -31,14 +31,25 @@ import json
 import logging
 import os
 import shutil
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
+from tqdm.auto import tqdm
 
-from .funnel import Funnel, FunnelReport, Sample, StepReport
-from .shards import ShardRef, list_shards, read_shard, sha256, write_parquet, write_tar
+from lenslib.atomic import write_json_atomic
+from lenslib.recaption.registry import parse_spec
+
+from .filters import default_filters
+from .funnel import FunnelReport, StepReport
+from .pipeline_stages import (
+    build_captioners,
+    build_funnel,
+    caption_shard,
+    dedup_all,
+    filter_shard,
+    shard_done,
+)
+from .shards import ShardRef, list_shards
 
 log = logging.getLogger(__name__)
 FORMAT = "lens-recaption"
@@ -67,11 +78,9 @@ class PipelineConfig:
     def __post_init__(self):
         if self.output_format not in ("tar", "parquet"):
             raise ValueError(f"output_format must be 'tar' or 'parquet', got {self.output_format!r}")
-        from lenslib.recaption.registry import parse_spec
 
         for spec in self.captioners:
             parse_spec(spec)  # bad specs fail here, before any work
-        from .filters import default_filters
 
         default_filters(thresholds=self.funnel.get("thresholds"))  # unknown or invalid thresholds fail here
 
@@ -94,230 +103,6 @@ class PipelineConfig:
             )
         }
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
-
-# ---------------------------------------------------------------------------------------- building
-def build_funnel(cfg: dict) -> Funnel:
-    from .dedup import HFImageEmbedder, PixelEmbedder
-    from .filters import HFImageClassifierScorer, default_filters
-
-    scorers = {}
-    for name, default_label in (("nsfw", "nsfw"), ("aesthetic", None), ("watermark", "watermark")):
-        if cfg.get(name):
-            scorers[name] = HFImageClassifierScorer(cfg[name], label=cfg.get(f"{name}_label", default_label))
-    emb = cfg.get("embedder")
-    embedder = None
-    if emb:
-        embedder = (
-            PixelEmbedder(int(emb.split("-")[1])) if emb.startswith("pixels-") else HFImageEmbedder(emb)
-        )
-    return Funnel(
-        default_filters(**scorers, thresholds=cfg.get("thresholds")),
-        embedder=embedder,
-        dedup_threshold=cfg.get("dedup_threshold", 0.985),
-        thumbnails=cfg.get("thumbnails", True),
-        dedup=cfg.get("dedup", True),
-    )
-
-
-def build_captioners(cfg: PipelineConfig):
-    from lenslib.recaption.registry import make_captioner
-
-    return [make_captioner(s, **cfg.captioner_options) for s in cfg.captioners]
-
-
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def _gid(shard: str, key: str) -> str:
-    return f"{shard}/{key}"
-
-
-# ------------------------------------------------------------------------------------- stage 1
-def filter_shard(ref: ShardRef, out: Path, funnel: Funnel) -> dict:
-    """Decode + filters + embeddings for one shard; writes work/filter/<name>.json (+ .npy)."""
-    t0 = time.perf_counter()
-    samples = list(read_shard(ref))
-    issues = {s.key: s.meta["issues"] for s in samples if s.meta.get("issues")}
-    kept, report = funnel.filter(samples)
-    emb = funnel.embed(kept) if funnel.dedup else None
-    d = out / "work" / "filter"
-    if emb is not None:
-        tmp = d / f"{ref.name}.npy.tmp"
-        with open(tmp, "wb") as f:
-            np.save(f, emb.astype(np.float32))
-        os.replace(tmp, d / f"{ref.name}.npy")
-    decoded = {s.key: {k: s.meta.get(k) for k in ("width", "height", "mode", "format")} for s in kept}
-    rec = {
-        "shard": ref.name,
-        "kept": [s.key for s in kept],
-        "scores": {s.key: s.scores for s in kept},
-        "decoded": decoded,
-        "embedder": getattr(funnel.embedder, "name", None) if funnel.dedup else None,
-        "input_issues": issues,
-        "report": report.to_dict(),
-        "embeddings": emb is not None,
-        "seconds": time.perf_counter() - t0,
-    }
-    _atomic_json(d / f"{ref.name}.json", rec)
-    return {"shard": ref.name, "n_in": report.n_in, "kept": len(kept)}
-
-
-# ------------------------------------------------------------------------------------- stage 2
-def dedup_all(refs: list[ShardRef], out: Path, funnel_cfg: dict) -> dict:
-    """Global near-duplicate pass over every shard's embeddings, in shard order.
-
-    Exact (a flat faiss index in one process): fine up to a few million images on one machine. At the
-    paper's scale (800M × 768 floats ≈ 2.4 TB) the same decision needs a compressed, sharded index
-    (faiss IVF-PQ on GPUs); the interface of this stage (embeddings in, dropped keys out) stays the same.
-    """
-    from .dedup import dedup_keep_mask
-
-    threshold = float(funnel_cfg.get("dedup_threshold", 0.985))
-    enabled = funnel_cfg.get("dedup", True)
-    keys, embs, names = [], [], set()
-    for r in refs:
-        rec = json.loads((out / "work" / "filter" / f"{r.name}.json").read_text())
-        keys += [_gid(r.name, k) for k in rec["kept"]]
-        names.add(rec.get("embedder"))
-        if rec["embeddings"]:
-            embs.append(np.load(out / "work" / "filter" / f"{r.name}.npy"))
-    if len(names) > 1:
-        raise ValueError(f"shards of {out} were embedded with different embedders {sorted(map(str, names))}")
-    embedder = names.pop() if names else None
-    rep = StepReport(
-        "near_dup",
-        f"cosine <= {threshold}",
-        n_in=len(keys),
-        config={"threshold": threshold, "embedder": embedder},
-    )
-    dropped = {}
-    if not enabled or embedder is None:
-        rep.skipped = True
-        rep.skip_reason = (
-            "near-duplicate removal disabled"
-            if not enabled
-            else "no image embedder configured (funnel.embedder: 'pixels-16' or a local CLIP folder); "
-            "step skipped"
-        )
-        if enabled:
-            log.warning("funnel step 'near_dup' skipped: %s", rep.skip_reason)
-        rep.kept = len(keys)
-    else:
-        emb = np.concatenate(embs) if embs else np.zeros((0, 1), np.float32)
-        keep, dup_of = dedup_keep_mask(emb, threshold)
-        dropped = {keys[j]: keys[i] for j, i in sorted(dup_of.items())}
-        rep.dropped, rep.kept = len(dropped), int(keep.sum())
-        for j, i in sorted(dup_of.items())[:6]:
-            rep.examples.append(
-                {
-                    "key": keys[j],
-                    "score": float(emb[i] @ emb[j]),
-                    "duplicate_of": keys[i],
-                    "reason": f"near-duplicate of {keys[i]}",
-                }
-            )
-    rec = {"dropped": dropped, "report": asdict(rep)}
-    _atomic_json(out / "work" / "dedup.json", rec)
-    return rec
-
-
-# ------------------------------------------------------------------------------------- stage 3
-def caption_shard(ref: ShardRef, out: Path, cfg: PipelineConfig, captioners, dropped: set) -> dict:
-    """Captions the survivors of one shard and writes its output shard and report.
-
-    Captions found in the input (``alt_text`` and any ``<kind>.txt``) are kept with source ``input``; a
-    captioner writing the same kind replaces that entry (its record names the new source)."""
-    from lenslib.recaption.base import Caption
-
-    from .filters import decode_image
-
-    t0 = time.perf_counter()
-    frec = json.loads((out / "work" / "filter" / f"{ref.name}.json").read_text())
-    wanted = [k for k in frec["kept"] if _gid(ref.name, k) not in dropped]
-    want = set(wanted)
-    by_key: dict[str, Sample] = {}
-    for s in read_shard(ref):
-        if s.key in want and s.key not in by_key:
-            s.image = decode_image(s.data).image  # decoded fine in stage 1
-            s.scores = frec["scores"].get(s.key, {})
-            s.meta.update(frec["decoded"].get(s.key, {}))
-            caps = dict(s.meta.pop("captions_in", {}))
-            s.meta["captions"] = caps
-            by_key[s.key] = s
-    missing = want - set(by_key)
-    if missing:
-        raise RuntimeError(
-            f"shard {ref.name} changed since it was filtered ({len(missing)} samples missing); "
-            "rerun with a new output folder"
-        )
-    samples = [by_key[k] for k in wanted]
-    rep = StepReport(
-        "caption",
-        "every captioner succeeded",
-        n_in=len(samples),
-        config={"captioners": [c.identity() for c in captioners]},
-    )
-    failed: dict[str, str] = {}
-    usage = {"input_tokens": 0, "output_tokens": 0, "captions": 0, "latency_s": 0.0}
-    for cap in captioners:
-        # API captioners run requests concurrently within a call: give them enough images per call
-        bs = max(1, cfg.batch_size, 4 * getattr(cap, "max_concurrency", 0))
-        todo = [s for s in samples if s.key not in failed]
-        for i in range(0, len(todo), bs):
-            batch = todo[i : i + bs]
-            res = cap.caption_each([s.image for s in batch], [s.meta for s in batch])
-            for s, r in zip(batch, res):
-                if isinstance(r, Exception):
-                    failed[s.key] = f"{cap.name}: {r}"
-                    continue
-                assert isinstance(r, Caption)
-                s.meta["captions"][r.kind] = r.to_dict()
-                usage["input_tokens"] += r.input_tokens or 0
-                usage["output_tokens"] += r.output_tokens or 0
-                usage["captions"] += 1
-                usage["latency_s"] += r.latency_s or 0.0
-    kept = [s for s in samples if s.key not in failed]
-    rep.dropped, rep.kept = len(failed), len(kept)
-    rep.examples = [{"key": k, "score": None, "reason": v} for k, v in list(failed.items())[:6]]
-    if samples and len(failed) / len(samples) > cfg.max_caption_failure_rate:
-        first = next(iter(failed.values()))
-        raise RuntimeError(
-            f"shard {ref.name}: {len(failed)} of {len(samples)} captions failed (more than "
-            f"max_caption_failure_rate={cfg.max_caption_failure_rate}); first error: {first}. "
-            "Fix the captioner and rerun: finished shards are kept."
-        )
-    for s in kept:
-        s.image = None
-    ext = "tar" if cfg.output_format == "tar" else "parquet"
-    path = out / "shards" / f"{ref.name}.{ext}"
-    (write_tar if ext == "tar" else write_parquet)(path, kept)
-    report = {
-        "shard": ref.name,
-        "input": ref.path,
-        "output": str(path.relative_to(out)),
-        "n": len(kept),
-        "bytes": path.stat().st_size,
-        "sha256": sha256(path),
-        "caption_step": asdict(rep),
-        "usage": usage,
-        "caption_kinds": sorted({k for s in kept for k in s.meta["captions"]}),
-        "seconds": time.perf_counter() - t0,
-    }
-    _atomic_json(out / "reports" / f"{ref.name}.json", report)
-    return {"shard": ref.name, "n": len(kept)}
-
-
-def shard_done(out: Path, name: str) -> bool:
-    p = out / "reports" / f"{name}.json"
-    if not p.is_file():
-        return False
-    rep = json.loads(p.read_text())
-    q = out / rep["output"]
-    return q.is_file() and q.stat().st_size == rep["bytes"]
 
 
 # ------------------------------------------------------------------------------------- Ray workers
@@ -347,7 +132,8 @@ class _RayStage:
 
 
 def _ray_run(stage: str, refs: list[ShardRef], out: Path, cfg: PipelineConfig, concurrency=None):
-    import ray
+    # lazy: ray costs 0.4 s (python -X importtime); only runs with ray_address use it
+    import ray  # noqa: PLC0415
 
     items = [
         {"name": r.name, "path": r.path, "format": r.format, "files": json.dumps(list(r.files))} for r in refs
@@ -364,7 +150,8 @@ def _ray_run(stage: str, refs: list[ShardRef], out: Path, cfg: PipelineConfig, c
 
 
 def _ensure_ray(address: str):
-    import ray
+    # lazy: ray costs 0.4 s (python -X importtime); only runs with ray_address use it
+    import ray  # noqa: PLC0415
 
     if ray.is_initialized():
         return
@@ -391,8 +178,6 @@ def run_pipeline(
     already initialised in this process). On a multi-node cluster, ``input`` and ``output`` must be paths
     every node sees (a shared file system), and the captioners' environment (API key variable, model
     folders) must exist on every node."""
-    from tqdm.auto import tqdm
-
     refs = list_shards(input, cfg.images_per_shard)
     out = Path(output)
     run_file = out / "run.json"
@@ -425,7 +210,7 @@ def run_pipeline(
                 )
     for d in ("work/filter", "shards", "reports"):
         (out / d).mkdir(parents=True, exist_ok=True)
-    _atomic_json(run_file, run)
+    write_json_atomic(run_file, run, sort_keys=True)
 
     if ray_address is not None:
         _ensure_ray(ray_address)
@@ -485,5 +270,5 @@ def finalize(out: Path, refs: list[ShardRef], cfg: PipelineConfig) -> dict:
         "input_issues": issues,
         "shards": [{k: r[k] for k in ("shard", "input", "output", "n", "bytes", "sha256")} for r in reps],
     }
-    _atomic_json(out / "manifest.json", manifest)
+    write_json_atomic(out / "manifest.json", manifest, sort_keys=True)
     return manifest

@@ -9,6 +9,9 @@ from __future__ import annotations
 import base64
 import io
 
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
 
 def _uri(image, side: int = 160) -> str:
     im = image.convert("RGB").copy()
@@ -20,8 +23,6 @@ def _uri(image, side: int = 160) -> str:
 
 def funnel_figure(report, title: str = "Cleaning funnel"):
     """Images kept after each step (skipped steps greyed and labelled)."""
-    import plotly.graph_objects as go
-
     steps = report.steps
     labels = [f"{s.name} (skipped)" if s.skipped else s.name for s in steps]
     colours = ["#bbbbbb" if s.skipped else "#4c78a8" for s in steps]
@@ -39,9 +40,6 @@ def funnel_figure(report, title: str = "Cleaning funnel"):
 
 def image_grid(items: list[tuple[str, object]], cols: int = 5, side: int = 160, title: str | None = None):
     """A grid of (title, PIL image or base64 PNG) pairs."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
     if not items:
         fig = go.Figure()
         fig.update_layout(title=(title or "") + " (none)", height=80)

@@ -6,6 +6,12 @@ environment has: no download. Used in chapter 1.
 
 from __future__ import annotations
 
+import io
+
+import numpy as np
+import skimage.data as D
+from PIL import Image, ImageEnhance, ImageFilter
+
 # scikit-image sample images that are photographs or scans (not synthetic test patterns)
 SKIMAGE_PHOTOS = (
     "astronaut",
@@ -32,10 +38,8 @@ SKIMAGE_PHOTOS = (
 
 def sample_photographs(include: tuple = SKIMAGE_PHOTOS) -> dict:
     """{name: PIL image}: the scikit-image images in ``include`` plus scikit-learn's china and flower."""
-    import numpy as np
-    import skimage.data as D
-    from PIL import Image
-    from sklearn.datasets import load_sample_images
+    # lazy: sklearn.datasets costs 1.8 s (python -X importtime); only these two photographs need it
+    from sklearn.datasets import load_sample_images  # noqa: PLC0415
 
     out = {}
     for name in include:
@@ -65,8 +69,6 @@ DAMAGE = {
 
 def encode(image, fmt: str = "PNG", **kw) -> bytes:
     """PIL image → encoded bytes (what a shard stores)."""
-    import io
-
     buf = io.BytesIO()
     image.save(buf, format=fmt, **kw)
     return buf.getvalue()
@@ -75,8 +77,6 @@ def encode(image, fmt: str = "PNG", **kw) -> bytes:
 def funnel_demo_inputs(photos: dict | None = None) -> dict:
     """{name: bytes}: the sample photographs as PNG plus the damaged copies described in :data:`DAMAGE`,
     one for each cleaning step to catch. Used in chapter 1."""
-    from PIL import Image, ImageEnhance, ImageFilter
-
     p = sample_photographs() if photos is None else photos
     data = {name: encode(im) for name, im in p.items()}
     data["rocket_blurred"] = encode(p["rocket"].filter(ImageFilter.GaussianBlur(5)))

@@ -17,12 +17,16 @@ into place, so a crash never leaves a half-written shard. Used by :mod:`lenslib.
 from __future__ import annotations
 
 import glob
+import hashlib
 import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+import braceexpand
+
+from lenslib.atomic import atomic_file
 
 from .funnel import Sample
 
@@ -42,8 +46,6 @@ class ShardRef:
 
 def list_shards(source: str, images_per_shard: int = 256) -> list[ShardRef]:
     """Every shard of an input: a tar/parquet/arrow file, a glob or brace pattern, or a folder."""
-    import braceexpand
-
     p = Path(source)
     if p.is_dir():
         tars = sorted(p.rglob("*.tar"))
@@ -140,7 +142,8 @@ def _sample_from_fields(key: str, fields: dict, source: str) -> Sample:
 def read_shard(ref: ShardRef) -> Iterator[Sample]:
     """Samples of one shard, in stored order."""
     if ref.format == "tar":
-        import webdataset as wds
+        # lazy: webdataset costs 2.5 s (python -X importtime); only tar shards need it
+        import webdataset as wds  # noqa: PLC0415
 
         ds = wds.WebDataset(ref.path, shardshuffle=False, empty_check=False)
         for rec in ds:
@@ -163,8 +166,9 @@ def read_shard(ref: ShardRef) -> Iterator[Sample]:
 
 
 def _read_table(ref: ShardRef) -> Iterator[Sample]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    # lazy: pyarrow costs 0.26 s (python -X importtime); only parquet shards need it
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
 
     if ref.format == "parquet":
         table = pq.read_table(ref.path)
@@ -227,23 +231,22 @@ def output_record(s: Sample) -> dict:
 def write_tar(path: str | Path, samples: list[Sample]) -> None:
     """Atomically write a webdataset tar: ``<key>.<ext>`` (original bytes), ``<key>.json`` and one
     ``<key>.<kind>.txt`` per caption."""
-    import webdataset as wds
+    # lazy: webdataset costs 2.5 s (python -X importtime); only tar shards need it
+    import webdataset as wds  # noqa: PLC0415
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with wds.TarWriter(str(tmp), mtime=0.0) as tw:
+    with atomic_file(path) as tmp, wds.TarWriter(str(tmp), mtime=0.0) as tw:
         for s in samples:
             rec = output_record(s)
             d = {"__key__": s.key, s.meta.get("ext", "png"): s.data, "json": json.dumps(rec).encode()}
             for kind, cap in rec["captions"].items():
                 d[f"{kind}.txt"] = cap["text"].encode("utf-8")
             tw.write(d)
-    os.replace(tmp, path)
 
 
 def write_parquet(path: str | Path, samples: list[Sample]) -> None:
     """Atomically write an HF-compatible parquet shard (``image`` as the ``datasets`` Image struct)."""
-    import datasets
+    # lazy: datasets costs 0.9 s (python -X importtime); only parquet output needs it
+    import datasets  # noqa: PLC0415
 
     path = Path(path)
     recs = [output_record(s) for s in samples]
@@ -263,9 +266,8 @@ def write_parquet(path: str | Path, samples: list[Sample]) -> None:
         "json": [json.dumps(r) for r in recs],
     }
     ds = datasets.Dataset.from_dict(cols, features=feats)
-    tmp = path.with_name(path.name + ".tmp")
-    ds.to_parquet(str(tmp))
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        ds.to_parquet(str(tmp))
 
 
 def read_output(path: str | Path) -> list[dict]:
@@ -273,14 +275,15 @@ def read_output(path: str | Path) -> list[dict]:
     path = Path(path)
     out = []
     if path.suffix == ".tar":
-        import webdataset as wds
+        # lazy: webdataset costs 2.5 s (python -X importtime); only tar shards need it
+        import webdataset as wds  # noqa: PLC0415
 
         for rec in wds.WebDataset(str(path), shardshuffle=False, empty_check=False):
             j = json.loads(rec["json"])
             img = next(v for k, v in rec.items() if k in IMAGE_EXTS)
             out.append(j | {"image": img})
     else:
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # noqa: PLC0415
 
         for row in pq.read_table(path).to_pylist():
             out.append(json.loads(row["json"]) | {"image": row["image"]["bytes"]})
@@ -288,8 +291,6 @@ def read_output(path: str | Path) -> list[dict]:
 
 
 def sha256(path: str | Path) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -302,7 +303,8 @@ def images_to_shards(
 ) -> list[Path]:
     """Write {key: PIL image or encoded bytes} as webdataset tar shards (PNG for PIL images), with
     optional {key: alt-text}. Used by the book and tests to make pipeline inputs."""
-    import webdataset as wds
+    # lazy: webdataset costs 2.5 s (python -X importtime); only tar shards need it
+    import webdataset as wds  # noqa: PLC0415
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -313,8 +315,7 @@ def images_to_shards(
     paths = []
     for si in range(0, len(keys), per_shard):
         p = out_dir / f"input-{si // per_shard:06d}.tar"
-        tmp = p.with_name(p.name + ".tmp")
-        with wds.TarWriter(str(tmp), mtime=0.0) as tw:
+        with atomic_file(p) as tmp, wds.TarWriter(str(tmp), mtime=0.0) as tw:
             for k in keys[si : si + per_shard]:
                 v = images[k]
                 if not isinstance(v, (bytes, bytearray)):
@@ -328,6 +329,5 @@ def images_to_shards(
                     c = captions[k]
                     d["txt"] = c if isinstance(c, bytes) else c.encode("utf-8")
                 tw.write(d)
-        os.replace(tmp, p)
         paths.append(p)
     return paths

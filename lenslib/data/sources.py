@@ -17,7 +17,8 @@ resumed run sees exactly the batches of the uninterrupted one. Text features are
 the frozen encoder; since a batch's captions are a function of its indices, so are its features.
 
 :func:`source_from_config` builds the configured ``(batch source, codec, text encoder)`` from a run's
-``data`` section. Used by the trainer, evaluation and chapter 4.
+``data`` section (:func:`build_source` from a whole run config). Used by the trainer, evaluation and chapter
+4.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ __all__ = [
     "WebDatasetSource",
     "WorldSource",
     "build_codec",
+    "build_source",
     "encode_images",
     "source_from_config",
 ]
@@ -106,13 +108,15 @@ class HFImageSource:
     """
 
     def __init__(self, path: str, image_key: str = "image", caption_key: str = "caption", seed: int = 0):
-        from datasets import load_from_disk  # optional dependency, needed only for data.source=hf
+        # lazy: datasets costs 0.9 s (python -X importtime); only data.source=hf needs it
+        from datasets import load_from_disk  # noqa: PLC0415
 
         self.ds = load_from_disk(path)
         for key in (image_key, caption_key):
             if key not in self.ds.column_names:
                 raise ValueError(
-                    f"dataset {path} has no column {key!r} (columns: {self.ds.column_names}); set data.image_key/caption_key."
+                    f"dataset {path} has no column {key!r} (columns: {self.ds.column_names}); set "
+                    "data.image_key/caption_key."
                 )
         self.image_key, self.caption_key, self.seed = image_key, caption_key, seed
         self._perms: dict = {}
@@ -149,7 +153,8 @@ class WebDatasetSource:
         self._pos = 0
 
     def _open(self):
-        import webdataset as wds  # optional dependency, needed only for data.source=webdataset
+        # lazy: webdataset costs 2.5 s (python -X importtime); only data.source=webdataset needs it
+        import webdataset as wds  # noqa: PLC0415
 
         return iter(
             wds.WebDataset(self.urls, shardshuffle=False, nodesplitter=_every_shard, empty_check=False)
@@ -173,7 +178,8 @@ class WebDatasetSource:
 
 
 def _to_unit_range(x: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels → float in [-1, 1], the codec's input range (``x / 127.5 - 1``, in place after the cast)."""
+    """uint8 pixels → float in [-1, 1], the codec's input range (``x / 127.5 - 1``, in place after the
+    cast)."""
     return x.float().div_(127.5).sub_(1.0)
 
 
@@ -203,7 +209,8 @@ class TokenBatcher:
     """Example source → :class:`Batch`: images through a codec, captions through the frozen text encoder.
 
     Text features are cut to ``max_text_tokens``; each batch is padded to its longest caption rounded up
-    to ``text_pad_multiple`` (0: always to ``max_text_tokens``), see :func:`~lenslib.model.text_encoders.base.fit_length`.
+    to ``text_pad_multiple`` (0: always to ``max_text_tokens``), see
+    :func:`~lenslib.model.text_encoders.base.fit_length`.
     """
 
     def __init__(
@@ -229,7 +236,8 @@ class TokenBatcher:
 
     @torch.no_grad()
     def from_examples(self, examples: Sequence[Example], indices: Sequence[int]) -> Batch:
-        """The batch of already loaded ``examples`` (source positions ``indices``), e.g. to keep their metadata."""
+        """The batch of already loaded ``examples`` (source positions ``indices``), e.g. to keep their
+        metadata."""
         tokens, grid = encode_images(self.codec, np.stack([e.image for e in examples]))
         text, mask = self.encode_text([e.caption for e in examples])
         return Batch(tokens, grid, text, mask, [e.caption for e in examples], [int(i) for i in indices])
@@ -315,14 +323,13 @@ class CachedWorldBatcher(TokenBatcher):
 def build_codec(data):
     """The codec of a run's ``data`` section: patchified pixels (``pixel``) or the FLUX.2 VAE (``latent``)."""
     if data.codec == "pixel":
-        from lenslib.model.vae import (
-            PixelCodec,
-        )  # lenslib.model.vae imports diffusers: only when a codec is built
+        # lazy: lenslib.model.vae imports diffusers (12 s, python -X importtime); only a codec needs it
+        from lenslib.model.vae import PixelCodec  # noqa: PLC0415
 
         return PixelCodec(data.patch)
     if not data.vae:
         raise ValueError("data.codec=latent needs data.vae=<folder of the FLUX.2 VAE> (e.g. <lens>/vae).")
-    from lenslib.model.vae import Flux2Codec  # as above
+    from lenslib.model.vae import Flux2Codec  # noqa: PLC0415 - lazy: as above
 
     return Flux2Codec.from_pretrained(data.vae)
 
@@ -333,8 +340,8 @@ def source_from_config(
     """The ``(batch source, codec, text encoder)`` of a run's ``data`` section (a ``DataConfig``) and seed.
 
     A world with ``data.num_scenes`` set reads its finite pool from a world cache under ``data.path`` (default
-    ``<cache>/world``), built on first use with a progress bar. On a CUDA ``device`` the text encoder runs there
-    (captions encoded on the fly, or a cache built, on the accelerator instead of the host) unless
+    ``<cache>/world``), built on first use with a progress bar. On a CUDA ``device`` the text encoder runs
+    there (captions encoded on the fly, or a cache built, on the accelerator instead of the host) unless
     ``data.text_encoder_kwargs`` names a device itself.
     """
     codec = build_codec(data)
@@ -367,7 +374,7 @@ def source_from_config(
             raise ValueError(
                 "data.source=features needs data.path=<feature cache folder> (built by `lens data cache`)."
             )
-        # exact identity: the cache must come from this encoder (model, tapped layers, template) and this codec
+        # exact identity: the cache must come from this encoder (model, tapped layers, template) and codec
         return open_source(data.path, data, seed, text_encoder=text_encoder, codec=codec), codec, text_encoder
     else:
         raise ValueError(f"unknown data.source {data.source!r}; choose world, hf, webdataset or features.")
@@ -376,3 +383,13 @@ def source_from_config(
         codec,
         text_encoder,
     )
+
+
+def build_source(
+    cfg, seed: int | None = None, progress: bool = True, device=None
+) -> tuple[BatchSource, object, object]:
+    """The configured ``(batch source, codec, text encoder)`` of a run config
+    (:class:`~lenslib.train.config.TrainConfig`): :func:`source_from_config` of its ``data`` section, seeded
+    by ``run.seed`` unless ``seed`` is given. Used by the trainer, evaluation and chapters 4 and 6.
+    """
+    return source_from_config(cfg.data, cfg.run.seed if seed is None else seed, progress, device)

@@ -1,4 +1,5 @@
-"""The trainer's batches, step after step: :class:`BatchStream` plans, prefetches and moves them to the device.
+"""The trainer's batches, step after step: :class:`BatchStream` plans, prefetches and moves them to the
+device.
 
 The training loop is ``for step in stream: for batch in step: ...`` (torchtitan's shape): the stream knows
 which examples every step reads (:func:`lenslib.data.order.plan`, a pure function of seed, step and rank),
@@ -89,8 +90,8 @@ class BatchStream:
 
     ``buckets`` and ``micro_batch`` are :func:`~lenslib.data.order.plan`'s (``(bucket, per-rank batch)``
     pairs); ``workers`` prefetch threads; ``device`` where batches are delivered (pinned, non-blocking
-    copies on CUDA). Call :meth:`drain` before using ``source`` elsewhere (evaluation) and :meth:`close` at the
-    end.
+    copies on CUDA). Call :meth:`drain` before using ``source`` elsewhere (evaluation) and :meth:`close` at
+    the end.
     """
 
     def __init__(

@@ -1,4 +1,5 @@
-"""A finite pool of world scenes, rendered and text-encoded once, memory-mapped for every run that trains on it.
+"""A finite pool of world scenes, rendered and text-encoded once, memory-mapped for every run that trains on
+it.
 
 A step of the CPU recipe spends most of its data time in the frozen text encoder (MiniLM: ~6.5 ms a
 caption on two cores against ~2 ms to render the scene), so an infinite world stream caps training at a
@@ -13,11 +14,13 @@ a world stream (``sample_scene(mix_seed(seed, i))``, caption seeded by ``mix_see
   caption kind, scene options, size, encoder name/layers/width, ``T``, ``N``).
 
 A cache is built in a temporary folder and renamed into place, so an interrupted build leaves nothing a
-run could read (the next build removes what a killed one left); opening a folder built for another identity raises :class:`WorldCacheMismatch` naming
-every differing field. Caches live under ``<cache>/world/<hash of the identity>``, so every arm and seed
-of an experiment that shares the world and the encoder shares one cache.
+run could read (the next build removes what a killed one left); opening a folder built for another identity
+raises :class:`WorldCacheMismatch` naming every differing field. Caches live under ``<cache>/world/<hash of
+the identity>``, so every arm and seed of an experiment that shares the world and the encoder shares one
+cache.
 
-Used by the trainer (``data.num_scenes``, :class:`lenslib.data.sources.CachedWorldBatcher`) and chapters 4 and 6.
+Used by the trainer (``data.num_scenes``, :class:`lenslib.data.sources.CachedWorldBatcher`) and chapters 4 and
+6.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
+
+from .config_diff import config_diff
 
 __all__ = ["FORMAT_VERSION", "WorldCache", "WorldCacheMismatch", "cache_key"]
 
@@ -49,9 +55,8 @@ def cache_key(identity: dict) -> str:
 
 def _diff(found: dict, wanted: dict) -> list[str]:
     return [
-        f"{k}: cache has {found.get(k)!r}, run wants {wanted.get(k)!r}"
-        for k in sorted(set(found) | set(wanted))
-        if found.get(k) != wanted.get(k)
+        f"{k}: cache has {a!r}, run wants {b!r}"
+        for k, a, b in config_diff(found, wanted, missing=None, nested=False)
     ]
 
 
@@ -106,7 +111,8 @@ class WorldCache:
 
     @staticmethod
     def _select(indices: Sequence[int]):
-        """A slice for a run of consecutive positions (a view of the map), else the index array (one gather)."""
+        """A slice for a run of consecutive positions (a view of the map), else the index array (one
+        gather)."""
         idx = np.asarray(indices, dtype=np.int64)
         if len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
             return slice(int(idx[0]), int(idx[0]) + len(idx))
@@ -146,9 +152,8 @@ class WorldCache:
     def build(
         path: str | Path, identity: dict, render, encode, *, batch_size: int = 64, progress: bool = True
     ) -> Path:
-        """Render and encode scenes ``0..identity['num_scenes']-1`` into ``path`` (atomically: temp folder, rename)."""
-        from tqdm.auto import tqdm  # progress bar only when a cache is actually built
-
+        """Render and encode scenes ``0..identity['num_scenes']-1`` into ``path`` (atomically: temp folder,
+        rename)."""
         path = Path(path)
         n, t, layers, hidden = (
             int(identity[k]) for k in ("num_scenes", "max_text_tokens", "num_layers", "hidden_size")
@@ -178,10 +183,11 @@ class WorldCache:
                     images[i], caption = render(i)
                     caps.append(caption)
                 feats, mask = encode(caps)
+                # an encoder on the GPU: stored from the host
                 feats, mask = (
                     [f.cpu() for f in feats],
                     mask.cpu(),
-                )  # an encoder on the GPU: stored from the host
+                )
                 valid = mask.sum(dim=1).clamp(max=t).numpy()
                 for k in range(layers):
                     f = feats[k][:, :t].float().numpy().astype(np.float16)

@@ -20,11 +20,10 @@ import warnings
 import numpy as np
 import torch
 
-from lenslib.data.sources import TokenBatcher
+from lenslib.data.sources import TokenBatcher, build_source
 from lenslib.eval.judge import judge
 from lenslib.flow import euler_sample, euler_sigmas, predict_velocity
 from lenslib.train.build import load_model
-from lenslib.train.data import build_source
 from lenslib.world.spec import within_limits
 from lenslib.world.suites import detailed_prompt
 

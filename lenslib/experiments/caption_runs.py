@@ -20,6 +20,7 @@ from pathlib import Path
 
 import lenslib.train
 from lenslib.atomic import write_text_atomic
+from lenslib.data.sources import TokenBatcher, build_source
 from lenslib.eval import generate
 from lenslib.experiments.arms import Arm, ArmFolder, run_arms
 from lenslib.experiments.caption_results import RESULTS_NAME, CaptionResults, save_results
@@ -37,8 +38,7 @@ from lenslib.experiments.captions import (
 from lenslib.paths import cache_dir
 from lenslib.train import checkpoint as ckpt
 from lenslib.train.config import to_dict
-from lenslib.train.data import TokenBatcher, build_source
-from lenslib.train.trainer import run_dir_of, run_totals
+from lenslib.train.run_folder import run_dir_of, run_totals
 
 __all__ = ["SCORES_DIR", "run_captions"]
 

@@ -25,9 +25,11 @@ __all__ = ["build_model", "load_model"]
 
 
 def build_model(cfg, codec, text_encoder):
-    """The transformer of ``model.preset`` (a ``TrainConfig``), its input/output sized for the codec and text encoder.
+    """The transformer of ``model.preset`` (a ``TrainConfig``), its input/output sized for the codec and text
+    encoder.
 
-    From scratch it is DiT-initialised (``initialize_weights``: adaLN-Zero); ``model.init_from`` loads weights.
+    From scratch it is DiT-initialised (``initialize_weights``: adaLN-Zero); ``model.init_from`` loads
+    weights.
     """
     if cfg.model.init_from:
         model = LensTransformer2DModel.from_pretrained(cfg.model.init_from)
@@ -54,7 +56,8 @@ def build_model(cfg, codec, text_encoder):
 
 
 def load_model(cfg, checkpoint, codec, text_encoder, *, weights: str = "ema", device=None):
-    """The model of ``cfg`` holding ``checkpoint``'s weights (``None``: the untrained model, seeded by ``run.seed``).
+    """The model of ``cfg`` holding ``checkpoint``'s weights (``None``: the untrained model, seeded by
+    ``run.seed``).
 
     ``weights`` is "ema" (what gets sampled and exported) or "model" (the live weights). Loading refuses a
     checkpoint without the EMA when the config has one. ``device`` (default: where it was built, the CPU)

@@ -5,7 +5,8 @@ GPU). With ``--nproc-per-node N`` it launches ``torchrun`` itself (SIGUSR1 forwa
 long enough to save) and turns a preemption into exit code 75 (torchrun alone always exits 1), so a job
 script can requeue::
 
-    lens train --config lens-stage1 --nproc-per-node 8 data.path=... ; [ $? -eq 75 ] && scontrol requeue $SLURM_JOB_ID
+    lens train --config lens-stage1 --nproc-per-node 8 data.path=... ; [ $? -eq 75 ] && scontrol requeue
+    $SLURM_JOB_ID
 
 ``lens export RUN_OR_CHECKPOINT OUT`` writes the EMA weights as an official-layout ``OUT/transformer/``
 folder (``config.json`` + safetensors) that ``LensTransformer2DModel.from_pretrained`` loads, after checking
@@ -23,11 +24,18 @@ Used in chapter 4.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from lenslib import cli as lens_cli
+from lenslib.atomic import atomic_output_dir
+
+from .run_folder import PREEMPTED_FILE, run_dir_of
+from .signals import PREEMPT_SIGNALS, REQUEUE_EXIT_CODE
 
 __all__ = ["register", "main_train", "prepare_run", "export", "launch"]
 
@@ -87,14 +95,16 @@ def register(subparsers) -> None:
 def prepare_run(config: str, overrides: list[str], world_size: int, print_config: bool = False):
     """The checked config of a run, or None after printing it (``print_config``).
 
-    Every check runs here, before a process is started, a model or encoder loaded, or the run folder created: the
-    config's keys, types, values and names (:func:`~lenslib.train.config.validate`), the inputs it needs and the
-    paths it points to (:func:`~lenslib.train.config.check_paths`: data, checkpoints, the run folder), and whether
-    the run folder's checkpoint may be resumed by this config (:func:`~lenslib.train.trainer.preflight_resume`).
-    Raises :class:`~lenslib.train.config.ConfigError`. Chapter 4's ``lens train`` and chapter 7's launches go
-    through it.
+    Every check runs here, before a process is started, a model or encoder loaded, or the run folder created:
+    the config's keys, types, values and names (:func:`~lenslib.train.config.validate`), the inputs it needs
+    and the paths it points to (:func:`~lenslib.train.config.check_paths`: data, checkpoints, the run folder),
+    and whether the run folder's checkpoint may be resumed by this config
+    (:func:`~lenslib.train.resume.preflight_resume`). Raises :class:`~lenslib.train.config.ConfigError`.
+    Chapter 4's ``lens train`` and chapter 7's launches go through it.
     """
-    from .config import check_paths, load_config, to_yaml, validate
+    # lazy (here and below): `lens --help` imports this module; the config costs 0.18 s (yaml, the world's
+    # names), the trainer, checkpoints and judge import torch (1 s or more; python -X importtime)
+    from .config import check_paths, load_config, to_yaml, validate  # noqa: PLC0415
 
     cfg = load_config(config, overrides, world_size=world_size)
     if print_config:
@@ -102,7 +112,7 @@ def prepare_run(config: str, overrides: list[str], world_size: int, print_config
         return None
     validate(cfg, world_size, for_training=True)
     check_paths(cfg)
-    from .trainer import preflight_resume  # imports torch: only for a run that will train
+    from .resume import preflight_resume  # noqa: PLC0415 - imports torch: only for a run that will train
 
     preflight_resume(cfg)
     return cfg
@@ -110,50 +120,42 @@ def prepare_run(config: str, overrides: list[str], world_size: int, print_config
 
 def _run_here(cfg) -> int:
     """Train ``cfg`` in this process; the exit code of ``lens train`` / a torchrun worker."""
-    from lenslib.cli import fail
-    from lenslib.eval.judge import (
-        score_scene_images,
-    )  # the command line wires evaluation's judge into training
+    # the command line wires evaluation's judge into training
+    from lenslib.eval.judge import score_scene_images  # noqa: PLC0415
 
-    from .checkpoint import DamagedCheckpointError
-    from .config import ConfigError
-    from .signals import REQUEUE_EXIT_CODE
-    from .trainer import train
+    from .checkpoint import DamagedCheckpointError  # noqa: PLC0415
+    from .config import ConfigError  # noqa: PLC0415
+    from .trainer import train  # noqa: PLC0415
 
     try:
         summary = train(cfg, judge=score_scene_images)
     except ConfigError as err:  # a mismatched resume, inputs missing: the message names the keys and the fix
-        return fail("train", err, EXIT_CONFIG_ERROR)
+        return lens_cli.fail("train", err, EXIT_CONFIG_ERROR)
     except DamagedCheckpointError as err:
-        return fail("train", err, EXIT_DAMAGED)
+        return lens_cli.fail("train", err, EXIT_DAMAGED)
     return REQUEUE_EXIT_CODE if summary["preempted"] else 0
 
 
 def main_train(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m lenslib.train`` (each torchrun worker): the same checks and exit codes as
     ``lens train``; overrides may stand before or after the options."""
-    from lenslib import cli
-
-    p = cli.OneLineParser(prog="python -m lenslib.train")
+    p = lens_cli.OneLineParser(prog="python -m lenslib.train")
     _train_args(p)
     p.add_argument("--debug", action="store_true", help="show tracebacks of expected errors")
     args = p.parse_intermixed_args(argv)
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    cli._DEBUG = args.debug
+    lens_cli._DEBUG = args.debug
     try:
         cfg = prepare_run(args.config, args.overrides, world, args.print_config)
         return 0 if cfg is None else _run_here(cfg)
-    except cli.EXPECTED_ERRORS as err:
-        return cli.fail("train", err, EXIT_CONFIG_ERROR)
+    except lens_cli.EXPECTED_ERRORS as err:
+        return lens_cli.fail("train", err, EXIT_CONFIG_ERROR)
     finally:
-        cli._DEBUG = False
+        lens_cli._DEBUG = False
 
 
 def launch(config: str, overrides: list[str], nproc: int, shutdown_timeout: int = 300) -> int:
     """Run ``torchrun --standalone --nproc-per-node nproc -m lenslib.train``; map a preemption to exit 75."""
-    from .signals import PREEMPT_SIGNALS, REQUEUE_EXIT_CODE
-    from .trainer import PREEMPTED_FILE, run_dir_of
-
     cfg = prepare_run(config, overrides, nproc)  # fail here, before starting N processes
     marker = run_dir_of(cfg) / PREEMPTED_FILE
     marker.unlink(missing_ok=True)
@@ -188,21 +190,19 @@ def launch(config: str, overrides: list[str], nproc: int, shutdown_timeout: int 
 
 
 def _cmd_train(args) -> int:
-    from lenslib.cli import fail
-
     if args.nproc_per_node is not None and args.nproc_per_node < 1:
-        return fail(
+        return lens_cli.fail(
             "train",
             f"--nproc-per-node {args.nproc_per_node}: give at least 1 process, or omit the option "
             "to train in this process.",
         )
     if args.shutdown_timeout < 0:
-        return fail(
+        return lens_cli.fail(
             "train",
             f"--shutdown-timeout {args.shutdown_timeout}: give the seconds (>= 0) torchrun waits "
             "for its workers to save.",
         )
-    from .config import ConfigError
+    from .config import ConfigError  # noqa: PLC0415 - lazy: see prepare_run
 
     world = args.nproc_per_node or 1
     try:
@@ -212,25 +212,23 @@ def _cmd_train(args) -> int:
         if args.nproc_per_node:
             return launch(args.config, args.overrides, args.nproc_per_node, args.shutdown_timeout)
     except ConfigError as err:
-        return fail("train", err, EXIT_CONFIG_ERROR)
+        return lens_cli.fail("train", err, EXIT_CONFIG_ERROR)
     return _run_here(cfg)
 
 
 def export(checkpoint: str | Path, out: str | Path, weights: str = "ema") -> Path:
-    """Write ``weights`` ("ema" or "model") of a checkpoint as ``out/transformer`` (diffusers layout, safetensors).
+    """Write ``weights`` ("ema" or "model") of a checkpoint as ``out/transformer`` (diffusers layout,
+    safetensors).
 
     Needs no process group and works for checkpoints saved by any number of ranks. ``lens_export.json`` beside
-    the weights records the run's ``flow.prediction``: a model trained with ``x`` outputs clean samples, not the
-    official velocity, and must be sampled through ``lenslib.flow.predict_velocity``.
+    the weights records the run's ``flow.prediction``: a model trained with ``x`` outputs clean samples, not
+    the official velocity, and must be sampled through ``lenslib.flow.predict_velocity``.
 
     The checkpoint is verified against its ``SHA256SUMS`` first: a damaged checkpoint folder is refused
-    (:class:`~lenslib.train.checkpoint.DamagedCheckpointError`); for a run folder a damaged newest checkpoint is
-    reported on stderr and the newest intact one exported (its step is in ``lens_export.json``). Chapter 4
+    (:class:`~lenslib.train.checkpoint.DamagedCheckpointError`); for a run folder a damaged newest checkpoint
+    is reported on stderr and the newest intact one exported (its step is in ``lens_export.json``). Chapter 4
     exports its run this way.
     """
-    import json
-    import shutil
-
     path, out = Path(checkpoint), Path(out)
     if not path.exists():
         raise FileNotFoundError(
@@ -241,9 +239,10 @@ def export(checkpoint: str | Path, out: str | Path, weights: str = "ema") -> Pat
             f"{path} is a file: give a run folder or a checkpoint folder (RUN/checkpoints/step_XXXXXXX)."
         )
     _check_output_folder(out)
-    from lenslib.model.transformer import LensTransformer2DModel
+    # lazy: see prepare_run (the transformer imports diffusers, several seconds)
+    from lenslib.model.transformer import LensTransformer2DModel  # noqa: PLC0415
 
-    from . import checkpoint as ckpt
+    from . import checkpoint as ckpt  # noqa: PLC0415
 
     if (path / "trainer_state.json").is_file():
         check = ckpt.verify_checkpoint(path)
@@ -287,31 +286,28 @@ def export(checkpoint: str | Path, out: str | Path, weights: str = "ema") -> Pat
     like = model.state_dict()
     tensors = ckpt.load_tensors(path, weights, like, verify=False)  # verified above
     model.load_state_dict(tensors, strict=True)
-    out.mkdir(parents=True, exist_ok=True)
-    final, tmp = out / "transformer", out / "transformer.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    final = out / "transformer"
     prediction = state.get("config", {}).get("flow", {}).get("prediction", "velocity")
-    (tmp / "lens_export.json").write_text(
-        json.dumps(
-            {
-                "checkpoint": str(path),
-                "step": state["step"],
-                "weights": weights,
-                "prediction": prediction,
-                "verified": check.verified,
-            },
-            indent=1,
+    with atomic_output_dir(final, overwrite=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "lens_export.json").write_text(
+            json.dumps(
+                {
+                    "checkpoint": str(path),
+                    "step": state["step"],
+                    "weights": weights,
+                    "prediction": prediction,
+                    "verified": check.verified,
+                },
+                indent=1,
+            )
         )
-    )
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
     return final
 
 
 def _check_output_folder(out: Path) -> None:
-    """``out`` must be a folder or creatable as one, and ``out/transformer`` a folder or absent (checked before loading)."""
+    """``out`` must be a folder or creatable as one, and ``out/transformer`` a folder or absent (checked
+    before loading)."""
     for p in (out, *out.parents):
         if p.exists():
             if not p.is_dir():
@@ -326,13 +322,11 @@ def _check_output_folder(out: Path) -> None:
 
 
 def _cmd_export(args) -> int:
-    from lenslib.cli import fail
-
-    from .checkpoint import DamagedCheckpointError
+    from .checkpoint import DamagedCheckpointError  # noqa: PLC0415 - lazy: see prepare_run
 
     try:
         final = export(args.checkpoint, args.out, args.weights)
     except DamagedCheckpointError as err:
-        return fail("export", err, EXIT_DAMAGED)
+        return lens_cli.fail("export", err, EXIT_DAMAGED)
     print(f"wrote {final}")
     return 0

@@ -20,12 +20,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+    CheckpointImpl,
+    apply_activation_checkpointing,
+    checkpoint_wrapper,
+)
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 __all__ = [
     "DistInfo",
@@ -98,8 +105,6 @@ def init_distributed(
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -117,18 +122,13 @@ def block_modules(model: nn.Module) -> list[nn.Module]:
 
 
 def enable_activation_checkpointing(model: nn.Module) -> None:
-    """Recompute each block's activations in backward instead of storing them (paper: "gradient checkpointing")."""
+    """Recompute each block's activations in backward instead of storing them (paper: "gradient
+    checkpointing")."""
     if getattr(model, "_supports_gradient_checkpointing", False) and hasattr(
         model, "enable_gradient_checkpointing"
     ):
         model.enable_gradient_checkpointing()
         return
-    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
-        CheckpointImpl,
-        apply_activation_checkpointing,
-        checkpoint_wrapper,
-    )
-
     kinds = tuple({type(m) for m in block_modules(model)})
     if not kinds:
         raise ValueError(
@@ -161,8 +161,6 @@ def wrap_model(
         for module in block_modules(model) if info.strategy == "fsdp" else [model]:
             module.compile()
     if info.strategy == "ddp":
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
         # The last block's text-stream outputs are discarded by the model (official design), so those few
         # parameters never get a gradient: DDP must be told to expect unused parameters.
         return DDP(
@@ -171,7 +169,9 @@ def wrap_model(
             find_unused_parameters=True,
         )
     if info.strategy == "fsdp":
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        # lazy: torch.distributed.fsdp costs 3 s on top of torch (python -X importtime); only FSDP runs need
+        # it
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard  # noqa: PLC0415
 
         mp = None
         if info.dtype != torch.float32:

@@ -1,8 +1,8 @@
 """Fault injection: kill a training job at random moments, resume it, and compare with a job never killed.
 
 A preempted or crashed job may cost time, never the result. :func:`kill_trial` trains a small run to the end
-through a series of ``SIGKILL``\\ s, each at a random moment of one of four kinds, resuming after each one as a
-requeued job would, and then compares the run with an uninterrupted run of the same config
+through a series of ``SIGKILL``\\ s, each at a random moment of one of four kinds, resuming after each one as
+a requeued job would, and then compares the run with an uninterrupted run of the same config
 (:func:`reference_run`), bit for bit: the final checkpoint's model, EMA, AdamW and RNG tensors, and every
 logged step's loss, gradient norm, learning rate and per-noise-band loss. The kinds of kill:
 
@@ -16,15 +16,14 @@ logged step's loss, gradient norm, learning rate and per-noise-band loss. The ki
   state, the checksums, an fsync, a rename, the ``latest`` pointer, the rotation of old checkpoints);
 * ``torn``: the job writes part of a metrics line, flushes it and kills itself (a torn ``metrics.jsonl``).
 
-The in-job kills are installed by :func:`child_main`, which a job runs instead of ``python -m lenslib.train``
-when :data:`PLAN_ENV` holds a plan. ``tests/test_train_kill.py`` runs one short trial;
+The in-job kills are installed by :func:`lenslib.train.fault_hooks.child_main`, which a job runs instead of
+``python -m lenslib.train``. ``tests/test_train_kill.py`` runs one short trial;
 ``benchmarks/kill_resume.py`` runs 30 kills and records the tally in ``benchmarks/results/kill_resume.json``.
 They are the evidence behind chapter 4's statement that a killed run resumes bit for bit.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import random
@@ -37,9 +36,17 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+from safetensors import safe_open
+
+import lenslib
+
+from . import checkpoint as ck
+from .fault_hooks import PLAN_ENV
+from .run_folder import read_metrics
+
 __all__ = [
     "KINDS",
-    "PLAN_ENV",
     "TINY_OVERRIDES",
     "Kill",
     "Reference",
@@ -47,14 +54,12 @@ __all__ = [
     "kill_trial",
     "compare_runs",
     "tally",
-    "child_main",
 ]
 
 KINDS = ("startup", "training", "save", "torn")
-PLAN_ENV = "LENS_FAULT_PLAN"
 
-#: A small Lens transformer on 16x16 world images (as tests/test_train_resume.py trains) that saves after every
-#: step and evaluates every 5: a kill at a random time often falls inside a save.
+#: A small Lens transformer on 16x16 world images (as tests/test_train_resume.py trains) that saves after
+#: every step and evaluates every 5: a kill at a random time often falls inside a save.
 TINY_OVERRIDES = [
     "optim.global_batch=4",
     "optim.micro_batch=2",
@@ -77,129 +82,7 @@ TINY_OVERRIDES = [
     "run.keep_last=2",
 ]
 
-_CHILD = "from lenslib.train.faults import child_main; child_main()"
-
-
-# ------------------------------------------------------------------------------------------------
-# Inside the job: kills at chosen moments
-# ------------------------------------------------------------------------------------------------
-
-
-def _die(report: str | None, moment: str) -> None:
-    """Record where the job dies (one JSON line, written straight to the file), then SIGKILL this process."""
-    if report:
-        fd = os.open(report, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            os.write(fd, (json.dumps({"moment": moment}) + "\n").encode())
-        finally:
-            os.close(fd)
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-class _Proxy:
-    """A module whose chosen functions are replaced (``os.replace`` counted inside the checkpoint module only)."""
-
-    def __init__(self, module, replaced: dict):
-        self._module, self._replaced = module, replaced
-
-    def __getattr__(self, name):
-        return self._replaced[name] if name in self._replaced else getattr(self._module, name)
-
-
-def _install_save_hooks(plan: dict) -> None:
-    """Count the file operations of every save (``kind == "count"``: report the counts) or kill the job before or
-    after the ``plan["tick"]``-th operation of its ``plan["save"]``-th save (``kind == "save"``)."""
-    import shutil
-
-    import torch.distributed.checkpoint as dcp
-
-    from . import checkpoint as ck
-
-    state = {"save": 0, "tick": 0, "inside": False, "ticks": []}
-    planned = plan.get("kind") == "save"
-
-    def tick(moment: str) -> None:
-        if not state["inside"]:
-            return
-        state["tick"] += 1
-        if planned and state["save"] == plan["save"] and state["tick"] == plan["tick"]:
-            _die(plan.get("report"), f"save {state['save']} of the job, operation {state['tick']}: {moment}")
-
-    def counted(fn, what: str):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            name = f" {Path(args[0]).name}" if args and isinstance(args[0], (str, Path)) else ""
-            tick(f"before {what}{name}")
-            out = fn(*args, **kwargs)
-            tick(f"after {what}{name}")
-            return out
-
-        return wrapper
-
-    ck.save_file = counted(ck.save_file, "writing the RNG file")
-    ck._digests = counted(ck._digests, "hashing the files")
-    dcp.save = counted(dcp.save, "writing the tensor files")
-    ck.os = _Proxy(os, {"replace": counted(os.replace, "renaming"), "fsync": counted(os.fsync, "an fsync")})
-    ck.shutil = _Proxy(shutil, {"rmtree": counted(shutil.rmtree, "removing")})
-    real_save = ck.save_checkpoint
-
-    def save_checkpoint(*args, **kwargs):
-        state["save"] += 1
-        state["tick"], state["inside"] = 0, True
-        try:
-            out = real_save(*args, **kwargs)
-        finally:
-            state["inside"] = False
-            state["ticks"].append(state["tick"])
-        if planned and state["save"] == plan["save"]:  # a save with fewer operations than planned: after it
-            _die(plan.get("report"), f"save {state['save']} of the job, after its last operation")
-        if plan.get("kind") == "count" and plan.get("report"):
-            Path(plan["report"]).write_text(json.dumps({"ticks": state["ticks"]}))
-        return out
-
-    ck.save_checkpoint = save_checkpoint
-
-
-def _install_torn_metrics(plan: dict) -> None:
-    """Kill the job after writing the first ``plan["cut"]`` share of its ``plan["line"]``-th metrics line."""
-    from . import trainer
-
-    real_log = trainer._Logger.log
-    count = {"n": 0}
-
-    def log(self, rec):
-        if self.is_main and self.file is not None:
-            count["n"] += 1
-            if count["n"] == plan["line"]:
-                line = json.dumps(rec) + "\n"
-                cut = max(1, min(len(line) - 2, int(len(line) * plan.get("cut", 0.5))))
-                self.file.write(line[:cut])
-                self.file.flush()
-                _die(
-                    plan.get("report"),
-                    f"metrics line {count['n']} of the job, after {cut} of {len(line)} characters",
-                )
-        return real_log(self, rec)
-
-    trainer._Logger.log = log
-
-
-def child_main() -> None:
-    """``python -c "from lenslib.train.faults import child_main; child_main()" --config ... KEY=VALUE ...``: the
-    training job of ``python -m lenslib.train`` with the kill planned in :data:`PLAN_ENV` (JSON) installed."""
-    plan = json.loads(os.environ.get(PLAN_ENV) or "{}")
-    if plan.get("kind") in ("save", "count"):
-        _install_save_hooks(plan)
-    elif plan.get("kind") == "torn":
-        _install_torn_metrics(plan)
-    from .cli import main_train
-
-    sys.exit(main_train(sys.argv[1:]))
-
-
-# ------------------------------------------------------------------------------------------------
-# Outside: jobs, kills, comparison
-# ------------------------------------------------------------------------------------------------
+_CHILD = "from lenslib.train.fault_hooks import child_main; child_main()"
 
 
 @dataclass
@@ -220,7 +103,8 @@ class Kill:
 
 @dataclass
 class Reference:
-    """An uninterrupted run: its folder, the file operations of each save, and how long the job's parts take."""
+    """An uninterrupted run: its folder, the file operations of each save, and how long the job's parts
+    take."""
 
     run_dir: Path
     steps: int
@@ -231,8 +115,6 @@ class Reference:
 
 
 def _env(threads: int) -> dict:
-    import lenslib
-
     env = dict(
         os.environ,
         OMP_NUM_THREADS=str(threads),
@@ -309,14 +191,10 @@ def _cmd(config: str, overrides: list[str], run_dir: Path) -> list[str]:
 
 
 def _records(run_dir: Path) -> list[dict]:
-    from .trainer import read_metrics
-
     return [r for r in read_metrics(run_dir)[0] if "step_time_s" in r]
 
 
 def _latest_step(run_dir: Path) -> int:
-    from . import checkpoint as ck
-
     path = ck.latest_checkpoint(run_dir)
     if path is None:
         return 0
@@ -356,26 +234,22 @@ def reference_run(
 
 
 def _tensors(folder: Path) -> dict:
-    from safetensors import safe_open
-
     out = {}
     for f in sorted(folder.rglob("*.safetensors")):
         with safe_open(str(f), framework="pt") as h:
             rel = f.relative_to(folder).as_posix()
             out.update({f"{rel}:{k}": h.get_tensor(k) for k in h.keys()})
+            # Python's RNG state is kept in the metadata
             out.update(
                 {f"{rel}:meta:{k}": v for k, v in (h.metadata() or {}).items() if f.parent.name == "rng"}
-            )  # Python's RNG state is kept in the metadata
+            )
     return out
 
 
 def compare_runs(reference: str | Path, run: str | Path, steps: int) -> list[str]:
     """Differences between two runs of ``steps`` steps (empty when bit-identical): the step's checkpoint
-    (model, EMA, AdamW and RNG tensors), the logged curve, one metrics line per step, nothing half-written left."""
-    import torch
-
-    from . import checkpoint as ck
-
+    (model, EMA, AdamW and RNG tensors), the logged curve, one metrics line per step, nothing half-written
+    left."""
     reference, run = Path(reference), Path(run)
     problems = []
     name = ck.checkpoint_name(steps)
@@ -426,12 +300,13 @@ def kill_trial(
     window_steps: int = 3,
     timeout: float = 600,
 ) -> dict:
-    """Train ``reference``'s config into ``run_dir`` through one SIGKILL per entry of ``kinds`` (see the module
-    docstring), resuming after each, then to the end; compare with the reference (:func:`compare_runs`).
+    """Train ``reference``'s config into ``run_dir`` through one SIGKILL per entry of ``kinds`` (see the
+    module docstring), resuming after each, then to the end; compare with the reference
+    (:func:`compare_runs`).
 
-    Each kill falls within the job's next ``window_steps`` steps (or its start-up), so every job moves the run on
-    by at most that much. Returns ``{"kills": [Kill...], "identical", "problems", "finished_early", "seconds",
-    "jobs"}``; a job that fails instead of being killed raises ``RuntimeError`` with its output.
+    Each kill falls within the job's next ``window_steps`` steps (or its start-up), so every job moves the run
+    on by at most that much. Returns ``{"kills": [Kill...], "identical", "problems", "finished_early",
+    "seconds", "jobs"}``; a job that fails instead of being killed raises ``RuntimeError`` with its output.
     """
     run_dir = Path(run_dir)
     rng = random.Random(seed)
@@ -442,9 +317,8 @@ def kill_trial(
     kills: list[Kill] = []
     t0 = time.monotonic()
     jobs, finished_early, waiting = 0, False, False
-    startup = (
-        reference.startup_s
-    )  # the shortest start-up seen so far: a start-up kill comes before the first step
+    # the shortest start-up seen so far: a start-up kill comes before the first step
+    startup = reference.startup_s
     for kind in kinds:
         if kind not in KINDS:
             raise ValueError(f"unknown kind of kill {kind!r}; choose from {', '.join(KINDS)}")
@@ -510,7 +384,8 @@ def kill_trial(
         )
         waiting = True
     report.unlink(missing_ok=True)
-    # The last job, unharmed, as a requeued job would run (after a run that ended, it resumes and trains nothing).
+    # The last job, unharmed, as a requeued job would run (after a run that ended, it resumes and trains
+    # nothing).
     job = _Job(_cmd(config, overrides, run_dir), env)
     jobs += 1
     rc = job.wait(timeout)
@@ -535,8 +410,8 @@ def _last_logged(lines: list[str]) -> int:
 
 
 def _resumed_at(lines: list[str]) -> int | None:
-    """The step a job started from (0: from scratch), read from the trainer's ``..., steps S->N`` line; None when
-    the job died before printing it."""
+    """The step a job started from (0: from scratch), read from the trainer's ``..., steps S->N`` line; None
+    when the job died before printing it."""
     for line in lines:
         m = re.search(r", steps (\d+)->\d+$", line)
         if m:
@@ -545,9 +420,11 @@ def _resumed_at(lines: list[str]) -> int | None:
 
 
 def tally(trials: list[dict]) -> dict:
-    """Counts over trials: kills by kind, what the jobs resumed from, and whether every run came out identical."""
+    """Counts over trials: kills by kind, what the jobs resumed from, and whether every run came out
+    identical."""
     kills = [k for t in trials for k in t["kills"]]
-    # A timed kill whose job's last line logged a step fell between that step and the end of its save (or evaluation).
+    # A timed kill whose job's last line logged a step fell between that step and the end of its save (or
+    # evaluation).
     after_step_line = sum(
         k.kind in ("startup", "training") and k.last_line.startswith("step ") for k in kills
     )

@@ -86,8 +86,9 @@ class PreemptionHandler:
 
     def should_stop(self, group=None) -> bool:
         """True on every rank if any rank was signalled (one tiny all-reduce when distributed)."""
-        import torch
-        import torch.distributed as dist
+        # lazy: `lens --help` imports this module (through lenslib.train.cli); torch costs 1 s or more
+        import torch  # noqa: PLC0415
+        import torch.distributed as dist  # noqa: PLC0415
 
         if not (dist.is_available() and dist.is_initialized()):
             return self.requested
