@@ -23,7 +23,7 @@ import yaml
 
 from lenslib import __version__
 
-__all__ = ["main", "build_parser", "fail", "EXIT_USAGE", "EXPECTED_ERRORS", "debugging"]
+__all__ = ["main", "build_parser", "add_documented", "fail", "EXIT_USAGE", "EXPECTED_ERRORS", "debugging"]
 
 # Areas that add subcommands, in the order the book introduces them.
 COMMAND_MODULES = (
@@ -79,6 +79,14 @@ def fail(command: str, err: BaseException | str, code: int = EXIT_USAGE) -> int:
     message = _one_line(err if isinstance(err, str) else (str(err) or type(err).__name__))
     print(f"lens {command}: error: {message}", file=sys.stderr, flush=True)
     return code
+
+
+def add_documented(subparsers, name: str, help: str, doc: str) -> argparse.ArgumentParser:
+    """Add ``lens NAME``, whose ``--help`` shows ``doc`` (its module's docstring) with the docstring's
+    line breaks."""
+    return subparsers.add_parser(
+        name, help=help, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
 
 
 class OneLineParser(argparse.ArgumentParser):

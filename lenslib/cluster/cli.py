@@ -16,7 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
-from lenslib.cli import fail
+from lenslib.cli import add_documented, fail
 
 __all__ = ["register"]
 
@@ -202,11 +202,11 @@ def _cmd_record(args) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = add_documented(
+        subparsers,
         "run-notebook",
-        help="validate parameters, then execute a training notebook headlessly",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "validate parameters, then execute a training notebook headlessly",
+        __doc__,
     )
     _param_args(p)
     p.add_argument("-k", "--kernel", default="python3", help="Jupyter kernel (default python3)")
@@ -220,11 +220,11 @@ def register(subparsers) -> None:
     p.add_argument("--no-log-output", action="store_true", help="do not echo cell output to the log")
     p.set_defaults(func=_cmd_run_notebook)
 
-    s = subparsers.add_parser(
+    s = add_documented(
+        subparsers,
         "submit",
-        help="submit a training notebook as a SLURM job (or a job array for a sweep)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "submit a training notebook as a SLURM job (or a job array for a sweep)",
+        __doc__,
     )
     _param_args(s)
     s.add_argument("--slurm", action="store_true", help="submit with sbatch")

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from lenslib.atomic import atomic_file
+from lenslib.cli import add_documented
 
 __all__ = ["register", "parse_size", "output_paths"]
 
@@ -140,12 +141,7 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "sample",
-        help="generate images with a local Lens pipeline folder",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_documented(subparsers, "sample", "generate images with a local Lens pipeline folder", __doc__)
     p.add_argument(
         "--model", required=True, help="local pipeline folder (model_index.json, transformer/, vae/, ...)"
     )

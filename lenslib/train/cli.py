@@ -33,6 +33,7 @@ from pathlib import Path
 
 from lenslib import cli as lens_cli
 from lenslib.atomic import atomic_output_dir
+from lenslib.cli import add_documented
 
 from .run_folder import PREEMPTED_FILE, run_dir_of
 from .signals import PREEMPT_SIGNALS, REQUEUE_EXIT_CODE
@@ -60,11 +61,11 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = add_documented(
+        subparsers,
         "train",
-        help="train a Lens transformer (one process, or torchrun with --nproc-per-node)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "train a Lens transformer (one process, or torchrun with --nproc-per-node)",
+        __doc__,
     )
     _train_args(p)
     p.add_argument(

@@ -28,53 +28,11 @@ Used in chapter 4 and by ``lens train``.
 
 from __future__ import annotations
 
-from .checks import bucket_batch, bucket_table, check_inputs, check_paths, check_run_name, validate
-from .loading import CONFIG_DIR, apply_overrides, available_configs, load_config
-from .resumable import RESUMABLE_KEYS, ResumeMismatchError, check_resume, resume_differences
-from .schema import (
-    BucketConfig,
-    ConfigError,
-    DataConfig,
-    DistConfig,
-    EMAConfig,
-    EvalConfig,
-    FlowConfig,
-    ModelConfig,
-    OptimConfig,
-    RunConfig,
-    TrainConfig,
-    from_dict,
-    to_dict,
-    to_yaml,
-)
+from . import checks, loading, resumable, schema
+from .checks import *  # noqa: F403
+from .loading import *  # noqa: F403
+from .resumable import *  # noqa: F403
+from .schema import *  # noqa: F403
 
-__all__ = [
-    "ConfigError",
-    "ResumeMismatchError",
-    "RESUMABLE_KEYS",
-    "resume_differences",
-    "check_resume",
-    "RunConfig",
-    "ModelConfig",
-    "BucketConfig",
-    "DataConfig",
-    "FlowConfig",
-    "OptimConfig",
-    "EMAConfig",
-    "DistConfig",
-    "EvalConfig",
-    "TrainConfig",
-    "CONFIG_DIR",
-    "available_configs",
-    "load_config",
-    "apply_overrides",
-    "from_dict",
-    "to_dict",
-    "to_yaml",
-    "validate",
-    "bucket_table",
-    "bucket_batch",
-    "check_inputs",
-    "check_paths",
-    "check_run_name",
-]
+#: Every part's public names, importable from ``lenslib.train.config``.
+__all__ = [*schema.__all__, *loading.__all__, *checks.__all__, *resumable.__all__]
