@@ -22,6 +22,7 @@ from typing import Any
 __all__ = [
     "atomic_file",
     "atomic_output_dir",
+    "blocking_file",
     "check_output_dir",
     "is_temporary",
     "write_bytes_atomic",
@@ -76,13 +77,19 @@ def write_json_atomic(path: str | Path, data: Any, *, indent: int = 1, sort_keys
     write_text_atomic(path, json.dumps(data, indent=indent, sort_keys=sort_keys))
 
 
+def blocking_file(out: str | Path) -> Path | None:
+    """The file (``out`` itself or a parent) that stops ``out`` from being a folder, or None: the check
+    every command that writes a folder makes before any work."""
+    above = next((p for p in (Path(out), *Path(out).parents) if p.exists()), None)
+    return None if above is None or above.is_dir() else above
+
+
 def check_output_dir(out: str | Path, overwrite: bool = False) -> Path:
     """Fail early, before any work, when the folder ``out`` cannot be written."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder; choose another output folder")
-    above = next((p for p in out.parents if p.exists()), None)
-    if above is not None and not above.is_dir():
+    if (above := blocking_file(out)) is not None:
         raise NotADirectoryError(f"{out} cannot be created: {above} is a file; choose another output folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(

@@ -23,7 +23,16 @@ import yaml
 
 from lenslib import __version__
 
-__all__ = ["main", "build_parser", "add_documented", "fail", "EXIT_USAGE", "EXPECTED_ERRORS", "debugging"]
+__all__ = [
+    "main",
+    "build_parser",
+    "add_documented",
+    "fail",
+    "options",
+    "EXIT_USAGE",
+    "EXPECTED_ERRORS",
+    "debugging",
+]
 
 # Areas that add subcommands, in the order the book introduces them.
 COMMAND_MODULES = (
@@ -79,6 +88,11 @@ def fail(command: str, err: BaseException | str, code: int = EXIT_USAGE) -> int:
     message = _one_line(err if isinstance(err, str) else (str(err) or type(err).__name__))
     print(f"lens {command}: error: {message}", file=sys.stderr, flush=True)
     return code
+
+
+def options(args: argparse.Namespace, *names: str) -> dict:
+    """``{name: args.name}`` for the options a command passes on by keyword."""
+    return {name: getattr(args, name) for name in names}
 
 
 def add_documented(subparsers, name: str, help: str, doc: str) -> argparse.ArgumentParser:

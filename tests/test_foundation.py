@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
 
 import pytest
-import tomllib
 import yaml
 from conftest import REPO_ROOT
 

@@ -26,6 +26,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from lenslib.paths import sha256_file
+
 TINY = [  # pinned here, so the tests keep their meaning when cpu-tiny.yaml's recipe changes
     "data.patch=8",
     "optim.decay_ratio=0.0",
@@ -274,7 +276,7 @@ def test_every_checkpoint_file_has_its_sha256(base):
         p.relative_to(ck).as_posix() for p in ck.rglob("*") if p.is_file() and p.name != "SHA256SUMS"
     )
     assert sorted(lines) == files and "trainer_state.json" in files and "rng/rank_00000.safetensors" in files
-    assert all(lines[f] == ckpt.file_sha256(ck / f) for f in files)
+    assert all(lines[f] == sha256_file(ck / f) for f in files)
     check = ckpt.verify_checkpoint(ck)
     assert check.ok and check.verified and check.state["step"] == 4
 

@@ -47,14 +47,12 @@ class Batch:
         def move(t):
             return t.to(device, non_blocking=non_blocking)
 
-        return Batch(
-            move(self.tokens),
-            self.grid,
-            [move(t) for t in self.text],
-            move(self.text_mask),
-            self.captions,
-            self.indices,
-        )
+        return self.map_tensors(move)
+
+    def map_tensors(self, fn) -> "Batch":
+        """The same batch with ``fn`` applied to every tensor (tokens, text features, text mask)."""
+        tensors = fn(self.tokens), [fn(t) for t in self.text], fn(self.text_mask)
+        return Batch(tensors[0], self.grid, tensors[1], tensors[2], self.captions, self.indices)
 
     def pin_memory(self) -> "Batch":
         """The batch's host tensors in page-locked memory, so a CUDA copy of them can run asynchronously
@@ -63,14 +61,7 @@ class Batch:
         def pin(t):
             return t.pin_memory() if t.device.type == "cpu" else t
 
-        return Batch(
-            pin(self.tokens),
-            self.grid,
-            [pin(t) for t in self.text],
-            pin(self.text_mask),
-            self.captions,
-            self.indices,
-        )
+        return self.map_tensors(pin)
 
 
 @runtime_checkable

@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lenslib.atomic import atomic_file, write_json_atomic
+from lenslib.paths import sha256_file
 from lenslib.recaption.base import Caption
 from lenslib.recaption.registry import make_captioner
 
 from .dedup import HFImageEmbedder, PixelEmbedder, dedup_keep_mask
 from .filters import HFImageClassifierScorer, decode_image, default_filters
 from .funnel import Funnel, Sample, StepReport
-from .shards import ShardRef, read_shard, sha256, write_parquet, write_tar
+from .shards import ShardRef, read_shard, write_parquet, write_tar
 
 if TYPE_CHECKING:
     from .pipeline import PipelineConfig
@@ -224,7 +225,7 @@ def caption_shard(ref: ShardRef, out: Path, cfg: PipelineConfig, captioners, dro
         "output": str(path.relative_to(out)),
         "n": len(kept),
         "bytes": path.stat().st_size,
-        "sha256": sha256(path),
+        "sha256": sha256_file(path),
         "caption_step": asdict(rep),
         "usage": usage,
         "caption_kinds": sorted({k for s in kept for k in s.meta["captions"]}),

@@ -17,7 +17,6 @@ into place, so a crash never leaves a half-written shard. Used by :mod:`lenslib.
 from __future__ import annotations
 
 import glob
-import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -288,14 +287,6 @@ def read_output(path: str | Path) -> list[dict]:
         for row in pq.read_table(path).to_pylist():
             out.append(json.loads(row["json"]) | {"image": row["image"]["bytes"]})
     return out
-
-
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def images_to_shards(

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lenslib.atomic import blocking_file
+from lenslib.cli import fail, options
+
 
 def check_args(args) -> None:
     """Refuse what would fail after judging: counts below 1 and an output path that cannot be a folder.
@@ -33,13 +36,10 @@ def check_args(args) -> None:
             "gives stable 95 % intervals)"
         )
     out = Path(args.out or args.images)
-    for p in (out, *out.parents):
-        if p.exists():
-            if not p.is_dir():
-                raise NotADirectoryError(
-                    f"--out {out}: {p} is a file; give a folder for results.jsonl and summary.json"
-                )
-            break
+    if (p := blocking_file(out)) is not None:
+        raise NotADirectoryError(
+            f"--out {out}: {p} is a file; give a folder for results.jsonl and summary.json"
+        )
     for name in ("results.jsonl", "summary.json"):
         if (out / name).is_dir():
             raise IsADirectoryError(f"--out {out}: {out / name} is a folder; move it or give another --out")
@@ -47,8 +47,7 @@ def check_args(args) -> None:
 
 def _eval(args) -> int:
     # lazy: lenslib.cli imports this module for `lens --help`; the judge costs ~0.4 s (python -X
-    # importtime), and lenslib.cli is also the caller
-    from lenslib.cli import fail  # noqa: PLC0415
+    # importtime)
     from lenslib.eval.geneval import (  # noqa: PLC0415
         evaluate_folder,
         format_summary,
@@ -58,14 +57,8 @@ def _eval(args) -> int:
 
     try:
         check_args(args)
-        rows = evaluate_folder(
-            args.images,
-            args.metadata,
-            vocab=args.vocab,
-            size=args.size,
-            per_prompt=args.per_prompt,
-            strict=args.strict,
-        )
+        named = options(args, "vocab", "size", "per_prompt", "strict")
+        rows = evaluate_folder(args.images, args.metadata, **named)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError) as err:
         return fail("eval", err)  # bad arguments, no folder, no prompts at all: nothing to score
     summary = summarize(rows, n_boot=args.n_boot, seed=args.seed)

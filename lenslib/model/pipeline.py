@@ -90,13 +90,8 @@ class LensPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
         transformer: LensTransformer2DModel,
     ):
         super().__init__()
-        self.register_modules(
-            scheduler=scheduler,
-            vae=vae,
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
-            transformer=transformer,
-        )
+        text_modules = dict(text_encoder=text_encoder, tokenizer=tokenizer)
+        self.register_modules(scheduler=scheduler, vae=vae, transformer=transformer, **text_modules)
         # model_index.json names the official libraries for the official classes.
         for name, obj in (("transformer", transformer), ("text_encoder", text_encoder)):
             if type(obj) in (LensTransformer2DModel, LensGptOssEncoder):

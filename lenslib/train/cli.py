@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 
 from lenslib import cli as lens_cli
-from lenslib.atomic import atomic_output_dir
+from lenslib.atomic import atomic_output_dir, blocking_file
 from lenslib.cli import add_documented
 
 from .run_folder import PREEMPTED_FILE, run_dir_of
@@ -309,13 +309,8 @@ def export(checkpoint: str | Path, out: str | Path, weights: str = "ema") -> Pat
 def _check_output_folder(out: Path) -> None:
     """``out`` must be a folder or creatable as one, and ``out/transformer`` a folder or absent (checked
     before loading)."""
-    for p in (out, *out.parents):
-        if p.exists():
-            if not p.is_dir():
-                raise NotADirectoryError(
-                    f"output {out}: {p} is a file, not a folder; give another output folder."
-                )
-            break
+    if (p := blocking_file(out)) is not None:
+        raise NotADirectoryError(f"output {out}: {p} is a file, not a folder; give another output folder.")
     if (out / "transformer").exists() and not (out / "transformer").is_dir():
         raise NotADirectoryError(
             f"output {out}: {out / 'transformer'} is a file; move it or give another output folder."

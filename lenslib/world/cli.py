@@ -14,7 +14,7 @@ when they run (each of those imports costs 0.1-0.2 s, measured with ``python -X 
 
 from __future__ import annotations
 
-from lenslib.cli import fail
+from lenslib.cli import fail, options
 
 
 def _fail(command: str, err: Exception) -> int:
@@ -25,16 +25,8 @@ def _make(args) -> int:
     from lenslib.world.dataset import make_dataset  # noqa: PLC0415  # lazy: 0.14 s, see the module doc
 
     try:
-        out = make_dataset(
-            args.n,
-            args.size,
-            args.vocab,
-            args.out,
-            seed=args.seed,
-            shards=args.shards,
-            overwrite=args.overwrite,
-            shard_size=args.shard_size,
-        )
+        named = options(args, "seed", "shards", "overwrite", "shard_size")
+        out = make_dataset(args.n, args.size, args.vocab, args.out, **named)
     except (
         FileExistsError,
         NotADirectoryError,
@@ -55,8 +47,8 @@ def _render(args) -> int:
     # cheap: reads and checks every line; render_suite refuses (one line, before any work) what it cannot do
     try:
         report = read_metadata(args.metadata, args.vocab)
-        options = ("per_prompt", "vocab", "size", "seed", "overwrite", "strict")
-        out = render_suite(args.metadata, args.out, **{k: getattr(args, k) for k in options})
+        named = options(args, "per_prompt", "vocab", "size", "seed", "overwrite", "strict")
+        out = render_suite(args.metadata, args.out, **named)
     except (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError) as err:
         return _fail("render", err)
     print(f"rendered {len(report.lines)} of {report.n_lines} prompts x {args.per_prompt} images to {out}")
@@ -83,10 +75,9 @@ def _suites(args) -> int:
 def register(subparsers) -> None:
     """Add ``lens world {make,render,suites}``."""
     world = subparsers.add_parser(
-        "world",
-        help="synthetic world: datasets, ground-truth renders, prompt suites",
-        description="The synthetic world: scenes with exact ground truth.",
+        "world", help="synthetic world: datasets, ground-truth renders, prompt suites"
     )
+    world.description = "The synthetic world: scenes with exact ground truth."
     sub = world.add_subparsers(dest="world_command", metavar="WORLD_COMMAND")
     world.set_defaults(func=lambda args: (world.print_help(), 0)[1])
 

@@ -19,7 +19,6 @@ headers carry no timestamps, and the manifest no dates. Used in chapters 4 and 6
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import sys
@@ -29,6 +28,7 @@ import numpy as np
 
 from lenslib import __version__
 from lenslib.atomic import atomic_output_dir, check_output_dir
+from lenslib.paths import sha256_file
 from lenslib.world.captions import CAPTION_KINDS, caption_all
 from lenslib.world.render import render
 from lenslib.world.spec import VOCAB_MIN_SIDE, VOCABS, sample_scene
@@ -64,14 +64,6 @@ def _check_args(n, size, vocab):
             f"size must be an integer >= {VOCAB_MIN_SIDE[vocab]} px for {vocab} (below it the judge "
             f"cannot read the images exactly), got {size!r}"
         )
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def make_dataset(
@@ -188,7 +180,7 @@ def make_dataset(
             if shards
             else [],
             "files": {
-                str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files
+                str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files
             },
             "license": "CC BY-SA 4.0 (OpenMoji), see ATTRIBUTION.md" if vocab == "emoji" else None,
         }

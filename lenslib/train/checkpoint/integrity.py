@@ -12,7 +12,6 @@ Used by the trainer's resume (chapter 4), ``lens export`` and :mod:`lenslib.trai
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -23,6 +22,7 @@ import torch.distributed as dist
 from safetensors import safe_open
 
 from lenslib.atomic import write_text_atomic
+from lenslib.paths import sha256_file
 
 from .layout import (
     CHECKPOINT_DIR,
@@ -39,7 +39,6 @@ from .layout import (
 __all__ = [
     "DamagedCheckpointError",
     "CheckpointCheck",
-    "file_sha256",
     "checkpoint_files",
     "hash_files",
     "format_sums",
@@ -59,11 +58,6 @@ class DamagedCheckpointError(RuntimeError):
         self.path, self.problems = path, list(problems or [])
 
 
-def file_sha256(path: str | Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def checkpoint_files(path: str | Path) -> list[str]:
     """Every file of a checkpoint folder but ``SHA256SUMS``, as sorted POSIX paths relative to it."""
     path = Path(path)
@@ -79,7 +73,7 @@ def hash_files(folder: Path, names: list[str]) -> dict[str, str]:
 
     def one(name: str) -> str:
         try:
-            return file_sha256(folder / name)
+            return sha256_file(folder / name)
         except OSError as err:
             return f"error: {err.strerror or err}"
 
