@@ -29,24 +29,18 @@ def _param_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "run_dir", metavar="RUN_DIR", help="run folder: record, config, metrics, samples, checkpoints"
     )
-    p.add_argument(
-        "-p",
-        "--parameters",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("KEY", "VALUE"),
-        help="a notebook parameter; VALUE is read as papermill does (True/False/None, int, float, string)",
-    )
-    p.add_argument(
-        "-r",
-        "--parameters-raw",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("KEY", "VALUE"),
-        help="a notebook parameter kept as a string",
-    )
+    for flags, value in (
+        (("-p", "--parameters"), "; VALUE is read as papermill does (True/False/None, int, float, string)"),
+        (("-r", "--parameters-raw"), " kept as a string"),
+    ):
+        p.add_argument(
+            *flags,
+            nargs=2,
+            action="append",
+            default=[],
+            metavar=("KEY", "VALUE"),
+            help=f"a notebook parameter{value}",
+        )
     p.add_argument(
         "-y",
         "--parameters-yaml",

@@ -132,11 +132,7 @@ def _check_same_config(run_dir: Path, cfg) -> None:
 
 
 def prepare(
-    notebook: str | Path,
-    run_dir: str | Path,
-    parameters: dict | None = None,
-    kernel: str = "python3",
-    allow_config_change: bool = False,
+    notebook, run_dir, parameters: dict | None = None, kernel: str = "python3", allow_config_change=False
 ) -> Prepared:
     """Convert, parameterise (papermill ``prepare_only``) and validate; executes nothing.
 

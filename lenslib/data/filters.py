@@ -174,29 +174,53 @@ class Filter:
         return {k: v for k, v in vars(self).items() if isinstance(v, (int, float, str, bool, type(None)))}
 
 
-class MinAreaFilter(Filter):
+class _AtLeast(Filter):
+    """Keeps an image whose score is at least a minimum. A subclass names the attribute that holds the
+    minimum (``minimum``, so :meth:`Filter.config` records it under its own name) and the rule's wording
+    (``measure``, ``unit``)."""
+
+    minimum = "threshold"
+    measure = "score"
+    unit = ""
+
+    def keep(self, score):
+        return score >= getattr(self, self.minimum)
+
+    @property
+    def rule(self):
+        return f"{self.measure} >= {getattr(self, self.minimum)}{self.unit}"
+
+
+def image_area(image) -> float:
+    """Width × height of the original image, in pixels."""
+    return float(image.width * image.height)
+
+
+class MinAreaFilter(_AtLeast):
     """Step 2: drop images with fewer than 384² pixels (paper). Score = width × height of the original."""
 
-    name = "size"
+    name, minimum, measure = "size", "min_area", "area"
+    score_one = staticmethod(image_area)
 
     def __init__(self, min_area: int = 384 * 384):
         self.min_area = int(min_area)
 
-    def score_one(self, image):
-        return float(image.width * image.height)
+
+class _LearnedFilter(Filter):
+    """A filter driven by a pluggable :class:`ImageScorer`; unavailable (skipped) without one.
+
+    ``below``: keep scores under ``threshold`` (the probability of something unwanted), else at or above it.
+    """
+
+    what = "score"
+    below = True
 
     def keep(self, score):
-        return score >= self.min_area
+        return score < self.threshold if self.below else score >= self.threshold
 
     @property
     def rule(self):
-        return f"area >= {self.min_area}"
-
-
-class _LearnedFilter(Filter):
-    """A filter driven by a pluggable :class:`ImageScorer`; unavailable (skipped) without one."""
-
-    what = "score"
+        return f"{self.name} {'<' if self.below else '>='} {self.threshold}"
 
     def __init__(self, scorer: ImageScorer | None = None, threshold: float = 0.5):
         self.scorer, self.threshold = scorer, float(threshold)
@@ -228,28 +252,14 @@ class NSFWFilter(_LearnedFilter):
 
     name, what = "nsfw", "NSFW classifier"
 
-    def keep(self, score):
-        return score < self.threshold
-
-    @property
-    def rule(self):
-        return f"nsfw < {self.threshold}"
-
 
 class AestheticFilter(_LearnedFilter):
     """Step 4: keep aesthetic score ≥ 3 (paper: Aesthetic Predictor v2.5, on its 1–10 scale)."""
 
-    name, what = "aesthetic", "aesthetic predictor"
+    name, what, below = "aesthetic", "aesthetic predictor", False
 
     def __init__(self, scorer: ImageScorer | None = None, threshold: float = 3.0):
         super().__init__(scorer, threshold)
-
-    def keep(self, score):
-        return score >= self.threshold
-
-    @property
-    def rule(self):
-        return f"aesthetic >= {self.threshold}"
 
 
 class WatermarkFilter(_LearnedFilter):
@@ -257,13 +267,6 @@ class WatermarkFilter(_LearnedFilter):
     classifier, threshold not given; 0.5 as for NSFW)."""
 
     name, what = "watermark", "watermark classifier"
-
-    def keep(self, score):
-        return score < self.threshold
-
-    @property
-    def rule(self):
-        return f"watermark < {self.threshold}"
 
 
 def laplacian_variance(image) -> float:
@@ -278,7 +281,7 @@ def laplacian_variance(image) -> float:
     return float(ndimage.laplace(g, mode="reflect").var())
 
 
-class BlurFilter(Filter):
+class BlurFilter(_AtLeast):
     """Step 6: drop blurry images: variance of the Laplacian < ``min_variance``.
 
     The paper names the measure but no threshold. Default 10, measured at the analysis resolution (larger
@@ -290,20 +293,11 @@ class BlurFilter(Filter):
     measure, so set ``min_variance`` per source (0 disables the step in effect).
     """
 
-    name = "blur"
+    name, minimum, measure = "blur", "min_variance", "laplacian_var"
+    score_one = staticmethod(laplacian_variance)
 
     def __init__(self, min_variance: float = 10.0):
         self.min_variance = float(min_variance)
-
-    def score_one(self, image):
-        return laplacian_variance(image)
-
-    def keep(self, score):
-        return score >= self.min_variance
-
-    @property
-    def rule(self):
-        return f"laplacian_var >= {self.min_variance}"
 
 
 def grey_entropy(image) -> float:
@@ -314,7 +308,7 @@ def grey_entropy(image) -> float:
     return float(-(p * np.log2(p)).sum()) + 0.0
 
 
-class EntropyFilter(Filter):
+class EntropyFilter(_AtLeast):
     """Step 7: drop low-information images: grey-histogram entropy < ``min_bits``.
 
     No threshold in the paper. Default 1.0 bit: a single-colour image has 0 bits and a two-level image
@@ -323,20 +317,11 @@ class EntropyFilter(Filter):
     (about 0.5–2 bits), and Lens explicitly wants text-heavy images; raise it for photo-only sources.
     """
 
-    name = "entropy"
+    name, minimum, measure, unit = "entropy", "min_bits", "entropy", " bits"
+    score_one = staticmethod(grey_entropy)
 
     def __init__(self, min_bits: float = 1.0):
         self.min_bits = float(min_bits)
-
-    def score_one(self, image):
-        return grey_entropy(image)
-
-    def keep(self, score):
-        return score >= self.min_bits
-
-    @property
-    def rule(self):
-        return f"entropy >= {self.min_bits} bits"
 
 
 def mean_hsv_value(image) -> float:

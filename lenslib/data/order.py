@@ -54,13 +54,12 @@ class StepPlan:
         return (self.bucket.height, self.bucket.width)
 
 
+#: ``(bucket key, pool size)`` pairs: the pools a step's samples are drawn from.
+Buckets = Sequence[tuple[object, int]]
+
+
 def plan(
-    seed: int,
-    step: int,
-    rank: int,
-    world_size: int,
-    buckets: Sequence[tuple[object, int]],
-    micro_batch: int | None = None,
+    seed: int, step: int, rank: int, world_size: int, buckets: Buckets, micro_batch: int | None = None
 ) -> StepPlan:
     """Step ``step``'s data for ``rank`` of ``world_size``.
 

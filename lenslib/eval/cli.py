@@ -94,10 +94,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--vocab", choices=("shapes", "emoji"), default="shapes")
     p.add_argument(
-        "--size",
-        type=int,
-        default=None,
-        help="expected image side in pixels (default: the most common size in the folder)",
+        "--size", type=int, help="expected image side in px (default: the most common in the folder)"
     )
     p.add_argument(
         "--per-prompt",

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from lenslib.cli import fail, options
 
+SIZE_HELP = "image side in pixels (default and minimum: 64 for shapes, 128 for emoji)"
+
 
 def _fail(command: str, err: Exception) -> int:
     return fail(f"world {command}", err)
@@ -83,12 +85,7 @@ def register(subparsers) -> None:
 
     make = sub.add_parser("make", help="write an image-caption dataset (HF datasets folder, optional shards)")
     make.add_argument("--n", type=int, required=True, help="number of examples")
-    make.add_argument(
-        "--size",
-        type=int,
-        default=None,
-        help="image side in pixels (default and minimum: 64 for shapes, 128 for emoji)",
-    )
+    make.add_argument("--size", type=int, help=SIZE_HELP)
     make.add_argument("--vocab", choices=("shapes", "emoji"), default="shapes")
     make.add_argument("--out", required=True, help="output folder (must be empty or absent)")
     make.add_argument("--seed", type=int, default=0)
@@ -108,12 +105,7 @@ def register(subparsers) -> None:
     render.add_argument("--out", required=True, help="output folder (<index>/samples/<k>.png)")
     render.add_argument("--per-prompt", type=int, default=4, help="images per prompt (GenEval uses 4)")
     render.add_argument("--vocab", choices=("shapes", "emoji"), default="shapes")
-    render.add_argument(
-        "--size",
-        type=int,
-        default=None,
-        help="image side in pixels (default and minimum: 64 for shapes, 128 for emoji)",
-    )
+    render.add_argument("--size", type=int, help=SIZE_HELP)
     render.add_argument("--seed", type=int, default=0)
     render.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     render.add_argument(

@@ -60,13 +60,8 @@ def tiny_harmony_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(_TINY_CORPUS, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<|startoftext|>",
-        eos_token="<|return|>",
-        pad_token="<|endoftext|>",
-        padding_side="right",
-    )
+    named = dict(bos_token="<|startoftext|>", eos_token="<|return|>", pad_token="<|endoftext|>")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, padding_side="right", **named)
     fast.chat_template = HARMONY_CHAT_TEMPLATE
     return fast
 
