@@ -12,8 +12,9 @@ The whole training objective of Lens (paper §2.1) fits on one screen:
   and make it a config value (``flow.logit_normal_scale``).
 * classifier-free guidance needs an unconditional model: with probability ``caption_dropout`` a
   training caption is replaced by the *official empty negative*: zero features with an all-False mask
-  (reference §5.6), which the transformer treats exactly like "no text at all". The paper does not
-  state a dropout rate; we use 0.1, the common choice for text-to-image flow models (SD3, PixArt use 10 %).
+  (official code: negative prompts), which the transformer treats exactly like "no text at all". The paper
+  does not state a dropout rate; we use 0.1, the common choice for text-to-image flow models (SD3, PixArt use
+  10 %).
 * what the network outputs is a choice of parameterisation, not of objective. Lens outputs the velocity
   (``prediction="velocity"``, the official weights). A network may instead output the clean sample
   (``prediction="x"``, JiT: Li & He 2025, "Back to Basics: Let Denoising Generative Models Denoise"),
@@ -144,8 +145,8 @@ def drop_captions(
 ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """Replace each caption with probability ``p`` by the official empty negative.
 
-    The empty negative is zero features with an all-False mask (reference §5.6); masked text keys are
-    invisible to the image tokens, so this is exactly the unconditional input CFG uses at sampling.
+    The empty negative is zero features with an all-False mask (official code: negative prompts); masked text
+    keys are invisible to the image tokens, so this is exactly the unconditional input CFG uses at sampling.
     Returns ``(text, mask, dropped)`` with ``dropped`` a [B] bool tensor. One draw per sample.
     """
     b = mask.shape[0]
@@ -212,7 +213,8 @@ def flow_matching_loss(
 
 
 def time_shift(sigmas: torch.Tensor, mu: float) -> torch.Tensor:
-    """The inference-side exponential shift ``e^mu / (e^mu + (1/σ - 1))`` (FLUX/Lens, reference §4.2).
+    """The inference-side exponential shift ``e^mu / (e^mu + (1/σ - 1))`` (FLUX/Lens, official code:
+    scheduler).
 
     Shifting moves Euler steps towards σ = 1, where large images decide their layout.
     """
@@ -234,7 +236,7 @@ def cfg_rescale(
     """Classifier-free guidance, ``v_u + s (v_c - v_u)``, with Lens's per-token norm rescale.
 
     Lens keeps the guided *direction* but gives each token (last axis) the norm of the conditional
-    prediction (reference §4.3); this stops large guidance from inflating the velocity.
+    prediction (official code: denoising loop); this stops large guidance from inflating the velocity.
     """
     if rescale:
         return norm_rescaled_cfg(v_cond, v_uncond, scale)

@@ -41,8 +41,8 @@ def test_matches_torch_flop_counter(overrides):
 def test_official_model_at_1024_from_reference_parameter_counts():
     # Per token, a block multiplies by all its weight matrices except the modulation (per sample):
     # 84,971,776 - 28,329,984 (modulation) - 6,400 (norms) - 2·4608 - 2·1536 (QKV and output biases)
-    # (reference §2.2); a bias add is not a matmul FLOP. Each token passes through one stream's
-    # weights only (image or text), i.e. half of those.
+    # (official code: transformer block); a bias add is not a matmul FLOP. Each token passes through one
+    # stream's weights only (image or text), i.e. half of those.
     s_img, s_txt, dim = 4096, 128, 1536
     s = s_img + s_txt
     per_token_block = 84_971_776 - 28_329_984 - 6_400 - 2 * 4608 - 2 * 1536

@@ -1,4 +1,4 @@
-"""Latent layout, BatchNorm normalisation and the latent codecs (reference §3)."""
+"""Latent layout, BatchNorm normalisation and the latent codecs (official code: latent packing)."""
 
 from __future__ import annotations
 

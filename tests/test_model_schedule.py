@@ -43,7 +43,7 @@ def test_mu_grid(sched):
 
 
 def test_mu_reference_table_and_jump():
-    # reference §4.1 table and the 4300/4301 discontinuity
+    # the official empirical μ table and its 4300/4301 discontinuity
     assert compute_empirical_mu(4096, 20) == pytest.approx(2.198022, abs=1e-6)
     assert compute_empirical_mu(1024, 50) == pytest.approx(1.701956, abs=1e-6)
     assert (

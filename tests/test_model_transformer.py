@@ -16,7 +16,7 @@ from lenslib.model.attention import LensJointAttention, joint_attention_mask
 from lenslib.model.presets import PRESETS, build_model, cpu_config, get_config, spread_layers
 from lenslib.model.transformer import LensTransformer2DModel
 
-# Official transformer/config.json (reference §1).
+# Official transformer/config.json (official code: checkpoint folder).
 OFFICIAL_CONFIG = {
     "attention_head_dim": 64,
     "axes_dims_rope": [8, 28, 28],
@@ -582,7 +582,7 @@ def test_cpu_config_overrides():
 
 
 def test_spread_layers_reproduces_lens_taps():
-    assert spread_layers(24, 4) == [5, 11, 17, 23]  # GPT-OSS-20B, reference §5.4
+    assert spread_layers(24, 4) == [5, 11, 17, 23]  # GPT-OSS-20B, official code: GPT-OSS encoder
     assert spread_layers(6, 3) == [1, 3, 5]
     with pytest.raises(ValueError):
         spread_layers(4, 5)

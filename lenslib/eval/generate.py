@@ -58,9 +58,9 @@ def sample_images(
     ``text``/``mask``.
 
     The unconditional branch uses zeroed features and an all-false mask, as caption dropout trains it; one
-    such token does, since masked text never reaches the image (reference §2.8), so CFG costs less than
-    two conditional passes. ``prediction`` is what the model outputs (its run's ``flow.prediction``, see
-    ``lenslib.flow``). With ``return_guesses`` also the sampler's clean-image estimate before every step,
+    such token does, since masked text never reaches the image (official code: attention mask), so CFG costs
+    less than two conditional passes. ``prediction`` is what the model outputs (its run's ``flow.prediction``,
+    see ``lenslib.flow``). With ``return_guesses`` also the sampler's clean-image estimate before every step,
     ``x̂ = x_σ - σ v`` with the guided velocity ``v`` (``num_steps`` arrays like the images): where a sample's
     layout and shapes are decided (chapter 4).
     """

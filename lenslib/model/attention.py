@@ -3,7 +3,7 @@
 Each stream has its own fused QKV projection, its own QK RMSNorms (eps 1e-6) and its own output
 projection; only the attention itself is shared. The sequence is ordered image first, then text.
 Text padding is hidden with an additive key mask (0 for valid keys, -inf for padded ones), so image
-tokens never read padded text, whatever values those positions hold (reference §2.7-§2.8).
+tokens never read padded text, whatever values those positions hold (official code: joint attention and mask).
 
 The main path is ``torch.nn.functional.scaled_dot_product_attention``. :meth:`LensJointAttention.
 attention_probs` recomputes the softmax weights explicitly for inspection (chapter 2 draws an

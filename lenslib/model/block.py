@@ -2,9 +2,9 @@
 
 Each block keeps separate weights for the image and the text stream (adaLN modulation, norms, MLP) and
 mixes the two only in the joint attention of :mod:`lenslib.model.attention`. Module and parameter names
-are the official ones (reference §2.2), so the official state dict loads unchanged. Used in chapter 2,
-by :class:`lenslib.model.transformer.LensTransformer2DModel` (48 of these at the official size) and by
-:mod:`lenslib.model.flops` (the MLP width).
+are the official ones (official code: transformer block), so the official state dict loads unchanged.
+Used in chapter 2, by :class:`lenslib.model.transformer.LensTransformer2DModel` (48 of these at the
+official size) and by :mod:`lenslib.model.flops` (the MLP width).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Classifier-free guidance with per-token norm rescaling (reference §4.3 step 3).
+"""Classifier-free guidance with per-token norm rescaling (official code: denoising loop).
 
 Lens always runs CFG (even at guidance 1.0) and then rescales each token's guided
 velocity to the norm of the *conditional* prediction: the guidance changes the

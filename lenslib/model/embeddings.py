@@ -3,8 +3,8 @@
 The official model uses diffusers' ``Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0,
 scale=1000)`` and ``TimestepEmbedding(256, dim)``, and so do we: diffusers computes, in float32,
 ω_k = exp(-ln(10000)·k / 128), then (t·ω_k)·1000, then [cos, sin] (cosine half first), which is the
-exact order of rounding of reference §2.5, so the result is bit-identical (tests compare it with the
-golden sinusoid).
+exact order of rounding of the official timestep embedding, so the result is bit-identical (tests compare it
+with the golden sinusoid).
 
 Why σ ∈ [0, 1] goes in and ×1000 happens inside: the pipeline hands the transformer σ, while the
 sinusoid frequencies were designed for integer timesteps 0…1000.
@@ -43,6 +43,6 @@ class LensTimestepEmbedding(nn.Module):
         )
 
     def forward(self, timestep: torch.Tensor, hidden_states: torch.Tensor) -> torch.Tensor:
-        # The sinusoid is always float32; it is cast to the model dtype before the MLP (§2.5 step 4).
+        # The sinusoid is always float32; it is cast to the model dtype before the MLP, as in the official code.
         proj = self.time_proj(timestep)
         return self.timestep_embedder(proj.to(dtype=hidden_states.dtype))

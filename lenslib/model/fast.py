@@ -90,7 +90,7 @@ def trim_text_padding(features, mask: torch.Tensor):
     comes back as None when no token is left padded, so the model takes its mask-free path with no
     host synchronisation (needed for CUDA graphs). An all-padded batch keeps 0 columns: the
     unconditional branch of classifier-free guidance with the empty negative is then the model run
-    with no text at all, which is exactly the same function (reference §5.6).
+    with no text at all, which is exactly the same function (official code: negative prompts).
     """
     mask = mask.to(torch.bool)
     valid_cols = mask.any(dim=0).nonzero()

@@ -2,7 +2,7 @@
 
 Lens never patchifies inside the transformer. The pipeline turns a VAE latent
 ``Z [B, C, 2h, 2w]`` into a token sequence ``[B, h*w, 4C]`` with an exact channel
-layout (reference §3): token ``n = y*w + x``, channel ``k = 4*ch + 2*r + s`` holds
+layout (official code: latent packing): token ``n = y*w + x``, channel ``k = 4*ch + 2*r + s`` holds
 ``Z[b, ch, 2y + r, 2x + s]``. Everything here is a pure permutation or an affine map,
 so it is exact and cheap. The same functions with ``patch=p`` serve the pixel-space
 codec used in the CPU chapters (``PixelCodec``).
@@ -100,7 +100,7 @@ def bn_denormalize(
 
     ``std`` is computed in the statistics' dtype, then ``1/std`` and ``-mean`` are cast
     to the latent dtype; the division-then-subtraction order is kept for
-    bit-compatibility with the official ``_decode`` (reference §3, quirk 12).
+    bit-compatibility with the official ``_decode``.
     """
     std = torch.sqrt(_bn_view(running_var) + eps)
     scale = (1.0 / std).to(z.device, z.dtype)
@@ -129,6 +129,6 @@ def token_grid(height: int, width: int, downsample: int = 16) -> tuple[int, int]
 
 
 def image_seq_len(height: int, width: int, downsample: int = 16) -> int:
-    """Number of image tokens, the ``L`` of the empirical μ (reference §4.1)."""
+    """Number of image tokens, the ``L`` of the empirical μ (official code: empirical μ)."""
     h, w = token_grid(height, width, downsample)
     return h * w

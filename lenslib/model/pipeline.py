@@ -1,6 +1,6 @@
 """``LensPipeline``: text -> image with the Lens DiT, following the official ``__call__`` step by step.
 
-Components (official names, reference §1/§8): ``scheduler`` (FlowMatchEulerDiscreteScheduler),
+Components (official names, official code: LensPipeline): ``scheduler`` (FlowMatchEulerDiscreteScheduler),
 ``vae`` (AutoencoderKLFlux2, or a lenslib :class:`~lenslib.model.vae.PixelCodec` on CPU),
 ``text_encoder`` (:class:`~lenslib.model.text_encoders.gpt_oss.LensGptOssEncoder`, or any lenslib
 :class:`~lenslib.model.text_encoders.TextEncoder` such as MiniLM), ``tokenizer`` (the GPT-OSS
@@ -281,7 +281,7 @@ class LensPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
             n_prompts = batch if embeds_given else len(prompts)
             negs = negative_list(negative_prompt, n_prompts)
             if all(is_blank(n) for n in negs):
-                # empty negative: zero features, all-False mask, at the positive's length (§5.6)
+                # empty negative: zero features, all-False mask, at the positive's length
                 negative_prompt_embeds = [torch.zeros_like(f) for f in prompt_embeds]
                 negative_prompt_mask = torch.zeros_like(prompt_mask, dtype=torch.bool)
             else:

@@ -1,9 +1,10 @@
-"""Prompts to text features for :class:`~lenslib.model.pipeline.LensPipeline` (reference §5).
+"""Prompts to text features for :class:`~lenslib.model.pipeline.LensPipeline` (official code: prompt
+encoding).
 
 Each unique prompt is encoded once by the pipeline's text encoder (GPT-OSS through the harmony
 template, or any lenslib :class:`~lenslib.model.text_encoders.TextEncoder`) and repeated per image;
 negatives are broadcast to the prompts; positive and negative features are right-padded to one length
-(§5.6) before they form the CFG batch. Used in chapter 4 (sampling) through the pipeline.
+(as the official pipeline does) before they form the CFG batch. Used in chapter 4 (sampling) through the pipeline.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def repeat_interleave(feats: list[torch.Tensor], mask: torch.Tensor, index: list
 def align_text_features(
     pos: list[torch.Tensor], pos_mask: torch.Tensor, neg: list[torch.Tensor], neg_mask: torch.Tensor
 ):
-    """Right-pad positive and negative features (zeros) and masks (False) to a common length (§5.6)."""
+    """Right-pad positive and negative features (zeros) and masks (False) to a common length."""
     if not pos or not neg:
         raise ValueError("Text features are empty: need at least one feature layer for prompt and negative.")
     if len(pos) != len(neg):

@@ -33,7 +33,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-#: Official ``transformer/config.json`` values (reference §1/§2.1).
+#: Official ``transformer/config.json`` values (official code: transformer config.json).
 LENS_CONFIG: dict[str, Any] = {
     "patch_size": 2,
     "in_channels": 128,

@@ -1,4 +1,4 @@
-"""Optional prompt rewriting before encoding (the official ``PromptReasoner``, reference §7).
+"""Optional prompt rewriting before encoding (the official ``PromptReasoner``).
 
 Lens can rewrite a terse prompt into one concrete, detailed text-to-image prompt, matching the
 long recaptions it was trained on. Backends, chosen as the official code chooses them:

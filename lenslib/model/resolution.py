@@ -1,4 +1,4 @@
-"""Official inference resolution buckets (reference §6).
+"""Official inference resolution buckets (official code: resolution buckets).
 
 ``resolve_resolution(base, ratio)`` returns ``(height, width)``. Ratio keys are
 **W:H**, so ``"9:16"`` is portrait. The table is authoritative: the source comment's

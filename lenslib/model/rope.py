@@ -14,7 +14,7 @@ Why text sits at max(floor(h/2), floor(w/2)) + j on *all three* axes: text token
 diagonal just past the largest image position, so no text position collides with an image position
 and text keeps the same relative layout for every image size.
 
-Numerics (reference §2.6): frequencies ω = 1 / 10000^(float32(2k)/d), angle = float32(p)·ω rounded
+Numerics (official code: RoPE): frequencies ω = 1 / 10000^(float32(2k)/d), angle = float32(p)·ω rounded
 to float32, factors = cos + i·sin in complex64. The rotation multiplies interleaved channel pairs
 (2m, 2m+1) as complex numbers in float32 and casts back (not the "rotate-half" convention).
 

@@ -2,7 +2,7 @@
 
 Lens samples with diffusers' ``FlowMatchEulerDiscreteScheduler`` using the checkpoint's
 scheduler config (dynamic, exponential time shift) and a μ computed by the pipeline
-from the image token count L and the number of steps N (reference §4.1-4.2):
+from the image token count L and the number of steps N (official code: empirical μ and scheduler):
 
 - L > 4300: μ = a2·L + b2 (independent of N);
 - otherwise μ interpolates linearly in N between fits at 10 and 200 steps.
@@ -29,7 +29,7 @@ __all__ = [
     "transformer_timesteps",
 ]
 
-# scheduler/scheduler_config.json of the checkpoint [captured], reference §4.2.
+# scheduler/scheduler_config.json of the official checkpoint [captured].
 OFFICIAL_SCHEDULER_CONFIG = {
     "num_train_timesteps": 1000,
     "use_dynamic_shifting": True,

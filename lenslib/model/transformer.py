@@ -10,10 +10,10 @@ A dual-stream MMDiT in the style of SD3/FLUX/Qwen-Image:
   output projection, MLP) and mix them only in a joint attention with 3-axis RoPE;
 - a final adaLN (``norm_out``: scale first, then shift) and ``proj_out`` give the velocity per token.
 
-Constructor arguments are exactly the official ``config.json`` keys (reference §2.1) and the
-state-dict names and shapes are exactly the official ones (§2.2), so
+Constructor arguments are exactly the official ``config.json`` keys (official code: transformer config.json)
+and the state-dict names and shapes are exactly the official ones, so
 ``LensTransformer2DModel.from_pretrained("<Lens>/transformer")`` loads the released weights with no
-conversion. The forward pass follows §2.4 operation by operation and matches the official golden
+conversion. The forward pass follows the official forward operation by operation and matches the official golden
 outputs in float32. The block is :class:`lenslib.model.block.LensTransformerBlock`; the optional
 convolutions that Lens does not have (``pixel_stem``, ``token_conv``, ``pixel_head``) are in
 :mod:`lenslib.model.locality`.
@@ -263,7 +263,7 @@ class LensTransformer2DModel(ModelMixin, ConfigMixin, *_OPTIONAL_MIXINS):
 
     # -- inputs -----------------------------------------------------------------------------------
     def _check_text(self, encoder_hidden_states, batch: int) -> tuple[int, list[torch.Tensor] | torch.Tensor]:
-        """The official input checks 1-2 (§2.3), in order; returns S_txt."""
+        """The official input checks 1-2, in order; returns S_txt."""
         if self.config.multi_layer_encoder_feature:
             n = len(self.config.selected_layer_index)
             if not isinstance(encoder_hidden_states, (list, tuple)):

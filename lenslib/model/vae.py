@@ -2,7 +2,7 @@
 
 A ``LatentCodec`` hides *which* autoencoder turns pixels into tokens, so the trainer,
 the feature/latent caches and the pipeline only ever see ``[B, S, C]`` tokens on an
-``h x w`` grid (reference §3):
+``h x w`` grid (official code: latent packing):
 
 - :class:`Flux2Codec` wraps diffusers' ``AutoencoderKLFlux2``, the official Lens VAE
   (32 latent channels, 8x down-sampling, 2x2 packing -> 128 channels per 16x16 pixel

@@ -75,9 +75,9 @@ def fit_length(
     """Truncate or right-pad per-layer features [B, S, H] and mask [B, S] to ``length`` tokens.
 
     Training batches need one text length; padding is zeros with a False mask, which the DiT ignores
-    exactly (reference §2.8). With ``multiple`` > 0 the batch is instead cut to its longest caption,
-    rounded up to that multiple (at most ``length``): a batch of 10-token brief captions then costs the
-    DiT 16 text tokens, not 160, for the same result. 0 keeps every batch at ``length`` (one shape, as
+    exactly (official code: attention mask). With ``multiple`` > 0 the batch is instead cut to its longest
+    caption, rounded up to that multiple (at most ``length``): a batch of 10-token brief captions then costs
+    the DiT 16 text tokens, not 160, for the same result. 0 keeps every batch at ``length`` (one shape, as
     CUDA graphs want). Used by the trainer's text path, the feature cache and the caption ablation.
     """
     if multiple > 0:

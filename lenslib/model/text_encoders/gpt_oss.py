@@ -1,6 +1,6 @@
 """The official Lens text encoder: GPT-OSS-20B hidden layers as DiT conditioning.
 
-Three pieces, following the reference (§5) exactly:
+Three pieces, following the official encoder exactly:
 
 1. :class:`LensGptOssEncoder`, a transformers ``GptOssForCausalLM`` subclass. After
    ``set_selected_layers((5, 11, 17, 23))`` a call with ``input_ids`` and
@@ -54,7 +54,7 @@ __all__ = [
     "encode_prompts",
 ]
 
-# The two literal constants of the official pipeline (byte for byte, reference §5.1).
+# The two literal constants of the official pipeline (byte for byte, official code: prompt rendering).
 SYSTEM_INSTRUCTION = (
     "Describe the image by detailing the color, shape, size, texture, quantity, text, "
     "spatial relationships of the objects and background."
@@ -118,7 +118,7 @@ HARMONY_CHAT_TEMPLATE = (
 
 
 class LensGptOssEncoder(GptOssForCausalLM):
-    """``GptOssForCausalLM`` with the Lens multi-layer feature forward (reference §5.4)."""
+    """``GptOssForCausalLM`` with the Lens multi-layer feature forward (official code: GPT-OSS encoder)."""
 
     def __init__(self, config: GptOssConfig):
         super().__init__(config)
