@@ -43,6 +43,7 @@ class LensTimestepEmbedding(nn.Module):
         )
 
     def forward(self, timestep: torch.Tensor, hidden_states: torch.Tensor) -> torch.Tensor:
-        # The sinusoid is always float32; it is cast to the model dtype before the MLP, as in the official code.
+        # The sinusoid is always float32; it is cast to the model dtype before the MLP, as in the official
+        # code.
         proj = self.time_proj(timestep)
         return self.timestep_embedder(proj.to(dtype=hidden_states.dtype))

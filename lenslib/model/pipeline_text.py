@@ -4,7 +4,8 @@ encoding).
 Each unique prompt is encoded once by the pipeline's text encoder (GPT-OSS through the harmony
 template, or any lenslib :class:`~lenslib.model.text_encoders.TextEncoder`) and repeated per image;
 negatives are broadcast to the prompts; positive and negative features are right-padded to one length
-(as the official pipeline does) before they form the CFG batch. Used in chapter 4 (sampling) through the pipeline.
+(as the official pipeline does) before they form the CFG batch. Used in chapter 4 (sampling) through the
+pipeline.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ A dual-stream MMDiT in the style of SD3/FLUX/Qwen-Image:
 Constructor arguments are exactly the official ``config.json`` keys (official code: transformer config.json)
 and the state-dict names and shapes are exactly the official ones, so
 ``LensTransformer2DModel.from_pretrained("<Lens>/transformer")`` loads the released weights with no
-conversion. The forward pass follows the official forward operation by operation and matches the official golden
-outputs in float32. The block is :class:`lenslib.model.block.LensTransformerBlock`; the optional
+conversion. The forward pass follows the official forward operation by operation and matches the official
+golden outputs in float32. The block is :class:`lenslib.model.block.LensTransformerBlock`; the optional
 convolutions that Lens does not have (``pixel_stem``, ``token_conv``, ``pixel_head``) are in
 :mod:`lenslib.model.locality`.
 
