@@ -282,6 +282,7 @@ def read_output(path: str | Path) -> list[dict]:
             img = next(v for k, v in rec.items() if k in IMAGE_EXTS)
             out.append(j | {"image": img})
     else:
+        # lazy: pyarrow costs 0.26 s (python -X importtime); only parquet shards need it
         import pyarrow.parquet as pq  # noqa: PLC0415
 
         for row in pq.read_table(path).to_pylist():

@@ -121,7 +121,8 @@ def prepare_run(config: str, overrides: list[str], world_size: int, print_config
 
 def _run_here(cfg) -> int:
     """Train ``cfg`` in this process; the exit code of ``lens train`` / a torchrun worker."""
-    # the command line wires evaluation's judge into training
+    # the command line wires evaluation's judge into training; lazy: the judge costs ~0.4 s (python -X
+    # importtime) and `lens --help` imports this module
     from lenslib.eval.judge import score_scene_images  # noqa: PLC0415
 
     from .checkpoint import DamagedCheckpointError  # noqa: PLC0415
