@@ -17,6 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from lenslib.model.attention import JointKeyMask, joint_attention_mask, joint_key_mask
 from lenslib.model.fast import CHECKPOINT_POLICIES, CUDAGraphStep, trim_text_padding
 from lenslib.model.pipeline import LensPipeline
+from lenslib.model.presets import get_config
 from lenslib.model.rope import apply_rotary_emb, real_rope_table, rope_tables
 from lenslib.model.schedule import make_scheduler
 from lenslib.model.transformer import LensTransformer2DModel
@@ -28,17 +29,7 @@ FAST_MODES = ["sdpa", "flex"]
 # Random small configs: widths, heads, MLP kind, norm kind, one or several text layers, the options of the
 # CPU recipe (pixel stem and head, pooled text).
 CONFIGS = {
-    "swiglu": dict(
-        patch_size=2,
-        in_channels=16,
-        out_channels=4,
-        num_layers=2,
-        attention_head_dim=16,
-        num_attention_heads=4,
-        inner_dim=64,
-        enc_hidden_dim=24,
-        axes_dims_rope=(4, 6, 6),
-    ),
+    "swiglu": get_config("tiny"),
     "gelu-layernorm": dict(
         patch_size=1,
         in_channels=8,

@@ -34,17 +34,7 @@ OFFICIAL_CONFIG = {
 }
 
 # A small config in the spirit of the golden tiny model (dim 64, SwiGLU 170, 4 text layers of 24).
-SMALL = dict(
-    patch_size=2,
-    in_channels=16,
-    out_channels=4,
-    num_layers=2,
-    attention_head_dim=16,
-    num_attention_heads=4,
-    inner_dim=64,
-    enc_hidden_dim=24,
-    axes_dims_rope=(4, 6, 6),
-)
+SMALL = get_config("tiny")
 
 
 @pytest.fixture(scope="module")

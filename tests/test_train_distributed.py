@@ -27,6 +27,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from lenslib.train.faults import TINY_MODEL
+
 pytestmark = pytest.mark.slow  # real subprocess / torchrun jobs: ~1-2 minutes on 2 cores
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,14 +37,7 @@ TINY = [
     "cpu-tiny",
     "optim.global_batch=4",
     "optim.micro_batch=2",
-    "data.image_size=16",
-    "data.caption_kind=brief",
-    "data.max_text_tokens=8",
-    "data.text_encoder_kwargs.max_length=8",
-    "model.kwargs.num_layers=2",
-    "model.kwargs.num_attention_heads=2",
-    "model.kwargs.attention_head_dim=16",
-    "model.kwargs.axes_dims_rope=[4,6,6]",
+    *TINY_MODEL,
     "eval.every=0",
     "run.log_every=1",
     "run.progress=log",

@@ -27,6 +27,7 @@ import torch
 from safetensors import safe_open
 
 from lenslib.paths import sha256_file
+from lenslib.train.faults import TINY_MODEL
 
 TINY = [  # pinned here, so the tests keep their meaning when cpu-tiny.yaml's recipe changes
     "data.patch=8",
@@ -34,14 +35,7 @@ TINY = [  # pinned here, so the tests keep their meaning when cpu-tiny.yaml's re
     "optim.global_batch=4",
     "optim.micro_batch=2",
     "optim.warmup_steps=2",
-    "data.image_size=16",
-    "data.caption_kind=brief",
-    "data.max_text_tokens=8",
-    "data.text_encoder_kwargs.max_length=8",
-    "model.kwargs.num_layers=2",
-    "model.kwargs.num_attention_heads=2",
-    "model.kwargs.attention_head_dim=16",
-    "model.kwargs.axes_dims_rope=[4,6,6]",
+    *TINY_MODEL,
     "eval.every=0",
     "run.log_every=1",
     "run.progress=log",

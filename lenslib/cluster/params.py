@@ -174,8 +174,8 @@ def notebook_parameters(nb) -> dict[str, dict]:
             "code cell that assigns the defaults with `:tags: [parameters]`."
         )
     with tempfile.TemporaryDirectory(prefix="lens-params-") as tmp:  # inspect_notebook reads a path
-        path = Path(tmp) / "notebook.ipynb"
-        nbformat.write(nb, path)
+        path = Path(tmp) / "parameters.ipynb"  # the parameters cell alone: all that papermill reads
+        nbformat.write(nbformat.v4.new_notebook(cells=[cell], metadata=nb.metadata), path)
         with _papermill_quiet():
             inferred = papermill.inspect_notebook(str(path))
     assigned = re.findall(r"^([A-Za-z_]\w*)\s*(?::[^=\n]*)?=(?!=)", cell.source, flags=re.M)

@@ -7,6 +7,7 @@ preset         blocks  width  heads  head dim   parameters  use
 ``lens-toy``   32      1024   16     64         1.22e9      the paper's "Lens-Toy" ablation backbone
 ``cpu-small``  6       256    4      64         ~15M        CPU experiments that need more capacity
 ``cpu-tiny``   4       128    4      32         ~2.6M       the book's CPU training runs (minutes)
+``tiny``       2       64     4      16         0.33M       unit tests and the CPU run of the GPU benchmark
 =============  ======  =====  =====  =========  ==========  ===========================================
 
 ``lens-toy``: the paper trains its caption/VAE/text-encoder ablations on a "1.2B backbone with a
@@ -72,6 +73,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         "enc_hidden_dim": 384,  # MiniLM-L6
         "axes_dims_rope": [8, 28, 28],
         "selected_layer_index": [1, 3, 5],
+    },
+    # the shape of the official golden tiny model (width 64, 4 text layers of 24): unit tests and the CPU run
+    # of benchmarks/bench_gpu.py
+    "tiny": {
+        **LENS_CONFIG,
+        "patch_size": 2,
+        "in_channels": 16,
+        "out_channels": 4,
+        "num_layers": 2,
+        "attention_head_dim": 16,
+        "num_attention_heads": 4,
+        "inner_dim": 64,
+        "enc_hidden_dim": 24,
+        "axes_dims_rope": [4, 6, 6],
     },
 }
 #: cpu-small's pixel space and text encoder, with fewer, narrower blocks.

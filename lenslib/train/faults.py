@@ -47,6 +47,7 @@ from .run_folder import read_metrics
 
 __all__ = [
     "KINDS",
+    "TINY_MODEL",
     "TINY_OVERRIDES",
     "Kill",
     "Reference",
@@ -58,12 +59,9 @@ __all__ = [
 
 KINDS = ("startup", "training", "save", "torn")
 
-#: A small Lens transformer on 16x16 world images (as tests/test_train_resume.py trains) that saves after
-#: every step and evaluates every 5: a kill at a random time often falls inside a save.
-TINY_OVERRIDES = [
-    "optim.global_batch=4",
-    "optim.micro_batch=2",
-    "optim.warmup_steps=2",
+#: The smallest cpu-tiny run that still trains: 16x16 world images, brief captions in 8 text tokens, two
+#: narrow blocks. The fault trials below and the trainer's resume, integrity and distributed tests use it.
+TINY_MODEL = [
     "data.image_size=16",
     "data.caption_kind=brief",
     "data.max_text_tokens=8",
@@ -72,6 +70,15 @@ TINY_OVERRIDES = [
     "model.kwargs.num_attention_heads=2",
     "model.kwargs.attention_head_dim=16",
     "model.kwargs.axes_dims_rope=[4,6,6]",
+]
+
+#: :data:`TINY_MODEL` saving after every step and evaluating every 5: a kill at a random time often falls
+#: inside a save.
+TINY_OVERRIDES = [
+    "optim.global_batch=4",
+    "optim.micro_batch=2",
+    "optim.warmup_steps=2",
+    *TINY_MODEL,
     "eval.every=5",
     "eval.num_images=2",
     "eval.num_steps=2",
