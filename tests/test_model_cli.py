@@ -31,68 +31,34 @@ def model_dir(tmp_path_factory):
     return path
 
 
+def _sample(model_dir, out, **options) -> int:
+    """``lens sample --model MODEL_DIR --OPTION VALUE ... --out OUT``; ``True`` stands for a bare flag."""
+    flags = []
+    for name, value in options.items():
+        flags += [f"--{name.replace('_', '-')}"] + ([] if value is True else [str(value)])
+    return main(["sample", "--model", str(model_dir), *flags, "--out", str(out)])
+
+
 def test_sample_writes_images(model_dir, tmp_path, capsys):
     out = tmp_path / "img.png"
-    rc = main(
-        [
-            "sample",
-            "--model",
-            str(model_dir),
-            "--prompt",
-            "a red circle",
-            "--steps",
-            "2",
-            "--size",
-            "32x48",
-            "--seed",
-            "0",
-            "--out",
-            str(out),
-        ]
-    )
+    rc = _sample(model_dir, out, prompt="a red circle", steps=2, size="32x48", seed=0)
     assert rc == 0 and out.is_file()
     with PIL.Image.open(out) as im:
         assert im.size == (48, 32) and im.mode == "RGB"
-    rc = main(
-        [
-            "sample",
-            "--model",
-            str(model_dir),
-            "--prompt",
-            "a red circle | a blue square",
-            "--steps",
-            "1",
-            "--size",
-            "16x16",
-            "--num-images",
-            "2",
-            "--seed",
-            "1",
-            "--out",
-            str(tmp_path / "grid.png"),
-        ]
+    rc = _sample(
+        model_dir,
+        tmp_path / "grid.png",
+        prompt="a red circle | a blue square",
+        steps=1,
+        size="16x16",
+        num_images=2,
+        seed=1,
     )
     assert rc == 0
     names = sorted(p.name for p in tmp_path.glob("grid_*.png"))
     assert names == ["grid_p000_s00.png", "grid_p000_s01.png", "grid_p001_s00.png", "grid_p001_s01.png"]
     # the same seed reproduces the same image
-    main(
-        [
-            "sample",
-            "--model",
-            str(model_dir),
-            "--prompt",
-            "a red circle",
-            "--steps",
-            "2",
-            "--size",
-            "32x48",
-            "--seed",
-            "0",
-            "--out",
-            str(tmp_path / "again.png"),
-        ]
-    )
+    _sample(model_dir, tmp_path / "again.png", prompt="a red circle", steps=2, size="32x48", seed=0)
     assert (tmp_path / "again.png").read_bytes() == out.read_bytes()
 
 
@@ -122,23 +88,8 @@ def test_fast_sampling_gives_the_same_image(model_dir, tmp_path):
 
 
 def test_cuda_graphs_flag_needs_cuda(model_dir, tmp_path, capsys):
-    rc = main(
-        [
-            "sample",
-            "--model",
-            str(model_dir),
-            "--prompt",
-            "p",
-            "--steps",
-            "1",
-            "--size",
-            "16x16",
-            "--device",
-            "cpu",
-            "--cuda-graphs",
-            "--out",
-            str(tmp_path / "x.png"),
-        ]
+    rc = _sample(
+        model_dir, tmp_path / "x.png", prompt="p", steps=1, size="16x16", device="cpu", cuda_graphs=True
     )
     assert rc == 2 and "CUDA device" in capsys.readouterr().err
 
@@ -178,20 +129,5 @@ def test_helpers():
 
 
 def test_reasoner_flag_needs_gpt_oss(model_dir, tmp_path, capsys):
-    rc = main(
-        [
-            "sample",
-            "--model",
-            str(model_dir),
-            "--prompt",
-            "x",
-            "--size",
-            "16x16",
-            "--steps",
-            "1",
-            "--enable-reasoner",
-            "--out",
-            str(tmp_path / "o.png"),
-        ]
-    )
+    rc = _sample(model_dir, tmp_path / "o.png", prompt="x", size="16x16", steps=1, enable_reasoner=True)
     assert rc == 2 and "GPT-OSS text encoder" in capsys.readouterr().err
