@@ -137,17 +137,21 @@ def test_summary_per_tag_and_overall():
     assert lo <= 0.75 <= hi
 
 
+#: Two steps of batch 2, scored at both, on one suite line per tag: the smallest run that goes end to end.
+TWO_STEPS = cap.Preset(
+    steps=2,
+    eval_at=(1, 2),
+    seeds=(0,),
+    lines_per_tag=1,
+    per_prompt=1,
+    sample_steps=2,
+    overrides=(*cap.WORLD_64, "optim.global_batch=2", "optim.micro_batch=2", "optim.warmup_steps=1"),
+)
+
+
 @pytest.mark.slow
 def test_runner_micro_end_to_end(tmp_path):
-    p = cap.Preset(
-        steps=2,
-        eval_at=(1, 2),
-        seeds=(0,),
-        lines_per_tag=1,
-        per_prompt=1,
-        sample_steps=2,
-        overrides=(*cap.WORLD_64, "optim.global_batch=2", "optim.micro_batch=2", "optim.warmup_steps=1"),
-    )
+    p = TWO_STEPS
     res = caption_runs.run_captions(p, tmp_path, kinds=("brief", "detailed"), progress=lambda *_: None)
     n = 2 * 2 * len(cap.MODES) * 6  # kinds x checkpoints x modes x lines
     assert len(res.rows) == n
@@ -201,15 +205,7 @@ def test_a_run_stopped_while_scoring_keeps_the_checkpoints_it_scored(tmp_path, m
 
     import lenslib.eval.generate as generate
 
-    p = cap.Preset(
-        steps=2,
-        eval_at=(1, 2),
-        seeds=(0,),
-        lines_per_tag=1,
-        per_prompt=1,
-        sample_steps=2,
-        overrides=(*cap.WORLD_64, "optim.global_batch=2", "optim.micro_batch=2", "optim.warmup_steps=1"),
-    )
+    p = TWO_STEPS
     first = caption_runs.run_captions(
         p, tmp_path, kinds=("brief",), modes=("brief",), progress=lambda *_: None
     )
@@ -269,15 +265,7 @@ def test_a_run_folder_moved_elsewhere_keeps_its_finished_arms(tmp_path, monkeypa
     import lenslib.eval.generate as generate
     import lenslib.train as train_pkg
 
-    p = cap.Preset(
-        steps=2,
-        eval_at=(2,),
-        seeds=(0,),
-        lines_per_tag=1,
-        per_prompt=1,
-        sample_steps=2,
-        overrides=(*cap.WORLD_64, "optim.global_batch=2", "optim.micro_batch=2", "optim.warmup_steps=1"),
-    )
+    p = dataclasses.replace(TWO_STEPS, eval_at=(2,))
     first = caption_runs.run_captions(
         p, tmp_path / "scratch", kinds=("brief",), modes=("brief",), progress=lambda *_: None
     )

@@ -364,25 +364,13 @@ def cpu_pipe():
 
 
 def test_tiny_cpu_pipeline_generates_pil_images(cpu_pipe):
-    out = cpu_pipe(
-        prompt=["a red circle", "a blue square"],
-        height=32,
-        width=48,
-        num_inference_steps=2,
-        guidance_scale=5.0,
-        generator=torch.Generator().manual_seed(0),
-    )
+    call = dict(prompt=["a red circle", "a blue square"], height=32, width=48, num_inference_steps=2)
+    out = cpu_pipe(**call, guidance_scale=5.0, generator=torch.Generator().manual_seed(0))
     assert len(out.images) == 2 and all(isinstance(im, PIL.Image.Image) for im in out.images)
     assert out.images[0].size == (48, 32) and out.images[0].mode == "RGB"
     # pil = uint8 by truncation of (clamp(x) + 1) * 255/2, x = decoded latents
     lat = cpu_pipe(
-        prompt=["a red circle", "a blue square"],
-        height=32,
-        width=48,
-        num_inference_steps=2,
-        guidance_scale=5.0,
-        generator=torch.Generator().manual_seed(0),
-        output_type="latent",
+        **call, guidance_scale=5.0, generator=torch.Generator().manual_seed(0), output_type="latent"
     ).images
     x = cpu_pipe.vae.decode(lat, 8, 12)
     expect = torch.floor((x.clamp(-1, 1) + 1) * (255 / 2)).permute(0, 2, 3, 1).to(torch.uint8).numpy()

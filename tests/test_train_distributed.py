@@ -32,6 +32,17 @@ from lenslib.train.faults import TINY_MODEL
 pytestmark = pytest.mark.slow  # real subprocess / torchrun jobs: ~1-2 minutes on 2 cores
 
 REPO = Path(__file__).resolve().parents[1]
+#: ``lenslib.train`` in two torchrun workers on this machine.
+TORCHRUN_TRAIN = [
+    sys.executable,
+    "-m",
+    "torch.distributed.run",
+    "--standalone",
+    "--nproc-per-node",
+    "2",
+    "-m",
+    "lenslib.train",
+]
 TINY = [
     "--config",
     "cpu-tiny",
@@ -96,14 +107,7 @@ def ddp_preempted(tmp_path_factory):
 def fsdp_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("fsdp") / "run"
     cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "lenslib.train",
+        *TORCHRUN_TRAIN,
         *TINY,
         "run.steps=3",
         f"run.out_dir={run}",
@@ -230,14 +234,7 @@ def test_workers_of_a_sigkilled_launcher_save_and_exit(tmp_path):
     # torchrun starts workers in their own sessions: without PR_SET_PDEATHSIG they would keep training.
     run = tmp_path / "orphans"
     cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "lenslib.train",
+        *TORCHRUN_TRAIN,
         *TINY,
         "run.steps=1000",
         "run.save_every=0",

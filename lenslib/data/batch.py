@@ -51,8 +51,8 @@ class Batch:
 
     def map_tensors(self, fn) -> "Batch":
         """The same batch with ``fn`` applied to every tensor (tokens, text features, text mask)."""
-        tensors = fn(self.tokens), [fn(t) for t in self.text], fn(self.text_mask)
-        return Batch(tensors[0], self.grid, tensors[1], tensors[2], self.captions, self.indices)
+        text = [fn(t) for t in self.text]
+        return Batch(fn(self.tokens), self.grid, text, fn(self.text_mask), self.captions, self.indices)
 
     def pin_memory(self) -> "Batch":
         """The batch's host tensors in page-locked memory, so a CUDA copy of them can run asynchronously
