@@ -24,19 +24,13 @@ import torch
 from lenslib.eval.generate import decode_uint8, model_device
 from lenslib.eval.judge import match_scene
 from lenslib.eval.parse import parse
+from lenslib.eval.stats import share_interval
 from lenslib.flow import interpolate, predict_velocity
 
 __all__ = ["denoise_scores", "NOISE_LEVELS"]
 
 #: The noise levels chapter 4 reports, from "mostly image" to "mostly caption".
 NOISE_LEVELS: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 0.95)
-
-
-def _interval(hits: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
-    """Percentile bootstrap 95 % interval of a mean of 0/1 outcomes (resampling scenes)."""
-    rng = np.random.default_rng(seed)
-    means = hits[rng.integers(0, len(hits), size=(n_boot, len(hits)))].mean(axis=1)
-    return (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
 
 
 @torch.no_grad()
@@ -111,7 +105,7 @@ def denoise_scores(
                     "t": float(level),
                     "n": len(matches),
                     "scene_exact": float(hits.mean()),
-                    "ci95": _interval(hits, n_boot, seed),
+                    "ci95": share_interval(hits, n_boot, seed),
                     "object_recall": float(np.mean([m.recall for m in matches])),
                     "object_precision": float(np.mean([m.precision for m in matches])),
                     **({"images": list(arrs)} if return_images else {}),

@@ -7,6 +7,8 @@
 * :func:`paired_difference` -- the difference of two runs' GenEval overall scores on the same prompts
   and training seeds, resampling both jointly (paired). Chapter 6's caption ablation (paper §3.4) and
   reasoner ablation (paper §4.3) state their findings with it; chapter 4 compares two runs with it.
+* :func:`share_interval` -- the interval of a plain share of 0/1 outcomes (scenes denoised exactly right,
+  samples that follow a word), resampling the outcomes; chapter 4's diagnostics report it.
 
 Both are seeded (``numpy.random.default_rng(seed)``): the same input gives the same interval.
 """
@@ -19,7 +21,20 @@ import numpy as np
 
 from lenslib.world.suites import GENEVAL_TAGS
 
-__all__ = ["bootstrap_ci", "paired_difference"]
+__all__ = ["bootstrap_ci", "paired_difference", "share_interval"]
+
+
+def share_interval(hits, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap 95 % interval of the mean of 0/1 outcomes ``hits``, resampling them.
+
+    For outcomes that are independent draws (one per held-out scene or per sample); ``(nan, nan)`` for none.
+    """
+    hits = np.asarray(hits, dtype=float)
+    if hits.size == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = hits[rng.integers(0, len(hits), size=(n_boot, len(hits)))].mean(axis=1)
+    return (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
 
 
 def bootstrap_ci(

@@ -123,12 +123,18 @@ def _name(color: str, cls: str) -> str:
     return f"{color} {cls}"
 
 
-def _where(obj, rng: random.Random) -> str:
-    """Where an object sits in the frame, in words that contain no relation phrase."""
-    x0, y0, x1, y1 = obj.box
+def region(box) -> tuple[str, str]:
+    """The ninth of the frame a box's centre is in, ``(vertical, horizontal)``: what a detailed caption's
+    place words ("near the top edge") name. Chapter 4 checks samples against it (``lenslib.eval.words``)."""
+    x0, y0, x1, y1 = box
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     h = "left" if cx < 1 / 3 else "right" if cx > 2 / 3 else "center"
     v = "top" if cy < 1 / 3 else "bottom" if cy > 2 / 3 else "middle"
+    return v, h
+
+
+def _where(obj, rng: random.Random) -> str:
+    """Where an object sits in the frame, in words that contain no relation phrase."""
     phrases = {
         ("top", "left"): ("in the upper-left area", "near the top-left corner"),
         ("top", "center"): ("near the top edge", "in the upper middle"),
@@ -140,7 +146,7 @@ def _where(obj, rng: random.Random) -> str:
         ("bottom", "center"): ("near the bottom edge", "in the lower middle"),
         ("bottom", "right"): ("in the lower-right area", "near the bottom-right corner"),
     }
-    return rng.choice(phrases[(v, h)])
+    return rng.choice(phrases[region(obj.box)])
 
 
 _REL_PHRASES = {
@@ -418,6 +424,7 @@ __all__ = [
     "object_groups",
     "group_relations",
     "main_subject",
+    "region",
     "word_count",
     "word_count_stats",
 ]

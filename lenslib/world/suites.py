@@ -209,12 +209,25 @@ def detailed_prompt(line: dict, seed: int = 0, vocab: str | None = None) -> str:
     """
     if line.get("tag") == LONG_TAG:
         return line["prompt"]
+    scene, line_seed = _prompted_scene(line, seed, vocab)
+    return detailed(scene, line_seed)
+
+
+def detailed_scene(line: dict, seed: int = 0, vocab: str | None = None):
+    """The scene that :func:`detailed_prompt` ``(line, seed, vocab)`` describes: the colours, sizes and places
+    its prompt asks for beyond the line's own words. Chapter 4 checks samples against it
+    (``lenslib.eval.words``)."""
+    if line.get("tag") == LONG_TAG:
+        raise ValueError("a long-suite line is its own prompt: it was not drawn from a scene")
+    return _prompted_scene(line, seed, vocab)[0]
+
+
+def _prompted_scene(line: dict, seed: int, vocab: str | None):
     vocab = vocab or infer_vocab(line)
     key = json.dumps({k: line[k] for k in ("include", "exclude") if k in line}, sort_keys=True).encode()
     line_seed = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
     line_seed = int(np.random.SeedSequence([int(seed), line_seed]).generate_state(1)[0])
-    scene = scene_from_metadata(line, vocab, line_seed)
-    return detailed(scene, line_seed)
+    return scene_from_metadata(line, vocab, line_seed), line_seed
 
 
 # --------------------------------------------------------------------------- reading + validation
