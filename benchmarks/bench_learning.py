@@ -10,13 +10,18 @@ interval over prompts and seeds). Prompts are the suite lines rewritten in detai
 how the model was trained and how Lens is prompted) and, for the last checkpoint, the suite's own
 short prompts. Step 0 (the untrained model) is the floor; true renders of the same lines the ceiling.
 Each checkpoint also gets the one-step denoising check of chapter 4 (``lenslib.eval.denoise``): how
-often its clean-image estimate of a held-out scene is exactly right at each noise level.
+often its clean-image estimate of a held-out scene is exactly right at each noise level; and which words
+of the one-object prompts its samples follow (``lenslib.eval.words``: colour, class, place).
 
 Wall time is the training loop's own clock (evaluation is not counted). The CPU is shared, so each
 row also records the load average while that stretch of training ran; compare settings by steps.
 
-Run: ``.venv/bin/python benchmarks/bench_learning.py [--steps N] [--eval-every N] [overrides ...]``.
-Writes ``benchmarks/results/learning.json``.
+Run: ``.venv/bin/python benchmarks/bench_learning.py [--steps N] [--eval-every N] [--out NAME]
+[overrides ...]``.
+Writes ``benchmarks/results/learning.json`` (``--out``: ``results/NAME.json``). The recorded variants:
+``learning.json`` (the config as shipped) and ``learning_single.json`` (``--steps 4000 --out learning_single
+data.world_kwargs.max_objects=1``: trained on one object per scene, so every image teaches one class, colour
+and place; which of these words its samples follow, over 40 minutes).
 """
 
 from __future__ import annotations
@@ -39,24 +44,26 @@ from lenslib.data.sources import build_source
 from lenslib.eval.denoise import denoise_scores
 from lenslib.eval.generate import checkpoint_model, generate_suite
 from lenslib.eval.geneval import evaluate_folder, render_suite, summarize
+from lenslib.eval.words import word_following
 from lenslib.train import train
 from lenslib.train.checkpoint import list_checkpoints, read_trainer_state
 from lenslib.train.config import load_config
 from lenslib.train.run_folder import read_metrics
 
-RESULTS = Path(__file__).resolve().parent / "results" / "learning.json"
+RESULTS = Path(__file__).resolve().parent / "results"
 SUITE = Path(__file__).resolve().parent.parent / "data" / "suites" / "shapes_geneval.jsonl"
 
 
 def _evaluate(cfg, checkpoint, source, lines, args, prompts=("detailed",)):
     """Score one checkpoint (None: the untrained model), loaded once: the suite for each of ``prompts``
     ("detailed" first, flattened into the row; "suite" under ``suite_prompts``) and the one-step denoising
-    check of held-out scenes (``lenslib.eval.denoise``)."""
+    check of held-out scenes (``lenslib.eval.denoise``); for detailed prompts also which words the one-object
+    samples follow (``lenslib.eval.words``)."""
     out = {}
     with checkpoint_model(cfg, checkpoint, batcher=source) as (model, _):
         for prompt in prompts:
             t = time.time()
-            rows = generate_suite(
+            rows, images = generate_suite(
                 model,
                 source,
                 lines,
@@ -68,6 +75,7 @@ def _evaluate(cfg, checkpoint, source, lines, args, prompts=("detailed",)):
                 prompt=prompt,
                 vocab=cfg.data.vocab,
                 prediction=cfg.flow.prediction,
+                return_images=True,
             )
             s = summarize(rows, n_boot=1000)
             score = {
@@ -79,6 +87,11 @@ def _evaluate(cfg, checkpoint, source, lines, args, prompts=("detailed",)):
             }
             if prompt == "detailed":
                 out.update(score)
+                out["words"] = [  # no share where the judge found no object (n = 0)
+                    {"word": r["word"], "n": r["n"], "share": None, "ci95": None}
+                    | ({"share": r["share"], "ci95": list(r["ci95"])} if r["n"] else {})
+                    for r in word_following(lines, rows, images)
+                ]
             else:
                 out["suite_prompts"] = score
         rows = denoise_scores(
@@ -118,8 +131,13 @@ def main() -> int:
         "--denoise-scenes", type=int, default=48, help="held-out scenes for the one-step denoising check"
     )
     parser.add_argument("--config", default="cpu-tiny")
+    parser.add_argument("--out", default="learning", help="results file name (without .json)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    if not args.out or Path(args.out).name != args.out or args.out.endswith(".json"):
+        parser.error(
+            f"--out {args.out!r}: give a file name without folder or .json, e.g. --out learning_single"
+        )
 
     lines = [json.loads(x) for x in SUITE.read_text().splitlines()][:: args.stride]
     loads = []  # (elapsed training seconds, 1-min load average), sampled every 5 s
@@ -251,6 +269,15 @@ def main() -> int:
     )
     for r in curve:
         print(f"{r['step']:>6}  " + "  ".join(f"{d['scene_exact']:.2f}" for d in r["denoise"]))
+    print(
+        "one-object samples following each word (share of samples; - where no object was drawn): "
+        + ", ".join(w["word"] for w in curve[0]["words"])
+    )
+    for r in curve:
+        print(
+            f"{r['step']:>6}  "
+            + "  ".join("   -" if w["share"] is None else f"{w['share']:.2f}" for w in r["words"])
+        )
     if "suite_prompts" in curve[-1]:
         sp = curve[-1]["suite_prompts"]
         print(
@@ -258,8 +285,8 @@ def main() -> int:
             f"[{sp['ci95'][0]:.3f}, {sp['ci95'][1]:.3f}]"
         )
     print(f"true renders (ceiling): {ceiling:.3f}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(RESULTS, result)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(RESULTS / f"{args.out}.json", result)
     return 0
 
 

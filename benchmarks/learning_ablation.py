@@ -4,8 +4,10 @@ Every arm is ``cpu-tiny`` as it was when the ablation began (``ABLATION_BASE``) 
 trained by ``lenslib.train.train`` for the same number of steps on this CPU, then scored once: its EMA
 weights sample the GenEval-format shape suite (``data/suites/shapes_geneval.jsonl``, every
 ``--stride``-th line, ``--per-prompt`` images each, detailed prompts, Euler + CFG) and the exact judge
-gives GenEval's overall score with a bootstrap 95 % interval (``lenslib.eval.geneval.summarize``). Rows
-keep the training seconds, so speed and quality are read together.
+gives GenEval's overall score with a bootstrap 95 % interval (``lenslib.eval.geneval.summarize``), and,
+for the one-object lines, how often the samples have the colour, class and place the prompt asked for
+(``lenslib.eval.words``: a score near zero does not say which words a model follows). Rows keep the
+training seconds, so speed and quality are read together.
 
 Arms run one after another and are kept as they finish (``lenslib.experiments.arms``, one results file):
 a stopped run resumes at the arm it was training (its checkpoints) and skips finished arms whose overrides,
@@ -32,6 +34,7 @@ from PIL import Image
 
 from lenslib.eval.generate import score_checkpoint
 from lenslib.eval.geneval import summarize
+from lenslib.eval.words import word_following
 from lenslib.experiments.arms import Arm, ArmTable, run_arms
 from lenslib.paths import cache_dir
 from lenslib.train import train
@@ -50,8 +53,8 @@ def arm(name: str, what: str, *overrides: str) -> None:
 
 
 def score(cfg, lines, args) -> dict:
-    """GenEval summary of the run's last checkpoint; its first 32 samples go to ``samples.png`` in the run
-    folder."""
+    """GenEval summary of the run's last checkpoint and which words its one-object samples follow
+    (``lenslib.eval.words``); its first 32 samples go to ``samples.png`` in the run folder."""
     rows, images = score_checkpoint(
         cfg,
         latest_checkpoint(cfg.run.out_dir),
@@ -73,6 +76,11 @@ def score(cfg, lines, args) -> dict:
         "ci95": list(s["overall"]["ci95"]),
         "tags": {k: v["accuracy"] for k, v in s["tags"].items()},
         "n_images": s["n_images"],
+        "words": {
+            r["word"]: {"share": r["share"], "ci95": list(r["ci95"]), "n": r["n"]}
+            for r in word_following(lines, rows, images)
+            if r["n"]
+        },
     }
 
 
@@ -100,6 +108,7 @@ def main() -> int:
     out = Path(args.out) if args.out else cache_dir() / "ablation"
     lines = [json.loads(x) for x in SUITE.read_text().splitlines()][:: args.stride]
     eval_key = {
+        "words": True,  # records scored before word_following existed are scored again
         "stride": args.stride,
         "per_prompt": args.per_prompt,
         "sample_steps": args.sample_steps,
