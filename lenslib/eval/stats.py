@@ -1,4 +1,4 @@
-"""Bootstrap intervals for GenEval scores: one home for both resampling schemes of the book.
+"""Bootstrap intervals for GenEval scores: one home for the resampling schemes of the book.
 
 * :func:`bootstrap_ci` -- intervals for one run's GenEval summary (per tag, overall, % correct images,
   % prompts with a correct image), resampling prompts within tags and images within prompts.
@@ -10,7 +10,7 @@
 * :func:`share_interval` -- the interval of a plain share of 0/1 outcomes (scenes denoised exactly right,
   samples that follow a word), resampling the outcomes; chapter 4's diagnostics report it.
 
-Both are seeded (``numpy.random.default_rng(seed)``): the same input gives the same interval.
+All are seeded (``numpy.random.default_rng(seed)``): the same input gives the same interval.
 """
 
 from __future__ import annotations
