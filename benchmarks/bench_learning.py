@@ -88,8 +88,12 @@ def _evaluate(cfg, checkpoint, source, lines, args, prompts=("detailed",)):
             if prompt == "detailed":
                 out.update(score)
                 out["words"] = [  # no share where the judge found no object (n = 0)
-                    {"word": r["word"], "n": r["n"], "share": None, "ci95": None}
-                    | ({"share": r["share"], "ci95": list(r["ci95"])} if r["n"] else {})
+                    {
+                        "word": r["word"],
+                        "n": r["n"],
+                        "share": r["share"] if r["n"] else None,
+                        "ci95": list(r["ci95"]) if r["n"] else None,
+                    }
                     for r in word_following(lines, rows, images)
                 ]
             else:

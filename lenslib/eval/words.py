@@ -52,26 +52,26 @@ def word_following(
         raise ValueError(
             f"got {len(rows)} rows but {len(images)} images: pass both from one score_checkpoint call"
         )
-    hits: dict[str, list[bool]] = {word: [] for word in WORDS}
-    vocab = None
-    for row, image in zip(rows, images):
-        line = lines[row["index"]]
-        if not asks_one_object(line):
-            continue
-        vocab = infer_vocab(line)
-        (asked,) = detailed_scene(line, seed, vocab).objects
-        found = parse(np.asarray(image), vocab)
-        hits["one object"].append(len(found) == 1)
-        if found:
-            drawn = max(found, key=lambda d: d.area)
-            hits["colour"].append(drawn.color == asked.color)
-            hits["class"].append(drawn.cls == asked.cls)
-            hits["place"].append(region(drawn.box) == region(asked.box))
-    if vocab is None:
+    asked = {  # line index -> (vocabulary, the object its detailed prompt describes)
+        i: (infer_vocab(line), detailed_scene(line, seed).objects[0])
+        for i, line in enumerate(lines)
+        if asks_one_object(line)
+    }
+    scored = [(asked[row["index"]], image) for row, image in zip(rows, images) if row["index"] in asked]
+    if not scored:
         raise ValueError(
             "none of the scored lines asks for one object: score single_object or colors lines "
             "(e.g. lenslib.experiments.captions.suite_lines)"
         )
+    hits: dict[str, list[bool]] = {word: [] for word in WORDS}
+    for (vocab, want), image in scored:
+        found = parse(np.asarray(image), vocab)
+        hits["one object"].append(len(found) == 1)
+        if found:
+            drawn = max(found, key=lambda d: d.area)
+            hits["colour"].append(drawn.color == want.color)
+            hits["class"].append(drawn.cls == want.cls)
+            hits["place"].append(region(drawn.box) == region(want.box))
     n_classes = len(vocab_classes(vocab))
     chance = {"one object": None, "colour": 1 / len(COLORS), "class": 1 / n_classes, "place": 1 / 9}
     return [
